@@ -1,0 +1,370 @@
+"""The coordinator: applies lifecycle events to a collection's migration record, shared by every process.
+
+The record (plan, state, epoch) lives in the control collection; each transition reads it, computes the next
+state with the pure :func:`~lattice_qdrant.state.transition`, and writes it back with a compare-and-set on the
+epoch. Of two processes applying events at once, exactly one wins; the other gets
+:class:`~lattice_qdrant.errors.ConcurrentTransitionError` and nothing of its event is applied.
+
+Routing reads a cached copy of the record that is at most ``refresh_interval`` seconds old (2 s by
+default): every process wrapping a client on the same Qdrant routes the same way within that bound. The
+process that applies a transition sees it at once. Coverage is always counted from the data
+(``has_vector``), never from a counter kept in memory.
+
+Why a control collection rather than collection metadata: metadata has no compare-and-set, and a
+conditional upsert on a point's ``epoch`` is one; a control collection also holds the model registry and the
+history of every transition, and survives the migrated collection being replaced (blue-green).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import (
+    ConcurrentTransitionError,
+    InvalidTransitionError,
+    MigrationExistsError,
+    MigrationNotFoundError,
+    StoreError,
+)
+from .plan import MigrationPlan
+from .registry import ModelRegistry
+from .state import (
+    Cancel,
+    Cutover,
+    Error,
+    Event,
+    Finalize,
+    MigrationState,
+    Pause,
+    Progress,
+    QueryRoute,
+    Resume,
+    Rollback,
+    Start,
+    WriteRoute,
+    query_route,
+    rollback_window_left,
+    transition,
+    write_route,
+)
+from .store import Coverage, Store
+
+__all__ = ["DEFAULT_REFRESH_INTERVAL", "Migration", "Routing", "Snapshot", "plan_migration"]
+
+log = logging.getLogger(__name__)
+
+_KIND = "migration"
+#: Seconds a process may route by a cached state before reading it again.
+DEFAULT_REFRESH_INTERVAL = 2.0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A migration record as read: plan, state and the epoch it was read at."""
+
+    plan: MigrationPlan
+    state: MigrationState
+    epoch: int
+    record: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Routing:
+    """Where writes and queries go, as decided from one snapshot and one coverage reading."""
+
+    write: WriteRoute
+    query: QueryRoute
+    query_vector: str
+    write_vectors: tuple[str, ...]
+
+
+def _snapshot(record: dict[str, Any]) -> Snapshot:
+    return Snapshot(
+        plan=MigrationPlan.from_payload(record["plan"]),
+        state=MigrationState.from_dict(record["state"]),
+        epoch=int(record["epoch"]),
+        record=record,
+    )
+
+
+def plan_migration(store: Store, plan: MigrationPlan) -> Migration:
+    """Record a new migration for ``plan.collection`` and register both models.
+
+    Checks before anything is written that the collection exists and that its source vector matches the
+    source spec. A collection whose previous migration was cancelled or finalized can be planned again.
+
+    Raises:
+        MigrationExistsError: the collection has an unfinished migration.
+        ModelConflictError: a model spec conflicts with the registry.
+        StoreError: the collection or its source vector does not fit the plan.
+    """
+    vectors = store.vectors(plan.collection)
+    source = vectors.get(plan.source_vector)
+    if source is None:
+        known = ", ".join(repr(n) for n in vectors) or "none"
+        raise StoreError(
+            f"the source vector does not exist (vectors: {known})",
+            collection=plan.collection,
+            vector=plan.source_vector,
+        )
+    if source.size != plan.source.dimension or source.distance != plan.source.distance:
+        raise StoreError(
+            f"the source vector is {source.size}-d {source.distance.value}, but the source model "
+            f"{plan.source.qualified_id} is {plan.source.dimension}-d {plan.source.distance.value}",
+            collection=plan.collection,
+            vector=plan.source_vector,
+        )
+    registry = ModelRegistry(store)
+    registry.register(plan.source)
+    registry.register(plan.target)
+    body = {
+        "collection": plan.collection,
+        "plan": plan.to_payload(),
+        "state": MigrationState().to_dict(),
+    }
+    if not store.insert_record(_KIND, plan.collection, body):
+        existing = store.get_record(_KIND, plan.collection)
+        if existing is None:
+            raise StoreError("the migration record vanished while planning", collection=plan.collection)
+        snap = _snapshot(existing)
+        if not snap.state.terminal:
+            raise MigrationExistsError(plan.collection, snap.state.label)
+        if store.replace_record(_KIND, plan.collection, body, expected=existing) is None:
+            raise ConcurrentTransitionError(plan.collection, "plan", snap.epoch, snap.epoch + 1)
+    migration = Migration(store, plan.collection)
+    migration._record_event("plan", None, MigrationState(), migration.snapshot(refresh=True).epoch)
+    return migration
+
+
+class Migration:
+    """One collection's migration: its shared record, lifecycle commands and routing.
+
+    Args:
+        store: the store adapter.
+        collection: the migrated collection.
+        refresh_interval: seconds a cached record is trusted for routing.
+        clock: source of unix time (tests pass a fake one).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        collection: str,
+        *,
+        refresh_interval: float = DEFAULT_REFRESH_INTERVAL,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.collection = collection
+        self.refresh_interval = refresh_interval
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._cached: Snapshot | None = None
+        self._read_at = 0.0
+        self._coverage: Coverage | None = None
+        self._coverage_at = 0.0
+
+    # ----------------------------------------------------------------- reading
+
+    def snapshot(self, *, refresh: bool = False) -> Snapshot:
+        """The record, from cache when younger than ``refresh_interval`` (read-only).
+
+        Raises:
+            MigrationNotFoundError: the collection has no migration.
+        """
+        with self._lock:
+            fresh = time.monotonic() - self._read_at < self.refresh_interval
+            if self._cached is not None and fresh and not refresh:
+                return self._cached
+        record = self.store.get_record(_KIND, self.collection)
+        if record is None:
+            raise MigrationNotFoundError(self.collection)
+        snap = _snapshot(record)
+        self._remember(snap)
+        return snap
+
+    def _remember(self, snap: Snapshot) -> None:
+        with self._lock:
+            if self._cached is None or snap.epoch >= self._cached.epoch:
+                self._cached = snap
+            self._read_at = time.monotonic()
+
+    @property
+    def plan(self) -> MigrationPlan:
+        """The plan (read-only)."""
+        return self.snapshot().plan
+
+    @property
+    def state(self) -> MigrationState:
+        """The state, at most ``refresh_interval`` old (read-only)."""
+        return self.snapshot().state
+
+    def coverage(self) -> Coverage:
+        """Points with the target vector, counted from the data now (read-only)."""
+        cov = self.store.coverage(self.collection, self.plan.target_vector)
+        with self._lock:
+            self._coverage, self._coverage_at = cov, time.monotonic()
+        return cov
+
+    def recent_coverage(self) -> Coverage:
+        """Coverage counted at most ``refresh_interval`` ago, for routing queries (read-only)."""
+        with self._lock:
+            cached, age = self._coverage, time.monotonic() - self._coverage_at
+        if cached is not None and age < self.refresh_interval:
+            return cached
+        return self.coverage()
+
+    def routing(self, coverage: float | None = None) -> Routing:
+        """Where writes and queries go now (read-only).
+
+        ``coverage`` is only counted (two exact counts) when the plan has a ``query_threshold`` and the
+        migration is in the phase where it matters.
+        """
+        snap = self.snapshot()
+        plan, state = snap.plan, snap.state
+        if coverage is None:
+            needs = plan.query_threshold is not None and not state.rolled_back
+            coverage = self.recent_coverage().fraction if needs and state.phase == "migrating" else 0.0
+        query = query_route(state, coverage, plan.policy)
+        write = write_route(state)
+        vectors = {
+            WriteRoute.LEGACY: (plan.source_vector,),
+            WriteRoute.DUAL_WRITE: (plan.source_vector, plan.target_vector),
+            WriteRoute.TARGET: (plan.target_vector,),
+        }[write]
+        query_vector = plan.target_vector if query == QueryRoute.TARGET else plan.source_vector
+        return Routing(write=write, query=query, query_vector=query_vector, write_vectors=vectors)
+
+    def rollback_window_left(self) -> float | None:
+        """Seconds until finalize is allowed without force, or ``None`` outside the window."""
+        snap = self.snapshot()
+        return rollback_window_left(snap.state, snap.plan.policy, self.clock())
+
+    def history(self) -> list[dict[str, Any]]:
+        """Every recorded transition of this collection, oldest first (read-only)."""
+        events = self.store.list_records("event", collection=self.collection)
+        return sorted(events, key=lambda e: (e.get("epoch", 0), e.get("at", 0.0)))
+
+    # ----------------------------------------------------------------- writing
+
+    def apply(self, event: Event) -> MigrationState:
+        """Apply one event with compare-and-set and return the new state.
+
+        Raises:
+            TransitionError: the event is not allowed (or a guard refused it).
+            ConcurrentTransitionError: another process changed the state between our read and write.
+        """
+        snap = self.snapshot(refresh=True)
+        new_state = transition(snap.state, event, snap.plan.policy)
+        body = {
+            "collection": self.collection,
+            "plan": snap.record["plan"],
+            "state": new_state.to_dict(),
+        }
+        stored = self.store.replace_record(_KIND, self.collection, body, expected=snap.record)
+        if stored is None:
+            latest = self.snapshot(refresh=True)
+            raise ConcurrentTransitionError(self.collection, event.name, snap.epoch, latest.epoch)
+        self._remember(_snapshot(stored))
+        self._record_event(event.name, snap.state, new_state, snap.epoch + 1)
+        log.info("%s: %s -> %s (%s)", self.collection, snap.state.label, new_state.label, event.name)
+        return new_state
+
+    def _record_event(
+        self, name: str, before: MigrationState | None, after: MigrationState, epoch: int
+    ) -> None:
+        try:
+            self.store.append_event(
+                self.collection,
+                {
+                    "event": name,
+                    "from": before.label if before is not None else None,
+                    "to": after.label,
+                    "epoch": epoch,
+                    "at": self.clock(),
+                },
+            )
+        except StoreError as exc:  # the history is informative; the transition already happened
+            log.warning("%s: could not record %s in the history: %s", self.collection, name, exc)
+
+    def start(self) -> MigrationState:
+        """Prepare the collection and start migrating: dual-writes begin.
+
+        Creates the payload indexes and the target named vector (both idempotent, so a crash halfway is
+        repaired by calling ``start`` again), then records the coverage counted from the data.
+        """
+        plan = self.snapshot(refresh=True).plan
+        self.store.check_in_place(self.collection, plan.source_vector)
+        self.store.ensure_payload_indexes(self.collection)
+        self.store.ensure_vector(self.collection, plan.target_vector, plan.target)
+        cov = self.coverage()
+        return self.apply(Start(processed=cov.covered, total=cov.total))
+
+    def progress(self) -> MigrationState:
+        """Record the coverage counted from the data (completes the migration at 100%)."""
+        cov = self.coverage()
+        return self.apply(Progress(processed=cov.covered, total=cov.total))
+
+    def fail(self, message: str) -> MigrationState:
+        """Record a failure (a backfill error); ``resume`` clears it."""
+        return self.apply(Error(message=message))
+
+    def pause(self, reason: str = "") -> MigrationState:
+        """Pause the backfill; writes keep going to both vectors."""
+        return self.apply(Pause(reason=reason))
+
+    def resume(self) -> MigrationState:
+        """Resume after a pause or a failure."""
+        return self.apply(Resume())
+
+    def cancel(self, *, drop_target: bool = True) -> MigrationState:
+        """Abandon the migration: writes go back to the source only.
+
+        Args:
+            drop_target: also delete the target named vector (its vectors are lost).
+        """
+        state = self.apply(Cancel())
+        if drop_target:
+            self.store.drop_vector(self.collection, self.plan.target_vector)
+        return state
+
+    def cutover(self, *, force: bool = False) -> MigrationState:
+        """Switch queries to the target vector and open the rollback window.
+
+        Raises:
+            ThresholdNotMetError: coverage is below the plan's threshold and ``force`` is false.
+        """
+        cov = self.coverage()
+        return self.apply(Cutover(coverage=cov.fraction, at=self.clock(), force=force))
+
+    def rollback(self) -> MigrationState:
+        """Switch queries back to the source vector; writes keep going to both."""
+        return self.apply(Rollback(at=self.clock()))
+
+    def finalize(self, *, force: bool = False) -> MigrationState:
+        """Drop the source vector and leave a stable single-model collection.
+
+        Refused inside the rollback window, or with partial coverage, unless ``force``. If a previous
+        finalize recorded its state but was cut off before dropping the source vector, calling it again
+        drops the vector.
+
+        Raises:
+            RollbackWindowOpenError: the window is open or coverage is partial, and ``force`` is false.
+        """
+        snap = self.snapshot(refresh=True)
+        if snap.state.finalized:
+            self.store.drop_vector(self.collection, snap.plan.source_vector)
+            return snap.state
+        # Refresh the counts from the data, so that the completeness check is current.
+        # (A failed migration records no progress; only a forced finalize gets past it.)
+        with contextlib.suppress(InvalidTransitionError):
+            self.progress()
+        state = self.apply(Finalize(at=self.clock(), force=force))
+        self.store.drop_vector(self.collection, snap.plan.source_vector)
+        return state

@@ -1,0 +1,271 @@
+"""The library's errors: one tree, rooted at :class:`LatticeError`.
+
+Every error the library raises on purpose is a ``LatticeError``; errors from qdrant-client are wrapped at
+the store boundary with the collection, vector name and point ids involved, so a caller never has to
+catch qdrant-client's own exceptions::
+
+    LatticeError
+    ├── ConfigError                   a configuration value is wrong (names the key)
+    ├── ModelError                    model specs and the model registry
+    │   ├── ModelConflictError        another spec is registered under the same id and version
+    │   └── ModelNotFoundError        no spec registered under that id / version
+    ├── EmbedderError                 an embedder failed, or does not match its spec
+    │   └── MissingDependencyError    an optional dependency is missing (names the install command)
+    ├── VectorValidationError         a write or query was rejected before anything was sent
+    ├── MigrationError                the migration record and its lifecycle
+    │   ├── MigrationNotFoundError    the collection has no migration
+    │   ├── MigrationExistsError      the collection already has an unfinished migration
+    │   └── TransitionError           a lifecycle event cannot be applied
+    │       ├── InvalidTransitionError    the event is not allowed in the current state
+    │       ├── ThresholdNotMetError      cutover refused: coverage below the threshold
+    │       ├── RollbackWindowOpenError   finalize refused: the rollback window is still open
+    │       └── ConcurrentTransitionError another process changed the state first
+    └── StoreError                    Qdrant refused or failed a request
+        ├── TransientStoreError       worth retrying (timeouts, connection errors, HTTP 429/503)
+        ├── CollectionNotFoundError   the collection does not exist
+        ├── PointNotFoundError        points named by a write do not exist
+        ├── VectorConflictError       a named vector exists with another size or distance
+        ├── IndexConflictError        a payload index exists with another type
+        └── InPlaceUnsupportedError   the collection cannot take a parallel named vector
+            └── UnnamedVectorError    the collection's only vector is the unnamed default one
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = [
+    "CollectionNotFoundError",
+    "ConcurrentTransitionError",
+    "ConfigError",
+    "EmbedderError",
+    "InPlaceUnsupportedError",
+    "IndexConflictError",
+    "InvalidTransitionError",
+    "LatticeError",
+    "MigrationError",
+    "MigrationExistsError",
+    "MigrationNotFoundError",
+    "MissingDependencyError",
+    "ModelConflictError",
+    "ModelError",
+    "ModelNotFoundError",
+    "PointNotFoundError",
+    "RollbackWindowOpenError",
+    "StoreError",
+    "ThresholdNotMetError",
+    "TransientStoreError",
+    "TransitionError",
+    "UnnamedVectorError",
+    "VectorConflictError",
+    "VectorValidationError",
+]
+
+
+class LatticeError(Exception):
+    """Root of every error lattice-qdrant raises on purpose."""
+
+
+class ConfigError(LatticeError):
+    """A configuration value is missing or invalid.
+
+    Attributes:
+        key: the configuration key at fault, when there is one.
+    """
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class ModelError(LatticeError):
+    """Model specs and the model registry."""
+
+
+class ModelConflictError(ModelError):
+    """A different spec is already registered under the same model id and version."""
+
+    def __init__(self, model_id: str, version: int, registered: str, offered: str) -> None:
+        super().__init__(
+            f"model {model_id!r} version {version} is already registered as {registered}; "
+            f"refusing to overwrite it with {offered}. Register the new configuration under a new "
+            "version (a changed configuration needs a re-embed)."
+        )
+        self.model_id = model_id
+        self.version = version
+        self.registered = registered
+        self.offered = offered
+
+
+class ModelNotFoundError(ModelError):
+    """No spec is registered under the model id (and version) asked for."""
+
+
+class EmbedderError(LatticeError):
+    """An embedder failed, or produced vectors that do not fit its spec."""
+
+
+class MissingDependencyError(EmbedderError):
+    """An optional dependency is not installed; the message names the install command."""
+
+    def __init__(self, package: str, extra: str) -> None:
+        super().__init__(
+            f"{package} is not installed; install it with: pip install 'lattice-qdrant[{extra}]'"
+        )
+        self.package = package
+        self.extra = extra
+
+
+class VectorValidationError(LatticeError):
+    """A batch of points (or a query) was rejected before anything was written or searched.
+
+    Attributes:
+        problems: ``(point_id, problem)`` pairs, one per rejected point; ``point_id`` is ``None`` for a
+            query.
+    """
+
+    def __init__(self, problems: Sequence[tuple[Any, str]]) -> None:
+        self.problems = list(problems)
+        shown = "; ".join(
+            (f"point {pid!r}: {problem}" if pid is not None else problem)
+            for pid, problem in self.problems[:5]
+        )
+        more = f" (and {len(self.problems) - 5} more)" if len(self.problems) > 5 else ""
+        super().__init__(f"rejected, nothing was written: {shown}{more}")
+
+
+class MigrationError(LatticeError):
+    """The migration record of a collection and its lifecycle."""
+
+
+class MigrationNotFoundError(MigrationError):
+    """The collection has no migration planned."""
+
+    def __init__(self, collection: str) -> None:
+        super().__init__(f"collection {collection!r} has no migration; plan one first")
+        self.collection = collection
+
+
+class MigrationExistsError(MigrationError):
+    """The collection already has a migration that is not finished."""
+
+    def __init__(self, collection: str, status: str) -> None:
+        super().__init__(
+            f"collection {collection!r} already has a migration ({status}); finish or cancel it first"
+        )
+        self.collection = collection
+        self.status = status
+
+
+class TransitionError(MigrationError):
+    """A lifecycle event cannot be applied to the current state."""
+
+
+class InvalidTransitionError(TransitionError):
+    """The event is not allowed in the current state."""
+
+    def __init__(self, state: str, event: str, why: str | None = None) -> None:
+        tail = f": {why}" if why else ""
+        super().__init__(f"cannot apply {event!r} to a migration that is {state}{tail}")
+        self.state = state
+        self.event = event
+
+
+class ThresholdNotMetError(TransitionError):
+    """Cutover refused because the target vector covers too few points."""
+
+    def __init__(self, coverage: float, threshold: float) -> None:
+        super().__init__(
+            f"cutover refused: the target vector covers {coverage:.2%} of points, below the "
+            f"threshold of {threshold:.2%}; finish the backfill, or pass force=True (--force)"
+        )
+        self.coverage = coverage
+        self.threshold = threshold
+
+
+class RollbackWindowOpenError(TransitionError):
+    """Finalize refused because the rollback window is still open (or coverage is partial)."""
+
+    def __init__(self, message: str, seconds_left: float | None = None) -> None:
+        super().__init__(message)
+        self.seconds_left = seconds_left
+
+
+class ConcurrentTransitionError(TransitionError):
+    """Another process changed the migration state between our read and our write."""
+
+    def __init__(self, collection: str, event: str, expected_epoch: int, found_epoch: int) -> None:
+        super().__init__(
+            f"{event!r} on {collection!r} lost a race: the state moved from epoch {expected_epoch} "
+            f"to {found_epoch} while it was being applied; nothing was changed by this call, read "
+            "the status and retry if still wanted"
+        )
+        self.collection = collection
+        self.event = event
+        self.expected_epoch = expected_epoch
+        self.found_epoch = found_epoch
+
+
+class StoreError(LatticeError):
+    """Qdrant refused or failed a request.
+
+    Attributes:
+        collection: the collection the request was about.
+        vector: the named vector involved, if any.
+        point_ids: the points involved, if any (the first few are shown in the message).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        collection: str | None = None,
+        vector: str | None = None,
+        point_ids: Sequence[Any] | None = None,
+    ) -> None:
+        self.collection = collection
+        self.vector = vector
+        self.point_ids = list(point_ids) if point_ids is not None else []
+        context = []
+        if collection is not None:
+            context.append(f"collection {collection!r}")
+        if vector is not None:
+            context.append(f"vector {vector!r}")
+        if self.point_ids:
+            shown = ", ".join(repr(p) for p in self.point_ids[:5])
+            more = f" and {len(self.point_ids) - 5} more" if len(self.point_ids) > 5 else ""
+            context.append(f"points {shown}{more}")
+        super().__init__(f"{message} ({', '.join(context)})" if context else message)
+
+
+class TransientStoreError(StoreError):
+    """A failure worth retrying: timeout, connection error, HTTP 429 or 503."""
+
+
+class CollectionNotFoundError(StoreError):
+    """The collection does not exist."""
+
+
+class PointNotFoundError(StoreError):
+    """Points named by a write do not exist (deleted meanwhile, or never there)."""
+
+
+class VectorConflictError(StoreError):
+    """A named vector already exists with another size or distance."""
+
+
+class IndexConflictError(StoreError):
+    """A payload index already exists on the field with another type."""
+
+
+class InPlaceUnsupportedError(StoreError):
+    """The collection cannot take the target model as a parallel named vector.
+
+    The message names the blue-green strategy (a new collection and an alias switch), which works on
+    any server version and any vector layout.
+    """
+
+
+class UnnamedVectorError(InPlaceUnsupportedError):
+    """The collection's only vector is the unnamed default vector."""

@@ -1,0 +1,96 @@
+"""The migration plan: what moves where, and the policy that governs the move.
+
+A plan is written once when a migration is planned and stored with its state in the control collection;
+every process routes by the same plan.
+"""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .spec import ModelSpec
+from .state import Policy
+
+__all__ = ["MigrationPlan", "Strategy"]
+
+
+class Strategy(StrEnum):
+    """How the target vectors are stored."""
+
+    #: a parallel named vector in the same collection (Qdrant 1.18+)
+    IN_PLACE = "in_place"
+    #: a new collection and an alias switch (any server version)
+    BLUE_GREEN = "blue_green"
+
+
+class MigrationPlan(BaseModel):
+    """A collection's move from ``source`` to ``target``.
+
+    Attributes:
+        collection: the collection migrated.
+        source: the model whose vectors the collection holds now.
+        target: the model it moves to.
+        source_vector: named vector holding the source vectors.
+        target_vector: named vector the target vectors go to.
+        text_field: payload field holding the text that is embedded.
+        strategy: in place (parallel named vector) or blue-green.
+        cutover_threshold: coverage (0-1) needed before cutover, unless forced.
+        query_threshold: coverage (0-1) at which queries move to the target before cutover; ``None``
+            keeps them on the source until cutover.
+        rollback_window: seconds after cutover during which finalize is refused, unless forced.
+        created_at: unix time the plan was made.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    collection: str = Field(min_length=1)
+    source: ModelSpec
+    target: ModelSpec
+    source_vector: str
+    target_vector: str = Field(min_length=1)
+    text_field: str = Field(default="text", min_length=1)
+    strategy: Strategy = Strategy.IN_PLACE
+    cutover_threshold: float = Field(default=0.99, ge=0.0, le=1.0)
+    query_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    rollback_window: float = Field(default=86400.0, ge=0.0)
+    created_at: float = Field(default_factory=time.time)
+
+    @model_validator(mode="after")
+    def _check(self) -> MigrationPlan:
+        if self.source_vector == self.target_vector:
+            raise ValueError(
+                f"source_vector and target_vector are both {self.source_vector!r}; an in-place "
+                "migration needs a new vector name for the target"
+            )
+        if self.source.model_id == self.target.model_id and self.source.version == self.target.version:
+            raise ValueError(
+                f"source and target are the same model ({self.source.qualified_id}); "
+                "register the target under a new version"
+            )
+        return self
+
+    @property
+    def policy(self) -> Policy:
+        """The state machine's view of the plan's thresholds and window."""
+        return Policy(
+            cutover_threshold=self.cutover_threshold,
+            query_threshold=self.query_threshold,
+            rollback_window=self.rollback_window,
+        )
+
+    def to_payload(self) -> dict[str, Any]:
+        """JSON-safe form for the control collection."""
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_payload(cls, data: dict[str, Any]) -> MigrationPlan:
+        """Inverse of :meth:`to_payload`."""
+        data = dict(data)
+        for side in ("source", "target"):
+            if isinstance(data.get(side), dict):
+                data[side] = ModelSpec.from_payload(data[side])
+        return cls.model_validate(data)

@@ -1,0 +1,769 @@
+"""The store adapter: the only module that calls qdrant-client.
+
+Everything that touches Qdrant goes through :class:`Store`: schema changes on the migrated collection
+(payload indexes, the parallel named vector), point reads and writes, and the control collection that holds
+the migration records and the model registry. Errors from qdrant-client (HTTP, gRPC and local mode alike)
+are translated here into the library's error tree with the collection, vector name and point ids involved,
+and transient failures (timeouts, connection errors, HTTP 429/502/503/504) are retried with exponential
+backoff and jitter.
+
+Design notes, for a real server first (local mode is a convenience, not the reference):
+
+* Payload indexes are requested even on local mode, which ignores them: a server in strict mode rejects
+  filters on unindexed fields, and the tests record these requests.
+* The control collection holds one point per record with an integer ``epoch``; a record is changed by a
+  conditional upsert (``update_filter`` on the epoch it was read at, ``UPDATE_ONLY``) carrying a fresh
+  ``token``, then read back: the write took effect exactly when the stored token is ours. This is a
+  compare-and-set that works on every backend, because Qdrant does not say which points a conditional write
+  skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import threading
+import time
+import uuid
+import warnings
+import weakref
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
+
+from .errors import (
+    CollectionNotFoundError,
+    IndexConflictError,
+    InPlaceUnsupportedError,
+    PointNotFoundError,
+    StoreError,
+    TransientStoreError,
+    UnnamedVectorError,
+    VectorConflictError,
+)
+from .spec import Distance, ModelSpec
+
+__all__ = [
+    "CONTROL_COLLECTION",
+    "MODEL_FIELD",
+    "PAYLOAD_INDEXES",
+    "VERSION_FIELD",
+    "Coverage",
+    "RetryPolicy",
+    "Store",
+    "VectorInfo",
+]
+
+log = logging.getLogger(__name__)
+
+MODEL_FIELD = "embedding_model_id"
+VERSION_FIELD = "embedding_version"
+#: The payload indexes every migrated collection gets, and their types.
+PAYLOAD_INDEXES: dict[str, models.PayloadSchemaType] = {
+    MODEL_FIELD: models.PayloadSchemaType.KEYWORD,
+    VERSION_FIELD: models.PayloadSchemaType.INTEGER,
+}
+#: Default name of the collection holding migration records and the model registry.
+CONTROL_COLLECTION = "lattice_qdrant"
+_CONTROL_INDEXES: dict[str, models.PayloadSchemaType] = {
+    "kind": models.PayloadSchemaType.KEYWORD,
+    "collection": models.PayloadSchemaType.KEYWORD,
+    "epoch": models.PayloadSchemaType.INTEGER,
+}
+#: Named vectors can be added to a live collection from this server version on.
+IN_PLACE_MIN_VERSION = (1, 18, 0)
+_TOKEN_HISTORY = 32
+_NAMESPACE = uuid.UUID("6f1d3c8e-2b7a-4c55-9a43-0c7f1b6a9e21")
+_BLUE_GREEN = "use the blue-green strategy (a new collection and an alias switch) instead"
+
+
+@dataclass(frozen=True)
+class VectorInfo:
+    """A dense vector of a collection: its size and distance (``name`` is ``""`` when unnamed)."""
+
+    name: str
+    size: int
+    distance: Distance
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """How many points carry a named vector, counted exactly from the data."""
+
+    covered: int
+    total: int
+
+    @property
+    def fraction(self) -> float:
+        """``covered / total``; 1.0 for an empty collection."""
+        return 1.0 if self.total == 0 else min(1.0, self.covered / self.total)
+
+    @property
+    def missing(self) -> int:
+        """Points still without the vector."""
+        return max(0, self.total - self.covered)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How transient failures are retried: ``attempts`` tries, exponential backoff with jitter."""
+
+    attempts: int = 5
+    initial: float = 0.2
+    maximum: float = 10.0
+    jitter: float = 0.5
+
+
+_TRANSIENT_HTTP = {408, 429, 500, 502, 503, 504}
+_POINT_ID = re.compile(r"[Pp]oint with id ([0-9a-fA-F-]+)")
+
+
+def _status_of(exc: BaseException) -> int | None:
+    if isinstance(exc, UnexpectedResponse):
+        return exc.status_code
+    return None
+
+
+def _grpc_code(exc: BaseException) -> str | None:
+    code = getattr(exc, "code", None)
+    if callable(code) and type(exc).__module__.startswith("grpc"):
+        with contextlib.suppress(Exception):
+            return str(getattr(code(), "name", code()))
+    return None
+
+
+def _message_of(exc: BaseException) -> str:
+    if isinstance(exc, UnexpectedResponse):
+        content = exc.content.decode("utf-8", "replace") if exc.content else ""
+        return f"HTTP {exc.status_code}: {content or exc.reason_phrase}"
+    details = getattr(exc, "details", None)
+    if callable(details):
+        with contextlib.suppress(Exception):
+            return str(details())
+    return str(exc) or type(exc).__name__
+
+
+def translate(
+    exc: BaseException,
+    *,
+    action: str,
+    collection: str | None = None,
+    vector: str | None = None,
+    point_ids: Sequence[Any] | None = None,
+) -> StoreError:
+    """Turn an exception raised by qdrant-client into the library's error tree."""
+    message = _message_of(exc)
+    lowered = message.lower()
+    status = _status_of(exc)
+    code = _grpc_code(exc)
+    context: dict[str, Any] = {"collection": collection, "vector": vector, "point_ids": point_ids}
+    text = f"{action} failed: {message}"
+    if (
+        isinstance(exc, ResponseHandlingException | TimeoutError | ConnectionError)
+        or status in _TRANSIENT_HTTP
+        or code in {"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED"}
+        or type(exc).__module__.startswith("httpx")
+        or type(exc).__module__.startswith("httpcore")
+    ):
+        return TransientStoreError(text, **context)
+    if collection is not None and (
+        ("collection" in lowered and "not found" in lowered) or "doesn't exist" in lowered
+    ):
+        return CollectionNotFoundError(f"{action} failed: collection does not exist", **context)
+    if isinstance(exc, KeyError) or (
+        ("no point with id" in lowered or "point with id" in lowered) and "not found" in lowered
+    ):
+        ids = list(point_ids or [])
+        found = _POINT_ID.search(message)
+        if isinstance(exc, KeyError) and exc.args:
+            ids = [exc.args[0]]
+        elif found:
+            ids = [found.group(1)]
+        return PointNotFoundError(
+            f"{action} failed: point does not exist",
+            collection=collection,
+            vector=vector,
+            point_ids=ids,
+        )
+    return StoreError(text, **context)
+
+
+# qdrant-client's local mode is not thread-safe (a conditional write is a read then a write in Python), so
+# every Store over the same local client takes the same lock; a server needs none.
+_LOCAL_LOCKS: weakref.WeakKeyDictionary[Any, threading.RLock] = weakref.WeakKeyDictionary()
+_LOCAL_LOCKS_GUARD = threading.Lock()
+
+
+def _local_lock(client: Any) -> threading.RLock:
+    with _LOCAL_LOCKS_GUARD:
+        lock = _LOCAL_LOCKS.get(client)
+        if lock is None:
+            lock = _LOCAL_LOCKS[client] = threading.RLock()
+        return lock
+
+
+def record_id(kind: str, key: str) -> str:
+    """Stable point id of a control record (a UUID derived from its kind and key)."""
+    return str(uuid.uuid5(_NAMESPACE, f"{kind}:{key}"))
+
+
+class Store:
+    """Qdrant access for the migration: schema, points and control records.
+
+    Args:
+        client: the user's ``QdrantClient`` (server, ``path=`` or ``":memory:"``).
+        control_collection: where migration records and the model registry live.
+        retry: how transient failures are retried.
+    """
+
+    def __init__(
+        self,
+        client: QdrantClient,
+        *,
+        control_collection: str = CONTROL_COLLECTION,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.client = client
+        self.control_collection = control_collection
+        self.retry = retry or RetryPolicy()
+        self._control_ready = False
+        inner = getattr(client, "_client", None)
+        self._local = type(inner).__name__ == "QdrantLocal"
+        self._lock: contextlib.AbstractContextManager[Any] = (
+            _local_lock(client) if self._local else contextlib.nullcontext()
+        )
+
+    # ----------------------------------------------------------------- plumbing
+
+    def _call(
+        self,
+        action: str,
+        fn: Any,
+        *args: Any,
+        collection: str | None = None,
+        vector: str | None = None,
+        point_ids: Sequence[Any] | None = None,
+        retry: bool = True,
+        **kwargs: Any,
+    ) -> Any:
+        """Call qdrant-client, translating errors and retrying the transient ones."""
+
+        def once() -> Any:
+            try:
+                with self._lock:
+                    return fn(*args, **kwargs)
+            except StoreError:
+                raise
+            except Exception as exc:
+                raise translate(
+                    exc, action=action, collection=collection, vector=vector, point_ids=point_ids
+                ) from exc
+
+        if not retry or self.retry.attempts <= 1:
+            return once()
+        retrying = Retrying(
+            stop=stop_after_attempt(self.retry.attempts),
+            wait=wait_exponential(multiplier=self.retry.initial, max=self.retry.maximum)
+            + wait_random(0, self.retry.jitter),
+            retry=retry_if_exception_type(TransientStoreError),
+            reraise=True,
+            before_sleep=lambda state: log.warning(
+                "%s: transient failure (attempt %d), retrying: %s",
+                action,
+                state.attempt_number,
+                state.outcome.exception() if state.outcome else "",
+            ),
+        )
+        return retrying(once)
+
+    @property
+    def is_local(self) -> bool:
+        """Whether the client runs qdrant-client's local mode (no server)."""
+        return self._local
+
+    def server_version(self) -> tuple[int, int, int] | None:
+        """The server's version, or ``None`` in local mode (which follows the client's features)."""
+        if self.is_local:
+            return None
+        info = self._call("read the server version", self.client.info)
+        parts = re.findall(r"\d+", str(getattr(info, "version", "")))
+        if len(parts) < 2:
+            return None
+        major, minor, *rest = (int(p) for p in parts[:3])
+        return (major, minor, rest[0] if rest else 0)
+
+    # ----------------------------------------------------------------- collections
+
+    def collection_exists(self, collection: str) -> bool:
+        """Whether the collection exists (read-only)."""
+        return bool(
+            self._call(
+                "check the collection",
+                self.client.collection_exists,
+                collection,
+                collection=collection,
+            )
+        )
+
+    def collection_info(self, collection: str) -> models.CollectionInfo:
+        """The collection's configuration and counters (read-only)."""
+        info: models.CollectionInfo = self._call(
+            "read the collection", self.client.get_collection, collection, collection=collection
+        )
+        return info
+
+    def vectors(self, collection: str) -> dict[str, VectorInfo]:
+        """The collection's dense vectors by name; the unnamed default vector is keyed ``""``."""
+        params = self.collection_info(collection).config.params.vectors
+        if params is None:
+            return {}
+        if isinstance(params, models.VectorParams):
+            return {"": VectorInfo("", params.size, Distance(params.distance.value))}
+        return {name: VectorInfo(name, p.size, Distance(p.distance.value)) for name, p in params.items()}
+
+    def payload_schema(self, collection: str) -> dict[str, str]:
+        """Indexed payload fields and their types (empty on local mode, which keeps no indexes)."""
+        schema = self.collection_info(collection).payload_schema or {}
+        out: dict[str, str] = {}
+        for field, info in schema.items():
+            data_type = getattr(info, "data_type", None)
+            out[field] = str(getattr(data_type, "value", data_type))
+        return out
+
+    def ensure_payload_indexes(
+        self, collection: str, indexes: dict[str, models.PayloadSchemaType] | None = None
+    ) -> list[str]:
+        """Create the model payload indexes if missing; return the fields created.
+
+        Idempotent: an index of the right type is left alone. An index of another type on the same field
+        raises :class:`IndexConflictError` before anything is created.
+        """
+        wanted = PAYLOAD_INDEXES if indexes is None else indexes
+        existing = self.payload_schema(collection)
+        for field, schema in wanted.items():
+            have = existing.get(field)
+            if have is not None and have != schema.value:
+                raise IndexConflictError(
+                    f"payload field {field!r} is already indexed as {have!r}, but the migration needs "
+                    f"a {schema.value!r} index; drop or rename that index first",
+                    collection=collection,
+                )
+        created = []
+        for field, schema in wanted.items():
+            if field in existing:
+                continue
+            with warnings.catch_warnings():
+                # Local mode warns that indexes do nothing there; a server needs them.
+                warnings.filterwarnings("ignore", message="Payload indexes have no effect")
+                self._call(
+                    f"create the {schema.value} payload index on {field!r}",
+                    self.client.create_payload_index,
+                    collection,
+                    field_name=field,
+                    field_schema=schema,
+                    wait=True,
+                    collection=collection,
+                )
+            created.append(field)
+        return created
+
+    def check_in_place(self, collection: str, source_vector: str) -> VectorInfo:
+        """Check the collection can take a parallel named vector; return the source vector.
+
+        Raises:
+            UnnamedVectorError: the collection has only the unnamed default vector.
+            InPlaceUnsupportedError: the server is older than 1.18.
+            StoreError: the source vector does not exist.
+        """
+        vectors = self.vectors(collection)
+        if "" in vectors:
+            raise UnnamedVectorError(
+                "the collection's only vector is the unnamed default vector, and adding a named vector "
+                "beside it in place is not something lattice-qdrant relies on (servers convert the "
+                f"layout implicitly); {_BLUE_GREEN}, which copies into a collection with named vectors",
+                collection=collection,
+            )
+        if source_vector not in vectors:
+            known = ", ".join(repr(n) for n in vectors) or "none"
+            raise StoreError(
+                f"the source vector does not exist (named vectors: {known})",
+                collection=collection,
+                vector=source_vector,
+            )
+        version = self.server_version()
+        if version is not None and version < IN_PLACE_MIN_VERSION:
+            raise InPlaceUnsupportedError(
+                f"the server is Qdrant {'.'.join(map(str, version))}; adding a named vector to a live "
+                f"collection needs 1.18 or newer; upgrade the server or {_BLUE_GREEN}",
+                collection=collection,
+            )
+        return vectors[source_vector]
+
+    def ensure_vector(self, collection: str, name: str, spec: ModelSpec) -> bool:
+        """Add ``name`` as a dense named vector sized for ``spec``; return whether it was created.
+
+        Idempotent: an existing vector with the same size and distance is left alone; one with another
+        size or distance raises :class:`VectorConflictError`.
+        """
+        existing = self.vectors(collection).get(name)
+        if existing is not None:
+            if existing.size != spec.dimension or existing.distance != spec.distance:
+                raise VectorConflictError(
+                    f"the named vector exists as {existing.size}-d {existing.distance.value}, but "
+                    f"{spec.qualified_id} needs {spec.dimension}-d {spec.distance.value}; choose another "
+                    "vector name",
+                    collection=collection,
+                    vector=name,
+                )
+            return False
+        create = getattr(self.client, "create_vector_name", None)
+        if create is None:
+            raise InPlaceUnsupportedError(
+                "this qdrant-client has no create_vector_name (needs qdrant-client 1.18+); upgrade it "
+                f"or {_BLUE_GREEN}",
+                collection=collection,
+                vector=name,
+            )
+        config = models.DenseVectorNameConfig(
+            dense=models.DenseVectorConfig(size=spec.dimension, distance=models.Distance(spec.distance.value))
+        )
+        try:
+            self._call(
+                "add the named vector",
+                create,
+                collection,
+                name,
+                config,
+                wait=True,
+                collection=collection,
+                vector=name,
+            )
+        except StoreError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, UnexpectedResponse) and cause.status_code in (404, 405):
+                raise InPlaceUnsupportedError(
+                    f"the server does not support adding a named vector ({_message_of(cause)}); "
+                    f"it needs Qdrant 1.18+; {_BLUE_GREEN}",
+                    collection=collection,
+                    vector=name,
+                ) from exc
+            raise
+        return True
+
+    def drop_vector(self, collection: str, name: str) -> bool:
+        """Delete a named vector from the collection; return whether it existed."""
+        if name not in self.vectors(collection):
+            return False
+        self._call(
+            "delete the named vector",
+            self.client.delete_vector_name,
+            collection,
+            name,
+            wait=True,
+            collection=collection,
+            vector=name,
+        )
+        return True
+
+    # ----------------------------------------------------------------- points
+
+    def count(self, collection: str, flt: models.Filter | None = None) -> int:
+        """Exact number of points matching ``flt`` (read-only)."""
+        result = self._call(
+            "count points",
+            self.client.count,
+            collection,
+            count_filter=flt,
+            exact=True,
+            collection=collection,
+        )
+        return int(result.count)
+
+    def coverage(self, collection: str, vector: str) -> Coverage:
+        """How many points have ``vector``, counted from the data (read-only)."""
+        total = self.count(collection)
+        missing = self.count(
+            collection, models.Filter(must_not=[models.HasVectorCondition(has_vector=vector)])
+        )
+        return Coverage(covered=max(0, total - missing), total=total)
+
+    def upsert(
+        self,
+        collection: str,
+        points: Sequence[models.PointStruct],
+        *,
+        update_filter: models.Filter | None = None,
+        update_mode: models.UpdateMode | None = None,
+        **kwargs: Any,
+    ) -> models.UpdateResult:
+        """Upsert whole points (every named vector the point should keep must be in it)."""
+        extra = dict(kwargs)
+        if update_filter is not None:
+            extra["update_filter"] = update_filter
+        if update_mode is not None:
+            extra["update_mode"] = update_mode
+        result: models.UpdateResult = self._call(
+            "upsert points",
+            self.client.upsert,
+            collection,
+            points=list(points),
+            collection=collection,
+            point_ids=[p.id for p in points],
+            **extra,
+        )
+        return result
+
+    def update_vectors(
+        self,
+        collection: str,
+        points: Sequence[models.PointVectors],
+        *,
+        update_filter: models.Filter | None = None,
+        **kwargs: Any,
+    ) -> models.UpdateResult:
+        """Write only the named vectors given, leaving payload and other vectors alone."""
+        extra = dict(kwargs)
+        if update_filter is not None:
+            extra["update_filter"] = update_filter
+        result: models.UpdateResult = self._call(
+            "update vectors",
+            self.client.update_vectors,
+            collection,
+            points=list(points),
+            collection=collection,
+            point_ids=[p.id for p in points],
+            **extra,
+        )
+        return result
+
+    def retrieve(
+        self,
+        collection: str,
+        ids: Sequence[Any],
+        *,
+        with_payload: bool | Sequence[str] = True,
+        with_vectors: bool | Sequence[str] = False,
+    ) -> list[models.Record]:
+        """Points by id; missing ids are simply absent (read-only)."""
+        records: list[models.Record] = self._call(
+            "retrieve points",
+            self.client.retrieve,
+            collection,
+            ids=list(ids),
+            with_payload=with_payload if isinstance(with_payload, bool) else list(with_payload),
+            with_vectors=with_vectors if isinstance(with_vectors, bool) else list(with_vectors),
+            collection=collection,
+            point_ids=list(ids),
+        )
+        return records
+
+    def scroll(
+        self,
+        collection: str,
+        *,
+        flt: models.Filter | None = None,
+        limit: int = 256,
+        offset: Any = None,
+        with_payload: bool | Sequence[str] = True,
+        with_vectors: bool | Sequence[str] = False,
+    ) -> tuple[list[models.Record], Any]:
+        """One page of points in id order and the offset of the next page (``None`` at the end)."""
+        records, next_offset = self._call(
+            "scroll points",
+            self.client.scroll,
+            collection,
+            scroll_filter=flt,
+            limit=limit,
+            offset=offset,
+            with_payload=with_payload if isinstance(with_payload, bool) else list(with_payload),
+            with_vectors=with_vectors if isinstance(with_vectors, bool) else list(with_vectors),
+            collection=collection,
+        )
+        return list(records), next_offset
+
+    def iter_points(
+        self,
+        collection: str,
+        *,
+        flt: models.Filter | None = None,
+        page_size: int = 256,
+        with_payload: bool | Sequence[str] = True,
+        with_vectors: bool | Sequence[str] = False,
+    ) -> Iterator[list[models.Record]]:
+        """Pages of points matching ``flt``, streamed (memory stays one page)."""
+        offset: Any = None
+        while True:
+            page, offset = self.scroll(
+                collection,
+                flt=flt,
+                limit=page_size,
+                offset=offset,
+                with_payload=with_payload,
+                with_vectors=with_vectors,
+            )
+            if page:
+                yield page
+            if offset is None:
+                return
+
+    def query(self, collection: str, **kwargs: Any) -> models.QueryResponse:
+        """``query_points`` with errors translated (the routed client decides ``using``)."""
+        response: models.QueryResponse = self._call(
+            "query points",
+            self.client.query_points,
+            collection,
+            collection=collection,
+            vector=kwargs.get("using"),
+            **kwargs,
+        )
+        return response
+
+    # ----------------------------------------------------------------- control records
+
+    def ensure_control(self) -> None:
+        """Create the control collection (no vectors, indexed fields) if it does not exist."""
+        if self._control_ready:
+            return
+        name = self.control_collection
+        if not self.collection_exists(name):
+            try:
+                self._call(
+                    "create the control collection",
+                    self.client.create_collection,
+                    name,
+                    vectors_config={},
+                    collection=name,
+                )
+            except StoreError:
+                # Another process may have created it first.
+                if not self.collection_exists(name):
+                    raise
+        self.ensure_payload_indexes(name, _CONTROL_INDEXES)
+        self._control_ready = True
+
+    def _control_exists(self) -> bool:
+        """Whether the control collection exists; reads never create it."""
+        return self._control_ready or self.collection_exists(self.control_collection)
+
+    def get_record(self, kind: str, key: str) -> dict[str, Any] | None:
+        """The payload of a control record, or ``None`` (read-only)."""
+        if not self._control_exists():
+            return None
+        found = self.retrieve(self.control_collection, [record_id(kind, key)], with_payload=True)
+        if not found:
+            return None
+        return dict(found[0].payload or {})
+
+    def list_records(self, kind: str, *, collection: str | None = None) -> list[dict[str, Any]]:
+        """Payloads of every control record of a kind (optionally for one collection). Read-only."""
+        if not self._control_exists():
+            return []
+        must: list[models.Condition] = [
+            models.FieldCondition(key="kind", match=models.MatchValue(value=kind))
+        ]
+        if collection is not None:
+            must.append(models.FieldCondition(key="collection", match=models.MatchValue(value=collection)))
+        out: list[dict[str, Any]] = []
+        for page in self.iter_points(self.control_collection, flt=models.Filter(must=must)):
+            out.extend(dict(r.payload or {}) for r in page)
+        return out
+
+    def insert_record(self, kind: str, key: str, payload: dict[str, Any]) -> bool:
+        """Create a record if no record has that key; return whether ours was written.
+
+        The payload gets ``kind``, ``key``, ``epoch`` 1 and a fresh ``token``.
+        """
+        self.ensure_control()
+        token = uuid.uuid4().hex
+        body = {
+            **payload,
+            "kind": kind,
+            "key": key,
+            "epoch": 1,
+            "token": token,
+            "tokens": [token],
+            "updated_at": time.time(),
+        }
+        self.upsert(
+            self.control_collection,
+            [models.PointStruct(id=record_id(kind, key), vector={}, payload=body)],
+            update_mode=models.UpdateMode.INSERT_ONLY,
+            ordering=models.WriteOrdering.STRONG,
+        )
+        stored = self.get_record(kind, key)
+        return stored is not None and stored.get("token") == token
+
+    def replace_record(
+        self, kind: str, key: str, payload: dict[str, Any], *, expected: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Compare-and-set: replace the record if it is still the one read as ``expected``.
+
+        The write is conditional on ``expected``'s epoch; the record keeps the tokens of its last writes,
+        so a win is recognised even when another process has already moved the record on after us.
+
+        Returns:
+            the stored payload when this call's write took effect, or ``None`` when the record had moved
+            on (or vanished) first; in that case nothing was changed by this call.
+        """
+        self.ensure_control()
+        token = uuid.uuid4().hex
+        expected_epoch = int(expected["epoch"])
+        history = [str(t) for t in expected.get("tokens", [])][: _TOKEN_HISTORY - 1]
+        body = {
+            **payload,
+            "kind": kind,
+            "key": key,
+            "epoch": expected_epoch + 1,
+            "token": token,
+            "tokens": [token, *history],
+            "updated_at": time.time(),
+        }
+        self.upsert(
+            self.control_collection,
+            [models.PointStruct(id=record_id(kind, key), vector={}, payload=body)],
+            update_filter=models.Filter(
+                must=[models.FieldCondition(key="epoch", match=models.MatchValue(value=expected_epoch))]
+            ),
+            update_mode=models.UpdateMode.UPDATE_ONLY,
+            ordering=models.WriteOrdering.STRONG,
+        )
+        stored = self.get_record(kind, key)
+        if stored is None or token not in stored.get("tokens", []):
+            return None
+        return stored if stored.get("token") == token else body
+
+    def delete_record(self, kind: str, key: str) -> None:
+        """Remove a control record (no-op if absent)."""
+        self.ensure_control()
+        self._call(
+            "delete a control record",
+            self.client.delete,
+            self.control_collection,
+            points_selector=models.PointIdsList(points=[record_id(kind, key)]),
+            collection=self.control_collection,
+        )
+
+    def append_event(self, collection: str, payload: dict[str, Any]) -> None:
+        """Append an entry to a collection's migration history (never overwritten)."""
+        self.ensure_control()
+        self.upsert(
+            self.control_collection,
+            [
+                models.PointStruct(
+                    id=str(uuid.uuid4()),
+                    vector={},
+                    payload={**payload, "kind": "event", "collection": collection},
+                )
+            ],
+        )

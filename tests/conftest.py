@@ -1,0 +1,149 @@
+"""One backend fixture for the whole suite: qdrant-client's local mode always, and the same scenarios
+against a real server when ``QDRANT_URL`` is set (``docker compose -f compose/docker-compose.yml up``).
+
+Every test gets its own collection names and its own control collection, so runs against a shared server
+never see each other.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from qdrant_client import QdrantClient, models
+
+import lattice_qdrant as lq
+from lattice_qdrant.embedders import HashEmbedder
+
+QDRANT_URL = os.environ.get("QDRANT_URL")
+BACKENDS = ["local", "server"]
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+CORPUS = [
+    "The cat sat on the warm mat by the fire.",
+    "Dogs are loyal companions and love long walks.",
+    "Python is a programming language with readable syntax.",
+    "Qdrant stores vectors and searches them by similarity.",
+    "The stock market fell sharply after the announcement.",
+    "Fresh bread is baked every morning at the corner bakery.",
+    "A migration moves data from one schema to another.",
+    "Embeddings map text to points in a vector space.",
+    "The football match ended in a draw after extra time.",
+    "Rain is expected across the north of the country tomorrow.",
+    "Vector databases index embeddings for nearest neighbour search.",
+    "The recipe needs two eggs, flour, sugar and butter.",
+]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    skip = pytest.mark.skip(reason="QDRANT_URL is not set (start compose/docker-compose.yml)")
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("backend") == "server":
+            item.add_marker(pytest.mark.integration)
+            if not QDRANT_URL:
+                item.add_marker(skip)
+        if item.get_closest_marker("integration") and not QDRANT_URL:
+            item.add_marker(skip)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """``"local"`` or ``"server"`` (the latter only runs with ``QDRANT_URL``)."""
+    return str(request.param)
+
+
+@pytest.fixture
+def names() -> Any:
+    """A factory of collection names unique to this test."""
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+
+    def make(base: str) -> str:
+        return f"{prefix}_{base}"
+
+    make.prefix = prefix  # type: ignore[attr-defined]
+    return make
+
+
+@pytest.fixture
+def qdrant(backend: str, names: Any) -> Iterator[QdrantClient]:
+    """A fresh client on the backend; on a server, this test's collections are dropped afterwards."""
+    if backend == "local":
+        client = QdrantClient(":memory:")
+        yield client
+        client.close()
+        return
+    client = QdrantClient(url=QDRANT_URL, timeout=30)
+    yield client
+    for coll in client.get_collections().collections:
+        if coll.name.startswith(names.prefix):
+            client.delete_collection(coll.name)
+    client.close()
+
+
+@pytest.fixture
+def legacy() -> HashEmbedder:
+    """The cheap source model: hashed bag of words, 64 dimensions."""
+    return HashEmbedder(64, salt="legacy")
+
+
+@pytest.fixture
+def modern() -> HashEmbedder:
+    """The cheap target model: hashed unigrams and bigrams, 96 dimensions."""
+    return HashEmbedder(96, ngrams=2, salt="modern")
+
+
+@pytest.fixture
+def source_spec(legacy: HashEmbedder) -> lq.ModelSpec:
+    return legacy.spec("legacy", 1)
+
+
+@pytest.fixture
+def target_spec(modern: HashEmbedder) -> lq.ModelSpec:
+    return modern.spec("modern", 1)
+
+
+@pytest.fixture
+def lattice(qdrant: QdrantClient, names: Any, legacy: HashEmbedder, modern: HashEmbedder) -> lq.LatticeClient:
+    """The wrapped client, with the cheap embedders and this test's own control collection."""
+    return make_lattice(qdrant, names)
+
+
+def make_lattice(qdrant: Any, names: Any, **kwargs: Any) -> lq.LatticeClient:
+    """Another wrapper over the same Qdrant, as a second process of the fleet would have."""
+    kwargs.setdefault("refresh_interval", 0.0)
+    kwargs.setdefault("load_embedders", True)
+    return lq.wrap(qdrant, control_collection=names("control"), **kwargs)
+
+
+def fill_collection(
+    client: QdrantClient,
+    name: str,
+    embedder: HashEmbedder,
+    *,
+    n: int = 48,
+    vector: str = "legacy",
+    texts: list[str] | None = None,
+) -> list[str]:
+    """Create ``name`` with one named source vector and ``n`` points with text; return the texts."""
+    client.create_collection(
+        name,
+        vectors_config={
+            vector: models.VectorParams(size=embedder.dimension, distance=models.Distance.COSINE)
+        },
+    )
+    texts = texts or [f"{CORPUS[i % len(CORPUS)]} (note {i})" for i in range(n)]
+    vectors = embedder.embed(texts)
+    client.upsert(
+        name,
+        [
+            models.PointStruct(id=i, vector={vector: vectors[i].tolist()}, payload={"text": t})
+            for i, t in enumerate(texts)
+        ],
+    )
+    return texts

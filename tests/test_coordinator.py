@@ -1,0 +1,409 @@
+"""The coordinator: lifecycle on a real engine, durable shared state, compare-and-set transitions."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from qdrant_client import QdrantClient, models
+
+import lattice_qdrant as lq
+from lattice_qdrant.embedders import HashEmbedder
+
+from conftest import fill_collection, make_lattice
+
+
+def backfill_all(client: lq.LatticeClient, collection: str, embedder: HashEmbedder) -> None:
+    """Give every point its target vector (what the backfill engine does, minus the engine)."""
+    migration = client.migration(collection)
+    plan = migration.plan
+    records, _ = client.client.scroll(collection, limit=10_000, with_payload=True)
+    vectors = embedder.embed([r.payload["text"] for r in records])
+    client.client.update_vectors(
+        collection,
+        [
+            models.PointVectors(id=r.id, vector={plan.target_vector: v.tolist()})
+            for r, v in zip(records, vectors, strict=True)
+        ],
+    )
+
+
+@pytest.fixture
+def planned(
+    lattice: lq.LatticeClient,
+    names: Any,
+    legacy: HashEmbedder,
+    source_spec: lq.ModelSpec,
+    target_spec: lq.ModelSpec,
+) -> lq.Migration:
+    docs = names("docs")
+    fill_collection(lattice.client, docs, legacy, n=30)
+    return lattice.plan(
+        docs,
+        source=source_spec,
+        target=target_spec,
+        source_vector="legacy",
+        rollback_window=3600,
+    )
+
+
+def test_plan_records_the_plan_and_registers_both_models(
+    planned: lq.Migration,
+    lattice: lq.LatticeClient,
+    source_spec: lq.ModelSpec,
+    target_spec: lq.ModelSpec,
+) -> None:
+    assert planned.state.status == lq.Status.PLANNED
+    assert planned.plan.target_vector == target_spec.vector_name
+    assert lattice.registry.list() == sorted([source_spec, target_spec], key=lambda s: s.model_id)
+    routing = planned.routing()
+    assert (routing.write, routing.query_vector) == (lq.WriteRoute.LEGACY, "legacy")
+    # planning changes nothing in the collection
+    assert set(lattice.client.get_collection(planned.collection).config.params.vectors) == {"legacy"}
+
+
+def test_plan_refuses_a_source_vector_that_does_not_match(
+    lattice: lq.LatticeClient, names: Any, legacy: HashEmbedder, target_spec: lq.ModelSpec
+) -> None:
+    docs = names("docs")
+    fill_collection(lattice.client, docs, legacy, n=3)
+    wrong = HashEmbedder(32).spec("legacy", 1)
+    with pytest.raises(lq.StoreError, match="32-d") as err:
+        lattice.plan(docs, source=wrong, target=target_spec, source_vector="legacy")
+    assert err.value.vector == "legacy"
+    with pytest.raises(lq.StoreError, match="does not exist"):
+        lattice.plan(docs, source=legacy.spec("legacy"), target=target_spec, source_vector="nope")
+    # nothing was recorded
+    with pytest.raises(lq.MigrationNotFoundError):
+        lattice.migration(docs)
+
+
+def test_a_second_plan_is_refused_until_the_first_is_finished(
+    planned: lq.Migration,
+    lattice: lq.LatticeClient,
+    source_spec: lq.ModelSpec,
+    target_spec: lq.ModelSpec,
+) -> None:
+    with pytest.raises(lq.MigrationExistsError, match="planned"):
+        lattice.plan(planned.collection, source=source_spec, target=target_spec, source_vector="legacy")
+    planned.cancel()
+    again = lattice.plan(planned.collection, source=source_spec, target=target_spec, source_vector="legacy")
+    assert again.state.status == lq.Status.PLANNED
+    assert again.snapshot().epoch > 2
+
+
+def test_full_lifecycle_in_place(
+    planned: lq.Migration, lattice: lq.LatticeClient, modern: HashEmbedder
+) -> None:
+    docs = planned.collection
+    state = planned.start()
+    assert (state.status, state.phase) == (lq.Status.IN_PROGRESS, lq.Phase.MIGRATING)
+    assert (state.processed, state.total) == (0, 30)
+    vectors = lattice.client.get_collection(docs).config.params.vectors
+    assert set(vectors) == {"legacy", planned.plan.target_vector}
+    assert vectors[planned.plan.target_vector].size == modern.dimension
+
+    with pytest.raises(lq.ThresholdNotMetError, match="--force"):
+        planned.cutover()
+    backfill_all(lattice, docs, modern)
+    assert planned.progress().status == lq.Status.COMPLETED
+
+    state = planned.cutover()
+    assert state.phase == lq.Phase.ROLLBACK_WINDOW and state.cutover_at is not None
+    assert planned.routing().query_vector == planned.plan.target_vector
+    with pytest.raises(lq.RollbackWindowOpenError, match="force"):
+        planned.finalize()
+
+    state = planned.rollback()
+    assert planned.routing().query_vector == "legacy"
+    assert planned.routing().write == lq.WriteRoute.DUAL_WRITE
+    planned.cutover()
+    state = planned.finalize(force=True)
+    assert state.finalized and state.phase == lq.Phase.STABLE
+    assert set(lattice.client.get_collection(docs).config.params.vectors) == {planned.plan.target_vector}
+    routing = planned.routing()
+    assert (routing.write, routing.query_vector) == (
+        lq.WriteRoute.TARGET,
+        planned.plan.target_vector,
+    )
+    events = [e["event"] for e in planned.history()]
+    assert events[0] == "plan" and events[-1] == "finalize"
+    assert {"start", "cutover", "rollback"} <= set(events)
+    # a finalized migration takes no event
+    with pytest.raises(lq.InvalidTransitionError, match="finalize"):
+        planned.rollback()
+
+
+def test_finalize_after_the_window_needs_no_force(
+    lattice: lq.LatticeClient,
+    names: Any,
+    legacy: HashEmbedder,
+    modern: HashEmbedder,
+    source_spec: lq.ModelSpec,
+    target_spec: lq.ModelSpec,
+) -> None:
+    docs = names("docs")
+    fill_collection(lattice.client, docs, legacy, n=5)
+    lattice.plan(docs, source=source_spec, target=target_spec, source_vector="legacy", rollback_window=60)
+    now = [1_000_000.0]
+    migration = lq.Migration(lattice.store, docs, refresh_interval=0, clock=lambda: now[0])
+    migration.start()
+    backfill_all(lattice, docs, modern)
+    migration.cutover()
+    now[0] += 59
+    with pytest.raises(lq.RollbackWindowOpenError) as err:
+        migration.finalize()
+    assert err.value.seconds_left == pytest.approx(1.0)
+    assert migration.rollback_window_left() == pytest.approx(1.0)
+    now[0] += 1
+    assert migration.finalize().finalized
+
+
+def test_finalize_refuses_partial_coverage_even_after_the_window(
+    planned: lq.Migration, lattice: lq.LatticeClient
+) -> None:
+    planned.start()
+    planned.cutover(force=True)
+    migration = lq.Migration(lattice.store, planned.collection, refresh_interval=0, clock=lambda: 10**12)
+    with pytest.raises(lq.RollbackWindowOpenError, match="partial"):
+        migration.finalize()
+    # nothing was dropped
+    assert "legacy" in lattice.client.get_collection(planned.collection).config.params.vectors
+
+
+def test_cancel_goes_back_to_legacy_writes_and_drops_the_target(
+    planned: lq.Migration, lattice: lq.LatticeClient
+) -> None:
+    planned.start()
+    planned.cancel()
+    assert planned.state.status == lq.Status.CANCELLED
+    assert planned.routing().write == lq.WriteRoute.LEGACY
+    assert set(lattice.client.get_collection(planned.collection).config.params.vectors) == {"legacy"}
+
+
+def test_finalize_cut_off_before_the_drop_is_repaired_by_calling_it_again(
+    planned: lq.Migration, lattice: lq.LatticeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    planned.start()
+    planned.cutover(force=True)
+
+    def crash(*args: Any, **kwargs: Any) -> bool:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(lattice.store, "drop_vector", crash)
+        with pytest.raises(KeyboardInterrupt):
+            planned.finalize(force=True)
+    assert planned.snapshot(refresh=True).state.finalized
+    assert "legacy" in lattice.client.get_collection(planned.collection).config.params.vectors
+    planned.finalize()
+    assert "legacy" not in lattice.client.get_collection(planned.collection).config.params.vectors
+
+
+def test_start_is_idempotent_on_the_schema_after_a_crash(
+    planned: lq.Migration, lattice: lq.LatticeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A start cut off after adding the vector, before recording the state, can simply be rerun."""
+
+    def crash(event: Any) -> Any:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(planned, "apply", crash)
+        with pytest.raises(KeyboardInterrupt):
+            planned.start()
+    assert planned.state.status == lq.Status.PLANNED
+    assert planned.start().status == lq.Status.IN_PROGRESS
+
+
+def test_state_survives_a_restart_including_the_cutover_time(
+    tmp_path: Any,
+    legacy: HashEmbedder,
+    modern: HashEmbedder,
+    source_spec: lq.ModelSpec,
+    target_spec: lq.ModelSpec,
+    names: Any,
+) -> None:
+    path = str(tmp_path / "qdrant")
+    qdrant = QdrantClient(path=path)
+    fill_collection(qdrant, "docs", legacy, n=10)
+    first = make_lattice(qdrant, names)
+    migration = first.plan(
+        "docs", source=source_spec, target=target_spec, source_vector="legacy", rollback_window=7200
+    )
+    migration.start()
+    backfill_all(first, "docs", modern)
+    cut = migration.cutover()
+    qdrant.close()
+
+    reopened = QdrantClient(path=path)
+    second = make_lattice(reopened, names)
+    again = second.migration("docs")
+    assert again.state == cut
+    assert again.plan.rollback_window == 7200
+    left = again.rollback_window_left()
+    assert left is not None and 7000 < left <= 7200
+    assert again.routing().query_vector == target_spec.vector_name
+    assert second.registry.get("modern") == target_spec
+    reopened.close()
+
+
+def test_every_wrapper_routes_the_same_way_within_the_refresh_interval(
+    planned: lq.Migration, qdrant: QdrantClient, names: Any
+) -> None:
+    fleet = [make_lattice(qdrant, names, refresh_interval=0.0) for _ in range(3)]
+    planned.start()
+    assert {w.migration(planned.collection).routing().write for w in fleet} == {lq.WriteRoute.DUAL_WRITE}
+    planned.cutover(force=True)
+    assert {w.migration(planned.collection).routing().query_vector for w in fleet} == {
+        planned.plan.target_vector
+    }
+
+
+def test_a_cached_state_is_used_until_the_refresh_interval_passes(
+    planned: lq.Migration, qdrant: QdrantClient, names: Any
+) -> None:
+    slow = make_lattice(qdrant, names, refresh_interval=3600.0)
+    observer = slow.migration(planned.collection)
+    assert observer.routing().write == lq.WriteRoute.LEGACY
+    planned.start()
+    assert observer.routing().write == lq.WriteRoute.LEGACY  # stale, within its bound
+    assert observer.snapshot(refresh=True).state.phase == lq.Phase.MIGRATING
+    assert observer.routing().write == lq.WriteRoute.DUAL_WRITE
+
+
+def _race(first: Callable[[], Any], second: Callable[[], Any], stores: list[lq.Store]) -> list[Any]:
+    """Run two transitions so that both read the same epoch before either writes."""
+    barrier = threading.Barrier(2, timeout=10)
+    for store in stores:
+        original = store.replace_record
+
+        def gated(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            barrier.wait()
+            return _original(*args, **kwargs)
+
+        store.replace_record = gated  # type: ignore[method-assign]
+    results: list[Any] = [None, None]
+
+    def run(i: int, fn: Callable[[], Any]) -> None:
+        try:
+            results[i] = fn()
+        except Exception as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i, fn)) for i, fn in enumerate((first, second))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    return results
+
+
+@pytest.mark.parametrize(
+    ("setup", "first", "second"),
+    [
+        ("rollback_window", "rollback", "finalize"),
+        ("migrating", "cutover", "cancel"),
+        ("migrating", "cutover", "cutover"),
+        ("rolled_back", "cutover", "pause"),
+    ],
+)
+def test_two_processes_racing_transitions_exactly_one_wins(
+    planned: lq.Migration, qdrant: QdrantClient, names: Any, setup: str, first: str, second: str
+) -> None:
+    planned.start()
+    if setup in ("rollback_window", "rolled_back"):
+        planned.cutover(force=True)
+    if setup == "rolled_back":
+        planned.rollback()
+    a = make_lattice(qdrant, names).migration(planned.collection)
+    b = make_lattice(qdrant, names).migration(planned.collection)
+    calls = {
+        "rollback": lambda m: m.rollback(),
+        "finalize": lambda m: m.apply(lq.state.Finalize(at=0.0, force=True)),
+        "cutover": lambda m: m.cutover(force=True),
+        "cancel": lambda m: m.apply(lq.state.Cancel()),
+        "pause": lambda m: m.pause("maintenance"),
+    }
+    epoch = planned.snapshot(refresh=True).epoch
+    results = _race(lambda: calls[first](a), lambda: calls[second](b), [a.store, b.store])
+    winners = [r for r in results if isinstance(r, lq.MigrationState)]
+    losers = [r for r in results if isinstance(r, lq.ConcurrentTransitionError)]
+    assert len(winners) == 1 and len(losers) == 1, results
+    assert losers[0].expected_epoch == epoch and losers[0].found_epoch == epoch + 1
+    assert "lost a race" in str(losers[0])
+    final = planned.snapshot(refresh=True)
+    assert final.epoch == epoch + 1 and final.state == winners[0]
+
+
+def test_many_threads_racing_one_transition(planned: lq.Migration, qdrant: QdrantClient, names: Any) -> None:
+    planned.start()
+    fleet = [make_lattice(qdrant, names).migration(planned.collection) for _ in range(6)]
+    barrier = threading.Barrier(len(fleet), timeout=10)
+    outcomes: list[Any] = []
+    lock = threading.Lock()
+
+    def go(m: lq.Migration) -> None:
+        barrier.wait()
+        try:
+            result: Any = m.cutover(force=True)
+        except lq.TransitionError as exc:
+            result = exc
+        with lock:
+            outcomes.append(result)
+
+    threads = [threading.Thread(target=go, args=(m,)) for m in fleet]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    winners = [o for o in outcomes if isinstance(o, lq.MigrationState)]
+    assert len(winners) == 1
+    # the others lost the race, or (reading after the winner) found the transition invalid
+    assert all(
+        isinstance(o, lq.ConcurrentTransitionError | lq.InvalidTransitionError)
+        for o in outcomes
+        if o not in winners
+    )
+
+
+def test_coverage_is_counted_from_the_data(
+    planned: lq.Migration, lattice: lq.LatticeClient, modern: HashEmbedder
+) -> None:
+    planned.start()
+    plan = planned.plan
+    lattice.client.update_vectors(
+        planned.collection,
+        [models.PointVectors(id=i, vector={plan.target_vector: [0.1] * modern.dimension}) for i in range(6)],
+    )
+    cov = planned.coverage()
+    assert (cov.covered, cov.total) == (6, 30)
+    state = planned.progress()
+    assert (state.processed, state.total) == (6, 30)
+    # a writer outside the wrapper replaces a covered point with only its source vector
+    lattice.client.upsert(
+        planned.collection,
+        [models.PointStruct(id=0, vector={"legacy": [0.2] * 64}, payload={"text": "x"})],
+    )
+    assert planned.coverage().covered == 5
+
+
+def test_query_threshold_moves_queries_before_cutover(
+    lattice: lq.LatticeClient,
+    names: Any,
+    legacy: HashEmbedder,
+    modern: HashEmbedder,
+    source_spec: lq.ModelSpec,
+    target_spec: lq.ModelSpec,
+) -> None:
+    docs = names("docs")
+    fill_collection(lattice.client, docs, legacy, n=10)
+    migration = lattice.plan(
+        docs, source=source_spec, target=target_spec, source_vector="legacy", query_threshold=0.5
+    )
+    migration.start()
+    assert migration.routing().query_vector == "legacy"
+    backfill_all(lattice, docs, modern)
+    assert migration.routing().query_vector == target_spec.vector_name
