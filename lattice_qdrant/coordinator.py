@@ -272,7 +272,9 @@ class Migration:
             latest = self.snapshot(refresh=True)
             raise ConcurrentTransitionError(self.collection, event.name, snap.epoch, latest.epoch)
         self._remember(_snapshot(stored))
-        self._record_event(event.name, snap.state, new_state, snap.epoch + 1)
+        if not isinstance(event, Progress) or new_state.status != snap.state.status:
+            # progress is recorded every few seconds by a backfill; only a change of status is history
+            self._record_event(event.name, snap.state, new_state, snap.epoch + 1)
         log.info("%s: %s -> %s (%s)", self.collection, snap.state.label, new_state.label, event.name)
         return new_state
 

@@ -547,6 +547,22 @@ class Store:
         )
         return result
 
+    def set_payload(
+        self, collection: str, payload: dict[str, Any], points: models.Filter | Sequence[Any]
+    ) -> models.UpdateResult:
+        """Merge ``payload`` into the points selected by ids or a filter (other keys untouched)."""
+        selector: Any = points if isinstance(points, models.Filter) else list(points)
+        result: models.UpdateResult = self._call(
+            "set payload",
+            self.client.set_payload,
+            collection,
+            payload=payload,
+            points=selector,
+            collection=collection,
+            point_ids=None if isinstance(points, models.Filter) else list(points),
+        )
+        return result
+
     def retrieve(
         self,
         collection: str,
@@ -743,14 +759,28 @@ class Store:
             return None
         return stored if stored.get("token") == token else body
 
+    def put_record(self, kind: str, key: str, payload: dict[str, Any]) -> None:
+        """Write a record unconditionally (for records only one writer owns: heartbeats, failures)."""
+        self.ensure_control()
+        body = {**payload, "kind": kind, "key": key, "updated_at": time.time()}
+        self.upsert(
+            self.control_collection,
+            [models.PointStruct(id=record_id(kind, key), vector={}, payload=body)],
+        )
+
     def delete_record(self, kind: str, key: str) -> None:
         """Remove a control record (no-op if absent)."""
-        self.ensure_control()
+        self.delete_records(kind, [key])
+
+    def delete_records(self, kind: str, keys: Sequence[str]) -> None:
+        """Remove control records (absent ones are ignored)."""
+        if not keys or not self._control_exists():
+            return
         self._call(
-            "delete a control record",
+            "delete control records",
             self.client.delete,
             self.control_collection,
-            points_selector=models.PointIdsList(points=[record_id(kind, key)]),
+            points_selector=models.PointIdsList(points=[record_id(kind, k) for k in keys]),
             collection=self.control_collection,
         )
 

@@ -1,0 +1,868 @@
+"""The backfill: re-embed the points that lack the target vector, safely, in a bounded pipeline.
+
+Guarantees, on a server as in local mode:
+
+* **The data is the checkpoint.** The work is always "points without the target vector"
+  (``has_vector`` in ``must_not``), read in id order. A run killed at any moment (even SIGKILL) loses
+  nothing: the next run finds exactly the points still missing and redoes at most the batches that were in
+  flight. SIGTERM / Ctrl-C (a set ``stop`` event) stops reading and lets in-flight batches finish.
+* **Never stale.** Every write is an ``update_vectors`` (only the target vector; payload and source vector
+  untouched) conditional on the point still lacking the target vector *and* still holding the text that was
+  embedded. A point that got its target vector from a dual-write meanwhile, or whose text was changed by a
+  writer that does not use the wrapper, keeps what the application wrote; the latter is picked up again by
+  the next pass, with its new text. Points deleted meanwhile are skipped (Qdrant applies an
+  ``update_vectors`` batch point by point, so a missing id fails the call after earlier points were written:
+  the batch is written again without the missing ids, which the conditions make harmless).
+* **Bounded.** Reader, embedder and writers are threads joined by queues of ``queue_depth`` batches, so
+  memory stays flat however large the collection is. ``writers`` concurrent writers, a points-per-second
+  ceiling and a delay between batches are enforced.
+* **Failures do not stop the run.** Missing or empty text and embedder errors on single points are
+  recorded (point id and reason) in the control collection, skipped by later runs, and retried on request.
+  Texts longer than ``max_text_chars`` are truncated before embedding (the model truncates further at its
+  own token limit); the report counts them. Transient Qdrant errors are retried by the store (tenacity,
+  exponential backoff with jitter).
+* **Scale-out.** ``shard=(i, n)`` takes the points whose id hashes to ``i`` modulo ``n``; ``n`` workers on any
+  number of machines split the work with nothing missed and nothing done twice. Qdrant has no range filter
+  on point ids, and hashing balances integer and UUID ids alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import math
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from qdrant_client import models
+
+from .coordinator import Migration
+from .embedders import Embedder, embed_checked
+from .errors import (
+    ConcurrentTransitionError,
+    EmbedderError,
+    InvalidTransitionError,
+    LatticeError,
+    MigrationError,
+    PointNotFoundError,
+)
+from .metrics import NO_METRICS, BackfillMetrics
+from .plan import MigrationPlan
+from .state import Status
+from .store import MODEL_FIELD, VERSION_FIELD, Store
+
+__all__ = [
+    "BackfillOptions",
+    "BackfillProgress",
+    "BackfillReport",
+    "DryRunReport",
+    "Failure",
+    "Shard",
+    "clear_failures",
+    "estimate",
+    "list_failures",
+    "run_backfill",
+    "shard_of",
+]
+
+log = logging.getLogger(__name__)
+
+_FAILURE = "failure"
+_HEARTBEAT = "backfill"
+#: A run stops making passes after this many (each pass only redoes points whose text changed under it).
+_MAX_PASSES = 10
+
+
+def estimate_tokens(text: str) -> int:
+    """A cheap token estimate (about four characters a token for English subword vocabularies)."""
+    return max(1, math.ceil(len(text) / 4))
+
+
+def shard_of(point_id: Any, count: int) -> int:
+    """The shard (``0 .. count-1``) a point id belongs to; stable across processes and machines."""
+    digest = hashlib.blake2b(str(point_id).encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % count
+
+
+class Shard(BaseModel):
+    """Worker ``index`` of ``count`` (``--shard 0/3``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    index: int = Field(ge=0)
+    count: int = Field(ge=1)
+
+    @field_validator("index")
+    @classmethod
+    def _index_below_count(cls, value: int, info: Any) -> int:
+        count = info.data.get("count")
+        if count is not None and value >= count:
+            raise ValueError(f"shard index {value} must be below the shard count {count}")
+        return value
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """``"i/N"`` -> ``Shard(index=i, count=N)``."""
+        try:
+            index, count = (int(part) for part in text.split("/"))
+        except ValueError as exc:
+            raise ValueError(f"shard {text!r} must look like I/N, e.g. 0/3") from exc
+        return cls(count=count, index=index)
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+class BackfillOptions(BaseModel):
+    """How a backfill runs. Every field has a ``LATTICE_QDRANT_*`` twin in the CLI's configuration.
+
+    Attributes:
+        batch_size: points per read, embed and write.
+        writers: concurrent writers (each holds one batch).
+        queue_depth: batches waiting between two stages.
+        max_rate: ceiling in points per second (``None``: as fast as it goes).
+        delay: seconds to wait after reading each batch.
+        max_text_chars: longer texts are truncated to this many characters before embedding.
+        until: stop once this percentage of points has the target vector.
+        max_points: stop after this many points were read in this run.
+        max_tokens: stop once the estimated tokens embedded in this run reach this budget.
+        shard: take only this worker's share of the points.
+        priorities: filters backfilled first, in order, before the rest.
+        retry_failed: try again the points recorded as failed.
+        heartbeat_interval: seconds between progress records in Qdrant (for ``status``).
+    """
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    batch_size: int = Field(default=64, ge=1, le=10_000)
+    writers: int = Field(default=2, ge=1, le=64)
+    queue_depth: int = Field(default=4, ge=1, le=1024)
+    max_rate: float | None = Field(default=None, gt=0)
+    delay: float = Field(default=0.0, ge=0)
+    max_text_chars: int = Field(default=20_000, ge=1)
+    until: float | None = Field(default=None, gt=0, le=100)
+    max_points: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    shard: Shard | None = None
+    priorities: tuple[models.Filter, ...] = ()
+    retry_failed: bool = False
+    heartbeat_interval: float = Field(default=2.0, gt=0)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A point the backfill could not embed, and why."""
+
+    collection: str
+    point_id: Any
+    reason: str
+    at: float
+
+
+@dataclass
+class BackfillProgress:
+    """Numbers of a running backfill, as shown by the progress bar and ``status``."""
+
+    collection: str
+    todo: int
+    read: int = 0
+    written: int = 0
+    failed: int = 0
+    truncated: int = 0
+    tokens: int = 0
+    started: float = field(default_factory=time.monotonic)
+    queue_embed: int = 0
+    queue_write: int = 0
+    active: dict[str, int] = field(default_factory=lambda: {"read": 0, "embed": 0, "write": 0})
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the run started."""
+        return max(1e-9, time.monotonic() - self.started)
+
+    @property
+    def rate(self) -> float:
+        """Points written per second so far."""
+        return self.written / self.elapsed
+
+    @property
+    def remaining(self) -> int:
+        """Points still to do in this run (estimated for a shard)."""
+        return max(0, self.todo - self.written - self.failed)
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds until done at the current rate, or ``None`` before the first write."""
+        return self.remaining / self.rate if self.written else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe numbers (for heartbeats, logs and ``--json``)."""
+        return {
+            "collection": self.collection,
+            "todo": self.todo,
+            "read": self.read,
+            "written": self.written,
+            "failed": self.failed,
+            "truncated": self.truncated,
+            "tokens": self.tokens,
+            "remaining": self.remaining,
+            "rate": round(self.rate, 3),
+            "eta": None if self.eta is None else round(self.eta, 1),
+            "elapsed": round(self.elapsed, 3),
+            "queue_embed": self.queue_embed,
+            "queue_write": self.queue_write,
+        }
+
+
+@dataclass(frozen=True)
+class BackfillReport:
+    """What a run did.
+
+    Attributes:
+        stopped_by: ``"done"`` (nothing left), ``"stop"`` (signal), ``"until"``, ``"max_points"``,
+            ``"max_tokens"``, ``"paused"`` (paused or cancelled by another process) or ``"passes"``.
+    """
+
+    collection: str
+    written: int
+    failed: int
+    truncated: int
+    tokens: int
+    passes: int
+    elapsed: float
+    covered: int
+    total: int
+    stopped_by: str
+
+    @property
+    def coverage(self) -> float:
+        """Fraction of points with the target vector at the end."""
+        return 1.0 if self.total == 0 else self.covered / self.total
+
+
+@dataclass(frozen=True)
+class DryRunReport:
+    """What a backfill would do, measured without writing."""
+
+    collection: str
+    todo: int
+    total: int
+    tokens: int
+    seconds: float
+    points_per_second: float
+    storage_bytes: int
+    sampled: int
+
+
+@dataclass
+class _Batch:
+    ids: list[Any]
+    texts: list[str]
+    vectors: NDArray[np.float32] | None = None
+
+
+_DONE = object()
+
+
+class _Stop(Exception):
+    """Internal: a stage saw the stop flag."""
+
+
+def _failure_key(collection: str, point_id: Any) -> str:
+    return f"{collection}:{point_id}"
+
+
+def list_failures(store: Store, collection: str) -> list[Failure]:
+    """Points of ``collection`` recorded as failed by a backfill (read-only)."""
+    out = [
+        Failure(
+            collection=collection,
+            point_id=r.get("point_id"),
+            reason=str(r.get("reason", "")),
+            at=float(r.get("at", 0.0)),
+        )
+        for r in store.list_records(_FAILURE, collection=collection)
+    ]
+    return sorted(out, key=lambda f: str(f.point_id))
+
+
+def clear_failures(store: Store, collection: str, point_ids: Sequence[Any] | None = None) -> int:
+    """Forget recorded failures (all of the collection's, or those of ``point_ids``); return how many."""
+    failures = list_failures(store, collection)
+    if point_ids is not None:
+        wanted = {str(p) for p in point_ids}
+        failures = [f for f in failures if str(f.point_id) in wanted]
+    store.delete_records(_FAILURE, [_failure_key(collection, f.point_id) for f in failures])
+    return len(failures)
+
+
+def _missing_filter(plan: MigrationPlan, *, also: Sequence[models.Condition] = ()) -> models.Filter:
+    return models.Filter(
+        must=list(also) or None,
+        must_not=[models.HasVectorCondition(has_vector=plan.target_vector)],
+    )
+
+
+def estimate(
+    migration: Migration,
+    embedder: Embedder,
+    options: BackfillOptions | None = None,
+    *,
+    sample: int = 64,
+) -> DryRunReport:
+    """Measure what a backfill would do, without writing anything.
+
+    Counts the points to do, estimates their tokens from a sample of their texts, times the embedder on
+    that sample (after one warm-up call), and computes the storage the target vectors add (float32 values
+    plus an allowance for the HNSW graph links).
+    """
+    options = options or BackfillOptions()
+    plan = migration.plan
+    store = migration.store
+    todo = store.count(migration.collection, _missing_filter(plan))
+    total = store.count(migration.collection)
+    if options.shard is not None:
+        todo = math.ceil(todo / options.shard.count)
+    page, _ = store.scroll(
+        migration.collection,
+        flt=_missing_filter(plan),
+        limit=max(1, sample),
+        with_payload=[plan.text_field],
+    )
+    texts = [t[: options.max_text_chars] for t in (_text_of(r, plan) for r in page) if t]
+    tokens_per_point = (sum(estimate_tokens(t) for t in texts) / len(texts)) if texts else 0.0
+    rate = 0.0
+    if texts:
+        embed_checked(embedder, texts[:2], plan.target)  # warm-up (loads the model)
+        started = time.perf_counter()
+        embed_checked(embedder, texts, plan.target)
+        rate = len(texts) / max(1e-9, time.perf_counter() - started)
+    # float32 values, plus about 2*m links of 4 bytes per point in the HNSW graph (m=16 by default)
+    per_point = plan.target.dimension * 4 + 2 * 16 * 4
+    return DryRunReport(
+        collection=migration.collection,
+        todo=todo,
+        total=total,
+        tokens=round(tokens_per_point * todo),
+        seconds=(todo / rate) if rate else 0.0,
+        points_per_second=rate,
+        storage_bytes=todo * per_point,
+        sampled=len(texts),
+    )
+
+
+def _text_of(record: models.Record, plan: MigrationPlan) -> str | None:
+    value = (record.payload or {}).get(plan.text_field)
+    return value if isinstance(value, str) and value.strip() else None
+
+
+class _Run:
+    """One backfill run: the pipeline's shared state."""
+
+    def __init__(
+        self,
+        migration: Migration,
+        embedder: Embedder,
+        options: BackfillOptions,
+        stop: threading.Event,
+        metrics: BackfillMetrics,
+    ) -> None:
+        self.migration = migration
+        self.store = migration.store
+        self.plan = migration.plan
+        self.collection = migration.collection
+        self.embedder = embedder
+        self.options = options
+        self.stop = stop
+        self.metrics = metrics
+        self.embed_q: queue.Queue[Any] = queue.Queue(maxsize=options.queue_depth)
+        self.write_q: queue.Queue[Any] = queue.Queue(maxsize=options.queue_depth)
+        self.lock = threading.Lock()
+        self.in_flight = 0
+        self.drained = threading.Condition(self.lock)
+        self.error: BaseException | None = None
+        self.stopped_by = "done"
+        self.failed_ids: set[str] = set()
+        self.worker = uuid.uuid4().hex[:12]
+        self.progress = BackfillProgress(collection=self.collection, todo=0)
+
+    # ----------------------------------------------------------------- helpers
+
+    def halt(self, why: str) -> None:
+        with self.lock:
+            if not self.stop.is_set():
+                self.stopped_by = why
+        self.stop.set()
+
+    def fail(self, exc: BaseException) -> None:
+        with self.lock:
+            if self.error is None:
+                self.error = exc
+        self.stop.set()
+
+    def _put(self, q: queue.Queue[Any], item: Any) -> None:
+        while True:
+            try:
+                q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                if self.error is not None:
+                    raise _Stop from None
+
+    def _get(self, q: queue.Queue[Any]) -> Any:
+        while True:
+            try:
+                return q.get(timeout=0.1)
+            except queue.Empty:
+                if self.error is not None:
+                    raise _Stop from None
+
+    def _batch_done(self, n: int = 1) -> None:
+        with self.lock:
+            self.in_flight -= n
+            if self.in_flight == 0:
+                self.drained.notify_all()
+
+    def record_failures(self, items: Sequence[tuple[Any, str]]) -> None:
+        if not items:
+            return
+        now = time.time()
+        for pid, reason in items:
+            self.store.put_record(
+                _FAILURE,
+                _failure_key(self.collection, pid),
+                {"collection": self.collection, "point_id": pid, "reason": reason, "at": now},
+            )
+            log.warning("%s: point %r failed: %s", self.collection, pid, reason)
+        with self.lock:
+            self.failed_ids.update(str(pid) for pid, _ in items)
+            self.progress.failed += len(items)
+        self.metrics.failures(self.collection, len(items))
+
+    # ----------------------------------------------------------------- reader
+
+    def scopes(self) -> Iterator[models.Filter]:
+        """Priority filters first, then everything else still missing."""
+        done: list[models.Filter] = []
+        for priority in self.options.priorities:
+            yield _missing_filter(self.plan, also=[priority, *[_not(d) for d in done]])
+            done.append(priority)
+        yield _missing_filter(self.plan, also=[_not(d) for d in done])
+
+    def read(self) -> None:
+        """Reader thread: pages of missing points -> embed queue, pass after pass."""
+        try:
+            self.metrics.active(self.collection, "read", 1)
+            passes = 0
+            while not self.stop.is_set():
+                passes += 1
+                dispatched = self._read_pass()
+                self._wait_drained()
+                if self.stop.is_set() or dispatched == 0:
+                    break
+                if passes >= _MAX_PASSES:
+                    self.halt("passes")
+                    break
+            self.passes = passes
+        except _Stop:
+            pass
+        except BaseException as exc:
+            self.fail(exc)
+        finally:
+            self.metrics.active(self.collection, "read", -1)
+            self._put_done(self.embed_q)
+
+    def _put_done(self, q: queue.Queue[Any]) -> None:
+        with contextlib.suppress(_Stop):
+            self._put(q, _DONE)
+
+    def _wait_drained(self) -> None:
+        with self.drained:
+            while self.in_flight > 0 and self.error is None:
+                self.drained.wait(timeout=0.1)
+
+    def _read_pass(self) -> int:
+        options = self.options
+        dispatched = 0
+        next_slot = time.monotonic()
+        for scope in self.scopes():
+            for page in self.store.iter_points(
+                self.collection,
+                flt=scope,
+                page_size=options.batch_size,
+                with_payload=[self.plan.text_field],
+            ):
+                if self.stop.is_set():
+                    return dispatched
+                started = time.perf_counter()
+                ids: list[Any] = []
+                texts: list[str] = []
+                bad: list[tuple[Any, str]] = []
+                for record in page:
+                    if options.shard is not None and (
+                        shard_of(record.id, options.shard.count) != options.shard.index
+                    ):
+                        continue
+                    if str(record.id) in self.failed_ids:
+                        continue
+                    value = (record.payload or {}).get(self.plan.text_field)
+                    if not isinstance(value, str) or not value.strip():
+                        what = (
+                            "missing" if value is None else "empty" if isinstance(value, str) else "not text"
+                        )
+                        bad.append((record.id, f"text field {self.plan.text_field!r} is {what}"))
+                        continue
+                    ids.append(record.id)
+                    texts.append(value)
+                self.record_failures(bad)
+                if not ids:
+                    continue
+                ids, texts = self._apply_budgets(ids, texts)
+                if not ids:
+                    return dispatched
+                with self.lock:
+                    self.progress.read += len(ids)
+                    self.in_flight += 1
+                self.metrics.batch_seconds(self.collection, "read", time.perf_counter() - started)
+                self._put(self.embed_q, _Batch(ids=ids, texts=texts))
+                dispatched += len(ids)
+                self.metrics.queue_depth(self.collection, "embed", self.embed_q.qsize())
+                if options.max_rate:
+                    next_slot = max(next_slot, time.monotonic()) + len(ids) / options.max_rate
+                    self._sleep_until(next_slot)
+                if options.delay:
+                    self._sleep_until(time.monotonic() + options.delay)
+                if self.stop.is_set():
+                    return dispatched
+        return dispatched
+
+    def _sleep_until(self, when: float) -> None:
+        while not self.stop.is_set():
+            left = when - time.monotonic()
+            if left <= 0:
+                return
+            self.stop.wait(min(left, 0.1))
+
+    def _apply_budgets(self, ids: list[Any], texts: list[str]) -> tuple[list[Any], list[str]]:
+        """Trim a batch to the run's budgets; set the stop reason when one is reached."""
+        options = self.options
+        with self.lock:
+            read = self.progress.read
+            tokens = self.progress.tokens
+        keep = len(ids)
+        why = None
+        if options.max_points is not None and read + keep >= options.max_points:
+            keep = max(0, options.max_points - read)
+            why = "max_points"
+        if options.until is not None:
+            goal = math.ceil(options.until / 100 * self.total)
+            left = max(0, goal - self.covered_at_start - read)
+            if keep >= left:
+                keep, why = left, "until"
+        if options.max_tokens is not None:
+            spent = tokens
+            for i, text in enumerate(texts[:keep]):
+                spent += estimate_tokens(text[: options.max_text_chars])
+                if spent > options.max_tokens:
+                    keep, why = i, "max_tokens"
+                    break
+        if why is not None:
+            self.halt(why)
+        return ids[:keep], texts[:keep]
+
+    # ----------------------------------------------------------------- embedder
+
+    def embed(self) -> None:
+        """Embedder thread: texts -> vectors, isolating the points that fail."""
+        try:
+            while True:
+                item = self._get(self.embed_q)
+                if item is _DONE:
+                    break
+                self.metrics.active(self.collection, "embed", 1)
+                started = time.perf_counter()
+                try:
+                    batch = self._embed_batch(item)
+                finally:
+                    self.metrics.active(self.collection, "embed", -1)
+                self.metrics.batch_seconds(self.collection, "embed", time.perf_counter() - started)
+                if batch.ids:
+                    self._put(self.write_q, batch)
+                    self.metrics.queue_depth(self.collection, "write", self.write_q.qsize())
+                else:
+                    self._batch_done()
+        except _Stop:
+            pass
+        except BaseException as exc:
+            self.fail(exc)
+        finally:
+            for _ in range(self.options.writers):
+                self._put_done(self.write_q)
+
+    def _embed_batch(self, batch: _Batch) -> _Batch:
+        limit = self.options.max_text_chars
+        cut = [t[:limit] for t in batch.texts]
+        truncated = sum(1 for t in batch.texts if len(t) > limit)
+        with self.lock:
+            self.progress.truncated += truncated
+            self.progress.tokens += sum(estimate_tokens(t) for t in cut)
+        try:
+            vectors = embed_checked(self.embedder, cut, self.plan.target)
+            return _Batch(ids=batch.ids, texts=batch.texts, vectors=vectors)
+        except EmbedderError as exc:
+            log.warning("%s: embedding a batch failed (%s); retrying point by point", self.collection, exc)
+        ids: list[Any] = []
+        texts: list[str] = []
+        rows: list[NDArray[np.float32]] = []
+        bad: list[tuple[Any, str]] = []
+        for pid, text, short in zip(batch.ids, batch.texts, cut, strict=True):
+            try:
+                rows.append(embed_checked(self.embedder, [short], self.plan.target)[0])
+                ids.append(pid)
+                texts.append(text)
+            except EmbedderError as exc:
+                bad.append((pid, f"embedder error: {exc}"))
+        self.record_failures(bad)
+        stacked: NDArray[np.float32] | None = np.stack(rows).astype(np.float32) if rows else None
+        return _Batch(ids=ids, texts=texts, vectors=stacked)
+
+    # ----------------------------------------------------------------- writers
+
+    def write(self) -> None:
+        """Writer thread (``writers`` of them): conditional ``update_vectors`` of one batch at a time."""
+        try:
+            while True:
+                item = self._get(self.write_q)
+                if item is _DONE:
+                    break
+                self.metrics.active(self.collection, "write", 1)
+                started = time.perf_counter()
+                try:
+                    self._write_batch(item)
+                finally:
+                    self.metrics.active(self.collection, "write", -1)
+                    self._batch_done()
+                self.metrics.batch_seconds(self.collection, "write", time.perf_counter() - started)
+        except _Stop:
+            pass
+        except BaseException as exc:
+            self.fail(exc)
+
+    def _write_batch(self, batch: _Batch) -> None:
+        if batch.vectors is None:
+            return
+        plan = self.plan
+        pending = {
+            pid: (text, vec) for pid, text, vec in zip(batch.ids, batch.texts, batch.vectors, strict=True)
+        }
+        while pending:
+            ids = list(pending)
+            # Each point is written only if it still lacks the target vector and still holds the text
+            # that was embedded (a write made meanwhile by the application wins).
+            condition = models.Filter(
+                must_not=[models.HasVectorCondition(has_vector=plan.target_vector)],
+                should=[
+                    models.Filter(
+                        must=[
+                            models.HasIdCondition(has_id=[pid]),
+                            models.FieldCondition(
+                                key=plan.text_field, match=models.MatchValue(value=pending[pid][0])
+                            ),
+                        ]
+                    )
+                    for pid in ids
+                ],
+            )
+            try:
+                self.store.update_vectors(
+                    self.collection,
+                    [
+                        models.PointVectors(id=pid, vector={plan.target_vector: pending[pid][1].tolist()})
+                        for pid in ids
+                    ],
+                    update_filter=condition,
+                )
+                break
+            except PointNotFoundError:
+                # Deleted meanwhile: keep the points that still exist and write again (the condition
+                # makes writing a point twice harmless).
+                existing = {r.id for r in self.store.retrieve(self.collection, ids, with_payload=False)}
+                gone = [pid for pid in ids if pid not in existing]
+                if not gone:
+                    raise
+                log.info("%s: %d point(s) deleted during the backfill, skipped", self.collection, len(gone))
+                for pid in gone:
+                    pending.pop(pid)
+        if not pending:
+            return
+        ids = list(pending)
+        # Stamp the model on the points that now hold the target vector (ours, or the application's).
+        self.store.set_payload(
+            self.collection,
+            {MODEL_FIELD: plan.target.model_id, VERSION_FIELD: plan.target.version},
+            models.Filter(
+                must=[
+                    models.HasIdCondition(has_id=ids),
+                    models.HasVectorCondition(has_vector=plan.target_vector),
+                ]
+            ),
+        )
+        with self.lock:
+            self.progress.written += len(ids)
+        self.metrics.points(self.collection, len(ids))
+        if self.options.retry_failed:
+            self.store.delete_records(_FAILURE, [_failure_key(self.collection, pid) for pid in ids])
+
+    # ----------------------------------------------------------------- driver
+
+    passes = 0
+    covered_at_start = 0
+    total = 0
+
+    def run(self, on_progress: Callable[[BackfillProgress], None] | None) -> BackfillReport:
+        options = self.options
+        coverage = self.migration.coverage()
+        self.covered_at_start, self.total = coverage.covered, coverage.total
+        if not options.retry_failed:
+            self.failed_ids = {str(f.point_id) for f in list_failures(self.store, self.collection)}
+        todo = coverage.missing - len(self.failed_ids)
+        if options.shard is not None:
+            todo = math.ceil(todo / options.shard.count)
+        self.progress = BackfillProgress(collection=self.collection, todo=max(0, todo))
+        if options.until is not None and coverage.fraction * 100 >= options.until:
+            self.stopped_by = "until"
+            return self._report(coverage.covered, coverage.total)
+
+        threads = [threading.Thread(target=self.read, name="backfill-read", daemon=True)]
+        threads.append(threading.Thread(target=self.embed, name="backfill-embed", daemon=True))
+        threads += [
+            threading.Thread(target=self.write, name=f"backfill-write-{i}", daemon=True)
+            for i in range(options.writers)
+        ]
+        for thread in threads:
+            thread.start()
+        last_beat = 0.0
+        while any(t.is_alive() for t in threads):
+            time.sleep(0.1)
+            with self.lock:
+                self.progress.queue_embed = self.embed_q.qsize()
+                self.progress.queue_write = self.write_q.qsize()
+            if on_progress is not None:
+                on_progress(self.progress)
+            now = time.monotonic()
+            if now - last_beat >= options.heartbeat_interval:
+                last_beat = now
+                self._heartbeat(final=False)
+        for thread in threads:
+            thread.join()
+        if on_progress is not None:
+            on_progress(self.progress)
+        self._heartbeat(final=True)
+        if self.error is not None:
+            if isinstance(self.error, LatticeError):
+                with contextlib.suppress(LatticeError):
+                    self.migration.fail(f"backfill: {self.error}")
+            raise self.error
+        final = self.migration.coverage()
+        with contextlib.suppress(ConcurrentTransitionError, InvalidTransitionError):
+            self.migration.progress()
+        return self._report(final.covered, final.total)
+
+    def _heartbeat(self, *, final: bool) -> None:
+        """Record this worker's numbers for ``status``, and the coverage in the shared state."""
+        key = f"{self.collection}:{self.worker}"
+        try:
+            if final:
+                self.store.delete_record(_HEARTBEAT, key)
+            else:
+                payload = self.progress.to_dict()
+                payload.update(shard=str(self.options.shard) if self.options.shard else None, at=time.time())
+                self.store.put_record(_HEARTBEAT, key, payload)
+                state = self.migration.snapshot(refresh=True).state
+                if state.status in (Status.PAUSED, Status.CANCELLED) and not self.stop.is_set():
+                    log.warning("%s: the migration is %s; stopping", self.collection, state.status.value)
+                    self.halt("paused")
+                with contextlib.suppress(ConcurrentTransitionError, InvalidTransitionError):
+                    self.migration.progress()
+        except LatticeError as exc:  # progress records are informative; the data is the checkpoint
+            log.warning("%s: could not record progress: %s", self.collection, exc)
+
+    def _report(self, covered: int, total: int) -> BackfillReport:
+        return BackfillReport(
+            collection=self.collection,
+            written=self.progress.written,
+            failed=self.progress.failed,
+            truncated=self.progress.truncated,
+            tokens=self.progress.tokens,
+            passes=self.passes,
+            elapsed=self.progress.elapsed,
+            covered=covered,
+            total=total,
+            stopped_by=self.stopped_by,
+        )
+
+
+def _not(flt: models.Filter) -> models.Filter:
+    return models.Filter(must_not=[flt])
+
+
+def running(store: Store, collection: str, *, max_age: float = 30.0) -> list[dict[str, Any]]:
+    """Heartbeats of backfill workers on ``collection`` seen in the last ``max_age`` seconds (read-only)."""
+    now = time.time()
+    return [
+        r
+        for r in store.list_records(_HEARTBEAT, collection=collection)
+        if now - float(r.get("at", 0.0)) <= max_age
+    ]
+
+
+def run_backfill(
+    migration: Migration,
+    embedder: Embedder,
+    options: BackfillOptions | None = None,
+    *,
+    stop: threading.Event | None = None,
+    on_progress: Callable[[BackfillProgress], None] | None = None,
+    metrics: BackfillMetrics = NO_METRICS,
+) -> BackfillReport:
+    """Fill the target vector of every point of ``migration.collection`` that lacks it.
+
+    The migration must be started (in progress or completed). When the run ends with every point covered,
+    the shared state records completion.
+
+    Args:
+        migration: the collection's migration.
+        embedder: the target model's embedder (checked against the target spec).
+        options: batch size, workers, throttle, budgets, shard and priorities.
+        stop: set it (e.g. from a SIGTERM handler) to stop after the batches in flight.
+        on_progress: called with the running numbers a few times a second.
+        metrics: where metrics go (see :mod:`lattice_qdrant.metrics`).
+
+    Raises:
+        MigrationError: the migration is not started, is paused, failed or cancelled.
+        StoreError: Qdrant failed after retries (the state records the failure; ``resume`` clears it).
+    """
+    options = options or BackfillOptions()
+    state = migration.snapshot(refresh=True).state
+    if state.status not in (Status.IN_PROGRESS, Status.COMPLETED) or state.finalized:
+        hint = {
+            Status.PLANNED: "start it first",
+            Status.PAUSED: "resume it first",
+            Status.FAILED: "resume it first (the last error was: " + str(state.error) + ")",
+        }.get(state.status, "plan a new migration")
+        raise MigrationError(
+            f"cannot backfill {migration.collection!r}: the migration is {state.label}; {hint}"
+        )
+    # the embedder must fit the target spec (fails fast, before any thread starts)
+    embed_checked(embedder, ["lattice-qdrant"], migration.plan.target)
+    run = _Run(migration, embedder, options, stop or threading.Event(), metrics)
+    return run.run(on_progress)
