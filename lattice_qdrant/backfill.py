@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from qdrant_client import models
 
 from .coordinator import Migration
@@ -101,13 +101,11 @@ class Shard(BaseModel):
     index: int = Field(ge=0)
     count: int = Field(ge=1)
 
-    @field_validator("index")
-    @classmethod
-    def _index_below_count(cls, value: int, info: Any) -> int:
-        count = info.data.get("count")
-        if count is not None and value >= count:
-            raise ValueError(f"shard index {value} must be below the shard count {count}")
-        return value
+    @model_validator(mode="after")
+    def _index_below_count(self) -> Shard:
+        if self.index >= self.count:
+            raise ValueError(f"shard index {self.index} must be below the shard count {self.count}")
+        return self
 
     @classmethod
     def parse(cls, text: str) -> Shard:
@@ -138,7 +136,8 @@ class BackfillOptions(BaseModel):
         shard: take only this worker's share of the points.
         priorities: filters backfilled first, in order, before the rest.
         retry_failed: try again the points recorded as failed.
-        heartbeat_interval: seconds between progress records in Qdrant (for ``status``).
+        heartbeat_interval: seconds between this worker's progress records (for ``status``).
+        progress_interval: seconds between coverage counts recorded in the shared state.
     """
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
@@ -156,6 +155,7 @@ class BackfillOptions(BaseModel):
     priorities: tuple[models.Filter, ...] = ()
     retry_failed: bool = False
     heartbeat_interval: float = Field(default=2.0, gt=0)
+    progress_interval: float = Field(default=30.0, gt=0)
 
 
 @dataclass(frozen=True)
@@ -706,16 +706,20 @@ class _Run:
             return
         ids = list(pending)
         # Stamp the model on the points that now hold the target vector (ours, or the application's).
-        self.store.set_payload(
-            self.collection,
-            {MODEL_FIELD: plan.target.model_id, VERSION_FIELD: plan.target.version},
-            models.Filter(
-                must=[
-                    models.HasIdCondition(has_id=ids),
-                    models.HasVectorCondition(has_vector=plan.target_vector),
-                ]
-            ),
-        )
+        # Selecting them by id keeps this O(batch) on every backend; a filter would scan in local mode.
+        holding = [
+            r.id
+            for r in self.store.retrieve(
+                self.collection, ids, with_payload=False, with_vectors=[plan.target_vector]
+            )
+            if isinstance(r.vector, dict) and plan.target_vector in r.vector
+        ]
+        if holding:
+            self.store.set_payload(
+                self.collection,
+                {MODEL_FIELD: plan.target.model_id, VERSION_FIELD: plan.target.version},
+                holding,
+            )
         with self.lock:
             self.progress.written += len(ids)
         self.metrics.points(self.collection, len(ids))
@@ -750,7 +754,8 @@ class _Run:
         ]
         for thread in threads:
             thread.start()
-        last_beat = 0.0
+        last_beat = last_count = time.monotonic()
+        self._heartbeat(final=False, count=False)
         while any(t.is_alive() for t in threads):
             time.sleep(0.1)
             with self.lock:
@@ -760,13 +765,15 @@ class _Run:
                 on_progress(self.progress)
             now = time.monotonic()
             if now - last_beat >= options.heartbeat_interval:
+                count = now - last_count >= options.progress_interval
                 last_beat = now
-                self._heartbeat(final=False)
+                last_count = now if count else last_count
+                self._heartbeat(final=False, count=count)
         for thread in threads:
             thread.join()
         if on_progress is not None:
             on_progress(self.progress)
-        self._heartbeat(final=True)
+        self._heartbeat(final=True, count=False)
         if self.error is not None:
             if isinstance(self.error, LatticeError):
                 with contextlib.suppress(LatticeError):
@@ -777,8 +784,9 @@ class _Run:
             self.migration.progress()
         return self._report(final.covered, final.total)
 
-    def _heartbeat(self, *, final: bool) -> None:
-        """Record this worker's numbers for ``status``, and the coverage in the shared state."""
+    def _heartbeat(self, *, final: bool, count: bool) -> None:
+        """Record this worker's numbers for ``status`` and notice a pause; with ``count``, also record
+        the coverage counted from the data in the shared state (counting scans in local mode)."""
         key = f"{self.collection}:{self.worker}"
         try:
             if final:
@@ -791,8 +799,9 @@ class _Run:
                 if state.status in (Status.PAUSED, Status.CANCELLED) and not self.stop.is_set():
                     log.warning("%s: the migration is %s; stopping", self.collection, state.status.value)
                     self.halt("paused")
-                with contextlib.suppress(ConcurrentTransitionError, InvalidTransitionError):
-                    self.migration.progress()
+                if count:
+                    with contextlib.suppress(ConcurrentTransitionError, InvalidTransitionError):
+                        self.migration.progress()
         except LatticeError as exc:  # progress records are informative; the data is the checkpoint
             log.warning("%s: could not record progress: %s", self.collection, exc)
 

@@ -21,7 +21,7 @@ catch qdrant-client's own exceptions::
     │       ├── RollbackWindowOpenError   finalize refused: the rollback window is still open
     │       └── ConcurrentTransitionError another process changed the state first
     └── StoreError                    Qdrant refused or failed a request
-        ├── TransientStoreError       worth retrying (timeouts, connection errors, HTTP 429/503)
+        ├── TransientStoreError       worth retrying (timeouts, connection errors, HTTP 408/429/5xx)
         ├── CollectionNotFoundError   the collection does not exist
         ├── PointNotFoundError        points named by a write do not exist
         ├── VectorConflictError       a named vector exists with another size or distance
@@ -240,7 +240,7 @@ class StoreError(LatticeError):
 
 
 class TransientStoreError(StoreError):
-    """A failure worth retrying: timeout, connection error, HTTP 429 or 503."""
+    """A failure worth retrying: timeout, connection error, HTTP 408, 429, 500, 502, 503 or 504."""
 
 
 class CollectionNotFoundError(StoreError):

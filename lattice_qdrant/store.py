@@ -4,8 +4,8 @@ Everything that touches Qdrant goes through :class:`Store`: schema changes on th
 (payload indexes, the parallel named vector), point reads and writes, and the control collection that holds
 the migration records and the model registry. Errors from qdrant-client (HTTP, gRPC and local mode alike)
 are translated here into the library's error tree with the collection, vector name and point ids involved,
-and transient failures (timeouts, connection errors, HTTP 429/502/503/504) are retried with exponential
-backoff and jitter.
+and transient failures (timeouts, connection errors, HTTP 408/429/500/502/503/504) are retried with
+exponential backoff and jitter.
 
 Design notes, for a real server first (local mode is a convenience, not the reference):
 
@@ -83,7 +83,7 @@ _CONTROL_INDEXES: dict[str, models.PayloadSchemaType] = {
 }
 #: Named vectors can be added to a live collection from this server version on.
 IN_PLACE_MIN_VERSION = (1, 18, 0)
-_TOKEN_HISTORY = 32
+_TOKEN_HISTORY = 256
 _NAMESPACE = uuid.UUID("6f1d3c8e-2b7a-4c55-9a43-0c7f1b6a9e21")
 _BLUE_GREEN = "use the blue-green strategy (a new collection and an alias switch) instead"
 
@@ -189,7 +189,8 @@ def translate(
         if isinstance(exc, KeyError) and exc.args:
             ids = [exc.args[0]]
         elif found:
-            ids = [found.group(1)]
+            # the server names the id as text: give back the caller's own id (7, not "7")
+            ids = [next((p for p in ids if str(p) == found.group(1)), found.group(1))]
         return PointNotFoundError(
             f"{action} failed: point does not exist",
             collection=collection,
@@ -745,19 +746,30 @@ class Store:
             "tokens": [token, *history],
             "updated_at": time.time(),
         }
-        self.upsert(
-            self.control_collection,
-            [models.PointStruct(id=record_id(kind, key), vector={}, payload=body)],
-            update_filter=models.Filter(
-                must=[models.FieldCondition(key="epoch", match=models.MatchValue(value=expected_epoch))]
-            ),
-            update_mode=models.UpdateMode.UPDATE_ONLY,
-            ordering=models.WriteOrdering.STRONG,
-        )
-        stored = self.get_record(kind, key)
-        if stored is None or token not in stored.get("tokens", []):
+        # In local mode the write and its read-back happen under one lock, so nobody moves in between.
+        with self._lock:
+            self.upsert(
+                self.control_collection,
+                [models.PointStruct(id=record_id(kind, key), vector={}, payload=body)],
+                update_filter=models.Filter(
+                    must=[models.FieldCondition(key="epoch", match=models.MatchValue(value=expected_epoch))]
+                ),
+                update_mode=models.UpdateMode.UPDATE_ONLY,
+                ordering=models.WriteOrdering.STRONG,
+            )
+            stored = self.get_record(kind, key)
+        if stored is None:
             return None
-        return stored if stored.get("token") == token else body
+        tokens = stored.get("tokens", [])
+        if token in tokens:
+            return stored if stored.get("token") == token else body
+        if int(stored.get("epoch", 0)) - expected_epoch >= len(tokens):
+            raise StoreError(
+                f"cannot tell whether the update of {kind} {key!r} took effect: "
+                f"{int(stored.get('epoch', 0)) - expected_epoch} writes happened meanwhile; read it again",
+                collection=self.control_collection,
+            )
+        return None
 
     def put_record(self, kind: str, key: str, payload: dict[str, Any]) -> None:
         """Write a record unconditionally (for records only one writer owns: heartbeats, failures)."""

@@ -1,0 +1,695 @@
+"""``lattice-qdrant``: the command line over :mod:`lattice_qdrant.commands`.
+
+Each command parses its options, calls the matching function of :mod:`lattice_qdrant.commands` and renders
+the result. Library errors become one line on stderr and an exit code (``--traceback`` shows the stack):
+
+* 0: done
+* 1: an error (Qdrant, a model, a missing migration, ...); ``doctor``: not safe to start
+* 2: bad usage or configuration
+* 3: refused by the lifecycle (below the cutover threshold, inside the rollback window, a transition not
+  allowed now, or lost to another process); the message says which flag overrides it
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Annotated, Any
+
+import typer
+from qdrant_client import models
+
+from . import commands
+from .backfill import BackfillProgress, BackfillReport, Shard
+from .commands import Connection, Session, StatusReport, format_duration
+from .config import load_settings, parse_duration
+from .errors import ConfigError, LatticeError, TransitionError
+from .metrics import NO_METRICS
+
+__all__ = ["app", "main"]
+
+log = logging.getLogger("lattice_qdrant")
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_REFUSED = 3
+
+app = typer.Typer(
+    name="lattice-qdrant",
+    help="Move a live Qdrant collection from one embedding model to another: zero downtime, no lost "
+    "writes, a safe way back.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+models_app = typer.Typer(help="Register and inspect embedding model specs.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@dataclass
+class _State:
+    connection: Connection = field(default_factory=Connection)
+    config: str | None = None
+    traceback: bool = False
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+def _state(ctx: typer.Context) -> _State:
+    obj = ctx.find_root().obj
+    if not isinstance(obj, _State):
+        obj = _State()
+        ctx.find_root().obj = obj
+    return obj
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    url: Annotated[
+        str | None, typer.Option(help="Qdrant server URL.", envvar=["LATTICE_QDRANT_URL", "QDRANT_URL"])
+    ] = None,
+    path: Annotated[
+        str | None,
+        typer.Option(
+            help="Local-mode storage folder (qdrant-client's embedded mode).", envvar="LATTICE_QDRANT_PATH"
+        ),
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            help="API key for the server (never printed).",
+            envvar=["LATTICE_QDRANT_API_KEY", "QDRANT_API_KEY"],
+            show_default=False,
+        ),
+    ] = None,
+    grpc: Annotated[
+        bool, typer.Option(help="Talk gRPC to the server.", envvar="LATTICE_QDRANT_GRPC")
+    ] = False,
+    config: Annotated[
+        str | None,
+        typer.Option(
+            help="Config file (default: ./lattice-qdrant.toml or [tool.lattice-qdrant] in pyproject.toml)."
+        ),
+    ] = None,
+    traceback: Annotated[bool, typer.Option("--traceback", help="Show the stack trace of an error.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what happens.")] = False,
+) -> None:
+    """Move a live Qdrant collection from one embedding model to another."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    ctx.obj = _State(
+        connection=Connection(url=url, path=path, api_key=api_key, grpc=grpc),
+        config=config,
+        traceback=traceback,
+    )
+
+
+def _fail(ctx: typer.Context, exc: BaseException, code: int) -> None:
+    if _state(ctx).traceback:
+        import traceback as tb
+
+        tb.print_exception(exc, file=sys.stderr)
+    secret = _state(ctx).connection.api_key
+    message = str(exc)
+    if secret:
+        message = message.replace(secret, "***")
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _session(ctx: typer.Context, **overrides: Any) -> Iterator[Session]:
+    """Open a session, turning library errors into one line and an exit code."""
+    state = _state(ctx)
+    try:
+        settings = load_settings({**state.overrides, **overrides}, config_file=state.config)
+        session = Session(state.connection, settings)
+    except ConfigError as exc:
+        _fail(ctx, exc, EXIT_USAGE)
+    except LatticeError as exc:
+        _fail(ctx, exc, EXIT_ERROR)
+    except (RuntimeError, ValueError, OSError) as exc:  # qdrant-client refusing to open
+        _fail(ctx, exc, EXIT_ERROR)
+    try:
+        yield session
+    except ConfigError as exc:
+        _fail(ctx, exc, EXIT_USAGE)
+    except TransitionError as exc:
+        _fail(ctx, exc, EXIT_REFUSED)
+    except LatticeError as exc:
+        _fail(ctx, exc, EXIT_ERROR)
+    finally:
+        session.close()
+
+
+def _echo_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def _bar(fraction: float, width: int = 30) -> str:
+    filled = round(max(0.0, min(1.0, fraction)) * width)
+    return "[" + "#" * filled + "." * (width - filled) + "]"
+
+
+def render_status(report: StatusReport) -> str:
+    """The human form of a :class:`StatusReport`."""
+    lines = [
+        f"{report.collection}: {report.label}",
+        f"  source    {report.source}  (vector {report.source_vector!r})",
+        f"  target    {report.target}  (vector {report.target_vector!r})",
+        f"  coverage  {_bar(report.coverage)} {report.coverage:6.1%}  "
+        f"{report.covered} of {report.total} points",
+        f"  routing   writes: {report.write_route}; queries: {report.query_route} "
+        f"(vector {report.query_vector!r})",
+    ]
+    if report.failed:
+        shown = ", ".join(f"{f['point_id']} ({f['reason']})" for f in report.failures[:3])
+        lines.append(f"  failed    {report.failed} point(s): {shown}")
+    if report.workers:
+        eta = report.eta
+        lines.append(
+            f"  backfill  {len(report.workers)} worker(s), {report.rate:.1f} points/s, "
+            f"ETA {format_duration(eta) if eta is not None else 'unknown'}"
+        )
+    if report.rollback_window_left is not None:
+        lines.append(f"  window    {format_duration(report.rollback_window_left)} left before finalize")
+    if report.error:
+        lines.append(f"  error     {report.error}")
+    if report.reason:
+        lines.append(f"  paused    {report.reason}")
+    lines.append(f"  next      {report.next_step}")
+    return "\n".join(lines)
+
+
+def _show(reports: list[StatusReport], as_json: bool) -> None:
+    if as_json:
+        _echo_json([r.to_dict() for r in reports])
+        return
+    if not reports:
+        typer.echo("no migrations")
+    for report in reports:
+        typer.echo(render_status(report))
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Override the safety check that refuses this step.")]
+CollectionArg = Annotated[str, typer.Argument(help="The migrated collection.")]
+
+
+# --------------------------------------------------------------------------- models
+
+
+@models_app.command("register")
+def models_register(
+    ctx: typer.Context,
+    model_id: Annotated[str, typer.Argument(help="Short, stable id (e.g. minilm).")],
+    name: Annotated[
+        str, typer.Option(help="The underlying model: a sentence-transformers name or path, or hash:bow-N.")
+    ],
+    version: Annotated[int, typer.Option(help="Integer version under the id.")] = 1,
+    dimension: Annotated[
+        int | None, typer.Option(help="Vector size (read from the model when omitted).")
+    ] = None,
+    distance: Annotated[str, typer.Option(help="Cosine, Dot, Euclid or Manhattan.")] = "Cosine",
+    pooling: Annotated[str, typer.Option(help="Pooling mode.")] = "mean",
+    normalize: Annotated[bool, typer.Option(help="Vectors are L2-normalised.")] = True,
+    max_length: Annotated[int | None, typer.Option(help="Maximum tokens.")] = None,
+    prompt: Annotated[str | None, typer.Option(help="Text prepended to every input.")] = None,
+    revision: Annotated[str | None, typer.Option(help="Model revision.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Register a model spec in Qdrant (a no-op if the same spec is registered; an error if another is)."""
+    with _session(ctx) as session:
+        try:
+            spec = commands.spec_from_options(
+                model_id,
+                name=name,
+                version=version,
+                dimension=dimension,
+                distance=distance,
+                pooling=pooling,
+                normalize=normalize,
+                max_length=max_length,
+                prompt=prompt,
+                revision=revision,
+            )
+        except ValueError as exc:
+            raise ConfigError(f"invalid model spec: {exc}") from exc
+        created = commands.register_model(session, spec)
+        if as_json:
+            _echo_json({"created": created, "spec": spec.to_payload()})
+        else:
+            typer.echo(f"{'registered' if created else 'already registered'} {spec.qualified_id}")
+
+
+@models_app.command("list")
+def models_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """List the registered model specs."""
+    with _session(ctx) as session:
+        specs = commands.list_models(session)
+        if as_json:
+            _echo_json([s.to_payload() for s in specs])
+            return
+        if not specs:
+            typer.echo("no models registered")
+        for spec in specs:
+            typer.echo(f"{spec.qualified_id:40} {spec.dimension:>5}-d {spec.distance.value:9} {spec.name}")
+
+
+@models_app.command("show")
+def models_show(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="MODEL_ID, MODEL_ID:vN or a qualified id.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Show one registered model spec with its checksum."""
+    with _session(ctx) as session:
+        spec = commands.show_model(session, ref)
+        if as_json:
+            _echo_json(spec.to_payload())
+            return
+        for key, value in spec.to_payload().items():
+            typer.echo(f"{key:13} {value}")
+
+
+# --------------------------------------------------------------------------- lifecycle
+
+
+@app.command()
+def plan(
+    ctx: typer.Context,
+    collection: CollectionArg,
+    source: Annotated[str, typer.Option(help="Registered source model (MODEL_ID[:vN]).")],
+    target: Annotated[str, typer.Option(help="Registered target model (MODEL_ID[:vN]).")],
+    source_vector: Annotated[str, typer.Option(help="Named vector holding the source vectors.")],
+    target_vector: Annotated[
+        str | None, typer.Option(help="Named vector for the target (default: MODEL_ID-vN).")
+    ] = None,
+    text_field: Annotated[str | None, typer.Option(help="Payload field holding the text.")] = None,
+    strategy: Annotated[str, typer.Option(help="in_place (a parallel named vector).")] = "in_place",
+    cutover_threshold: Annotated[
+        float | None, typer.Option(help="Coverage (0-1) needed for cutover.")
+    ] = None,
+    query_threshold: Annotated[
+        float | None, typer.Option(help="Coverage (0-1) at which queries move to the target before cutover.")
+    ] = None,
+    rollback_window: Annotated[
+        str | None, typer.Option(help="Time after cutover before finalize is allowed (e.g. 24h).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Plan a migration of COLLECTION from one registered model to another (nothing changes yet)."""
+    from .plan import Strategy
+
+    with _session(ctx) as session:
+        try:
+            window = parse_duration(rollback_window) if rollback_window is not None else None
+            chosen = Strategy(strategy)
+        except ValueError as exc:
+            raise ConfigError(str(exc), key="rollback_window" if rollback_window else "strategy") from exc
+        report = commands.plan(
+            session,
+            collection,
+            source=source,
+            target=target,
+            source_vector=source_vector,
+            target_vector=target_vector,
+            text_field=text_field,
+            strategy=chosen,
+            cutover_threshold=cutover_threshold,
+            query_threshold=query_threshold,
+            rollback_window=window,
+        )
+        _show([report], as_json)
+
+
+@app.command()
+def start(ctx: typer.Context, collection: CollectionArg, as_json: JsonOpt = False) -> None:
+    """Add the target named vector and payload indexes, and start dual-writing."""
+    with _session(ctx) as session:
+        _show([commands.start(session, collection)], as_json)
+
+
+@app.command()
+def pause(
+    ctx: typer.Context,
+    collection: CollectionArg,
+    reason: Annotated[str, typer.Option(help="Why (shown by status).")] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Pause the backfill; running workers stop after their batch, writes stay dual."""
+    with _session(ctx) as session:
+        _show([commands.pause(session, collection, reason)], as_json)
+
+
+@app.command()
+def resume(ctx: typer.Context, collection: CollectionArg, as_json: JsonOpt = False) -> None:
+    """Resume a paused or failed migration."""
+    with _session(ctx) as session:
+        _show([commands.resume(session, collection)], as_json)
+
+
+@app.command()
+def cancel(
+    ctx: typer.Context,
+    collection: CollectionArg,
+    keep_target: Annotated[
+        bool, typer.Option(help="Keep the target named vector instead of dropping it.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Abandon the migration: writes go back to the source vector only."""
+    with _session(ctx) as session:
+        _show([commands.cancel(session, collection, keep_target=keep_target)], as_json)
+
+
+@app.command()
+def cutover(
+    ctx: typer.Context, collection: CollectionArg, force: ForceOpt = False, as_json: JsonOpt = False
+) -> None:
+    """Switch queries to the target vector and open the rollback window."""
+    with _session(ctx) as session:
+        _show([commands.cutover(session, collection, force=force)], as_json)
+
+
+@app.command()
+def rollback(ctx: typer.Context, collection: CollectionArg, as_json: JsonOpt = False) -> None:
+    """Switch queries back to the source vector; writes keep going to both."""
+    with _session(ctx) as session:
+        _show([commands.rollback(session, collection)], as_json)
+
+
+@app.command()
+def finalize(
+    ctx: typer.Context, collection: CollectionArg, force: ForceOpt = False, as_json: JsonOpt = False
+) -> None:
+    """Drop the source vector after the rollback window: a stable single-model collection."""
+    with _session(ctx) as session:
+        _show([commands.finalize(session, collection, force=force)], as_json)
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    collections: Annotated[
+        list[str] | None, typer.Argument(help="Collections (default: every migration).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show phase, models, coverage, failures, backfill rate and ETA, routing and the next step."""
+    with _session(ctx) as session:
+        _show(commands.status(session, collections), as_json)
+
+
+# --------------------------------------------------------------------------- backfill
+
+
+def _parse_priority(text: str) -> models.Filter:
+    text = text.strip()
+    try:
+        if text.startswith("{"):
+            return models.Filter.model_validate_json(text)
+        key, _, raw = text.partition("=")
+        if not key or not _:
+            raise ValueError("expected FIELD=VALUE or a JSON filter")
+        value: Any = int(raw) if raw.lstrip("-").isdigit() else raw
+        return models.Filter(must=[models.FieldCondition(key=key, match=models.MatchValue(value=value))])
+    except ValueError as exc:
+        raise ConfigError(f"invalid --priority {text!r}: {exc}", key="priority") from exc
+
+
+class _Reporter:
+    """Progress on a terminal (a rich bar), or structured log lines every few seconds otherwise."""
+
+    def __init__(self, interval: float = 5.0) -> None:
+        self.interval = interval
+        self.tty = sys.stderr.isatty()
+        self._last = 0.0
+        self._progress: Any = None
+        self._task: Any = None
+        self._collection: str | None = None
+
+    def __call__(self, p: BackfillProgress) -> None:
+        if self.tty:
+            self._bar(p)
+            return
+        now = time.monotonic()
+        if now - self._last >= self.interval:
+            self._last = now
+            eta = f"{p.eta:.0f}s" if p.eta is not None else "unknown"
+            typer.echo(
+                f"backfill collection={p.collection} written={p.written} remaining={p.remaining} "
+                f"failed={p.failed} rate={p.rate:.1f}/s eta={eta}",
+                err=True,
+            )
+
+    def _bar(self, p: BackfillProgress) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        if self._progress is None:
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]:.1f} pts/s"),
+                TimeRemainingColumn(),
+                transient=False,
+                console=None,
+            )
+            self._progress.start()
+        if self._collection != p.collection:
+            self._collection = p.collection
+            self._task = self._progress.add_task(p.collection, total=max(1, p.todo), rate=0.0)
+        self._progress.update(self._task, completed=p.written + p.failed, rate=p.rate)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """SIGTERM and Ctrl-C set the returned event: the backfill stops after its batches in flight."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if not stop.is_set():
+            typer.echo(
+                f"\n{signal.Signals(signum).name}: stopping after the batches in flight "
+                "(run the same command again to carry on)",
+                err=True,
+            )
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _render_backfill(reports: list[BackfillReport], as_json: bool) -> None:
+    if as_json:
+        _echo_json([{**asdict(r), "coverage": r.coverage} for r in reports])
+        return
+    for r in reports:
+        why = {
+            "done": "done",
+            "stop": "stopped by a signal; run again to carry on",
+            "until": "coverage target reached",
+            "max_points": "point budget reached",
+            "max_tokens": "token budget reached",
+            "paused": "the migration was paused or cancelled",
+            "passes": "points kept changing; run again",
+        }.get(r.stopped_by, r.stopped_by)
+        typer.echo(
+            f"{r.collection}: wrote {r.written} vectors in {r.elapsed:.1f}s "
+            f"({r.written / max(r.elapsed, 1e-9):.1f}/s), {r.failed} failed, {r.truncated} truncated; "
+            f"coverage {r.coverage:.1%} ({r.covered} of {r.total}); {why}"
+        )
+
+
+BatchOpt = Annotated[int | None, typer.Option(help="Points per batch.")]
+
+
+@app.command()
+def backfill(
+    ctx: typer.Context,
+    collections: Annotated[list[str], typer.Argument(help="Collections to backfill, in order.")],
+    batch_size: BatchOpt = None,
+    writers: Annotated[int | None, typer.Option(help="Concurrent writers.")] = None,
+    queue_depth: Annotated[int | None, typer.Option(help="Batches waiting between stages.")] = None,
+    max_rate: Annotated[float | None, typer.Option(help="Ceiling in points per second.")] = None,
+    delay: Annotated[float | None, typer.Option(help="Seconds to wait between batches.")] = None,
+    until: Annotated[float | None, typer.Option(help="Stop at this coverage percentage.")] = None,
+    max_points: Annotated[int | None, typer.Option(help="Stop after this many points.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Stop at this (estimated) token budget.")] = None,
+    shard: Annotated[str | None, typer.Option(help="Take share I of N workers (I/N, e.g. 0/3).")] = None,
+    priority: Annotated[
+        list[str] | None, typer.Option(help="Backfill these first, in order: FIELD=VALUE or a JSON filter.")
+    ] = None,
+    retry_failed: Annotated[bool, typer.Option(help="Try again the points recorded as failed.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option(help="Report points, tokens, time and storage; write nothing.")
+    ] = False,
+    metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics on this port.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-embed the points that lack the target vector; safe to kill and run again at any moment."""
+    with _session(ctx) as session:
+        try:
+            options = commands.backfill_options(
+                session,
+                batch_size=batch_size,
+                writers=writers,
+                queue_depth=queue_depth,
+                max_rate=max_rate,
+                delay=delay,
+                until=until,
+                max_points=max_points,
+                max_tokens=max_tokens,
+                shard=Shard.parse(shard) if shard else None,
+                priorities=tuple(_parse_priority(p) for p in priority or ()),
+                retry_failed=retry_failed,
+            )
+        except ValueError as exc:
+            raise ConfigError(f"invalid backfill option: {exc}") from exc
+        if dry_run:
+            estimates = commands.dry_run(session, collections, options)
+            if as_json:
+                _echo_json([asdict(e) for e in estimates])
+                return
+            for e in estimates:
+                typer.echo(
+                    f"{e.collection}: {e.todo} of {e.total} points to embed, ~{e.tokens} tokens, "
+                    f"~{format_duration(e.seconds)} at {e.points_per_second:.0f} points/s "
+                    f"(calibrated on {e.sampled}), +{commands._bytes(e.storage_bytes)} of vectors"
+                )
+            return
+        metrics = NO_METRICS
+        if metrics_port is not None:
+            from .metrics import prometheus_metrics
+
+            metrics = prometheus_metrics(metrics_port)
+        reporter = _Reporter()
+        try:
+            with _stop_on_signals() as stop:
+                reports = commands.backfill(
+                    session, collections, options, stop=stop, on_progress=reporter, metrics=metrics
+                )
+        finally:
+            reporter.close()
+        _render_backfill(reports, as_json)
+
+
+@app.command()
+def migrate(
+    ctx: typer.Context,
+    collection: CollectionArg,
+    source: Annotated[
+        str | None, typer.Option(help="Registered source model (when not planned yet).")
+    ] = None,
+    target: Annotated[
+        str | None, typer.Option(help="Registered target model (when not planned yet).")
+    ] = None,
+    source_vector: Annotated[
+        str | None, typer.Option(help="Named vector holding the source vectors.")
+    ] = None,
+    target_vector: Annotated[str | None, typer.Option(help="Named vector for the target.")] = None,
+    text_field: Annotated[str | None, typer.Option(help="Payload field holding the text.")] = None,
+    batch_size: BatchOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before each step.")] = False,
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Plan, start, backfill and cut over in one go, asking before each step (--yes skips the questions)."""
+
+    def confirm(question: str) -> bool:
+        return yes or typer.confirm(question, default=True)
+
+    with _session(ctx) as session:
+        options = commands.backfill_options(session, batch_size=batch_size)
+        reporter = _Reporter()
+        try:
+            with _stop_on_signals() as stop:
+                report = commands.migrate(
+                    session,
+                    collection,
+                    source=source,
+                    target=target,
+                    source_vector=source_vector,
+                    target_vector=target_vector,
+                    text_field=text_field,
+                    confirm=confirm,
+                    options=options,
+                    stop=stop,
+                    on_progress=reporter,
+                    force=force,
+                )
+        finally:
+            reporter.close()
+        _show([report], as_json)
+
+
+@app.command()
+def doctor(
+    ctx: typer.Context,
+    collection: CollectionArg,
+    source: Annotated[
+        str | None, typer.Option(help="Registered source model, when no plan exists yet.")
+    ] = None,
+    target: Annotated[
+        str | None, typer.Option(help="Registered target model, when no plan exists yet.")
+    ] = None,
+    source_vector: Annotated[
+        str | None, typer.Option(help="Source named vector, when no plan exists yet.")
+    ] = None,
+    text_field: Annotated[str | None, typer.Option(help="Payload field holding the text.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check before anything is written that COLLECTION can be migrated in place (exit 0: safe)."""
+    with _session(ctx) as session:
+        report = commands.doctor(
+            session,
+            collection,
+            source=source,
+            target=target,
+            source_vector=source_vector,
+            text_field=text_field,
+        )
+        if as_json:
+            _echo_json(report.to_dict())
+        else:
+            for f in report.findings:
+                typer.echo(f"{f.verdict.upper():4}  {f.check:16} {f.detail}")
+            typer.echo("safe to start" if report.safe else "NOT safe to start: fix the FAIL lines first")
+        if not report.safe:
+            raise typer.Exit(EXIT_ERROR)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``lattice-qdrant`` console script."""
+    try:
+        app(args=argv, prog_name="lattice-qdrant", standalone_mode=True)
+    except SystemExit as exc:
+        return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_ERROR
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,768 @@
+"""The operator's commands as plain Python functions; the CLI is a thin layer over them.
+
+Each command takes a :class:`Session` first (a connection to Qdrant plus the settings) and returns data
+(:class:`StatusReport`, :class:`DoctorReport`, backfill reports) that the CLI renders as text or JSON::
+
+    from lattice_qdrant import commands
+    with commands.Session(commands.Connection(path="./qdrant")) as session:
+        commands.start(session, "docs")
+        print(commands.status(session, ["docs"])[0].to_dict())
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from qdrant_client import QdrantClient
+
+from . import backfill as bf
+from .client import LatticeClient, wrap
+from .config import Settings, load_settings
+from .coordinator import Migration
+from .embedders import Embedder, check_embedder, embedder_for
+from .errors import ConfigError, LatticeError, MigrationNotFoundError, ModelNotFoundError
+from .metrics import NO_METRICS, BackfillMetrics
+from .plan import Strategy
+from .spec import ModelSpec
+from .state import Phase, Status
+from .store import IN_PLACE_MIN_VERSION, PAYLOAD_INDEXES, RetryPolicy
+
+__all__ = [
+    "Connection",
+    "DoctorReport",
+    "Finding",
+    "Session",
+    "StatusReport",
+    "backfill",
+    "cancel",
+    "cutover",
+    "doctor",
+    "dry_run",
+    "finalize",
+    "list_models",
+    "migrate",
+    "pause",
+    "plan",
+    "register_model",
+    "resume",
+    "rollback",
+    "show_model",
+    "start",
+    "status",
+]
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Which Qdrant to use: a server (``url``) or local mode at ``path`` (``":memory:"`` too)."""
+
+    url: str | None = None
+    path: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    grpc: bool = False
+    timeout: int = 60
+
+    def describe(self) -> str:
+        """Where we connect, never showing the API key."""
+        if self.url:
+            return f"{self.url}{' (gRPC)' if self.grpc else ''}{' with an API key' if self.api_key else ''}"
+        return f"local mode at {self.path}"
+
+    def open(self) -> QdrantClient:
+        """A new ``QdrantClient``.
+
+        Raises:
+            ConfigError: neither or both of ``url`` and ``path`` are given.
+        """
+        if bool(self.url) == bool(self.path):
+            raise ConfigError(
+                "give exactly one of --url (a Qdrant server) or --path (local mode), "
+                "or set LATTICE_QDRANT_URL / LATTICE_QDRANT_PATH",
+                key="url",
+            )
+        if self.url:
+            return QdrantClient(
+                url=self.url, api_key=self.api_key, prefer_grpc=self.grpc, timeout=self.timeout
+            )
+        if self.path == ":memory:":
+            return QdrantClient(":memory:")
+        return QdrantClient(path=self.path)
+
+
+class Session:
+    """An open connection, the wrapped client and the settings, for a run of commands.
+
+    Args:
+        connection: where Qdrant is.
+        settings: migration defaults (loaded from file and environment when omitted).
+        embedders: embedders by model reference, used instead of building them from specs.
+        client: an existing ``QdrantClient`` to use instead of opening one (it is not closed).
+    """
+
+    def __init__(
+        self,
+        connection: Connection | None = None,
+        settings: Settings | None = None,
+        *,
+        embedders: dict[str, Embedder] | None = None,
+        client: QdrantClient | None = None,
+    ) -> None:
+        self.connection = connection or Connection()
+        self.settings = settings or load_settings()
+        self._owns = client is None
+        self.qdrant = client if client is not None else self.connection.open()
+        self.client: LatticeClient = wrap(
+            self.qdrant,
+            embedders=embedders,
+            control_collection=self.settings.control_collection,
+            refresh_interval=self.settings.refresh_interval,
+            retry=RetryPolicy(attempts=self.settings.retries),
+        )
+
+    @property
+    def store(self) -> Any:
+        """The store adapter."""
+        return self.client.store
+
+    def migration(self, collection: str) -> Migration:
+        """The collection's migration (raises ``MigrationNotFoundError``)."""
+        return self.client.migration(collection)
+
+    def close(self) -> None:
+        """Close the client if this session opened it."""
+        if self._owns:
+            self.qdrant.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------- models
+
+
+def register_model(session: Session, spec: ModelSpec) -> bool:
+    """Register a model spec; ``True`` if new, ``False`` if already registered identically."""
+    return session.client.registry.register(spec)
+
+
+def list_models(session: Session) -> list[ModelSpec]:
+    """Every registered model spec. Read-only."""
+    return session.client.registry.list()
+
+
+def show_model(session: Session, ref: str) -> ModelSpec:
+    """One registered spec by ``MODEL_ID``, ``MODEL_ID:vN`` or its qualified id. Read-only."""
+    return session.client.registry.resolve(ref)
+
+
+# --------------------------------------------------------------------------- status
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    """A collection's migration as a person (or a script, via :meth:`to_dict`) wants to read it."""
+
+    collection: str
+    status: str
+    phase: str
+    label: str
+    source: str
+    target: str
+    source_vector: str
+    target_vector: str
+    covered: int
+    total: int
+    failed: int
+    failures: list[dict[str, Any]]
+    workers: list[dict[str, Any]]
+    write_route: str
+    query_route: str
+    query_vector: str
+    cutover_threshold: float
+    rollback_window_left: float | None
+    finalized: bool
+    error: str | None
+    reason: str | None
+    next_step: str
+
+    @property
+    def coverage(self) -> float:
+        """Fraction of points with the target vector."""
+        return 1.0 if self.total == 0 else self.covered / self.total
+
+    @property
+    def rate(self) -> float:
+        """Points per second of the running backfill workers together."""
+        return float(sum(float(w.get("rate") or 0.0) for w in self.workers))
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left at the current rate, while a backfill runs."""
+        rate = self.rate
+        return (self.total - self.covered) / rate if rate > 0 else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form (``status --json``)."""
+        data = asdict(self)
+        data.update(coverage=round(self.coverage, 6), rate=round(self.rate, 3), eta=self.eta)
+        return data
+
+
+def _next_step(collection: str, m: Migration, report: dict[str, Any]) -> str:
+    state = m.state
+    c = collection
+    if state.finalized:
+        return f"nothing to do: {c!r} is stable on {report['target']}"
+    if state.status == Status.CANCELLED:
+        return f"plan a new migration: lattice-qdrant plan {c} --source ... --target ..."
+    if state.status == Status.PLANNED:
+        return f"lattice-qdrant doctor {c}, then lattice-qdrant start {c}"
+    if state.status == Status.PAUSED:
+        return f"lattice-qdrant resume {c}"
+    if state.status == Status.FAILED:
+        return f"fix the cause ({state.error}), then lattice-qdrant resume {c}"
+    if state.phase == Phase.ROLLBACK_WINDOW:
+        left = report["rollback_window_left"]
+        if left:
+            return (
+                f"check query quality; lattice-qdrant rollback {c} if it got worse, "
+                f"lattice-qdrant finalize {c} in {format_duration(left)} (or now with --force)"
+            )
+        return f"lattice-qdrant finalize {c}"
+    coverage = report["coverage"]
+    if coverage >= m.plan.cutover_threshold:
+        return f"lattice-qdrant cutover {c}"
+    if report["workers"]:
+        return "wait for the running backfill"
+    return f"lattice-qdrant backfill {c}"
+
+
+def format_duration(seconds: float) -> str:
+    """``3725`` -> ``"1h 2m"``; ``42`` -> ``"42s"``."""
+    seconds = max(0, math.ceil(seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {secs}s"
+    return f"{secs}s"
+
+
+def _status_of(session: Session, collection: str) -> StatusReport:
+    migration = session.migration(collection)
+    snap = migration.snapshot(refresh=True)
+    plan, state = snap.plan, snap.state
+    if state.finalized or state.status == Status.CANCELLED:
+        vectors = session.store.vectors(collection)
+        has_target = plan.target_vector in vectors
+        total = session.store.count(collection)
+        covered = migration.coverage().covered if has_target else 0
+    else:
+        cov = migration.coverage()
+        covered, total = cov.covered, cov.total
+    routing = migration.routing(coverage=1.0 if total == 0 else covered / total)
+    failures = bf.list_failures(session.store, collection)
+    workers = bf.running(session.store, collection)
+    report: dict[str, Any] = {
+        "collection": collection,
+        "status": state.status.value,
+        "phase": state.phase.value,
+        "label": state.label,
+        "source": plan.source.qualified_id,
+        "target": plan.target.qualified_id,
+        "source_vector": plan.source_vector,
+        "target_vector": plan.target_vector,
+        "covered": covered,
+        "total": total,
+        "failed": len(failures),
+        "failures": [{"point_id": f.point_id, "reason": f.reason} for f in failures[:20]],
+        "workers": workers,
+        "write_route": routing.write.value,
+        "query_route": routing.query.value,
+        "query_vector": routing.query_vector,
+        "cutover_threshold": plan.cutover_threshold,
+        "rollback_window_left": migration.rollback_window_left(),
+        "finalized": state.finalized,
+        "error": state.error,
+        "reason": state.reason,
+    }
+    report["coverage"] = 1.0 if total == 0 else covered / total
+    report["next_step"] = _next_step(collection, migration, report)
+    del report["coverage"]
+    return StatusReport(**report)
+
+
+def status(session: Session, collections: Sequence[str] | None = None) -> list[StatusReport]:
+    """The state of each collection's migration (all migrations when none are named). Read-only."""
+    if not collections:
+        records = session.store.list_records("migration")
+        collections = sorted(str(r["collection"]) for r in records)
+    return [_status_of(session, c) for c in collections]
+
+
+# --------------------------------------------------------------------------- lifecycle
+
+
+def plan(
+    session: Session,
+    collection: str,
+    *,
+    source: str,
+    target: str,
+    source_vector: str,
+    target_vector: str | None = None,
+    text_field: str | None = None,
+    strategy: Strategy = Strategy.IN_PLACE,
+    cutover_threshold: float | None = None,
+    query_threshold: float | None = None,
+    rollback_window: float | None = None,
+) -> StatusReport:
+    """Plan moving ``collection`` from the registered model ``source`` to ``target``.
+
+    Models are referenced as ``MODEL_ID``, ``MODEL_ID:vN`` or qualified ids; unset thresholds and window
+    come from the settings.
+    """
+    if strategy != Strategy.IN_PLACE:
+        raise ConfigError(
+            f"strategy {strategy.value!r} is not available yet; only 'in_place' is", key="strategy"
+        )
+    s = session.settings
+    session.client.plan(
+        collection,
+        source=session.client.registry.resolve(source),
+        target=session.client.registry.resolve(target),
+        source_vector=source_vector,
+        target_vector=target_vector,
+        text_field=text_field or s.text_field,
+        cutover_threshold=s.cutover_threshold if cutover_threshold is None else cutover_threshold,
+        query_threshold=s.query_threshold if query_threshold is None else query_threshold,
+        rollback_window=s.rollback_window if rollback_window is None else rollback_window,
+    )
+    return _status_of(session, collection)
+
+
+def start(session: Session, collection: str) -> StatusReport:
+    """Add the target vector and payload indexes, and start dual-writing."""
+    session.migration(collection).start()
+    return _status_of(session, collection)
+
+
+def pause(session: Session, collection: str, reason: str = "") -> StatusReport:
+    """Pause the backfill (running workers stop after their batch); writes stay dual."""
+    session.migration(collection).pause(reason)
+    return _status_of(session, collection)
+
+
+def resume(session: Session, collection: str) -> StatusReport:
+    """Resume a paused or failed migration."""
+    session.migration(collection).resume()
+    return _status_of(session, collection)
+
+
+def cancel(session: Session, collection: str, *, keep_target: bool = False) -> StatusReport:
+    """Abandon the migration: writes go back to the source only; the target vector is dropped."""
+    session.migration(collection).cancel(drop_target=not keep_target)
+    return _status_of(session, collection)
+
+
+def cutover(session: Session, collection: str, *, force: bool = False) -> StatusReport:
+    """Switch queries to the target vector (refused below the coverage threshold unless forced)."""
+    session.migration(collection).cutover(force=force)
+    return _status_of(session, collection)
+
+
+def rollback(session: Session, collection: str) -> StatusReport:
+    """Switch queries back to the source vector; writes keep going to both."""
+    session.migration(collection).rollback()
+    return _status_of(session, collection)
+
+
+def finalize(session: Session, collection: str, *, force: bool = False) -> StatusReport:
+    """Drop the source vector (refused inside the rollback window unless forced)."""
+    session.migration(collection).finalize(force=force)
+    return _status_of(session, collection)
+
+
+def backfill_options(session: Session, **overrides: Any) -> bf.BackfillOptions:
+    """Backfill options from the settings, with ``overrides`` (``None`` values ignored)."""
+    s = session.settings
+    values: dict[str, Any] = {
+        "batch_size": s.batch_size,
+        "writers": s.writers,
+        "queue_depth": s.queue_depth,
+        "max_rate": s.max_rate,
+        "delay": s.delay,
+        "max_text_chars": s.max_text_chars,
+    }
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return bf.BackfillOptions(**values)
+
+
+def backfill(
+    session: Session,
+    collections: Sequence[str],
+    options: bf.BackfillOptions | None = None,
+    *,
+    stop: threading.Event | None = None,
+    on_progress: Callable[[bf.BackfillProgress], None] | None = None,
+    metrics: BackfillMetrics = NO_METRICS,
+) -> list[bf.BackfillReport]:
+    """Backfill the target vector of each collection in turn (see :func:`~.backfill.run_backfill`).
+
+    A stop (SIGTERM / Ctrl-C) ends the run after the batches in flight; later collections are not started.
+    """
+    options = options or backfill_options(session)
+    stop = stop or threading.Event()
+    reports = []
+    for collection in collections:
+        if stop.is_set():
+            break
+        migration = session.migration(collection)
+        embedder = session.client.embedder(migration.plan.target)
+        reports.append(
+            bf.run_backfill(migration, embedder, options, stop=stop, on_progress=on_progress, metrics=metrics)
+        )
+    return reports
+
+
+def dry_run(
+    session: Session, collections: Sequence[str], options: bf.BackfillOptions | None = None
+) -> list[bf.DryRunReport]:
+    """What a backfill of each collection would take (points, tokens, time, storage). Writes nothing."""
+    options = options or backfill_options(session)
+    out = []
+    for collection in collections:
+        migration = session.migration(collection)
+        out.append(bf.estimate(migration, session.client.embedder(migration.plan.target), options))
+    return out
+
+
+def migrate(
+    session: Session,
+    collection: str,
+    *,
+    source: str | None = None,
+    target: str | None = None,
+    source_vector: str | None = None,
+    target_vector: str | None = None,
+    text_field: str | None = None,
+    confirm: Callable[[str], bool] = lambda _: True,
+    options: bf.BackfillOptions | None = None,
+    stop: threading.Event | None = None,
+    on_progress: Callable[[bf.BackfillProgress], None] | None = None,
+    force: bool = False,
+) -> StatusReport:
+    """Plan (if needed), start, backfill and cut over in one go, asking ``confirm`` before each step.
+
+    Each step is skipped when already done, so an interrupted ``migrate`` is simply run again.
+    """
+    try:
+        migration = session.migration(collection)
+    except MigrationNotFoundError:
+        if not (source and target and source_vector):
+            raise ConfigError(
+                f"{collection!r} has no migration yet: give --source, --target and --source-vector",
+                key="source",
+            ) from None
+        if not confirm(f"plan {collection}: {source} -> {target}?"):
+            return _status_of(session, collection) if _has(session, collection) else _abort(collection)
+        plan(
+            session,
+            collection,
+            source=source,
+            target=target,
+            source_vector=source_vector,
+            target_vector=target_vector,
+            text_field=text_field,
+        )
+        migration = session.migration(collection)
+    state = migration.snapshot(refresh=True).state
+    if state.status == Status.PLANNED:
+        if not confirm(f"start {collection} (adds vector {migration.plan.target_vector!r})?"):
+            return _status_of(session, collection)
+        migration.start()
+    state = migration.snapshot(refresh=True).state
+    if state.phase == Phase.MIGRATING and state.status in (Status.IN_PROGRESS, Status.COMPLETED):
+        stop = stop or threading.Event()
+        backfill(session, [collection], options, stop=stop, on_progress=on_progress)
+        if stop.is_set():
+            return _status_of(session, collection)
+        report = _status_of(session, collection)
+        if not confirm(f"cut over {collection} at {report.coverage:.1%} coverage?"):
+            return report
+        migration.cutover(force=force)
+    return _status_of(session, collection)
+
+
+def _has(session: Session, collection: str) -> bool:
+    return session.store.get_record("migration", collection) is not None
+
+
+def _abort(collection: str) -> StatusReport:
+    raise MigrationNotFoundError(collection)
+
+
+# --------------------------------------------------------------------------- doctor
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One preflight check: ``verdict`` is ``ok``, ``warn`` or ``fail``."""
+
+    check: str
+    verdict: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class DoctorReport:
+    """Preflight findings; ``safe`` when none failed."""
+
+    collection: str
+    findings: list[Finding]
+
+    @property
+    def safe(self) -> bool:
+        """Whether it is safe to start."""
+        return all(f.verdict != "fail" for f in self.findings)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form (``doctor --json``)."""
+        return {
+            "collection": self.collection,
+            "safe": self.safe,
+            "findings": [asdict(f) for f in self.findings],
+        }
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def doctor(
+    session: Session,
+    collection: str,
+    *,
+    source: str | None = None,
+    target: str | None = None,
+    source_vector: str | None = None,
+    text_field: str | None = None,
+    sample: int = 100,
+) -> DoctorReport:
+    """Check, before anything is written, that ``collection`` can be migrated in place. Read-only.
+
+    Uses the collection's plan when there is one; otherwise ``source``, ``target`` and
+    ``source_vector`` (registered model references) say what to check.
+    """
+    store = session.store
+    findings: list[Finding] = []
+
+    def add(check: str, verdict: str, detail: str) -> None:
+        findings.append(Finding(check, verdict, detail))
+
+    # the server
+    try:
+        version = store.server_version()
+    except LatticeError as exc:
+        add("server", "fail", f"cannot reach Qdrant: {exc}")
+        return DoctorReport(collection, findings)
+    if version is None:
+        add("server", "ok", "local mode (qdrant-client): named vectors can be added in place")
+    elif version < IN_PLACE_MIN_VERSION:
+        add(
+            "server",
+            "fail",
+            f"Qdrant {'.'.join(map(str, version))} cannot add a named vector to a live collection "
+            "(needs 1.18+): upgrade, or use the blue-green strategy",
+        )
+    else:
+        add("server", "ok", f"Qdrant {'.'.join(map(str, version))} (in-place named vectors need 1.18+)")
+
+    # what to check against
+    source_spec: ModelSpec | None = None
+    target_spec: ModelSpec | None = None
+    target_vector: str | None = None
+    try:
+        existing = session.migration(collection).plan
+        source_spec, target_spec = existing.source, existing.target
+        source_vector, target_vector = existing.source_vector, existing.target_vector
+        text_field = existing.text_field
+        add("plan", "ok", f"{existing.source.qualified_id} -> {existing.target.qualified_id}")
+    except MigrationNotFoundError:
+        try:
+            source_spec = session.client.registry.resolve(source) if source else None
+            target_spec = session.client.registry.resolve(target) if target else None
+        except ModelNotFoundError as exc:
+            add("models", "fail", str(exc))
+        if target_spec is not None:
+            target_vector = target_spec.vector_name
+        if not (source_spec and target_spec and source_vector):
+            add(
+                "plan",
+                "warn",
+                "no migration planned; give --source, --target and --source-vector to check a future one",
+            )
+    text_field = text_field or session.settings.text_field
+
+    # the collection and its vectors
+    if not store.collection_exists(collection):
+        add("collection", "fail", f"collection {collection!r} does not exist")
+        return DoctorReport(collection, findings)
+    vectors = store.vectors(collection)
+    total = store.count(collection)
+    add("collection", "ok", f"{total} points; vectors: {', '.join(repr(n) for n in vectors) or 'none'}")
+    if "" in vectors:
+        add(
+            "vectors",
+            "fail",
+            "the only vector is the unnamed default vector: in-place migration is refused; "
+            "use the blue-green strategy",
+        )
+    if source_vector is not None:
+        found = vectors.get(source_vector)
+        if found is None:
+            add("source vector", "fail", f"{source_vector!r} does not exist")
+        elif source_spec is not None and (
+            found.size != source_spec.dimension or found.distance != source_spec.distance
+        ):
+            add(
+                "source vector",
+                "fail",
+                f"{source_vector!r} is {found.size}-d {found.distance.value}, but "
+                f"{source_spec.qualified_id} is {source_spec.dimension}-d {source_spec.distance.value}",
+            )
+        else:
+            add("source vector", "ok", f"{source_vector!r}: {found.size}-d {found.distance.value}")
+    if target_vector is not None and target_spec is not None:
+        found = vectors.get(target_vector)
+        if found is None:
+            add("target vector", "ok", f"{target_vector!r} is free; start will add it")
+        elif found.size == target_spec.dimension and found.distance == target_spec.distance:
+            add("target vector", "ok", f"{target_vector!r} exists with the right shape (resuming)")
+        else:
+            add(
+                "target vector",
+                "fail",
+                f"{target_vector!r} exists as {found.size}-d {found.distance.value}; choose another name",
+            )
+
+    # the text
+    page, _ = store.scroll(collection, limit=sample, with_payload=[text_field])
+    if page:
+        with_text = sum(
+            1
+            for r in page
+            if isinstance((r.payload or {}).get(text_field), str) and r.payload[text_field].strip()
+        )
+        share = with_text / len(page)
+        verdict = "ok" if share == 1 else "warn" if share > 0 else "fail"
+        add(
+            "text field",
+            verdict,
+            f"{text_field!r} holds text on {with_text} of {len(page)} sampled points"
+            + ("" if share == 1 else "; points without text will be recorded as failures"),
+        )
+    else:
+        add("text field", "ok", "the collection is empty")
+
+    # the target model
+    if target_spec is not None:
+        try:
+            embedder = session.client.embedder(target_spec)
+            check_embedder(embedder, target_spec)
+            started = time.perf_counter()
+            embedder.embed(["lattice-qdrant doctor"])
+            add(
+                "target model",
+                "ok",
+                f"{target_spec.qualified_id} loads; {embedder.dimension}-d as registered "
+                f"({time.perf_counter() - started:.2f}s for one text)",
+            )
+        except LatticeError as exc:
+            add("target model", "fail", str(exc))
+
+    # payload indexes
+    if store.is_local:
+        add("payload indexes", "ok", "local mode ignores payload indexes; start requests them anyway")
+    else:
+        schema = store.payload_schema(collection)
+        for name, kind in PAYLOAD_INDEXES.items():
+            have = schema.get(name)
+            if have is None:
+                add("payload indexes", "ok", f"{name!r} ({kind.value}) missing; start will create it")
+            elif have != kind.value:
+                add("payload indexes", "fail", f"{name!r} is indexed as {have}, needs {kind.value}")
+            else:
+                add("payload indexes", "ok", f"{name!r} ({kind.value}) present")
+
+    # storage and memory
+    if target_spec is not None:
+        per_point = target_spec.dimension * 4 + 2 * 16 * 4
+        add(
+            "storage",
+            "ok",
+            f"the target vector adds about {_bytes(total * per_point)} "
+            f"({target_spec.dimension} float32 values + HNSW links per point); as much RAM unless "
+            "the vector is kept on disk",
+        )
+    return DoctorReport(collection, findings)
+
+
+def spec_from_options(
+    model_id: str,
+    *,
+    name: str,
+    version: int = 1,
+    dimension: int | None = None,
+    distance: str = "Cosine",
+    pooling: str = "mean",
+    normalize: bool = True,
+    max_length: int | None = None,
+    prompt: str | None = None,
+    revision: str | None = None,
+) -> ModelSpec:
+    """A spec from CLI options; the dimension is read from the model when not given (loads it)."""
+    if dimension is None:
+        probe = ModelSpec(
+            model_id=model_id,
+            version=version,
+            dimension=1,
+            distance=distance,  # type: ignore[arg-type]
+            name=name,
+            pooling=pooling,
+            normalize=normalize,
+            max_length=max_length,
+            prompt=prompt,
+            revision=revision,
+        )
+        if name.startswith("hash:"):
+            raise ConfigError("a hash:bow model needs --dimension", key="dimension")
+        dimension = embedder_for(probe).dimension
+    return ModelSpec(
+        model_id=model_id,
+        version=version,
+        dimension=dimension,
+        distance=distance,  # type: ignore[arg-type]
+        name=name,
+        pooling=pooling,
+        normalize=normalize,
+        max_length=max_length,
+        prompt=prompt,
+        revision=revision,
+    )

@@ -1,0 +1,88 @@
+"""Configuration: defaults < file < environment < command line, and errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lattice_qdrant.config import Settings, load_settings, parse_duration
+from lattice_qdrant.errors import ConfigError
+
+
+def test_defaults(tmp_path: Path) -> None:
+    assert load_settings(env={}, cwd=tmp_path) == Settings()
+
+
+def test_precedence_flags_over_env_over_file_over_defaults(tmp_path: Path) -> None:
+    (tmp_path / "lattice-qdrant.toml").write_text("batch_size = 10\nwriters = 3\nretries = 7\n")
+    env = {"LATTICE_QDRANT_BATCH_SIZE": "20", "LATTICE_QDRANT_WRITERS": "4"}
+    s = load_settings({"batch_size": 30, "writers": None}, env=env, cwd=tmp_path)
+    assert (s.batch_size, s.writers, s.retries, s.queue_depth) == (30, 4, 7, Settings().queue_depth)
+
+
+def test_pyproject_table_and_explicit_file(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text("[tool.lattice-qdrant]\nrollback-window = '2h'\n")
+    assert load_settings(env={}, cwd=tmp_path).rollback_window == 7200
+    other = tmp_path / "other.toml"
+    other.write_text("rollback_window = 60\n")
+    assert load_settings(env={}, cwd=tmp_path, config_file=other).rollback_window == 60
+    env = {"LATTICE_QDRANT_CONFIG": str(other)}
+    assert load_settings(env=env, cwd=tmp_path).rollback_window == 60
+    # lattice-qdrant.toml wins over pyproject.toml
+    (tmp_path / "lattice-qdrant.toml").write_text("rollback_window = '1m'\n")
+    assert load_settings(env={}, cwd=tmp_path).rollback_window == 60
+
+
+@pytest.mark.parametrize(
+    ("where", "content", "key", "fragment"),
+    [
+        ("file", "batch_size = 0\n", "batch_size", "greater than or equal to 1"),
+        ("file", "writers = 'x'\n", "writers", "valid integer"),
+        ("file", "no_such = 1\n", "no_such", "unknown setting"),
+        ("file", "backup_policy = 'sometimes'\n", "backup_policy", "'always' or 'never'"),
+        ("file", "rollback_window = 'soon'\n", "rollback_window", "not a duration"),
+        ("env", "LATTICE_QDRANT_CUTOVER_THRESHOLD=1.5", "cutover_threshold", "less than or equal to 1"),
+        ("env", "LATTICE_QDRANT_MAX_RATE=-3", "max_rate", "greater than 0"),
+    ],
+)
+def test_a_bad_value_names_the_key_and_where_it_came_from(
+    tmp_path: Path, where: str, content: str, key: str, fragment: str
+) -> None:
+    env: dict[str, str] = {}
+    if where == "file":
+        (tmp_path / "lattice-qdrant.toml").write_text(content)
+    else:
+        name, value = content.split("=", 1)
+        env[name] = value
+    with pytest.raises(ConfigError) as err:
+        load_settings(env=env, cwd=tmp_path)
+    assert err.value.key == key
+    assert key in str(err.value) and fragment in str(err.value)
+    assert ("lattice-qdrant.toml" if where == "file" else "the environment") in str(err.value)
+
+
+def test_unreadable_file_and_missing_explicit_file(tmp_path: Path) -> None:
+    (tmp_path / "lattice-qdrant.toml").write_text("not = [valid")
+    with pytest.raises(ConfigError, match="cannot read the config file"):
+        load_settings(env={}, cwd=tmp_path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(env={}, cwd=tmp_path, config_file=tmp_path / "nope.toml")
+
+
+def test_env_none_unsets_an_optional_value(tmp_path: Path) -> None:
+    (tmp_path / "lattice-qdrant.toml").write_text("max_rate = 100\n")
+    assert load_settings(env={"LATTICE_QDRANT_MAX_RATE": "none"}, cwd=tmp_path).max_rate is None
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90", 90), ("90s", 90), ("30m", 1800), ("24h", 86400), ("1.5d", 129600), (5, 5)]
+)
+def test_durations(text: str | int, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("bad", ["soon", "10x", "-5", "", True, -1])
+def test_bad_durations(bad: str | int | bool) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(bad)

@@ -1,0 +1,1212 @@
+"""Tests for lattice_qdrant.store: schema changes, coverage, error translation and retries, and the
+control records' compare-and-set, on every backend.
+
+Local mode keeps no payload indexes and reports no server version, so the schema tests go through
+:class:`RecordingClient`, a proxy around the real client that records the schema requests a server would
+receive, shows the indexes it was asked for in ``get_collection`` the way a server does, and can stand in
+for a server of a given version or fail a method on demand.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import sys
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+from lattice_qdrant.embedders import HashEmbedder
+from lattice_qdrant.errors import (
+    CollectionNotFoundError,
+    IndexConflictError,
+    InPlaceUnsupportedError,
+    PointNotFoundError,
+    StoreError,
+    TransientStoreError,
+    UnnamedVectorError,
+    VectorConflictError,
+)
+from lattice_qdrant.spec import Distance, ModelSpec
+from lattice_qdrant.store import (
+    _TOKEN_HISTORY,
+    MODEL_FIELD,
+    VERSION_FIELD,
+    Coverage,
+    RetryPolicy,
+    Store,
+    VectorInfo,
+    record_id,
+    translate,
+)
+
+from conftest import fill_collection
+
+KEYWORD = models.PayloadSchemaType.KEYWORD
+INTEGER = models.PayloadSchemaType.INTEGER
+NO_WAIT = RetryPolicy(attempts=5, initial=0.0, maximum=0.0, jitter=0.0)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class _RemoteStandIn:
+    """Takes the place of qdrant-client's ``QdrantLocal`` so the store believes it talks to a server."""
+
+
+class RecordingClient:
+    """A ``QdrantClient`` proxy: forwards everything, records calls, and can act like a server.
+
+    Args:
+        real: the client every call is forwarded to.
+        version: when set, the proxy poses as a server of this version (``info()`` and ``_client``).
+        hide: attribute names the proxy pretends not to have.
+    """
+
+    def __init__(self, real: QdrantClient, *, version: str | None = None, hide: tuple[str, ...] = ()) -> None:
+        self._real = real
+        self.hide = set(hide)
+        self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+        self.indexes: dict[tuple[str, str], models.PayloadSchemaType] = {}
+        self.failures: dict[str, list[BaseException]] = {}
+        self.always_fail: dict[str, BaseException] = {}
+        self.after: dict[str, Callable[[], None]] = {}
+        self.version = version
+        if version is not None:
+            self._client = _RemoteStandIn()
+
+    def _invoke(self, name: str, fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+        self.calls.append((name, args, kwargs))
+        pending = self.failures.get(name)
+        if pending:
+            raise pending.pop(0)
+        if name in self.always_fail:
+            raise self.always_fail[name]
+        result = fn(*args, **kwargs)
+        if name == "create_payload_index":
+            bound = bind(name, args, kwargs)
+            self.indexes[(bound["collection_name"], bound["field_name"])] = bound["field_schema"]
+        hook = self.after.pop(name, None)
+        if hook is not None:
+            hook()
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self.hide:
+            raise AttributeError(name)
+        attr = getattr(self._real, name)
+        if name.startswith("_") or not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self._invoke(name, attr, args, kwargs)
+
+        return call
+
+    def get_collection(self, *args: Any, **kwargs: Any) -> models.CollectionInfo:
+        """The real collection info, with the recorded indexes in ``payload_schema`` (as a server)."""
+        info: models.CollectionInfo = self._invoke("get_collection", self._real.get_collection, args, kwargs)
+        name = bind("get_collection", args, kwargs)["collection_name"]
+        schema = dict(info.payload_schema or {})
+        for (collection, field), data_type in self.indexes.items():
+            if collection == name:
+                schema[field] = models.PayloadIndexInfo(data_type=data_type, points=0)
+        return info.model_copy(update={"payload_schema": schema})
+
+    def info(self) -> models.VersionInfo:
+        if self.version is None:
+            return self._real.info()
+        return models.VersionInfo(title="qdrant - vector search engine", version=self.version)
+
+    def requests(self, name: str) -> list[dict[str, Any]]:
+        """The calls made to ``name``, arguments bound to qdrant-client's signature."""
+        return [bind(n, args, kwargs) for n, args, kwargs in self.calls if n == name]
+
+    def count_calls(self, name: str) -> int:
+        return sum(1 for n, _, _ in self.calls if n == name)
+
+
+def bind(name: str, args: Any, kwargs: Any) -> dict[str, Any]:
+    """Arguments of a ``QdrantClient`` method call by parameter name, defaults applied."""
+    bound = inspect.signature(getattr(QdrantClient, name)).bind(None, *args, **kwargs)
+    bound.apply_defaults()
+    out = dict(bound.arguments)
+    out.pop("self")
+    out.update(out.pop("kwargs", {}))
+    return out
+
+
+def http_error(status: int, body: bytes = b"") -> UnexpectedResponse:
+    return UnexpectedResponse(
+        status_code=status,
+        reason_phrase=httpx.codes.get_reason_phrase(status),
+        content=body,
+        headers=httpx.Headers(),
+    )
+
+
+def server_error_body(message: str) -> bytes:
+    """A Qdrant REST error body, as a server sends it."""
+    escaped = message.replace('"', '\\"')
+    return f'{{"status":{{"error":"{escaped}"}},"time":0.000123}}'.encode()
+
+
+def index_requests(proxy: RecordingClient) -> list[tuple[str, str, Any, bool]]:
+    return [
+        (r["collection_name"], r["field_name"], r["field_schema"], r["wait"])
+        for r in proxy.requests("create_payload_index")
+    ]
+
+
+def spec_with(spec: ModelSpec, **changes: Any) -> ModelSpec:
+    return ModelSpec.model_validate({**spec.model_dump(), **changes})
+
+
+def vector_of(size: int, seed: int = 1) -> list[float]:
+    return [float((seed * (i + 3)) % 7 + 1) for i in range(size)]
+
+
+@pytest.fixture
+def coll(qdrant: QdrantClient, names: Any, legacy: HashEmbedder) -> str:
+    """A collection with the named source vector ``legacy`` (64-d cosine) and 10 points."""
+    name: str = names("docs")
+    fill_collection(qdrant, name, legacy, n=10)
+    return name
+
+
+@pytest.fixture
+def proxy(qdrant: QdrantClient) -> RecordingClient:
+    return RecordingClient(qdrant)
+
+
+@pytest.fixture
+def store(qdrant: QdrantClient, names: Any) -> Store:
+    return Store(qdrant, control_collection=names("control"))
+
+
+# --------------------------------------------------------------------------- payload indexes
+
+
+def test_ensure_payload_indexes_sends_the_requests_a_server_needs(
+    proxy: RecordingClient, names: Any, coll: str
+) -> None:
+    store = Store(proxy, control_collection=names("control"))  # type: ignore[arg-type]
+
+    created = store.ensure_payload_indexes(coll)
+
+    assert created == [MODEL_FIELD, VERSION_FIELD]
+    assert MODEL_FIELD == "embedding_model_id"
+    assert VERSION_FIELD == "embedding_version"
+    assert index_requests(proxy) == [
+        (coll, "embedding_model_id", KEYWORD, True),
+        (coll, "embedding_version", INTEGER, True),
+    ]
+    assert store.payload_schema(coll) == {
+        "embedding_model_id": "keyword",
+        "embedding_version": "integer",
+    }
+
+
+def test_ensure_payload_indexes_is_idempotent(proxy: RecordingClient, names: Any, coll: str) -> None:
+    store = Store(proxy, control_collection=names("control"))  # type: ignore[arg-type]
+    store.ensure_payload_indexes(coll)
+    proxy.calls.clear()
+
+    assert store.ensure_payload_indexes(coll) == []
+    assert proxy.requests("create_payload_index") == []
+
+
+def test_ensure_payload_indexes_creates_only_the_missing_one(
+    proxy: RecordingClient, names: Any, coll: str
+) -> None:
+    proxy.create_payload_index(coll, field_name=MODEL_FIELD, field_schema=KEYWORD)
+    proxy.calls.clear()
+    store = Store(proxy, control_collection=names("control"))  # type: ignore[arg-type]
+
+    assert store.ensure_payload_indexes(coll) == [VERSION_FIELD]
+    assert index_requests(proxy) == [(coll, VERSION_FIELD, INTEGER, True)]
+
+
+@pytest.mark.parametrize(
+    ("field", "other_type"),
+    [(MODEL_FIELD, models.PayloadSchemaType.INTEGER), (VERSION_FIELD, KEYWORD)],
+)
+def test_ensure_payload_indexes_refuses_an_index_of_another_type(
+    proxy: RecordingClient,
+    names: Any,
+    coll: str,
+    field: str,
+    other_type: models.PayloadSchemaType,
+) -> None:
+    proxy.create_payload_index(coll, field_name=field, field_schema=other_type)
+    proxy.calls.clear()
+    store = Store(proxy, control_collection=names("control"))  # type: ignore[arg-type]
+
+    with pytest.raises(IndexConflictError) as caught:
+        store.ensure_payload_indexes(coll)
+
+    message = str(caught.value)
+    assert repr(field) in message
+    assert repr(coll) in message
+    assert caught.value.collection == coll
+    assert isinstance(caught.value, StoreError)
+    # Nothing at all was requested, not even the index of the other, unconflicted field.
+    assert proxy.requests("create_payload_index") == []
+
+
+def test_ensure_payload_indexes_on_the_backend_itself(qdrant: QdrantClient, store: Store, coll: str) -> None:
+    assert store.ensure_payload_indexes(coll) == [MODEL_FIELD, VERSION_FIELD]
+    if store.is_local:
+        # Local mode keeps no indexes: it reports none, so they are requested again.
+        assert store.payload_schema(coll) == {}
+        assert store.ensure_payload_indexes(coll) == [MODEL_FIELD, VERSION_FIELD]
+    else:
+        assert store.payload_schema(coll) == {MODEL_FIELD: "keyword", VERSION_FIELD: "integer"}
+        assert store.ensure_payload_indexes(coll) == []
+
+
+def test_ensure_control_creates_the_control_collection_with_its_indexes(
+    qdrant: QdrantClient, proxy: RecordingClient, names: Any
+) -> None:
+    control = names("control")
+    store = Store(proxy, control_collection=control)  # type: ignore[arg-type]
+    assert not qdrant.collection_exists(control)
+
+    store.ensure_control()
+
+    assert qdrant.collection_exists(control)
+    assert store.vectors(control) == {}
+    assert index_requests(proxy) == [
+        (control, "kind", KEYWORD, True),
+        (control, "collection", KEYWORD, True),
+        (control, "epoch", INTEGER, True),
+    ]
+    proxy.calls.clear()
+    store.ensure_control()
+    Store(proxy, control_collection=control).ensure_control()  # type: ignore[arg-type]
+    assert proxy.requests("create_payload_index") == []
+    assert proxy.requests("create_collection") == []
+
+
+# --------------------------------------------------------------------------- check_in_place
+
+
+def test_check_in_place_refuses_the_unnamed_default_vector(
+    qdrant: QdrantClient, store: Store, names: Any
+) -> None:
+    name = names("unnamed")
+    qdrant.create_collection(
+        name, vectors_config=models.VectorParams(size=64, distance=models.Distance.COSINE)
+    )
+    assert store.vectors(name) == {"": VectorInfo("", 64, Distance.COSINE)}
+
+    with pytest.raises(UnnamedVectorError) as caught:
+        store.check_in_place(name, "legacy")
+
+    assert isinstance(caught.value, InPlaceUnsupportedError)
+    assert "blue-green" in str(caught.value)
+    assert caught.value.collection == name
+
+
+def test_check_in_place_names_a_missing_source_vector(
+    qdrant: QdrantClient, store: Store, coll: str, target_spec: ModelSpec
+) -> None:
+    store.ensure_vector(coll, "other", target_spec)
+
+    with pytest.raises(StoreError) as caught:
+        store.check_in_place(coll, "nope")
+
+    assert not isinstance(caught.value, InPlaceUnsupportedError)
+    assert caught.value.vector == "nope"
+    assert caught.value.collection == coll
+    message = str(caught.value)
+    assert "'nope'" in message
+    assert "'legacy'" in message
+    assert "'other'" in message
+
+
+def test_check_in_place_returns_the_source_vector(store: Store, coll: str) -> None:
+    assert store.check_in_place(coll, "legacy") == VectorInfo("legacy", 64, Distance.COSINE)
+
+
+@pytest.mark.parametrize("version", ["1.17.3", "1.17.0", "1.9.9", "0.11.2"])
+def test_check_in_place_refuses_a_server_older_than_1_18(
+    qdrant: QdrantClient, names: Any, coll: str, version: str
+) -> None:
+    proxy = RecordingClient(qdrant, version=version)
+    store = Store(proxy, control_collection=names("control"))  # type: ignore[arg-type]
+    assert not store.is_local
+
+    with pytest.raises(InPlaceUnsupportedError) as caught:
+        store.check_in_place(coll, "legacy")
+
+    assert not isinstance(caught.value, UnnamedVectorError)
+    message = str(caught.value)
+    assert "1.18" in message
+    assert "blue-green" in message
+    assert version in message
+    assert caught.value.collection == coll
+
+
+@pytest.mark.parametrize("version", ["1.18.0", "1.18.2", "1.19.0", "2.0.0", "v1.18.0-dev"])
+def test_check_in_place_accepts_a_server_of_1_18_or_newer(
+    qdrant: QdrantClient, names: Any, coll: str, version: str
+) -> None:
+    store = Store(RecordingClient(qdrant, version=version), control_collection=names("c"))  # type: ignore[arg-type]
+
+    assert store.check_in_place(coll, "legacy") == VectorInfo("legacy", 64, Distance.COSINE)
+
+
+@pytest.mark.parametrize(
+    ("version", "parsed"),
+    [("1.17.3", (1, 17, 3)), ("1.18", (1, 18, 0)), ("v1.19.1-rc2", (1, 19, 1)), ("dev", None)],
+)
+def test_server_version_parses_the_reported_version(
+    qdrant: QdrantClient, names: Any, version: str, parsed: tuple[int, int, int] | None
+) -> None:
+    store = Store(RecordingClient(qdrant, version=version), control_collection=names("c"))  # type: ignore[arg-type]
+    assert store.server_version() == parsed
+
+
+def test_server_version_of_the_backend(backend: str, store: Store) -> None:
+    if backend == "local":
+        assert store.is_local
+        assert store.server_version() is None
+    else:
+        assert not store.is_local
+        version = store.server_version()
+        assert version is not None
+        assert version >= (1, 18, 0)
+
+
+# --------------------------------------------------------------------------- ensure_vector / drop_vector
+
+
+@pytest.mark.parametrize("distance", [Distance.COSINE, Distance.DOT, Distance.EUCLID])
+def test_ensure_vector_creates_the_named_vector_from_the_spec(
+    qdrant: QdrantClient,
+    proxy: RecordingClient,
+    names: Any,
+    coll: str,
+    target_spec: ModelSpec,
+    distance: Distance,
+) -> None:
+    spec = spec_with(target_spec, distance=distance)
+    store = Store(proxy, control_collection=names("control"))  # type: ignore[arg-type]
+
+    assert store.ensure_vector(coll, "modern-v1", spec) is True
+
+    params = qdrant.get_collection(coll).config.params.vectors
+    assert isinstance(params, dict)
+    assert params["modern-v1"].size == 96
+    assert params["modern-v1"].distance == models.Distance(distance.value)
+    assert params["legacy"].size == 64
+    assert store.vectors(coll)["modern-v1"] == VectorInfo("modern-v1", 96, distance)
+    [request] = proxy.requests("create_vector_name")
+    assert request["collection_name"] == coll
+    assert request["vector_name"] == "modern-v1"
+    assert request["vector_name_config"] == models.DenseVectorNameConfig(
+        dense=models.DenseVectorConfig(size=96, distance=models.Distance(distance.value))
+    )
+    assert request["wait"] is True
+
+
+def test_ensure_vector_twice_sends_no_second_request(
+    proxy: RecordingClient, names: Any, coll: str, target_spec: ModelSpec
+) -> None:
+    store = Store(proxy, control_collection=names("control"))  # type: ignore[arg-type]
+    assert store.ensure_vector(coll, "modern-v1", target_spec) is True
+    proxy.calls.clear()
+
+    assert store.ensure_vector(coll, "modern-v1", target_spec) is False
+    assert proxy.requests("create_vector_name") == []
+
+
+@pytest.mark.parametrize(
+    "changes", [{"dimension": 128}, {"distance": Distance.DOT}], ids=["size", "distance"]
+)
+def test_ensure_vector_refuses_an_existing_vector_of_another_shape(
+    proxy: RecordingClient,
+    names: Any,
+    coll: str,
+    target_spec: ModelSpec,
+    changes: dict[str, Any],
+) -> None:
+    store = Store(proxy, control_collection=names("control"))  # type: ignore[arg-type]
+    store.ensure_vector(coll, "modern-v1", target_spec)
+    proxy.calls.clear()
+
+    with pytest.raises(VectorConflictError) as caught:
+        store.ensure_vector(coll, "modern-v1", spec_with(target_spec, **changes))
+
+    assert caught.value.vector == "modern-v1"
+    assert caught.value.collection == coll
+    assert "'modern-v1'" in str(caught.value)
+    assert proxy.requests("create_vector_name") == []
+    assert store.vectors(coll)["modern-v1"] == VectorInfo("modern-v1", 96, Distance.COSINE)
+
+
+def test_ensure_vector_refuses_the_source_vector_name_with_another_size(
+    store: Store, coll: str, target_spec: ModelSpec
+) -> None:
+    with pytest.raises(VectorConflictError, match="'legacy'"):
+        store.ensure_vector(coll, "legacy", target_spec)
+
+
+def test_ensure_vector_without_create_vector_name_in_the_client(
+    qdrant: QdrantClient, names: Any, coll: str, target_spec: ModelSpec
+) -> None:
+    proxy = RecordingClient(qdrant, hide=("create_vector_name",))
+    store = Store(proxy, control_collection=names("control"))  # type: ignore[arg-type]
+
+    with pytest.raises(InPlaceUnsupportedError) as caught:
+        store.ensure_vector(coll, "modern-v1", target_spec)
+
+    assert "blue-green" in str(caught.value)
+    assert caught.value.vector == "modern-v1"
+    assert "modern-v1" not in store.vectors(coll)
+
+
+@pytest.mark.parametrize("status", [404, 405])
+def test_ensure_vector_on_a_server_without_the_endpoint(
+    proxy: RecordingClient, names: Any, coll: str, target_spec: ModelSpec, status: int
+) -> None:
+    proxy.always_fail["create_vector_name"] = http_error(status)
+    store = Store(proxy, control_collection=names("control"), retry=NO_WAIT)  # type: ignore[arg-type]
+
+    with pytest.raises(InPlaceUnsupportedError) as caught:
+        store.ensure_vector(coll, "modern-v1", target_spec)
+
+    message = str(caught.value)
+    assert "blue-green" in message
+    assert "1.18" in message
+    assert caught.value.collection == coll
+    assert caught.value.vector == "modern-v1"
+    assert proxy.count_calls("create_vector_name") == 1
+
+
+def test_ensure_vector_passes_other_refusals_through(
+    proxy: RecordingClient, names: Any, coll: str, target_spec: ModelSpec
+) -> None:
+    proxy.always_fail["create_vector_name"] = http_error(
+        400, server_error_body("Wrong input: bad vector name")
+    )
+    store = Store(proxy, control_collection=names("control"), retry=NO_WAIT)  # type: ignore[arg-type]
+
+    with pytest.raises(StoreError) as caught:
+        store.ensure_vector(coll, "modern-v1", target_spec)
+
+    assert type(caught.value) is StoreError
+    assert "bad vector name" in str(caught.value)
+    assert caught.value.vector == "modern-v1"
+
+
+def test_drop_vector_removes_the_named_vector(
+    proxy: RecordingClient, names: Any, coll: str, target_spec: ModelSpec
+) -> None:
+    store = Store(proxy, control_collection=names("control"))  # type: ignore[arg-type]
+    store.ensure_vector(coll, "modern-v1", target_spec)
+
+    assert store.drop_vector(coll, "modern-v1") is True
+
+    assert set(store.vectors(coll)) == {"legacy"}
+    [request] = proxy.requests("delete_vector_name")
+    assert (request["collection_name"], request["vector_name"], request["wait"]) == (
+        coll,
+        "modern-v1",
+        True,
+    )
+    assert store.count(coll) == 10
+
+
+def test_drop_vector_of_a_missing_name_sends_nothing(proxy: RecordingClient, names: Any, coll: str) -> None:
+    store = Store(proxy, control_collection=names("control"))  # type: ignore[arg-type]
+
+    assert store.drop_vector(coll, "modern-v1") is False
+
+    assert proxy.requests("delete_vector_name") == []
+    assert set(store.vectors(coll)) == {"legacy"}
+
+
+# --------------------------------------------------------------------------- count / coverage
+
+
+def test_coverage_of_an_empty_collection_is_complete(qdrant: QdrantClient, store: Store, names: Any) -> None:
+    name = names("empty")
+    qdrant.create_collection(
+        name, vectors_config={"legacy": models.VectorParams(size=4, distance=models.Distance.DOT)}
+    )
+
+    coverage = store.coverage(name, "legacy")
+
+    assert coverage == Coverage(covered=0, total=0)
+    assert coverage.fraction == 1.0
+    assert coverage.missing == 0
+
+
+def test_coverage_follows_the_data(store: Store, coll: str, target_spec: ModelSpec) -> None:
+    store.ensure_vector(coll, "modern-v1", target_spec)
+    assert store.coverage(coll, "legacy") == Coverage(covered=10, total=10)
+    assert store.coverage(coll, "modern-v1") == Coverage(covered=0, total=10)
+
+    store.update_vectors(
+        coll,
+        [models.PointVectors(id=i, vector={"modern-v1": vector_of(96, i)}) for i in (1, 4, 7)],
+    )
+
+    coverage = store.coverage(coll, "modern-v1")
+    assert coverage == Coverage(covered=3, total=10)
+    assert coverage.fraction == pytest.approx(0.3)
+    assert coverage.missing == 7
+    # update_vectors left the source vector alone.
+    assert store.coverage(coll, "legacy") == Coverage(covered=10, total=10)
+
+
+def test_coverage_of_an_unknown_vector_is_zero(store: Store, coll: str) -> None:
+    assert store.coverage(coll, "nope") == Coverage(covered=0, total=10)
+
+
+def test_count_with_a_filter(store: Store, coll: str) -> None:
+    assert store.count(coll) == 10
+    assert store.count(coll, models.Filter(must=[models.HasIdCondition(has_id=[0, 3, 5])])) == 3
+
+
+@pytest.mark.parametrize(
+    ("coverage", "fraction", "missing"),
+    [
+        (Coverage(0, 0), 1.0, 0),
+        (Coverage(1, 4), 0.25, 3),
+        (Coverage(4, 4), 1.0, 0),
+        (Coverage(5, 4), 1.0, 0),  # a point written between the two counts
+    ],
+)
+def test_coverage_fraction_and_missing(coverage: Coverage, fraction: float, missing: int) -> None:
+    assert coverage.fraction == fraction
+    assert coverage.missing == missing
+
+
+# --------------------------------------------------------------------------- error translation
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        http_error(429, b"Too many requests"),
+        http_error(503),
+        http_error(502),
+        http_error(504),
+        ResponseHandlingException(ConnectionError("Connection refused")),
+        ResponseHandlingException(httpx.ReadTimeout("read timed out")),
+        TimeoutError("timed out"),
+        ConnectionResetError("reset by peer"),
+        httpx.ConnectError("connection refused"),
+    ],
+    ids=lambda e: type(e).__name__ + str(getattr(e, "status_code", "")),
+)
+def test_translate_transient_failures(exc: BaseException) -> None:
+    error = translate(exc, action="count points", collection="docs")
+    assert isinstance(error, TransientStoreError)
+    assert error.collection == "docs"
+    assert "count points failed" in str(error)
+
+
+def test_translate_a_bad_request_is_permanent() -> None:
+    error = translate(
+        http_error(400, server_error_body("Wrong input: Vector dimension error: expected dim: 96")),
+        action="update vectors",
+        collection="docs",
+        vector="modern-v1",
+        point_ids=[1, 2],
+    )
+
+    assert type(error) is StoreError
+    message = str(error)
+    assert "update vectors failed" in message
+    assert "HTTP 400" in message
+    assert "expected dim: 96" in message
+    assert "'docs'" in message
+    assert "'modern-v1'" in message
+    assert "1, 2" in message
+    assert (error.collection, error.vector, error.point_ids) == ("docs", "modern-v1", [1, 2])
+
+
+def test_translate_shows_the_first_point_ids_only() -> None:
+    error = translate(ValueError("boom"), action="upsert points", point_ids=list(range(8)))
+    assert type(error) is StoreError
+    assert "points 0, 1, 2, 3, 4 and 3 more" in str(error)
+    assert error.point_ids == list(range(8))
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        http_error(404, server_error_body("Not found: Collection `docs` doesn't exist!")),
+        ValueError("Collection docs not found"),
+    ],
+    ids=["server", "local"],
+)
+def test_translate_a_missing_collection(exc: BaseException) -> None:
+    error = translate(exc, action="count points", collection="docs")
+    assert isinstance(error, CollectionNotFoundError)
+    assert error.collection == "docs"
+    assert "'docs'" in str(error)
+
+
+def test_translate_a_missing_point_in_local_mode() -> None:
+    error = translate(KeyError(7), action="update vectors", collection="docs", point_ids=[1, 7])
+    assert isinstance(error, PointNotFoundError)
+    assert error.point_ids == [7]
+    assert "'docs'" in str(error)
+
+
+def test_translate_a_missing_uuid_point_on_a_server() -> None:
+    pid = str(uuid.uuid4())
+    exc = http_error(404, server_error_body(f"Not found: No point with id {pid} found"))
+    others = [str(uuid.uuid4()) for _ in range(3)]
+    error = translate(exc, action="update vectors", collection="docs", point_ids=[*others, pid])
+    assert isinstance(error, PointNotFoundError)
+    assert error.point_ids == [pid]
+    assert "'docs'" in str(error)
+
+
+def test_translate_a_missing_integer_point_on_a_server_keeps_the_callers_id() -> None:
+    exc = http_error(404, server_error_body("Not found: No point with id 7 found"))
+    error = translate(exc, action="update vectors", collection="docs", point_ids=[1, 7])
+    assert isinstance(error, PointNotFoundError)
+    assert error.point_ids == [7]
+
+
+class _FakeGrpcError(Exception):
+    """Looks like a ``grpc.RpcError`` to the translator (module and ``code()``/``details()``)."""
+
+    def __init__(self, code: str, details: str) -> None:
+        super().__init__(details)
+        self._code = code
+        self._details = details
+
+    def code(self) -> Any:
+        return type("Code", (), {"name": self._code})()
+
+    def details(self) -> str:
+        return self._details
+
+
+_FakeGrpcError.__module__ = "grpc._channel"
+
+
+@pytest.mark.parametrize(
+    ("code", "details", "kind"),
+    [
+        ("UNAVAILABLE", "failed to connect", TransientStoreError),
+        ("DEADLINE_EXCEEDED", "deadline exceeded", TransientStoreError),
+        ("NOT_FOUND", "Not found: Collection `docs` doesn't exist!", CollectionNotFoundError),
+        ("INVALID_ARGUMENT", "Wrong input: bad", StoreError),
+    ],
+)
+def test_translate_grpc_errors(code: str, details: str, kind: type[StoreError]) -> None:
+    error = translate(_FakeGrpcError(code, details), action="count points", collection="docs")
+    assert type(error) is kind
+    assert details in str(error) or kind is CollectionNotFoundError
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s, c: s.count(c),
+        lambda s, c: s.collection_info(c),
+        lambda s, c: s.vectors(c),
+        lambda s, c: s.coverage(c, "legacy"),
+        lambda s, c: s.scroll(c),
+        lambda s, c: s.retrieve(c, [1]),
+        lambda s, c: s.upsert(c, [models.PointStruct(id=1, vector={}, payload={})]),
+        lambda s, c: s.update_vectors(c, [models.PointVectors(id=1, vector={"v": [1.0]})]),
+        lambda s, c: s.ensure_payload_indexes(c),
+    ],
+    ids=[
+        "count",
+        "collection_info",
+        "vectors",
+        "coverage",
+        "scroll",
+        "retrieve",
+        "upsert",
+        "update_vectors",
+        "ensure_payload_indexes",
+    ],
+)
+def test_store_methods_on_a_missing_collection(
+    store: Store, names: Any, call: Callable[[Store, str], Any]
+) -> None:
+    missing = names("missing")
+    assert store.collection_exists(missing) is False
+
+    with pytest.raises(CollectionNotFoundError) as caught:
+        call(store, missing)
+
+    assert caught.value.collection == missing
+    assert repr(missing) in str(caught.value)
+    assert store.collection_exists(missing) is False
+
+
+def test_update_vectors_of_a_missing_point(store: Store, coll: str) -> None:
+    with pytest.raises(PointNotFoundError) as caught:
+        store.update_vectors(
+            coll,
+            [
+                models.PointVectors(id=2, vector={"legacy": vector_of(64, 2)}),
+                models.PointVectors(id=99, vector={"legacy": vector_of(64, 99)}),
+            ],
+        )
+
+    # A server names the id in its message as text; local mode raises KeyError(99).
+    assert "99" in [str(p) for p in caught.value.point_ids]
+    assert caught.value.collection == coll
+    assert repr(coll) in str(caught.value)
+    assert "99" in str(caught.value)
+
+
+def test_errors_keep_their_cause(store: Store, names: Any) -> None:
+    with pytest.raises(CollectionNotFoundError) as caught:
+        store.count(names("missing"))
+    assert caught.value.__cause__ is not None
+    assert not isinstance(caught.value.__cause__, StoreError)
+
+
+# --------------------------------------------------------------------------- retries
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        http_error(503, b"Service Unavailable"),
+        http_error(429, b"rate limited"),
+        ResponseHandlingException(ConnectionError("Connection refused")),
+        TimeoutError("timed out"),
+    ],
+    ids=["503", "429", "response-handling", "timeout"],
+)
+def test_a_transient_failure_is_retried_until_it_succeeds(
+    proxy: RecordingClient, names: Any, coll: str, exc: BaseException
+) -> None:
+    proxy.failures["count"] = [exc, exc]
+    store = Store(proxy, control_collection=names("control"), retry=NO_WAIT)  # type: ignore[arg-type]
+
+    assert store.count(coll) == 10
+    assert proxy.count_calls("count") == 3
+
+
+def test_retries_are_logged(
+    proxy: RecordingClient, names: Any, coll: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    proxy.failures["count"] = [http_error(503)]
+    store = Store(proxy, control_collection=names("control"), retry=NO_WAIT)  # type: ignore[arg-type]
+
+    with caplog.at_level(logging.WARNING, logger="lattice_qdrant.store"):
+        assert store.count(coll) == 10
+
+    assert any("transient failure" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [http_error(400, server_error_body("Wrong input: bad")), ValueError("bad value")],
+    ids=["400", "value-error"],
+)
+def test_a_permanent_failure_is_not_retried(
+    proxy: RecordingClient, names: Any, coll: str, exc: BaseException
+) -> None:
+    proxy.always_fail["count"] = exc
+    store = Store(proxy, control_collection=names("control"), retry=NO_WAIT)  # type: ignore[arg-type]
+
+    with pytest.raises(StoreError) as caught:
+        store.count(coll)
+
+    assert not isinstance(caught.value, TransientStoreError)
+    assert proxy.count_calls("count") == 1
+
+
+def test_a_missing_collection_is_not_retried(proxy: RecordingClient, names: Any) -> None:
+    store = Store(proxy, control_collection=names("control"), retry=NO_WAIT)  # type: ignore[arg-type]
+    with pytest.raises(CollectionNotFoundError):
+        store.count(names("missing"))
+    assert proxy.count_calls("count") == 1
+
+
+@pytest.mark.parametrize("attempts", [1, 3, 5])
+def test_a_transient_failure_on_every_attempt_gives_up_after_attempts(
+    proxy: RecordingClient, names: Any, coll: str, attempts: int
+) -> None:
+    proxy.always_fail["count"] = http_error(503, b"Service Unavailable")
+    retry = RetryPolicy(attempts=attempts, initial=0.0, maximum=0.0, jitter=0.0)
+    store = Store(proxy, control_collection=names("control"), retry=retry)  # type: ignore[arg-type]
+
+    with pytest.raises(TransientStoreError) as caught:
+        store.count(coll)
+
+    assert proxy.count_calls("count") == attempts
+    assert caught.value.collection == coll
+    assert "503" in str(caught.value)
+    assert isinstance(caught.value.__cause__, UnexpectedResponse)
+
+
+def test_a_retried_write_is_applied_once(proxy: RecordingClient, names: Any, coll: str) -> None:
+    proxy.failures["upsert"] = [http_error(503)]
+    store = Store(proxy, control_collection=names("control"), retry=NO_WAIT)  # type: ignore[arg-type]
+
+    store.upsert(coll, [models.PointStruct(id=100, vector={"legacy": vector_of(64)}, payload={})])
+
+    assert proxy.count_calls("upsert") == 2
+    assert store.count(coll) == 11
+
+
+# --------------------------------------------------------------------------- control records
+
+
+def test_record_ids_are_stable_uuids() -> None:
+    assert record_id("migration", "docs") == record_id("migration", "docs")
+    assert record_id("migration", "docs") != record_id("model", "docs")
+    assert record_id("migration", "docs") != record_id("migration", "docs2")
+    assert str(uuid.UUID(record_id("migration", "docs"))) == record_id("migration", "docs")
+
+
+def test_insert_record_writes_only_once(store: Store, qdrant: QdrantClient, names: Any) -> None:
+    assert store.insert_record("migration", "docs", {"collection": "docs", "n": 1}) is True
+    assert store.insert_record("migration", "docs", {"collection": "docs", "n": 2}) is False
+    other = Store(qdrant, control_collection=names("control"))
+    assert other.insert_record("migration", "docs", {"collection": "docs", "n": 3}) is False
+
+    stored = store.get_record("migration", "docs")
+    assert stored is not None
+    assert stored["n"] == 1
+    assert (stored["kind"], stored["key"], stored["epoch"]) == ("migration", "docs", 1)
+    assert stored["tokens"] == [stored["token"]]
+    assert other.get_record("migration", "docs") == stored
+
+
+def test_records_of_other_kinds_and_keys_are_separate(store: Store) -> None:
+    assert store.insert_record("migration", "docs", {"n": 1}) is True
+    assert store.insert_record("migration", "other", {"n": 2}) is True
+    assert store.insert_record("model", "docs", {"n": 3}) is True
+    records = [
+        store.get_record(kind, key)
+        for kind, key in [("migration", "docs"), ("migration", "other"), ("model", "docs")]
+    ]
+    assert [r["n"] if r else None for r in records] == [1, 2, 3]
+    assert store.get_record("migration", "nope") is None
+
+
+def test_replace_record_with_the_current_record_wins(store: Store) -> None:
+    store.insert_record("migration", "docs", {"collection": "docs", "n": 1})
+    first = store.get_record("migration", "docs")
+    assert first is not None
+
+    won = store.replace_record("migration", "docs", {"collection": "docs", "n": 2}, expected=first)
+
+    assert won is not None
+    assert won["epoch"] == 2
+    assert won["n"] == 2
+    assert won["tokens"] == [won["token"], first["token"]]
+    assert store.get_record("migration", "docs") == won
+
+
+def test_replace_record_with_a_stale_record_loses(store: Store) -> None:
+    store.insert_record("migration", "docs", {"collection": "docs", "n": 1})
+    first = store.get_record("migration", "docs")
+    assert first is not None
+    current = store.replace_record("migration", "docs", {"n": 2}, expected=first)
+    assert current is not None
+
+    lost = store.replace_record("migration", "docs", {"n": 3}, expected=first)
+
+    assert lost is None
+    assert store.get_record("migration", "docs") == current
+
+
+def test_replace_record_of_a_vanished_record_loses(store: Store) -> None:
+    store.insert_record("migration", "docs", {"n": 1})
+    first = store.get_record("migration", "docs")
+    assert first is not None
+    store.delete_record("migration", "docs")
+    assert store.get_record("migration", "docs") is None
+
+    assert store.replace_record("migration", "docs", {"n": 2}, expected=first) is None
+    assert store.get_record("migration", "docs") is None
+
+
+def test_delete_record_of_a_missing_record_is_a_no_op(store: Store) -> None:
+    store.insert_record("migration", "docs", {"n": 1})
+    store.delete_record("migration", "nope")
+    assert store.get_record("migration", "nope") is None
+    assert store.get_record("migration", "docs") is not None
+
+
+def test_delete_records_removes_only_the_keys_given(store: Store) -> None:
+    for key in ("a", "b", "c"):
+        store.insert_record("heartbeat", key, {"collection": "docs"})
+    store.insert_record("migration", "a", {"collection": "docs"})
+
+    store.delete_records("heartbeat", ["a", "c", "missing"])
+
+    assert [r["key"] for r in store.list_records("heartbeat")] == ["b"]
+    assert store.get_record("migration", "a") is not None
+    store.delete_records("heartbeat", [])
+    assert [r["key"] for r in store.list_records("heartbeat")] == ["b"]
+
+
+def test_put_record_overwrites_unconditionally(store: Store) -> None:
+    store.put_record("heartbeat", "worker-1", {"collection": "docs", "seen": 1})
+    store.put_record("heartbeat", "worker-1", {"collection": "docs", "seen": 2})
+
+    stored = store.get_record("heartbeat", "worker-1")
+    assert stored is not None
+    assert (stored["kind"], stored["key"], stored["seen"]) == ("heartbeat", "worker-1", 2)
+    store.put_record("heartbeat", "worker-1", {"collection": "docs", "other": True})
+    replaced = store.get_record("heartbeat", "worker-1")
+    assert replaced is not None
+    assert "seen" not in replaced
+    assert len(store.list_records("heartbeat", collection="docs")) == 1
+
+
+def test_a_winner_is_recognised_after_another_writer_moved_on(
+    qdrant: QdrantClient, proxy: RecordingClient, names: Any
+) -> None:
+    control = names("control")
+    other = Store(qdrant, control_collection=control)
+    other.insert_record("migration", "docs", {"n": 1})
+    first = other.get_record("migration", "docs")
+    assert first is not None
+    ours = Store(proxy, control_collection=control)  # type: ignore[arg-type]
+    moved: list[dict[str, Any] | None] = []
+
+    def move_on() -> None:
+        # Runs right after our conditional write, before we read the record back.
+        current = other.get_record("migration", "docs")
+        assert current is not None
+        moved.append(other.replace_record("migration", "docs", {"n": 3}, expected=current))
+
+    proxy.after["upsert"] = move_on
+
+    won = ours.replace_record("migration", "docs", {"n": 2}, expected=first)
+
+    assert moved and moved[0] is not None
+    assert won is not None
+    assert (won["n"], won["epoch"]) == (2, 2)
+    stored = ours.get_record("migration", "docs")
+    assert stored is not None
+    assert (stored["n"], stored["epoch"]) == (3, 3)
+    assert stored["tokens"][1] == won["token"]
+
+
+def test_the_token_history_is_bounded(store: Store) -> None:
+    store.insert_record("migration", "docs", {"n": 0})
+    current = store.get_record("migration", "docs")
+    assert current is not None
+    seen = [current["token"]]
+    for n in range(1, _TOKEN_HISTORY + 10):
+        current = store.replace_record("migration", "docs", {"n": n}, expected=current)
+        assert current is not None
+        seen.append(current["token"])
+
+    assert current["epoch"] == _TOKEN_HISTORY + 10
+    assert current["tokens"] == list(reversed(seen))[:_TOKEN_HISTORY]
+
+
+def test_reads_do_not_create_the_control_collection(qdrant: QdrantClient, names: Any) -> None:
+    control = names("control")
+    store = Store(qdrant, control_collection=control)
+
+    assert store.get_record("migration", "docs") is None
+    assert store.list_records("migration") == []
+    assert store.list_records("event", collection="docs") == []
+    store.delete_record("migration", "docs")
+    store.delete_records("migration", ["docs", "other"])
+
+    assert not qdrant.collection_exists(control)
+
+
+def test_events_are_listed_per_collection(store: Store) -> None:
+    for step in range(3):
+        store.append_event("docs", {"event": "step", "step": step})
+    store.append_event("other", {"event": "step", "step": 9})
+    store.append_event("docs", {"event": "cheat", "kind": "migration", "collection": "other"})
+    store.insert_record("migration", "docs", {"collection": "docs"})
+
+    events = store.list_records("event", collection="docs")
+
+    assert sorted(e.get("step", -1) for e in events) == [-1, 0, 1, 2]
+    assert all(e["kind"] == "event" and e["collection"] == "docs" for e in events)
+    assert len(store.list_records("event")) == 5
+    assert [e["step"] for e in store.list_records("event", collection="other")] == [9]
+    assert [r["key"] for r in store.list_records("migration")] == ["docs"]
+    assert [r["key"] for r in store.list_records("migration", collection="docs")] == ["docs"]
+
+
+def test_concurrent_compare_and_set_loses_no_increment(qdrant: QdrantClient, names: Any) -> None:
+    control = names("control")
+    setup = Store(qdrant, control_collection=control)
+    setup.insert_record("counter", "c", {"count": 0})
+    threads_n, rounds = 8, 25
+    won: list[int] = []
+    won_lock = threading.Lock()
+    failures: list[BaseException] = []
+    start = threading.Barrier(threads_n)
+
+    def worker() -> None:
+        store = Store(qdrant, control_collection=control)
+        try:
+            start.wait()
+            for _ in range(rounds):
+                while True:
+                    current = store.get_record("counter", "c")
+                    assert current is not None
+                    stored = store.replace_record(
+                        "counter", "c", {"count": current["count"] + 1}, expected=current
+                    )
+                    if stored is not None:
+                        with won_lock:
+                            won.append(stored["count"])
+                        break
+        except BaseException as exc:  # reported below, in the test's thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(threads_n)]
+    # Switch threads often, so that reads and writes of different threads interleave.
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+    finally:
+        sys.setswitchinterval(interval)
+
+    assert failures == []
+    assert not any(t.is_alive() for t in threads)
+    final = setup.get_record("counter", "c")
+    assert final is not None
+    # Every write that took effect incremented the count it was conditional on: none was lost.
+    assert final["count"] == final["epoch"] - 1
+    # Each win was a distinct increment: no two writers believed they won the same step.
+    assert len(won) == threads_n * rounds
+    assert len(set(won)) == len(won)
+    assert max(won) <= final["count"]
+    assert final["epoch"] >= 1 + threads_n * rounds
+
+
+def test_a_winner_is_recognised_after_many_writers_moved_on(
+    qdrant: QdrantClient, proxy: RecordingClient, names: Any
+) -> None:
+    _replace_while_others_move_on(qdrant, proxy, names, others=32)
+
+
+def test_a_winner_is_recognised_while_its_token_is_in_the_history(
+    qdrant: QdrantClient, proxy: RecordingClient, names: Any
+) -> None:
+    _replace_while_others_move_on(qdrant, proxy, names, others=_TOKEN_HISTORY - 1)
+
+
+def test_an_outcome_pushed_out_of_the_history_is_reported_as_unknown(
+    qdrant: QdrantClient, proxy: RecordingClient, names: Any
+) -> None:
+    """Never 'you lost' for a write that took effect: past the history, the store says it cannot tell."""
+    with pytest.raises(StoreError, match="cannot tell whether the update"):
+        _replace_while_others_move_on(qdrant, proxy, names, others=_TOKEN_HISTORY)
+
+
+def _replace_while_others_move_on(
+    qdrant: QdrantClient, proxy: RecordingClient, names: Any, *, others: int
+) -> None:
+    control = names("control")
+    other = Store(qdrant, control_collection=control)
+    other.insert_record("counter", "c", {"count": 0})
+    first = other.get_record("counter", "c")
+    assert first is not None
+    ours = Store(proxy, control_collection=control)  # type: ignore[arg-type]
+
+    def move_on() -> None:
+        # Runs right after our conditional write took effect, before we read the record back.
+        for _ in range(others):
+            current = other.get_record("counter", "c")
+            assert current is not None
+            assert other.replace_record("counter", "c", {"count": current["count"] + 1}, expected=current)
+
+    proxy.after["upsert"] = move_on
+
+    won = ours.replace_record("counter", "c", {"count": 1}, expected=first)
+
+    final = other.get_record("counter", "c")
+    assert final is not None
+    assert final["epoch"] == 2 + others  # our write took effect ...
+    assert won is not None  # ... so we must be told so
+    assert won["epoch"] == 2
+
+
+# --------------------------------------------------------------------------- points
+
+
+def test_iter_points_streams_every_point_once_in_id_order(
+    qdrant: QdrantClient, store: Store, names: Any, legacy: HashEmbedder
+) -> None:
+    name = names("many")
+    fill_collection(qdrant, name, legacy, n=23)
+
+    pages = list(store.iter_points(name, page_size=5))
+
+    assert [len(p) for p in pages] == [5, 5, 5, 5, 3]
+    assert [r.id for page in pages for r in page] == list(range(23))
+    assert all(r.payload and "text" in r.payload for page in pages for r in page)
+    assert all(r.vector is None for page in pages for r in page)
+
+
+def test_iter_points_with_a_filter_and_vectors(
+    qdrant: QdrantClient, store: Store, names: Any, legacy: HashEmbedder
+) -> None:
+    name = names("many")
+    fill_collection(qdrant, name, legacy, n=20)
+    even: list[models.ExtendedPointId] = list(range(0, 20, 2))
+
+    pages = list(
+        store.iter_points(
+            name,
+            flt=models.Filter(must=[models.HasIdCondition(has_id=even)]),
+            page_size=5,
+            with_payload=False,
+            with_vectors=["legacy"],
+        )
+    )
+
+    assert [len(p) for p in pages] == [5, 5]
+    assert [r.id for page in pages for r in page] == even
+    for page in pages:
+        for record in page:
+            assert isinstance(record.vector, dict)
+            assert len(record.vector["legacy"]) == 64  # type: ignore[arg-type]
+            assert not record.payload
+
+
+def test_iter_points_of_an_empty_collection_yields_nothing(
+    qdrant: QdrantClient, store: Store, names: Any
+) -> None:
+    name = names("empty")
+    qdrant.create_collection(
+        name, vectors_config={"v": models.VectorParams(size=2, distance=models.Distance.DOT)}
+    )
+    assert list(store.iter_points(name, page_size=3)) == []
+
+
+def test_upsert_and_retrieve_through_the_store(store: Store, coll: str) -> None:
+    store.upsert(
+        coll,
+        [models.PointStruct(id=50, vector={"legacy": vector_of(64)}, payload={"text": "new"})],
+    )
+    [record] = store.retrieve(coll, [50, 51], with_vectors=["legacy"])
+    assert record.id == 50
+    assert record.payload == {"text": "new"}
+    assert isinstance(record.vector, dict) and set(record.vector) == {"legacy"}
