@@ -407,3 +407,59 @@ def test_query_threshold_moves_queries_before_cutover(
     assert migration.routing().query_vector == "legacy"
     backfill_all(lattice, docs, modern)
     assert migration.routing().query_vector == target_spec.vector_name
+
+
+RACER = """
+import sys, lattice_qdrant as lq
+from qdrant_client import QdrantClient
+url, control, collection, event, barrier_file = sys.argv[1:6]
+client = lq.wrap(QdrantClient(url=url), control_collection=control, refresh_interval=0)
+migration = client.migration(collection)
+migration.snapshot(refresh=True)
+import os, time
+open(barrier_file + "." + event, "w").close()
+while not all(os.path.exists(barrier_file + "." + e) for e in ("cutover", "cancel")):
+    time.sleep(0.001)
+try:
+    (migration.cutover(force=True) if event == "cutover" else migration.apply(lq.state.Cancel()))
+    print("won")
+except lq.TransitionError as exc:
+    print("lost", type(exc).__name__)
+"""
+
+
+@pytest.mark.integration
+def test_two_processes_racing_on_a_server_exactly_one_wins(
+    backend: str, planned: lq.Migration, names: Any, tmp_path: Any
+) -> None:
+    """The same race as above, with two real processes (only a server can be shared by processes)."""
+    if backend != "server":
+        pytest.skip("two processes need a server (local mode lets one process open a path)")
+    import subprocess
+    import sys
+
+    from conftest import QDRANT_URL
+
+    planned.start()
+    barrier = str(tmp_path / "go")
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                RACER,
+                str(QDRANT_URL),
+                names("control"),
+                planned.collection,
+                event,
+                barrier,
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for event in ("cutover", "cancel")
+    ]
+    outputs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert sorted(o.split()[0] for o in outputs) == ["lost", "won"], outputs
+    final = planned.snapshot(refresh=True).state
+    assert final.status == lq.Status.CANCELLED or final.phase == lq.Phase.ROLLBACK_WINDOW
