@@ -72,6 +72,7 @@ __all__ = [
     "list_failures",
     "run_backfill",
     "shard_of",
+    "write_target_vectors",
 ]
 
 log = logging.getLogger(__name__)
@@ -660,66 +661,13 @@ class _Run:
     def _write_batch(self, batch: _Batch) -> None:
         if batch.vectors is None:
             return
-        plan = self.plan
-        pending = {
-            pid: (text, vec) for pid, text, vec in zip(batch.ids, batch.texts, batch.vectors, strict=True)
-        }
-        while pending:
-            ids = list(pending)
-            # Each point is written only if it still lacks the target vector and still holds the text
-            # that was embedded (a write made meanwhile by the application wins).
-            condition = models.Filter(
-                must_not=[models.HasVectorCondition(has_vector=plan.target_vector)],
-                should=[
-                    models.Filter(
-                        must=[
-                            models.HasIdCondition(has_id=[pid]),
-                            models.FieldCondition(
-                                key=plan.text_field, match=models.MatchValue(value=pending[pid][0])
-                            ),
-                        ]
-                    )
-                    for pid in ids
-                ],
-            )
-            try:
-                self.store.update_vectors(
-                    self.collection,
-                    [
-                        models.PointVectors(id=pid, vector={plan.target_vector: pending[pid][1].tolist()})
-                        for pid in ids
-                    ],
-                    update_filter=condition,
-                )
-                break
-            except PointNotFoundError:
-                # Deleted meanwhile: keep the points that still exist and write again (the condition
-                # makes writing a point twice harmless).
-                existing = {r.id for r in self.store.retrieve(self.collection, ids, with_payload=False)}
-                gone = [pid for pid in ids if pid not in existing]
-                if not gone:
-                    raise
-                log.info("%s: %d point(s) deleted during the backfill, skipped", self.collection, len(gone))
-                for pid in gone:
-                    pending.pop(pid)
-        if not pending:
+        ids = write_target_vectors(
+            self.store,
+            self.plan,
+            {pid: (text, vec) for pid, text, vec in zip(batch.ids, batch.texts, batch.vectors, strict=True)},
+        )
+        if not ids:
             return
-        ids = list(pending)
-        # Stamp the model on the points that now hold the target vector (ours, or the application's).
-        # Selecting them by id keeps this O(batch) on every backend; a filter would scan in local mode.
-        holding = [
-            r.id
-            for r in self.store.retrieve(
-                self.collection, ids, with_payload=False, with_vectors=[plan.target_vector]
-            )
-            if isinstance(r.vector, dict) and plan.target_vector in r.vector
-        ]
-        if holding:
-            self.store.set_payload(
-                self.collection,
-                {MODEL_FIELD: plan.target.model_id, VERSION_FIELD: plan.target.version},
-                holding,
-            )
         with self.lock:
             self.progress.written += len(ids)
         self.metrics.points(self.collection, len(ids))
@@ -818,6 +766,73 @@ class _Run:
             total=total,
             stopped_by=self.stopped_by,
         )
+
+
+def write_target_vectors(
+    store: Store, plan: MigrationPlan, pending: dict[Any, tuple[str, NDArray[np.float32]]]
+) -> list[Any]:
+    """Write target vectors without ever overwriting a fresher one; return the ids that still exist.
+
+    ``pending`` maps point ids to ``(text, vector)``: the text the vector was embedded from. Each point is
+    written only if it still lacks the target vector and still holds that text, so a write the application
+    made meanwhile wins. Points deleted meanwhile are dropped (a server applies an ``update_vectors``
+    batch point by point and fails on the first missing id; the batch is written again without it, which
+    the conditions make harmless). The points holding the target vector afterwards are stamped with the
+    target model. Used by the backfill and by read-repair.
+    """
+    pending = dict(pending)
+    collection = plan.collection
+    while pending:
+        ids = list(pending)
+        condition = models.Filter(
+            must_not=[models.HasVectorCondition(has_vector=plan.target_vector)],
+            should=[
+                models.Filter(
+                    must=[
+                        models.HasIdCondition(has_id=[pid]),
+                        models.FieldCondition(
+                            key=plan.text_field, match=models.MatchValue(value=pending[pid][0])
+                        ),
+                    ]
+                )
+                for pid in ids
+            ],
+        )
+        try:
+            store.update_vectors(
+                collection,
+                [
+                    models.PointVectors(
+                        id=pid, vector={plan.target_vector: np.asarray(pending[pid][1]).tolist()}
+                    )
+                    for pid in ids
+                ],
+                update_filter=condition,
+            )
+            break
+        except PointNotFoundError:
+            existing = {r.id for r in store.retrieve(collection, ids, with_payload=False)}
+            gone = [pid for pid in ids if pid not in existing]
+            if not gone:
+                raise
+            log.info("%s: %d point(s) deleted meanwhile, skipped", collection, len(gone))
+            for pid in gone:
+                pending.pop(pid)
+    if not pending:
+        return []
+    ids = list(pending)
+    # Stamp the model on the points that now hold the target vector (ours, or the application's).
+    # Selecting them by id keeps this O(batch) on every backend; a filter would scan in local mode.
+    holding = [
+        r.id
+        for r in store.retrieve(collection, ids, with_payload=False, with_vectors=[plan.target_vector])
+        if isinstance(r.vector, dict) and plan.target_vector in r.vector
+    ]
+    if holding:
+        store.set_payload(
+            collection, {MODEL_FIELD: plan.target.model_id, VERSION_FIELD: plan.target.version}, holding
+        )
+    return ids
 
 
 def _not(flt: models.Filter) -> models.Filter:

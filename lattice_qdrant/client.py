@@ -22,19 +22,21 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 from qdrant_client import QdrantClient, models
+from qdrant_client.http import models as rest
 
 from .coordinator import DEFAULT_REFRESH_INTERVAL, Migration, plan_migration
 from .embedders import Embedder, check_embedder, embed_checked, embedder_for
 from .errors import MigrationNotFoundError, StoreError, VectorValidationError
+from .mixed import MissingPolicy, mixed_query
 from .plan import MigrationPlan
 from .registry import ModelRegistry
 from .spec import ModelSpec
-from .state import WriteRoute
+from .state import QueryRoute, WriteRoute
 from .store import CONTROL_COLLECTION, MODEL_FIELD, VERSION_FIELD, RetryPolicy, Store
 
 __all__ = ["LatticeClient", "wrap"]
@@ -430,16 +432,32 @@ class LatticeClient:
         query: Any = None,
         *,
         using: str | None = None,
+        mode: Literal["routed", "mixed"] | None = None,
+        missing: MissingPolicy | None = None,
+        read_repair: bool | None = None,
         **kwargs: Any,
-    ) -> models.QueryResponse:
+    ) -> rest.QueryResponse:
         """``query_points`` with ``using`` chosen by the migration and query text embedded.
 
         ``query`` may be a vector, a ``models.Document`` (embedded with the routed model), a
         ``models.NearestQuery`` of either, or anything else ``query_points`` takes. An explicit
         ``using`` naming the source or target vector is honoured and checked the same way.
 
+        Args:
+            collection_name: the collection.
+            query: what to search for.
+            using: a vector name, overriding the routing.
+            mode: ``"routed"`` or ``"mixed"`` (default: the plan's ``query_mode``). Mixed mode, before
+                cutover, rescores candidates of both vectors in the target space (needs a
+                ``models.Document``; see :mod:`lattice_qdrant.mixed`); once queries are routed to the
+                target it is the same as routed.
+            missing: mixed mode's policy for candidates without a target vector (default: the plan's).
+            read_repair: mixed mode writes vectors embedded on the fly back (default: the plan's).
+            **kwargs: passed to ``query_points`` (``limit``, ``query_filter``, ``with_payload``, ...).
+
         Raises:
-            VectorValidationError: the query vector does not fit the routed model.
+            VectorValidationError: the query vector does not fit the routed model, or mixed mode got a
+                vector instead of text.
         """
         migration = self._migration_for(collection_name)
         if migration is None:
@@ -448,15 +466,61 @@ class LatticeClient:
                 kwargs["using"] = using
             return self.store.query(collection_name, query=prepared, **kwargs)
 
-        def run() -> models.QueryResponse:
+        def run() -> rest.QueryResponse:
             plan = migration.plan
-            name = using if using is not None else migration.routing().query_vector
+            routing = migration.routing()
+            chosen = mode or plan.query_mode
+            if (
+                chosen == "mixed"
+                and using is None
+                and routing.write == WriteRoute.DUAL_WRITE
+                and (routing.query == QueryRoute.SOURCE)
+            ):
+                return self._mixed(migration, query, missing, read_repair, kwargs)
+            name = using if using is not None else routing.query_vector
             specs = {plan.source_vector: plan.source, plan.target_vector: plan.target}
             spec = specs.get(name)
             prepared = query if spec is None else self._prepare_query(query, spec, name)
             return self.store.query(collection_name, query=prepared, using=name, **kwargs)
 
         return self._with_fresh_routing(migration, run)
+
+    def _mixed(
+        self,
+        migration: Migration,
+        query: Any,
+        missing: MissingPolicy | None,
+        read_repair: bool | None,
+        kwargs: dict[str, Any],
+    ) -> rest.QueryResponse:
+        text = query.text if isinstance(query, _TEXT_TYPES) else None
+        if isinstance(query, models.NearestQuery) and isinstance(query.nearest, _TEXT_TYPES):
+            text = query.nearest.text
+        if text is None:
+            raise VectorValidationError(
+                [(None, "mixed mode embeds the query with both models: pass a models.Document, not a vector")]
+            )
+        unsupported = set(kwargs) - {"limit", "query_filter", "with_payload"}
+        if unsupported:
+            raise VectorValidationError(
+                [(None, f"mixed mode does not take {', '.join(sorted(unsupported))}; use mode='routed'")]
+            )
+        plan = migration.plan
+        source, target = self.embedder(plan.source), self.embedder(plan.target)
+        result = mixed_query(
+            self.store,
+            plan,
+            text,
+            embed_source=lambda texts: embed_checked(source, texts, plan.source),
+            embed_target=lambda texts: embed_checked(target, texts, plan.target),
+            limit=int(kwargs.get("limit", 10)),
+            missing=missing or plan.missing_policy,
+            read_repair=plan.read_repair if read_repair is None else read_repair,
+            oversample=plan.oversample,
+            query_filter=kwargs.get("query_filter"),
+            with_payload=kwargs.get("with_payload", True),
+        )
+        return rest.QueryResponse(points=result.points)
 
     def _prepare_query(self, query: Any, spec: ModelSpec, name: str) -> Any:
         if isinstance(query, _TEXT_TYPES):
@@ -477,7 +541,7 @@ class LatticeClient:
 
     def query_text(
         self, collection_name: str, text: str, *, limit: int = 10, **kwargs: Any
-    ) -> models.QueryResponse:
+    ) -> rest.QueryResponse:
         """Search with plain text, embedded with the routed model."""
         return self.query_points(
             collection_name, models.Document(text=text, model="lattice"), limit=limit, **kwargs

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -42,6 +42,14 @@ class MigrationPlan(BaseModel):
         query_threshold: coverage (0-1) at which queries move to the target before cutover; ``None``
             keeps them on the source until cutover.
         rollback_window: seconds after cutover during which finalize is refused, unless forced.
+        query_mode: ``routed`` (search one vector, chosen by the routing) or ``mixed`` (before cutover,
+            rescore candidates of both vectors in the target space; see :mod:`lattice_qdrant.mixed`).
+        missing_policy: in mixed mode, what to do with candidates lacking the target vector: ``embed``
+            them on the fly, or keep their ``source_order``.
+        read_repair: in mixed mode, write the vectors embedded on the fly back.
+        oversample: in mixed mode, each search gathers ``limit * oversample`` candidates.
+        compare_margin: if set, cutover is refused while the last shadow comparison shows the target's
+            recall more than this below the source's (unless forced).
         created_at: unix time the plan was made.
     """
 
@@ -57,6 +65,11 @@ class MigrationPlan(BaseModel):
     cutover_threshold: float = Field(default=0.99, ge=0.0, le=1.0)
     query_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     rollback_window: float = Field(default=86400.0, ge=0.0)
+    query_mode: Literal["routed", "mixed"] = "routed"
+    missing_policy: Literal["embed", "source_order"] = "embed"
+    read_repair: bool = False
+    oversample: int = Field(default=4, ge=1, le=100)
+    compare_margin: float | None = Field(default=None, ge=0.0, le=1.0)
     created_at: float = Field(default_factory=time.time)
 
     @model_validator(mode="after")

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qdrant_client import QdrantClient, models
+from qdrant_client.http import models as rest
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 from tenacity import (
     Retrying,
@@ -634,9 +635,9 @@ class Store:
             if offset is None:
                 return
 
-    def query(self, collection: str, **kwargs: Any) -> models.QueryResponse:
+    def query(self, collection: str, **kwargs: Any) -> rest.QueryResponse:
         """``query_points`` with errors translated (the routed client decides ``using``)."""
-        response: models.QueryResponse = self._call(
+        response: rest.QueryResponse = self._call(
             "query points",
             self.client.query_points,
             collection,
@@ -809,3 +810,85 @@ class Store:
                 )
             ],
         )
+
+    # ----------------------------------------------------------------- whole collections (backups)
+
+    def ensure_collection(self, collection: str, vectors: dict[str, VectorInfo]) -> bool:
+        """Create a collection with these dense named vectors if it does not exist; return whether it was.
+
+        Idempotent: an existing collection with exactly these vectors (size and distance) is left alone;
+        one with other vectors raises :class:`VectorConflictError` (nothing is changed).
+        """
+        if self.collection_exists(collection):
+            have = self.vectors(collection)
+            if have != vectors:
+                raise VectorConflictError(
+                    "the collection exists with other vectors ("
+                    + ", ".join(f"{n!r}: {v.size}-d {v.distance.value}" for n, v in sorted(have.items()))
+                    + ")",
+                    collection=collection,
+                )
+            return False
+        config = {
+            name: models.VectorParams(size=info.size, distance=models.Distance(info.distance.value))
+            for name, info in vectors.items()
+        }
+        try:
+            self._call(
+                "create the collection",
+                self.client.create_collection,
+                collection,
+                vectors_config=config,
+                collection=collection,
+            )
+        except StoreError:
+            # Another process may have created it first; the check above then applies.
+            if not self.collection_exists(collection):
+                raise
+            return self.ensure_collection(collection, vectors)
+        return True
+
+    def drop_collection(self, collection: str) -> bool:
+        """Delete a whole collection; return whether it existed."""
+        if not self.collection_exists(collection):
+            return False
+        self._call("delete the collection", self.client.delete_collection, collection, collection=collection)
+        return True
+
+    def ensure_vector_shape(self, collection: str, name: str, size: int, distance: Distance) -> bool:
+        """Add ``name`` as a dense named vector of this shape; return whether it was created.
+
+        :meth:`ensure_vector` for a shape known without a model spec (a restore from a backup).
+        Idempotent; an existing vector of another size or distance raises :class:`VectorConflictError`.
+        """
+        existing = self.vectors(collection).get(name)
+        if existing is not None:
+            if existing.size != size or existing.distance != distance:
+                raise VectorConflictError(
+                    f"the named vector exists as {existing.size}-d {existing.distance.value}, but "
+                    f"{size}-d {distance.value} is needed",
+                    collection=collection,
+                    vector=name,
+                )
+            return False
+        create = getattr(self.client, "create_vector_name", None)
+        if create is None:
+            raise InPlaceUnsupportedError(
+                "this qdrant-client has no create_vector_name (needs qdrant-client 1.18+); upgrade it",
+                collection=collection,
+                vector=name,
+            )
+        config = models.DenseVectorNameConfig(
+            dense=models.DenseVectorConfig(size=size, distance=models.Distance(distance.value))
+        )
+        self._call(
+            "add the named vector",
+            create,
+            collection,
+            name,
+            config,
+            wait=True,
+            collection=collection,
+            vector=name,
+        )
+        return True

@@ -1,0 +1,354 @@
+"""Backfill benchmark: ratios measured side by side in one run, on the same data (not a test).
+
+``scripts/bench`` runs it. Three comparisons:
+
+1. **Backfill vs the embedder alone**: points per second of ``run_backfill`` against the embedder's own
+   ``encode`` on the same texts with the same batch size (all-MiniLM-L6-v2 by default). The pipeline hides
+   reading and writing behind embedding, so the ratio tells what the machinery costs.
+2. **Backfill vs a naive loop** (scroll -> encode -> update_vectors, one batch after the other) on the same
+   collection. With ``--latency-ms`` every Qdrant request is delayed as a remote server's would be, for
+   both contenders alike; local mode answers in microseconds, a server over a network does not.
+3. **Peak RSS for 20k vs 200k points** with the cheap hash embedder, each size in its own process, reading
+   from a synthetic collection served by an in-process stand-in for a server (local mode keeps every point
+   in the process's memory, which would measure Qdrant, not the backfill).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from qdrant_client import QdrantClient, models
+
+from .backfill import BackfillOptions, run_backfill
+from .client import wrap
+from .corpus import python_docs
+from .embedders import MINILM, Embedder, HashEmbedder, SentenceTransformerEmbedder
+
+__all__ = ["main"]
+
+SOURCE_DIM = 64
+
+
+def _out(text: str = "") -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+class _Delayed:
+    """A ``QdrantClient`` whose requests each take ``latency`` seconds longer, like a remote server's."""
+
+    _CALLS = frozenset(
+        {"scroll", "update_vectors", "set_payload", "retrieve", "count", "upsert", "query_points"}
+    )
+
+    def __init__(self, client: QdrantClient, latency: float) -> None:
+        self._inner = client
+        self._latency = latency
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if name not in self._CALLS or not self._latency:
+            return attr
+
+        def delayed(*args: Any, **kwargs: Any) -> Any:
+            time.sleep(self._latency)
+            return attr(*args, **kwargs)
+
+        return delayed
+
+
+def _collection(texts: Sequence[str], name: str) -> QdrantClient:
+    client = QdrantClient(":memory:")
+    legacy = HashEmbedder(SOURCE_DIM, salt="bench")
+    client.create_collection(
+        name, vectors_config={"legacy": models.VectorParams(size=SOURCE_DIM, distance=models.Distance.COSINE)}
+    )
+    vectors = legacy.embed(list(texts))
+    for start in range(0, len(texts), 512):
+        client.upsert(
+            name,
+            [
+                models.PointStruct(id=i, vector={"legacy": vectors[i].tolist()}, payload={"text": texts[i]})
+                for i in range(start, min(len(texts), start + 512))
+            ],
+        )
+    return client
+
+
+def _migrating(client: Any, name: str, target: Embedder, target_name: str) -> Any:
+    lattice = wrap(client, embedders={"target": target}, refresh_interval=0)
+    legacy = HashEmbedder(SOURCE_DIM, salt="bench")
+    if isinstance(target, HashEmbedder):
+        spec = target.spec("target")
+    else:
+        spec = SentenceTransformerEmbedder(target_name).spec("target")
+    migration = lattice.plan(name, source=legacy.spec("legacy"), target=spec, source_vector="legacy")
+    migration.start()
+    return migration
+
+
+def _naive(client: Any, name: str, vector: str, embedder: Embedder, batch: int) -> int:
+    """The loop people write first: scroll a page, encode it, write it, repeat."""
+    done = 0
+    offset = None
+    flt = models.Filter(must_not=[models.HasVectorCondition(has_vector=vector)])
+    while True:
+        page, offset = client.scroll(
+            name, scroll_filter=flt, limit=batch, offset=offset, with_payload=["text"]
+        )
+        if page:
+            vecs = embedder.embed([str(r.payload["text"]) for r in page])
+            client.update_vectors(
+                name,
+                [
+                    models.PointVectors(id=r.id, vector={vector: v.tolist()})
+                    for r, v in zip(page, vecs, strict=True)
+                ],
+            )
+            done += len(page)
+        if offset is None:
+            return done
+
+
+def _throughput(args: argparse.Namespace, embedder: Embedder, label: str) -> dict[str, Any]:
+    texts = [d.text for d in python_docs(args.points)]
+    n = len(texts)
+    embedder.embed(texts[:8])  # load and warm up
+    rows: dict[str, list[float]] = {"encode": [], "backfill": [], "naive": []}
+    for rep in range(args.repeat):
+        order = ["encode", "backfill", "naive"] if rep % 2 == 0 else ["naive", "backfill", "encode"]
+        for what in order:
+            if what == "encode":
+                started = time.perf_counter()
+                for i in range(0, n, args.batch_size):
+                    embedder.embed(texts[i : i + args.batch_size])
+                rows[what].append(n / (time.perf_counter() - started))
+                continue
+            client = _collection(texts, "bench")
+            delayed = _Delayed(client, args.latency_ms / 1000)
+            migration = _migrating(delayed, "bench", embedder, args.model)
+            vector = migration.plan.target_vector
+            started = time.perf_counter()
+            if what == "backfill":
+                report = run_backfill(
+                    migration, embedder, BackfillOptions(batch_size=args.batch_size, writers=args.writers)
+                )
+                written = report.written
+            else:
+                written = _naive(delayed, "bench", vector, embedder, args.batch_size)
+            rows[what].append(written / (time.perf_counter() - started))
+            if written != n:
+                raise SystemExit(f"{what} wrote {written} of {n} points")
+            client.close()
+    med = {k: statistics.median(v) for k, v in rows.items()}
+    return {
+        "model": label,
+        "points": n,
+        "latency_ms": args.latency_ms,
+        "encode_pps": med["encode"],
+        "backfill_pps": med["backfill"],
+        "naive_pps": med["naive"],
+        "backfill_vs_encode": med["backfill"] / med["encode"],
+        "backfill_vs_naive": med["backfill"] / med["naive"],
+    }
+
+
+# --------------------------------------------------------------------------- memory
+
+
+class _SyntheticServer:
+    """Just enough of a ``QdrantClient`` to serve one big synthetic collection without holding it.
+
+    Texts are made from the point id on demand; the only per-point state is one "has the target vector"
+    flag, as a server would keep on its own side. The control collection goes to a real local client.
+    """
+
+    def __init__(self, n: int, target_dim: int) -> None:
+        self.n = n
+        self.covered = np.zeros(n, dtype=bool)
+        self.target_dim = target_dim
+        self.control = QdrantClient(":memory:")
+        self.words = [
+            "vector",
+            "search",
+            "migration",
+            "embedding",
+            "model",
+            "qdrant",
+            "point",
+            "batch",
+            "coverage",
+            "writer",
+        ]
+
+    def _is_data(self, name: str) -> bool:
+        return name == "synthetic"
+
+    def text(self, i: int) -> str:
+        w = self.words
+        return f"point {i}: " + " ".join(w[(i * k) % len(w)] for k in range(1, 24))
+
+    def info(self) -> Any:
+        return models.VersionInfo(title="synthetic", version="1.18.0")
+
+    def collection_exists(self, name: str) -> bool:
+        return True if self._is_data(name) else self.control.collection_exists(name)
+
+    def get_collection(self, name: str) -> Any:
+        if not self._is_data(name):
+            return self.control.get_collection(name)
+        vectors = {
+            "legacy": models.VectorParams(size=SOURCE_DIM, distance=models.Distance.COSINE),
+            "target-v1": models.VectorParams(size=self.target_dim, distance=models.Distance.COSINE),
+        }
+        params = type("P", (), {"vectors": vectors})()
+        config = type("C", (), {"params": params})()
+        return type("I", (), {"config": config, "payload_schema": {}})()
+
+    def count(self, name: str, count_filter: Any = None, exact: bool = True) -> Any:
+        if not self._is_data(name):
+            return self.control.count(name, count_filter=count_filter, exact=exact)
+        missing = self.n - int(self.covered.sum())
+        return models.CountResult(count=self.n if count_filter is None else missing)
+
+    def scroll(
+        self, name: str, scroll_filter: Any = None, limit: int = 10, offset: Any = None, **kw: Any
+    ) -> Any:
+        if not self._is_data(name):
+            return self.control.scroll(name, scroll_filter=scroll_filter, limit=limit, offset=offset, **kw)
+        start = int(offset or 0)
+        todo = np.flatnonzero(~self.covered[start:])[: limit + 1] + start
+        page = [models.Record(id=int(i), payload={"text": self.text(int(i))}) for i in todo[:limit]]
+        return page, (int(todo[limit]) if len(todo) > limit else None)
+
+    def update_vectors(self, name: str, points: Sequence[models.PointVectors], **kw: Any) -> Any:
+        for p in points:
+            self.covered[int(str(p.id))] = True
+        return models.UpdateResult(operation_id=0, status=models.UpdateStatus.COMPLETED)
+
+    def retrieve(self, name: str, ids: Sequence[Any], **kw: Any) -> Any:
+        if not self._is_data(name):
+            return self.control.retrieve(name, ids=ids, **kw)
+        return [models.Record(id=i, vector={"target-v1": [0.0]} if self.covered[int(i)] else {}) for i in ids]
+
+    def set_payload(self, name: str, **kw: Any) -> Any:
+        return models.UpdateResult(operation_id=0, status=models.UpdateStatus.COMPLETED)
+
+    def create_payload_index(self, name: str, **kw: Any) -> Any:
+        if not self._is_data(name):
+            return self.control.create_payload_index(name, **kw)
+        return models.UpdateResult(operation_id=0, status=models.UpdateStatus.COMPLETED)
+
+    def __getattr__(self, attr: str) -> Any:  # control-collection calls: create_collection, upsert, delete
+        return getattr(self.control, attr)
+
+
+def _rss_child(n: int) -> None:
+    """Run one backfill of ``n`` synthetic points and print the peak RSS (run in a fresh process)."""
+    embedder = HashEmbedder(384, salt="bench")
+    server = _SyntheticServer(n, embedder.dimension)
+    lattice = wrap(server, refresh_interval=0)  # type: ignore[arg-type]
+    legacy = HashEmbedder(SOURCE_DIM, salt="bench")
+    migration = lattice.plan(
+        "synthetic", source=legacy.spec("legacy"), target=embedder.spec("target"), source_vector="legacy"
+    )
+    migration.apply(__import__("lattice_qdrant").state.Start(processed=0, total=n))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    report = run_backfill(migration, embedder, BackfillOptions(batch_size=256, writers=2))
+    elapsed = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if report.written != n:
+        raise SystemExit(f"wrote {report.written} of {n}")
+    _out(json.dumps({"points": n, "peak_kib": peak, "before_kib": before, "seconds": elapsed}))
+
+
+def _rss(sizes: Sequence[int]) -> list[dict[str, Any]]:
+    out = []
+    for n in sizes:
+        result = subprocess.run(
+            [sys.executable, "-m", "lattice_qdrant.bench_backfill", "--rss-child", str(n)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        out.append(json.loads(result.stdout.strip().splitlines()[-1]))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print the ratios (``--json PATH`` saves them)."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--points", type=int, default=1000, help="documents for the throughput runs")
+    parser.add_argument("--model", default=MINILM, help="sentence-transformers model, or 'hash'")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--writers", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3, help="interleaved repetitions (median kept)")
+    parser.add_argument("--latency-ms", type=float, nargs="*", default=[0.0, 20.0])
+    parser.add_argument("--rss-sizes", type=int, nargs="*", default=[20_000, 200_000])
+    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--rss-child", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.rss_child:
+        _rss_child(args.rss_child)
+        return 0
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    results: dict[str, Any] = {"throughput": [], "rss": []}
+    _out(f"lattice-qdrant backfill benchmark  (cpus: {os.cpu_count()}, python {sys.version.split()[0]})")
+    if not args.skip_throughput:
+        embedder: Embedder = (
+            HashEmbedder(384) if args.model == "hash" else SentenceTransformerEmbedder(args.model)
+        )
+        label = "hash:bow (384-d)" if args.model == "hash" else args.model
+        _out(
+            f"\nthroughput: {args.points} documents of Python's documentation, batch {args.batch_size}, "
+            f"{args.writers} writers, {label}, median of {args.repeat} interleaved runs"
+        )
+        _out(
+            f"{'latency/request':>16} {'encode pts/s':>13} {'backfill pts/s':>15} {'naive pts/s':>12} "
+            f"{'backfill/encode':>16} {'backfill/naive':>15}"
+        )
+        for latency in args.latency_ms:
+            ns = argparse.Namespace(**{**vars(args), "latency_ms": latency})
+            row = _throughput(ns, embedder, label)
+            results["throughput"].append(row)
+            cells = (
+                f"{latency:>14.0f}ms {row['encode_pps']:>13.1f} {row['backfill_pps']:>15.1f} "
+                f"{row['naive_pps']:>12.1f} {row['backfill_vs_encode']:>15.2f}x "
+                f"{row['backfill_vs_naive']:>14.2f}x"
+            )
+            _out(cells)
+    if args.rss_sizes:
+        _out("\npeak RSS of a backfill (hash embedder, 384-d, batch 256; synthetic server-side collection)")
+        rows = _rss(args.rss_sizes)
+        results["rss"] = rows
+        for row in rows:
+            _out(
+                f"{row['points']:>9} points: peak {row['peak_kib'] / 1024:7.1f} MiB "
+                f"(before the run {row['before_kib'] / 1024:.1f} MiB), {row['seconds']:.1f}s"
+            )
+        if len(rows) >= 2:
+            ratio = rows[-1]["peak_kib"] / rows[0]["peak_kib"]
+            results["rss_ratio"] = ratio
+            _out(f"peak RSS {rows[-1]['points']} / {rows[0]['points']} points: {ratio:.2f}x")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

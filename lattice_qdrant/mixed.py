@@ -1,0 +1,190 @@
+"""Mixed-coverage queries: use the target model on the covered part before cutover, lose nothing else.
+
+While the backfill runs, the target vector covers only part of the collection. A mixed query:
+
+1. embeds the query text with both models;
+2. gathers candidates from a source-vector search (source embedding) and a target-vector search (target
+   embedding), ``oversample`` times the limit each, fetching the candidates' target vectors;
+3. rescores every candidate that has a target vector in the target space with simsimd
+   (:mod:`lattice_qdrant.kernels`, the collection's distance);
+4. handles candidates without a target vector by the **missing policy**:
+
+   * ``"embed"``: embed their text with the target model on the fly and score them like the others;
+     with ``read_repair`` the vector is also written back, through the backfill's stale-proof conditional
+     write, so it counts towards coverage;
+   * ``"source_order"``: keep them where the source search ranked them (their score stays the source
+     score), and fill the other places with the covered candidates in target order.
+
+A candidate without text under ``"embed"`` falls back to ``"source_order"``. Scores are in the target
+space (cosine similarity, dot product, or a distance for Euclid / Manhattan, ordered as Qdrant orders them).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+from qdrant_client import models
+
+from . import kernels
+from .backfill import write_target_vectors
+from .errors import StoreError
+from .plan import MigrationPlan
+from .store import Store
+
+__all__ = ["MissingPolicy", "MixedResult", "mixed_query"]
+
+log = logging.getLogger(__name__)
+
+MissingPolicy = Literal["embed", "source_order"]
+Embed = Callable[[Sequence[str]], NDArray[np.float32]]
+
+
+@dataclass
+class MixedResult:
+    """A mixed query's points and how they were obtained.
+
+    Attributes:
+        points: the best ``limit`` candidates, best first.
+        candidates: how many distinct candidates the two searches gathered.
+        rescored: candidates scored in the target space from a stored target vector.
+        embedded: candidates embedded on the fly (missing policy ``"embed"``).
+        kept_order: candidates kept at their source rank (no target vector, no text, or ``"source_order"``).
+        repaired: ids whose vector was written back by read-repair.
+    """
+
+    points: list[models.ScoredPoint]
+    candidates: int = 0
+    rescored: int = 0
+    embedded: int = 0
+    kept_order: int = 0
+    repaired: list[Any] = field(default_factory=list)
+
+
+def _target_of(point: models.ScoredPoint, name: str) -> list[float] | None:
+    vector = point.vector
+    if isinstance(vector, dict):
+        value = vector.get(name)
+        if isinstance(value, list) and value and not isinstance(value[0], list):
+            return [float(x) for x in value]
+    return None
+
+
+def mixed_query(
+    store: Store,
+    plan: MigrationPlan,
+    text: str,
+    *,
+    embed_source: Embed,
+    embed_target: Embed,
+    limit: int = 10,
+    missing: MissingPolicy = "embed",
+    read_repair: bool = False,
+    oversample: int = 4,
+    query_filter: models.Filter | None = None,
+    with_payload: bool | Sequence[str] = True,
+    backend: kernels.Backend = "simsimd",
+) -> MixedResult:
+    """Search ``plan.collection`` with ``text`` in the target space over partial coverage.
+
+    Args:
+        store: the store adapter.
+        plan: the collection's migration plan (vector names, text field, distances).
+        text: the query text.
+        embed_source: embeds texts with the source model.
+        embed_target: embeds texts with the target model.
+        limit: how many points to return.
+        missing: what to do with candidates that have no target vector yet (module docstring).
+        read_repair: write the vectors embedded on the fly back (only with ``missing="embed"``).
+        oversample: each search gathers ``limit * oversample`` candidates.
+        query_filter: a filter both searches apply.
+        with_payload: as in ``query_points`` (the text field is fetched internally either way).
+        backend: rescoring kernels (``"simsimd"``, or ``"numpy"`` the reference).
+    """
+    k = max(limit, limit * max(1, oversample))
+    q_source = embed_source([text])[0]
+    q_target = embed_target([text])[0]
+    common: dict[str, Any] = {
+        "limit": k,
+        "with_payload": True,
+        "with_vectors": [plan.target_vector],
+        "query_filter": query_filter,
+    }
+    by_source = store.query(
+        plan.collection, query=q_source.tolist(), using=plan.source_vector, **common
+    ).points
+    by_target = store.query(
+        plan.collection, query=q_target.tolist(), using=plan.target_vector, **common
+    ).points
+    order: list[Any] = []
+    seen: dict[Any, models.ScoredPoint] = {}
+    for point in [*by_source, *by_target]:
+        if point.id not in seen:
+            seen[point.id] = point
+            order.append(point.id)
+    result = MixedResult(points=[], candidates=len(order))
+
+    vectors: dict[Any, NDArray[np.float32] | list[float]] = {}
+    for pid in order:
+        found = _target_of(seen[pid], plan.target_vector)
+        if found is not None:
+            vectors[pid] = found
+    result.rescored = len(vectors)
+    if missing == "embed":
+        todo = [
+            (pid, text_of)
+            for pid in order
+            if pid not in vectors
+            and isinstance(text_of := (seen[pid].payload or {}).get(plan.text_field), str)
+            and text_of.strip()
+        ]
+        if todo:
+            fresh = embed_target([t for _, t in todo])
+            for (pid, _), row in zip(todo, fresh, strict=True):
+                vectors[pid] = row
+            result.embedded = len(todo)
+            if read_repair:
+                try:
+                    result.repaired = write_target_vectors(
+                        store, plan, {pid: (t, fresh[i]) for i, (pid, t) in enumerate(todo)}
+                    )
+                except StoreError as exc:  # a failed repair must not fail the query
+                    log.warning("%s: read-repair failed: %s", plan.collection, exc)
+    covered = [pid for pid in order if pid in vectors]
+    matrix, _ = kernels.to_matrix([vectors[pid] for pid in covered], plan.target.dimension)
+    idx, values = kernels.rank(q_target, matrix, plan.target.distance.value, backend=backend)
+    ranked = [(covered[i], float(v)) for i, v in zip(idx, values, strict=True)]
+
+    source_rank = {p.id: r for r, p in enumerate(by_source)}
+    uncovered = [pid for pid in order if pid not in vectors]
+    result.kept_order = len(uncovered)
+    # Candidates kept in source order hold their source rank; covered ones fill the other places.
+    slots: list[tuple[Any, float]] = []
+    pending = iter(ranked)
+    keep = sorted(uncovered, key=lambda pid: source_rank.get(pid, len(order)))
+    positions = {pid: source_rank.get(pid, len(order)) for pid in keep}
+    queue = list(keep)
+    while len(slots) < len(order):
+        if queue and positions[queue[0]] <= len(slots):
+            pid = queue.pop(0)
+            slots.append((pid, float(seen[pid].score)))
+            continue
+        nxt = next(pending, None)
+        if nxt is None:
+            slots.extend((pid, float(seen[pid].score)) for pid in queue)
+            break
+        slots.append(nxt)
+
+    for pid, score in slots[:limit]:
+        point = seen[pid]
+        payload = point.payload if with_payload is not False else None
+        if isinstance(with_payload, Sequence) and not isinstance(with_payload, str) and payload is not None:
+            payload = {key: payload[key] for key in with_payload if key in payload}
+        result.points.append(
+            models.ScoredPoint(id=pid, version=point.version, score=score, payload=payload, vector=None)
+        )
+    return result
