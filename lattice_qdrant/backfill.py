@@ -141,7 +141,7 @@ class BackfillOptions(BaseModel):
         progress_interval: seconds between coverage counts recorded in the shared state.
     """
 
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True, extra="forbid")
 
     batch_size: int = Field(default=64, ge=1, le=10_000)
     writers: int = Field(default=2, ge=1, le=64)
@@ -330,6 +330,8 @@ def estimate(
     plan = migration.plan
     store = migration.store
     todo = store.count(migration.collection, _missing_filter(plan))
+    if not options.retry_failed:
+        todo = max(0, todo - len(list_failures(store, migration.collection)))
     total = store.count(migration.collection)
     if options.shard is not None:
         todo = math.ceil(todo / options.shard.count)
@@ -558,7 +560,7 @@ class _Run:
         options = self.options
         with self.lock:
             read = self.progress.read
-            tokens = self.progress.tokens
+        tokens = self.tokens_read
         keep = len(ids)
         why = None
         if options.max_points is not None and read + keep >= options.max_points:
@@ -576,6 +578,7 @@ class _Run:
                 if spent > options.max_tokens:
                     keep, why = i, "max_tokens"
                     break
+        self.tokens_read += sum(estimate_tokens(t[: options.max_text_chars]) for t in texts[:keep])
         if why is not None:
             self.halt(why)
         return ids[:keep], texts[:keep]
@@ -632,6 +635,9 @@ class _Run:
                 texts.append(text)
             except EmbedderError as exc:
                 bad.append((pid, f"embedder error: {exc}"))
+        if len(bad) == len(batch.ids) > 1:
+            # Every point failed on its own too: the embedder is down, not the texts bad.
+            raise EmbedderError(f"the embedder failed on every point of a batch: {bad[0][1]}")
         self.record_failures(bad)
         stacked: NDArray[np.float32] | None = np.stack(rows).astype(np.float32) if rows else None
         return _Batch(ids=ids, texts=texts, vectors=stacked)
@@ -679,6 +685,7 @@ class _Run:
     passes = 0
     covered_at_start = 0
     total = 0
+    tokens_read = 0  # estimated tokens dispatched by the reader (the token budget counts these)
 
     def run(self, on_progress: Callable[[BackfillProgress], None] | None) -> BackfillReport:
         options = self.options
@@ -692,6 +699,7 @@ class _Run:
         self.progress = BackfillProgress(collection=self.collection, todo=max(0, todo))
         if options.until is not None and coverage.fraction * 100 >= options.until:
             self.stopped_by = "until"
+            self._record_progress()
             return self._report(coverage.covered, coverage.total)
 
         threads = [threading.Thread(target=self.read, name="backfill-read", daemon=True)]
@@ -702,23 +710,33 @@ class _Run:
         ]
         for thread in threads:
             thread.start()
-        last_beat = last_count = time.monotonic()
-        self._heartbeat(final=False, count=False)
-        while any(t.is_alive() for t in threads):
-            time.sleep(0.1)
-            with self.lock:
-                self.progress.queue_embed = self.embed_q.qsize()
-                self.progress.queue_write = self.write_q.qsize()
-            if on_progress is not None:
-                on_progress(self.progress)
-            now = time.monotonic()
-            if now - last_beat >= options.heartbeat_interval:
-                count = now - last_count >= options.progress_interval
-                last_beat = now
-                last_count = now if count else last_count
-                self._heartbeat(final=False, count=count)
+        try:
+            last_beat = last_count = time.monotonic()
+            self._heartbeat(final=False, count=False)
+            while any(t.is_alive() for t in threads):
+                time.sleep(0.1)
+                with self.lock:
+                    self.progress.queue_embed = self.embed_q.qsize()
+                    self.progress.queue_write = self.write_q.qsize()
+                if on_progress is not None:
+                    on_progress(self.progress)
+                now = time.monotonic()
+                if now - last_beat >= options.heartbeat_interval:
+                    count = now - last_count >= options.progress_interval
+                    last_beat = now
+                    last_count = now if count else last_count
+                    self._heartbeat(final=False, count=count)
+        except BaseException as exc:
+            # Ctrl-C in the main thread, or a failing progress callback: never leave writers running.
+            self.fail(exc)
+            for thread in threads:
+                thread.join()
+            self._heartbeat(final=True, count=False)
+            raise
         for thread in threads:
             thread.join()
+        if self.stopped_by == "done" and self.stop.is_set() and self.error is None:
+            self.stopped_by = "stop"
         if on_progress is not None:
             on_progress(self.progress)
         self._heartbeat(final=True, count=False)
@@ -727,10 +745,45 @@ class _Run:
                 with contextlib.suppress(LatticeError):
                     self.migration.fail(f"backfill: {self.error}")
             raise self.error
+        self._repair_stamps()
         final = self.migration.coverage()
-        with contextlib.suppress(ConcurrentTransitionError, InvalidTransitionError):
-            self.migration.progress()
+        self._record_progress()
         return self._report(final.covered, final.total)
+
+    def _record_progress(self) -> None:
+        """Record the coverage counted from the data; another worker's concurrent record is retried."""
+        for _ in range(5):
+            try:
+                self.migration.progress()
+                return
+            except ConcurrentTransitionError:
+                continue
+            except InvalidTransitionError:
+                return
+
+    def _repair_stamps(self) -> None:
+        """Stamp the target model on points holding the target vector but not the stamp.
+
+        The stamp is a second write after the vector; a run killed in between leaves a point with the
+        vector and an old stamp, which no later run would otherwise read again (it has the vector).
+        """
+        plan = self.plan
+        stamped = models.Filter(
+            must=[
+                models.FieldCondition(key=MODEL_FIELD, match=models.MatchValue(value=plan.target.model_id)),
+                models.FieldCondition(key=VERSION_FIELD, match=models.MatchValue(value=plan.target.version)),
+            ]
+        )
+        try:
+            self.store.set_payload(
+                self.collection,
+                {MODEL_FIELD: plan.target.model_id, VERSION_FIELD: plan.target.version},
+                models.Filter(
+                    must=[models.HasVectorCondition(has_vector=plan.target_vector)], must_not=[stamped]
+                ),
+            )
+        except LatticeError as exc:  # informative only: the vectors are what routing relies on
+            log.warning("%s: could not repair model stamps: %s", self.collection, exc)
 
     def _heartbeat(self, *, final: bool, count: bool) -> None:
         """Record this worker's numbers for ``status`` and notice a pause; with ``count``, also record
@@ -771,7 +824,7 @@ class _Run:
 def write_target_vectors(
     store: Store, plan: MigrationPlan, pending: dict[Any, tuple[str, NDArray[np.float32]]]
 ) -> list[Any]:
-    """Write target vectors without ever overwriting a fresher one; return the ids that still exist.
+    """Write target vectors without ever overwriting a fresher one; return the ids holding one now.
 
     ``pending`` maps point ids to ``(text, vector)``: the text the vector was embedded from. Each point is
     written only if it still lacks the target vector and still holds that text, so a write the application
@@ -832,7 +885,7 @@ def write_target_vectors(
         store.set_payload(
             collection, {MODEL_FIELD: plan.target.model_id, VERSION_FIELD: plan.target.version}, holding
         )
-    return ids
+    return holding
 
 
 def _not(flt: models.Filter) -> models.Filter:

@@ -1,6 +1,6 @@
 """Benchmark the rescoring kernels: simsimd against the numpy reference, side by side in one run.
 
-Run it as ``scripts/bench-kernels`` (or ``python -m lattice_qdrant.bench_kernels``); it is a measurement,
+Run it as ``scripts/bench kernels`` (or ``python -m lattice_qdrant.bench_kernels``); it is a measurement,
 not a test. For every size ``k x d`` (candidates x dimension), normalised and raw vectors, and each
 distance, it times :func:`lattice_qdrant.kernels.scores` with both backends and prints the medians and
 their ratio (``numpy / simsimd``: above 1 means simsimd is faster). A second pair of columns times what a
@@ -69,7 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         The exit code (0).
     """
-    parser = argparse.ArgumentParser(prog="bench-kernels", description=(main.__doc__ or "").split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench kernels", description=(main.__doc__ or "").split("\n\n")[0]
+    )
     parser.add_argument("--quick", action="store_true", help="fewer repetitions and sizes (a smoke test)")
     parser.add_argument(
         "--sizes",

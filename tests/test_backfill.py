@@ -1,0 +1,1480 @@
+"""The backfill engine: every guarantee of ``lattice_qdrant.backfill``'s docstring, on every backend.
+
+Races are injected deterministically: the backfill's writes go through ``Store.update_vectors``, so a
+wrapper on the migration's store lets "the application" act just before (or after) a write. Bounds are
+observed with wrappers and sinks, never with wall-clock upper bounds; a duration is only ever checked as a
+lower bound (a slow machine cannot break one). The crash tests run ``backfill_child.py`` in subprocesses on
+a path-based local client and kill them at seeded random moments.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+from pydantic import ValidationError
+from qdrant_client import QdrantClient, models
+
+import lattice_qdrant as lq
+from lattice_qdrant import backfill
+from lattice_qdrant.backfill import (
+    BackfillOptions,
+    BackfillProgress,
+    BackfillReport,
+    Shard,
+    clear_failures,
+    estimate,
+    estimate_tokens,
+    list_failures,
+    run_backfill,
+    running,
+    shard_of,
+)
+from lattice_qdrant.embedders import HashEmbedder
+from lattice_qdrant.metrics import NO_METRICS, BackfillMetrics, prometheus_metrics
+from lattice_qdrant.state import Progress
+from lattice_qdrant.store import MODEL_FIELD, VERSION_FIELD, Store
+
+from conftest import QDRANT_URL, fill_collection
+
+CHILD = Path(__file__).with_name("backfill_child.py")
+TARGET = "modern-v1"
+
+# --------------------------------------------------------------------------- helpers
+
+
+def unit(vector: Any) -> NDArray[np.float64]:
+    array = np.asarray(vector, dtype=np.float64)
+    norm = float(np.linalg.norm(array))
+    return array / norm if norm else array
+
+
+def same_direction(actual: Any, expected: Any) -> bool:
+    """Whether two vectors point the same way (local mode may hand cosine vectors back normalised)."""
+    return bool(np.allclose(unit(actual), unit(expected), atol=1e-5))
+
+
+def all_points(client: QdrantClient, collection: str) -> dict[Any, models.Record]:
+    records, _ = client.scroll(collection, limit=100_000, with_payload=True, with_vectors=True)
+    return {r.id: r for r in records}
+
+
+def vector_of(record: models.Record, name: str) -> Any:
+    vectors = record.vector if isinstance(record.vector, dict) else {}
+    return vectors.get(name)
+
+
+def assert_backfilled(
+    client: QdrantClient, collection: str, modern: HashEmbedder, *, ids: Sequence[Any] | None = None
+) -> dict[Any, models.Record]:
+    """Every point (or those of ``ids``) holds the target vector of its own text, and the target's stamp."""
+    points = all_points(client, collection)
+    chosen = list(points) if ids is None else list(ids)
+    expected = modern.embed([points[pid].payload["text"] for pid in chosen])
+    for pid, want in zip(chosen, expected, strict=True):
+        got = vector_of(points[pid], TARGET)
+        assert got is not None, f"point {pid!r} has no target vector"
+        assert same_direction(got, want), f"point {pid!r} holds a target vector of another text"
+        assert points[pid].payload.get(MODEL_FIELD) == "modern", f"point {pid!r} is not stamped"
+        assert points[pid].payload.get(VERSION_FIELD) == 1
+    return points
+
+
+def coverage(client: QdrantClient, collection: str) -> int:
+    flt = models.Filter(must=[models.HasVectorCondition(has_vector=TARGET)])
+    return client.count(collection, count_filter=flt, exact=True).count
+
+
+@contextlib.contextmanager
+def as_application(store: Store) -> Iterator[None]:
+    """A raw client call made from a backfill thread: take the lock local mode needs (a no-op on servers)."""
+    with store._lock:
+        yield
+
+
+class Writes:
+    """Wraps ``store.update_vectors``: records every call and lets a test act around the calls."""
+
+    def __init__(
+        self,
+        monkeypatch: pytest.MonkeyPatch,
+        store: Store,
+        *,
+        before: Callable[[int, list[models.PointVectors]], None] | None = None,
+        after: Callable[[int, list[models.PointVectors]], None] | None = None,
+        sleep: float = 0.0,
+    ) -> None:
+        self.calls: list[list[Any]] = []
+        self.concurrent = 0
+        self.max_concurrent = 0
+        self.lock = threading.Lock()
+        original = store.update_vectors
+
+        def update_vectors(collection: str, points: Sequence[models.PointVectors], **kwargs: Any) -> Any:
+            points = list(points)
+            with self.lock:
+                self.calls.append([p.id for p in points])
+                number = len(self.calls)
+                self.concurrent += 1
+                self.max_concurrent = max(self.max_concurrent, self.concurrent)
+            try:
+                if before is not None:
+                    before(number, points)
+                if sleep:
+                    time.sleep(sleep)
+                result = original(collection, points, **kwargs)
+                if after is not None:
+                    after(number, points)
+                return result
+            finally:
+                with self.lock:
+                    self.concurrent -= 1
+
+        monkeypatch.setattr(store, "update_vectors", update_vectors)
+
+    @property
+    def ids(self) -> list[Any]:
+        return [pid for call in self.calls for pid in call]
+
+
+class SlowEmbedder:
+    """``inner``, waiting on ``gate`` (if any) and sleeping ``seconds`` before each batch.
+
+    The first call passes straight through: it is ``run_backfill``'s check of the embedder, made before
+    the pipeline starts.
+    """
+
+    def __init__(
+        self,
+        inner: HashEmbedder,
+        seconds: float = 0.0,
+        gate: threading.Event | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        self.inner = inner
+        self.seconds = seconds
+        self.gate = gate
+        self.timeout = timeout
+        self.name = inner.name
+        self.calls = 0
+
+    @property
+    def dimension(self) -> int:
+        return self.inner.dimension
+
+    def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        self.calls += 1
+        if self.calls == 1:
+            return self.inner.embed(texts)
+        if self.gate is not None:
+            self.gate.wait(timeout=self.timeout)
+        if self.seconds:
+            time.sleep(self.seconds)
+        return self.inner.embed(texts)
+
+
+class PoisonedEmbedder:
+    """``inner``, raising for any batch that holds a text containing ``poison``."""
+
+    def __init__(self, inner: HashEmbedder, poison: str = "poison") -> None:
+        self.inner = inner
+        self.poison = poison
+        self.name = inner.name
+
+    @property
+    def dimension(self) -> int:
+        return self.inner.dimension
+
+    def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        if any(self.poison in t for t in texts):
+            raise RuntimeError("the model choked on this text")
+        return self.inner.embed(texts)
+
+
+class RecordingMetrics(BackfillMetrics):
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.points_written = 0
+        self.failed = 0
+        self.depths: list[tuple[str, int]] = []
+        self.active_now: dict[str, int] = {"read": 0, "embed": 0, "write": 0}
+        self.stages: set[str] = set()
+
+    def points(self, collection: str, n: int) -> None:
+        with self.lock:
+            self.points_written += n
+
+    def failures(self, collection: str, n: int) -> None:
+        with self.lock:
+            self.failed += n
+
+    def queue_depth(self, collection: str, stage: str, depth: int) -> None:
+        with self.lock:
+            self.depths.append((stage, depth))
+
+    def active(self, collection: str, stage: str, delta: int) -> None:
+        with self.lock:
+            self.active_now[stage] += delta
+
+    def batch_seconds(self, collection: str, stage: str, seconds: float) -> None:
+        with self.lock:
+            self.stages.add(stage)
+
+
+Start = Callable[..., lq.Migration]
+
+
+@pytest.fixture
+def start(
+    lattice: lq.LatticeClient,
+    names: Any,
+    legacy: HashEmbedder,
+    source_spec: lq.ModelSpec,
+    target_spec: lq.ModelSpec,
+) -> Start:
+    """Make a collection of ``n`` points (or of ``texts``), plan its migration and (by default) start it."""
+
+    def make(n: int = 48, *, texts: list[str] | None = None, started: bool = True) -> lq.Migration:
+        docs = names("docs")
+        fill_collection(lattice.client, docs, legacy, n=n, texts=texts)
+        migration = lattice.plan(docs, source=source_spec, target=target_spec, source_vector="legacy")
+        if started:
+            migration.start()
+        return migration
+
+    return make
+
+
+# --------------------------------------------------------------------------- 1. basic
+
+
+def test_backfill_fills_every_point_with_the_target_model_and_leaves_the_rest_alone(
+    start: Start, lattice: lq.LatticeClient, legacy: HashEmbedder, modern: HashEmbedder
+) -> None:
+    migration = start(n=40)
+    docs = migration.collection
+    lattice.client.set_payload(docs, {"tenant": "a", "year": 2024}, points=list(range(40)))
+    before = all_points(lattice.client, docs)
+
+    report = run_backfill(migration, modern, BackfillOptions(batch_size=7, writers=3))
+
+    points = assert_backfilled(lattice.client, docs, modern)
+    for pid, record in points.items():
+        # the source vector and the rest of the payload are untouched
+        assert same_direction(vector_of(record, "legacy"), vector_of(before[pid], "legacy"))
+        assert same_direction(vector_of(record, "legacy"), legacy.embed([record.payload["text"]])[0])
+        assert {k: v for k, v in record.payload.items() if k not in (MODEL_FIELD, VERSION_FIELD)} == (
+            before[pid].payload
+        )
+    assert (report.written, report.covered, report.total, report.coverage) == (40, 40, 40, 1.0)
+    assert (report.failed, report.truncated, report.stopped_by) == (0, 0, "done")
+    assert report.collection == docs
+    assert report.passes >= 1
+    assert report.tokens == sum(estimate_tokens(r.payload["text"]) for r in points.values())
+    assert migration.snapshot(refresh=True).state.status == lq.Status.COMPLETED
+    assert list_failures(lattice.store, docs) == []
+
+
+def test_a_second_run_finds_nothing_to_do(
+    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    migration = start(n=20)
+    run_backfill(migration, modern, BackfillOptions(batch_size=8))
+    writes = Writes(monkeypatch, migration.store)
+    again = run_backfill(migration, modern, BackfillOptions(batch_size=8))
+    assert (again.written, again.covered, again.total, again.stopped_by) == (0, 20, 20, "done")
+    assert writes.calls == []
+    assert migration.snapshot(refresh=True).state.status == lq.Status.COMPLETED
+
+
+def test_point_ids_may_be_uuids(
+    lattice: lq.LatticeClient,
+    names: Any,
+    legacy: HashEmbedder,
+    modern: HashEmbedder,
+    source_spec: lq.ModelSpec,
+    target_spec: lq.ModelSpec,
+) -> None:
+    docs = names("docs")
+    lattice.client.create_collection(
+        docs, vectors_config={"legacy": models.VectorParams(size=64, distance=models.Distance.COSINE)}
+    )
+    ids = [str(uuid.UUID(int=i * 7919 + 1)) for i in range(25)]
+    texts = [f"uuid point number {i}" for i in range(25)]
+    texts[3] = ""
+    lattice.client.upsert(
+        docs,
+        [
+            models.PointStruct(id=pid, vector={"legacy": v.tolist()}, payload={"text": t})
+            for pid, v, t in zip(ids, legacy.embed(texts), texts, strict=True)
+        ],
+    )
+    migration = lattice.plan(docs, source=source_spec, target=target_spec, source_vector="legacy")
+    migration.start()
+    report = run_backfill(migration, modern, BackfillOptions(batch_size=6))
+    assert (report.written, report.failed) == (24, 1)
+    assert_backfilled(lattice.client, docs, modern, ids=[pid for pid in ids if pid != ids[3]])
+    assert [f.point_id for f in list_failures(lattice.store, docs)] == [ids[3]]
+    assert clear_failures(lattice.store, docs, [uuid.UUID(ids[3])]) == 1
+    assert list_failures(lattice.store, docs) == []
+
+
+@pytest.mark.parametrize(
+    ("setup", "words"),
+    [
+        ("planned", ("planned", "start it first")),
+        ("paused", ("paused", "resume it first")),
+        ("failed", ("failed", "resume it first", "disk full")),
+        ("cancelled", ("cancelled", "plan a new migration")),
+        ("finalized", ("finalized", "plan a new migration")),
+    ],
+)
+def test_a_migration_that_is_not_running_is_refused(
+    start: Start,
+    lattice: lq.LatticeClient,
+    modern: HashEmbedder,
+    monkeypatch: pytest.MonkeyPatch,
+    setup: str,
+    words: tuple[str, ...],
+) -> None:
+    migration = start(n=10, started=setup != "planned")
+    if setup == "paused":
+        migration.pause("maintenance")
+    elif setup == "failed":
+        migration.fail("disk full")
+    elif setup == "cancelled":
+        migration.cancel(drop_target=False)
+    elif setup == "finalized":
+        migration.cutover(force=True)
+        migration.finalize(force=True)
+    writes = Writes(monkeypatch, migration.store)
+    with pytest.raises(lq.MigrationError) as err:
+        run_backfill(migration, modern)
+    message = str(err.value)
+    assert migration.collection in message
+    for word in words:
+        assert word in message
+    assert writes.calls == []
+    assert coverage(lattice.client, migration.collection) == 0
+
+
+def test_an_embedder_of_the_wrong_dimension_is_refused_before_anything_is_written(
+    start: Start, lattice: lq.LatticeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    migration = start(n=10)
+    writes = Writes(monkeypatch, migration.store)
+    with pytest.raises(lq.EmbedderError, match="96"):
+        run_backfill(migration, HashEmbedder(32, ngrams=2, salt="modern"))
+    assert writes.calls == []
+    assert coverage(lattice.client, migration.collection) == 0
+    assert list_failures(lattice.store, migration.collection) == []
+    assert migration.snapshot(refresh=True).state.status == lq.Status.IN_PROGRESS
+
+
+# --------------------------------------------------------------------------- 2. never stale
+
+
+def test_a_dual_write_made_before_the_backfill_writes_wins(
+    start: Start,
+    lattice: lq.LatticeClient,
+    legacy: HashEmbedder,
+    modern: HashEmbedder,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    migration = start(n=12)
+    docs = migration.collection
+    new_text = "an application rewrote this point while the backfill embedded it"
+    victim: list[Any] = []
+
+    def application(number: int, points: list[models.PointVectors]) -> None:
+        if number == 1:
+            victim.append(points[len(points) // 2].id)
+            lattice.upsert(
+                docs,
+                [
+                    models.PointStruct(
+                        id=victim[0],
+                        vector=models.Document(text=new_text, model="auto"),
+                        payload={"text": new_text},
+                    )
+                ],
+            )
+
+    writes = Writes(monkeypatch, migration.store, before=application)
+    report = run_backfill(migration, modern, BackfillOptions(batch_size=12, writers=1))
+
+    assert victim and victim[0] in writes.calls[0]  # the backfill did try to write it, with the old text
+    points = assert_backfilled(lattice.client, docs, modern)
+    record = points[victim[0]]
+    assert record.payload["text"] == new_text
+    assert same_direction(vector_of(record, TARGET), modern.embed([new_text])[0])
+    assert same_direction(vector_of(record, "legacy"), legacy.embed([new_text])[0])
+    assert report.stopped_by == "done"
+    assert migration.snapshot(refresh=True).state.status == lq.Status.COMPLETED
+
+
+def test_a_text_changed_behind_the_wrappers_back_is_embedded_again_with_its_new_text(
+    start: Start,
+    lattice: lq.LatticeClient,
+    legacy: HashEmbedder,
+    modern: HashEmbedder,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    migration = start(n=12)
+    docs = migration.collection
+    old_texts = {pid: r.payload["text"] for pid, r in all_points(lattice.client, docs).items()}
+    new_text = "a writer that does not use the wrapper changed this text"
+    victim: list[Any] = []
+
+    def raw_writer(number: int, points: list[models.PointVectors]) -> None:
+        if number == 1:
+            victim.append(points[len(points) // 2].id)
+            with as_application(migration.store):
+                lattice.client.set_payload(docs, {"text": new_text}, points=[victim[0]])
+
+    writes = Writes(monkeypatch, migration.store, before=raw_writer)
+    report = run_backfill(migration, modern, BackfillOptions(batch_size=12, writers=1))
+
+    points = assert_backfilled(lattice.client, docs, modern)
+    record = points[victim[0]]
+    assert same_direction(vector_of(record, TARGET), modern.embed([new_text])[0])
+    assert not same_direction(vector_of(record, TARGET), modern.embed([old_texts[victim[0]]])[0])
+    # the raw writer did not touch the source vector, and neither did the backfill
+    assert same_direction(vector_of(record, "legacy"), legacy.embed([old_texts[victim[0]]])[0])
+    # picked up again by a later pass of the same run
+    assert report.passes >= 2
+    assert sum(call.count(victim[0]) for call in writes.calls) == 2
+    assert (report.covered, report.stopped_by) == (12, "done")
+
+
+def test_points_deleted_between_read_and_write_are_skipped(
+    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    migration = start(n=20)
+    docs = migration.collection
+    gone: list[Any] = []
+
+    def deleter(number: int, points: list[models.PointVectors]) -> None:
+        if number == 1:
+            gone.extend([points[5].id, points[11].id])
+            with as_application(migration.store):
+                lattice.client.delete(docs, points_selector=models.PointIdsList(points=gone))
+
+    Writes(monkeypatch, migration.store, before=deleter)
+    report = run_backfill(migration, modern, BackfillOptions(batch_size=20, writers=1))
+
+    points = assert_backfilled(lattice.client, docs, modern)
+    assert len(gone) == 2 and not set(gone) & set(points)
+    assert len(points) == 18
+    assert (report.written, report.failed, report.covered, report.total) == (18, 0, 18, 18)
+    assert report.stopped_by == "done"
+    assert list_failures(lattice.store, docs) == []
+    assert migration.snapshot(refresh=True).state.status == lq.Status.COMPLETED
+
+
+def test_a_dual_write_made_after_the_backfill_wrote_keeps_its_new_vector(
+    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    migration = start(n=30)
+    docs = migration.collection
+    new_text = "rewritten by the application after the backfill wrote it"
+    victim: list[Any] = []
+
+    def application(number: int, points: list[models.PointVectors]) -> None:
+        if number == 1:
+            victim.append(points[0].id)
+            lattice.upsert(docs, [models.PointStruct(id=victim[0], vector={}, payload={"text": new_text})])
+
+    Writes(monkeypatch, migration.store, after=application)
+    run_backfill(migration, modern, BackfillOptions(batch_size=10, writers=1))
+    points = assert_backfilled(lattice.client, docs, modern)
+    assert same_direction(vector_of(points[victim[0]], TARGET), modern.embed([new_text])[0])
+
+
+# --------------------------------------------------------------------------- 3. failures
+
+
+def make_bad_points(client: QdrantClient, collection: str) -> None:
+    """Points 1..4 become: missing text, empty text, a number, a text the embedder chokes on."""
+    client.delete_payload(collection, ["text"], points=[1])
+    client.set_payload(collection, {"text": "   "}, points=[2])
+    client.set_payload(collection, {"text": 42}, points=[3])
+    client.set_payload(collection, {"text": "a poison pill of a text"}, points=[4])
+
+
+def test_bad_points_are_recorded_and_the_run_goes_on(
+    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder
+) -> None:
+    migration = start(n=12)
+    docs = migration.collection
+    make_bad_points(lattice.client, docs)
+
+    report = run_backfill(migration, PoisonedEmbedder(modern), BackfillOptions(batch_size=5))
+
+    assert (report.written, report.failed, report.covered, report.total) == (8, 4, 8, 12)
+    assert report.stopped_by == "done"
+    assert_backfilled(lattice.client, docs, modern, ids=[0, *range(5, 12)])
+    failures = list_failures(lattice.store, docs)
+    assert [f.point_id for f in failures] == [1, 2, 3, 4]
+    assert all(f.collection == docs and f.at > 0 for f in failures)
+    reasons = {f.point_id: f.reason for f in failures}
+    assert "'text'" in reasons[1] and "missing" in reasons[1]
+    assert "empty" in reasons[2]
+    assert "not text" in reasons[3]
+    assert "embedder error" in reasons[4] and "choked" in reasons[4]
+    # not complete: four points lack the target vector
+    assert migration.snapshot(refresh=True).state.status == lq.Status.IN_PROGRESS
+
+    # a second run skips what was recorded
+    again = run_backfill(migration, PoisonedEmbedder(modern), BackfillOptions(batch_size=5))
+    assert (again.written, again.failed, again.stopped_by) == (0, 0, "done")
+    assert list_failures(lattice.store, docs) == failures
+
+
+def test_retry_failed_writes_fixed_points_and_forgets_their_failures(
+    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder
+) -> None:
+    migration = start(n=12)
+    docs = migration.collection
+    make_bad_points(lattice.client, docs)
+    run_backfill(migration, PoisonedEmbedder(modern), BackfillOptions(batch_size=5))
+
+    lattice.client.set_payload(docs, {"text": "fixed: the text is back"}, points=[1])
+    lattice.client.set_payload(docs, {"text": "fixed: a harmless text"}, points=[4])
+    # without retry_failed, recorded failures stay skipped even once fixed
+    skipped = run_backfill(migration, PoisonedEmbedder(modern), BackfillOptions(batch_size=5))
+    assert skipped.written == 0
+    assert coverage(lattice.client, docs) == 8
+
+    retried = run_backfill(
+        migration, PoisonedEmbedder(modern), BackfillOptions(batch_size=5, retry_failed=True)
+    )
+    assert (retried.written, retried.failed) == (2, 2)
+    assert_backfilled(lattice.client, docs, modern, ids=[1, 4])
+    assert [f.point_id for f in list_failures(lattice.store, docs)] == [2, 3]
+
+    lattice.client.set_payload(docs, {"text": "fixed: no longer empty"}, points=[2])
+    lattice.client.set_payload(docs, {"text": "fixed: a string now"}, points=[3])
+    final = run_backfill(migration, modern, BackfillOptions(batch_size=5, retry_failed=True))
+    assert (final.written, final.failed, final.covered, final.stopped_by) == (2, 0, 12, "done")
+    assert list_failures(lattice.store, docs) == []
+    assert_backfilled(lattice.client, docs, modern)
+    assert migration.snapshot(refresh=True).state.status == lq.Status.COMPLETED
+
+
+def test_clear_failures_forgets_some_or_all(
+    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder
+) -> None:
+    migration = start(n=12)
+    docs = migration.collection
+    make_bad_points(lattice.client, docs)
+    run_backfill(migration, PoisonedEmbedder(modern), BackfillOptions(batch_size=5))
+
+    assert clear_failures(lattice.store, docs, [2, 999]) == 1
+    assert [f.point_id for f in list_failures(lattice.store, docs)] == [1, 3, 4]
+    assert clear_failures(lattice.store, docs, ["4"]) == 1  # ids match by their string form
+    assert clear_failures(lattice.store, "another-collection") == 0
+    assert clear_failures(lattice.store, docs) == 2
+    assert list_failures(lattice.store, docs) == []
+    assert clear_failures(lattice.store, docs) == 0
+    # forgotten failures are tried again by the next run (and recorded again, being still bad)
+    again = run_backfill(migration, PoisonedEmbedder(modern), BackfillOptions(batch_size=5))
+    assert (again.written, again.failed) == (0, 4)
+
+
+def test_list_failures_without_a_control_collection_is_empty(qdrant: QdrantClient, names: Any) -> None:
+    store = Store(qdrant, control_collection=names("nothing"))
+    assert list_failures(store, "docs") == []
+    assert clear_failures(store, "docs") == 0
+    assert not qdrant.collection_exists(names("nothing"))  # reading never creates it
+
+
+def test_over_long_texts_are_truncated_before_embedding(
+    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder
+) -> None:
+    texts = [f"{word} lorem ipsum dolor sit amet number {i}" for i, word in enumerate("abcdef")]
+    texts += ["tiny", "cat nap"]
+    migration = start(texts=texts)
+    docs = migration.collection
+    report = run_backfill(migration, modern, BackfillOptions(max_text_chars=10, batch_size=3))
+    assert (report.written, report.truncated) == (8, 6)
+    assert report.tokens == sum(estimate_tokens(t[:10]) for t in texts)
+    points = all_points(lattice.client, docs)
+    for pid, text in enumerate(texts):
+        record = points[pid]
+        assert record.payload["text"] == text  # the stored text is not truncated
+        assert same_direction(vector_of(record, TARGET), modern.embed([text[:10]])[0])
+    assert not same_direction(vector_of(points[0], TARGET), modern.embed([texts[0]])[0])
+
+
+# --------------------------------------------------------------------------- 4. pipeline and bounds
+
+
+@pytest.mark.parametrize("writers", [1, 3])
+def test_no_more_than_writers_writes_run_at_once(
+    start: Start, modern: HashEmbedder, monkeypatch: pytest.MonkeyPatch, writers: int
+) -> None:
+    migration = start(n=160)
+    writes = Writes(monkeypatch, migration.store, sleep=0.02)
+    report = run_backfill(migration, modern, BackfillOptions(batch_size=8, writers=writers, queue_depth=4))
+    assert report.written == 160
+    assert 1 <= writes.max_concurrent <= writers
+    if writers > 1:
+        assert writes.max_concurrent > 1
+
+
+def test_every_write_holds_at_most_batch_size_points(
+    start: Start, modern: HashEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    migration = start(n=50)
+    writes = Writes(monkeypatch, migration.store)
+    run_backfill(migration, modern, BackfillOptions(batch_size=7, writers=2))
+    sizes = [len(call) for call in writes.calls]
+    assert max(sizes) == 7
+    assert sorted(writes.ids) == list(range(50))  # each point written exactly once
+
+
+def test_queues_and_the_work_in_flight_stay_bounded(start: Start, modern: HashEmbedder) -> None:
+    migration = start(n=120)
+    options = BackfillOptions(batch_size=5, writers=1, queue_depth=2)
+    seen: list[tuple[int, int, int]] = []
+
+    def on_progress(progress: BackfillProgress) -> None:
+        seen.append((progress.queue_embed, progress.queue_write, progress.read - progress.written))
+
+    metrics = RecordingMetrics()
+    gate = threading.Event()
+
+    def on_progress_then_embed(progress: BackfillProgress) -> None:
+        on_progress(progress)
+        if len(seen) >= 3:  # the embedder waits ~0.3 s: by then the reader has filled the queue
+            gate.set()
+
+    report = run_backfill(
+        migration,
+        SlowEmbedder(modern, 0.005, gate=gate),
+        options,
+        on_progress=on_progress_then_embed,
+        metrics=metrics,
+    )
+    assert report.written == 120
+    assert seen
+    # batches wait in two queues of queue_depth; one more is held by each stage and each writer
+    in_flight = (2 * options.queue_depth + options.writers + 2) * options.batch_size
+    for queue_embed, queue_write, ahead in seen:
+        assert 0 <= queue_embed <= options.queue_depth
+        assert 0 <= queue_write <= options.queue_depth
+        assert ahead <= in_flight
+    assert metrics.depths and all(depth <= options.queue_depth for _, depth in metrics.depths)
+    # the held embedder let batches pile up before it
+    assert max(depth for stage, depth in metrics.depths if stage == "embed") == options.queue_depth
+
+
+def test_max_rate_throttles_the_reader(start: Start, modern: HashEmbedder) -> None:
+    migration = start(n=120)
+    max_rate = 150.0
+    report = run_backfill(migration, modern, BackfillOptions(batch_size=20, max_rate=max_rate))
+    assert report.written == 120
+    # a lower bound only: a slow machine makes it longer, never shorter
+    assert report.elapsed >= 0.8 * 120 / max_rate
+
+
+def test_delay_waits_after_each_batch(start: Start, modern: HashEmbedder) -> None:
+    migration = start(n=60)
+    report = run_backfill(migration, modern, BackfillOptions(batch_size=10, delay=0.1))
+    assert report.written == 60
+    assert report.elapsed >= 0.8 * 6 * 0.1
+
+
+def test_on_progress_numbers_are_consistent(start: Start, modern: HashEmbedder) -> None:
+    migration = start(n=60)
+    gate = threading.Event()
+    snapshots: list[dict[str, Any]] = []
+
+    def on_progress(progress: BackfillProgress) -> None:
+        snapshots.append({**progress.to_dict(), "eta_raw": progress.eta})
+        gate.set()  # the embedder starts after the first report: the first one has nothing written
+
+    report = run_backfill(
+        migration,
+        SlowEmbedder(modern, 0.02, gate=gate),
+        BackfillOptions(batch_size=10, writers=1),
+        on_progress=on_progress,
+    )
+    assert len(snapshots) >= 2
+    assert snapshots[0]["written"] == 0 and snapshots[0]["eta_raw"] is None
+    remaining = [s["remaining"] for s in snapshots]
+    assert remaining == sorted(remaining, reverse=True)
+    for snap in snapshots:
+        assert snap["collection"] == migration.collection
+        assert snap["todo"] == 60
+        assert snap["written"] <= snap["read"] <= 60
+        assert snap["remaining"] == 60 - snap["written"] - snap["failed"]
+        if snap["written"] == 0:
+            assert snap["eta_raw"] is None
+        else:
+            assert snap["eta_raw"] is not None and snap["eta_raw"] >= 0
+    assert snapshots[-1]["written"] == report.written == 60
+    assert snapshots[-1]["remaining"] == 0 and snapshots[-1]["eta_raw"] == 0
+
+
+# --------------------------------------------------------------------------- 5. stop
+
+
+def stop_after_first_write(
+    migration: lq.Migration, modern: HashEmbedder, monkeypatch: pytest.MonkeyPatch, options: BackfillOptions
+) -> BackfillReport:
+    """Run until the first write, then set the stop event (writes after the first wait for it)."""
+    stop = threading.Event()
+
+    def hold(number: int, points: list[models.PointVectors]) -> None:
+        if number > 1:
+            stop.wait(timeout=30)
+
+    def on_progress(progress: BackfillProgress) -> None:
+        if progress.written > 0:
+            stop.set()
+
+    with monkeypatch.context() as patch:
+        Writes(patch, migration.store, before=hold)
+        return run_backfill(migration, modern, options, stop=stop, on_progress=on_progress)
+
+
+def test_a_stop_event_stops_the_run_and_the_next_run_finishes_the_rest(
+    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    n = 200
+    migration = start(n=n)
+    options = BackfillOptions(batch_size=10, writers=1, queue_depth=2)
+    first = stop_after_first_write(migration, modern, monkeypatch, options)
+    assert 0 < first.written < n
+    # only the batches in flight when it was stopped were finished
+    assert first.written <= options.batch_size * (1 + 2 * options.queue_depth + options.writers + 2)
+    assert first.covered == coverage(lattice.client, migration.collection) == first.written
+    assert first.total == n
+    assert migration.snapshot(refresh=True).state.status == lq.Status.IN_PROGRESS
+
+    second = run_backfill(migration, modern, options)
+    assert second.stopped_by == "done"
+    assert first.written + second.written == n  # nothing done twice
+    assert second.covered == n
+    assert_backfilled(lattice.client, migration.collection, modern)
+    assert migration.snapshot(refresh=True).state.status == lq.Status.COMPLETED
+
+
+def test_a_run_stopped_by_its_stop_event_says_so(
+    start: Start, modern: HashEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    migration = start(n=200)
+    report = stop_after_first_write(
+        migration, modern, monkeypatch, BackfillOptions(batch_size=10, writers=1, queue_depth=2)
+    )
+    assert report.covered < report.total
+    assert report.stopped_by == "stop"
+
+
+def test_a_failing_progress_callback_leaves_no_pipeline_running(
+    start: Start, modern: HashEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    migration = start(n=20)
+    release = threading.Event()
+
+    def hold(number: int, points: list[models.PointVectors]) -> None:
+        release.wait(timeout=1)  # writes are slow: the pipeline is busy when the callback fails
+
+    def on_progress(progress: BackfillProgress) -> None:
+        raise RuntimeError("the progress bar broke")
+
+    Writes(monkeypatch, migration.store, before=hold)
+    before = set(threading.enumerate())
+    try:
+        with pytest.raises(RuntimeError, match="progress bar"):
+            options = BackfillOptions(batch_size=10, writers=1, queue_depth=1)
+            run_backfill(migration, modern, options, on_progress=on_progress)
+        leftover = [
+            t
+            for t in threading.enumerate()
+            if t not in before and t.name.startswith("backfill-") and t.is_alive()
+        ]
+        assert leftover == []
+    finally:
+        release.set()
+        for thread in threading.enumerate():
+            if thread not in before and thread.name.startswith("backfill-"):
+                thread.join(timeout=30)
+
+
+# --------------------------------------------------------------------------- 6. budgets
+
+
+def test_until_stops_near_the_coverage_asked_for(
+    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder
+) -> None:
+    migration = start(n=100)
+    options = BackfillOptions(batch_size=8, until=50)
+    report = run_backfill(migration, modern, options)
+    assert report.stopped_by == "until"
+    assert 50 <= report.covered < 50 + options.batch_size
+    assert report.covered == coverage(lattice.client, migration.collection)
+
+    rest = run_backfill(migration, modern, BackfillOptions(batch_size=8))
+    assert (rest.stopped_by, rest.covered, report.written + rest.written) == ("done", 100, 100)
+    assert migration.snapshot(refresh=True).state.status == lq.Status.COMPLETED
+
+
+def test_a_run_whose_until_is_already_met_writes_nothing(
+    start: Start, modern: HashEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    migration = start(n=40)
+    run_backfill(migration, modern, BackfillOptions(batch_size=8, until=60))
+    writes = Writes(monkeypatch, migration.store)
+    again = run_backfill(migration, modern, BackfillOptions(batch_size=8, until=50))
+    assert (again.written, again.stopped_by) == (0, "until")
+    assert again.covered >= 24
+    assert writes.calls == []
+
+
+def test_a_run_that_finds_everything_covered_records_completion_even_with_until(
+    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder
+) -> None:
+    migration = start(n=12)
+    docs = migration.collection
+    records = list(all_points(lattice.client, docs).values())
+    vectors = modern.embed([r.payload["text"] for r in records])
+    lattice.client.update_vectors(  # e.g. covered by another worker, or by the application's writes
+        docs,
+        [
+            models.PointVectors(id=r.id, vector={TARGET: v.tolist()})
+            for r, v in zip(records, vectors, strict=True)
+        ],
+    )
+    report = run_backfill(migration, modern, BackfillOptions(until=100))
+    assert report.covered == report.total == 12
+    assert migration.snapshot(refresh=True).state.status == lq.Status.COMPLETED
+
+
+def test_max_points_caps_the_points_of_one_run(
+    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder
+) -> None:
+    migration = start(n=100)
+    report = run_backfill(migration, modern, BackfillOptions(batch_size=8, max_points=30))
+    assert report.stopped_by == "max_points"
+    assert report.written == 30
+    assert coverage(lattice.client, migration.collection) == 30
+
+
+def test_max_tokens_caps_the_tokens_of_one_run(
+    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder
+) -> None:
+    migration = start(n=60)
+    texts = [
+        r.payload["text"]
+        for r in sorted(all_points(lattice.client, migration.collection).values(), key=lambda r: r.id)
+    ]
+    budget = sum(estimate_tokens(t) for t in texts[:3]) + 1
+    report = run_backfill(migration, modern, BackfillOptions(batch_size=10, max_tokens=budget))
+    assert report.stopped_by == "max_tokens"
+    assert report.tokens <= budget
+    assert report.written == 3
+    assert coverage(lattice.client, migration.collection) == 3
+
+
+def test_max_tokens_holds_even_when_the_embedder_lags_behind_the_reader(
+    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    migration = start(n=100)
+    docs = migration.collection
+    texts = [r.payload["text"] for r in sorted(all_points(lattice.client, docs).values(), key=lambda r: r.id)]
+    budget = sum(estimate_tokens(t) for t in texts[:25])  # two and a half batches
+    gate = threading.Event()
+    original = migration.store.scroll
+    pages = [0]
+
+    def scroll(collection: str, **kwargs: Any) -> Any:
+        if collection == docs:
+            pages[0] += 1
+            if pages[0] >= 4:  # the embedder waits until the reader has read four pages
+                gate.set()
+        return original(collection, **kwargs)
+
+    monkeypatch.setattr(migration.store, "scroll", scroll)
+    report = run_backfill(
+        migration,
+        SlowEmbedder(modern, gate=gate, timeout=1),
+        BackfillOptions(batch_size=10, max_tokens=budget),
+    )
+    assert report.stopped_by == "max_tokens"
+    assert report.tokens <= budget
+
+
+# --------------------------------------------------------------------------- 7. priorities
+
+
+def test_priority_filters_are_backfilled_first_in_order(
+    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    migration = start(n=60)
+    docs = migration.collection
+    tenant = {i: "abc"[(i * 7) % 3] for i in range(60)}
+    for name in "abc":
+        lattice.client.set_payload(docs, {"tenant": name}, points=[i for i in range(60) if tenant[i] == name])
+    writes = Writes(monkeypatch, migration.store)
+
+    def only(name: str) -> models.Filter:
+        return models.Filter(must=[models.FieldCondition(key="tenant", match=models.MatchValue(value=name))])
+
+    options = BackfillOptions(batch_size=4, writers=1, queue_depth=1, priorities=(only("b"), only("c")))
+    report = run_backfill(migration, modern, options)
+    assert report.written == 60
+    order = [tenant[pid] for pid in writes.ids]
+    assert order == ["b"] * 20 + ["c"] * 20 + ["a"] * 20
+    assert sorted(writes.ids) == list(range(60))
+    assert_backfilled(lattice.client, docs, modern)
+
+
+# --------------------------------------------------------------------------- 8. scale-out
+
+
+def test_shard_of_is_stable() -> None:
+    # pinned: a change here would send points to other workers in a fleet mid-migration
+    assert [shard_of(i, 3) for i in range(10)] == [1, 2, 2, 1, 1, 2, 1, 1, 1, 1]
+    assert [shard_of(i, 7) for i in (0, 1, 42, 10**12)] == [2, 2, 1, 2]
+    point = "6f1d3c8e-2b7a-4c55-9a43-0c7f1b6a9e21"
+    assert (shard_of(point, 3), shard_of(point, 5)) == (2, 3)
+    assert shard_of(uuid.UUID(point), 5) == shard_of(point, 5)
+    assert all(shard_of(i, 1) == 0 for i in range(20))
+
+
+def test_shard_of_balances_integer_and_uuid_ids() -> None:
+    for ids in (range(3000), [str(uuid.UUID(int=i * 104729)) for i in range(3000)]):
+        counts = [0, 0, 0]
+        for pid in ids:
+            counts[shard_of(pid, 3)] += 1
+        assert all(900 <= c <= 1100 for c in counts), counts
+
+
+def test_shard_parse_and_str() -> None:
+    shard = Shard.parse("1/3")
+    assert (shard.index, shard.count, str(shard)) == (1, 3, "1/3")
+    assert Shard.parse(" 0 / 1 ") == Shard(index=0, count=1)
+    assert Shard.parse(str(Shard(index=6, count=8))) == Shard(index=6, count=8)
+    with pytest.raises(ValidationError):
+        shard.index = 2  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("x", "must look like I/N"),
+        ("1/2/3", "must look like I/N"),
+        ("", "must look like I/N"),
+        ("-1/2", "greater than or equal to 0"),
+        ("0/0", "greater than or equal to 1"),
+        ("3/3", "shard index 3 must be below the shard count 3"),
+        ("5/3", "shard index 5 must be below the shard count 3"),
+    ],
+)
+def test_a_bad_shard_is_refused(text: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        Shard.parse(text)
+
+
+def test_three_shards_at_once_split_the_work_exactly(
+    start: Start,
+    lattice: lq.LatticeClient,
+    names: Any,
+    modern: HashEmbedder,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    n = 90
+    migration = start(n=n)
+    docs = migration.collection
+    reports: dict[int, BackfillReport] = {}
+    written: dict[int, list[Any]] = {}
+    errors: list[BaseException] = []
+    runs = []
+    for index in range(3):
+        # a worker of its own, as another process would have: its own store and migration object
+        store = Store(lattice.client, control_collection=names("control"))
+        writes = Writes(monkeypatch, store)
+        runs.append((index, lq.Migration(store, docs, refresh_interval=0), writes))
+
+    def work(index: int, worker: lq.Migration) -> None:
+        try:
+            options = BackfillOptions(batch_size=7, writers=2, shard=Shard(index=index, count=3))
+            reports[index] = run_backfill(worker, modern, options)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(index, worker)) for index, worker, _ in runs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    for index, _, writes in runs:
+        written[index] = writes.ids
+        assert all(shard_of(pid, 3) == index for pid in writes.ids)
+        assert reports[index].written == len(set(writes.ids))
+        assert reports[index].stopped_by == "done"
+    union = [pid for ids in written.values() for pid in ids]
+    assert sorted(union) == list(range(n))  # nothing missed, nothing done twice
+    assert sum(r.written for r in reports.values()) == n
+    assert_backfilled(lattice.client, docs, modern)
+    assert migration.progress().status == lq.Status.COMPLETED
+
+
+def test_three_shard_processes_against_a_server(
+    backend: str,
+    qdrant: QdrantClient,
+    lattice: lq.LatticeClient,
+    names: Any,
+    legacy: HashEmbedder,
+    modern: HashEmbedder,
+    source_spec: lq.ModelSpec,
+    target_spec: lq.ModelSpec,
+) -> None:
+    if backend != "server":
+        pytest.skip("local mode allows one process per storage: run with QDRANT_URL for processes")
+    n = 300
+    docs = names("docs")
+    fill_collection(qdrant, docs, legacy, n=n)
+    migration = lattice.plan(docs, source=source_spec, target=target_spec, source_vector="legacy")
+    migration.start()
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(CHILD),
+                "--url",
+                str(QDRANT_URL),
+                "--collection",
+                docs,
+                "--control",
+                names("control"),
+                "--batch-size",
+                "16",
+                "--shard",
+                f"{index}/3",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for index in range(3)
+    ]
+    reports = []
+    for proc in procs:
+        with proc:
+            out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        lines = out.strip().splitlines()
+        assert lines[0] == "ready"
+        reports.append(json.loads(lines[-1]))
+    assert sum(r["written"] for r in reports) == n
+    assert all(r["stopped_by"] == "done" for r in reports)
+    assert_backfilled(qdrant, docs, modern)
+    assert migration.progress().status == lq.Status.COMPLETED
+
+
+# --------------------------------------------------------------------------- 9. crash safety
+
+
+CONTROL = "lattice_control"
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> Iterator[Path]:
+    """A folder for a path-based local client, on tmpfs when the machine has one.
+
+    Local mode commits every point to SQLite, which a slow disk makes crawl. A process kill (unlike a power
+    cut) loses nothing the kernel has accepted, so tmpfs tests exactly the same crash safety.
+    """
+    shm = Path("/dev/shm")
+    if not (shm.is_dir() and os.access(shm, os.W_OK)):
+        yield tmp_path / "qdrant"
+        return
+    folder = Path(tempfile.mkdtemp(prefix="lattice-backfill-", dir=shm))
+    try:
+        yield folder / "qdrant"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def make_path_collection(path: Path, legacy: HashEmbedder, n: int) -> None:
+    client = QdrantClient(path=str(path))
+    try:
+        fill_collection(client, "docs", legacy, n=n)
+    finally:
+        client.close()
+
+
+def spawn(path: Path, log: Any, *args: str) -> subprocess.Popen[str]:
+    command = [sys.executable, str(CHILD), "--path", str(path), "--collection", "docs", "--control", CONTROL]
+    return subprocess.Popen([*command, *args], stdout=subprocess.PIPE, stderr=log, text=True)
+
+
+def wait_ready(proc: subprocess.Popen[str], log_path: Path) -> None:
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.strip() == "ready", f"the child did not start: {line!r}\n{log_path.read_text()}"
+
+
+def check_path(path: Path, modern: HashEmbedder, n: int) -> tuple[int, lq.MigrationState]:
+    """Open the storage (no child may hold it): every target vector is right; return coverage and state."""
+    client = QdrantClient(path=str(path))
+    try:
+        points = all_points(client, "docs")
+        assert len(points) == n
+        have = [r for r in points.values() if vector_of(r, TARGET) is not None]
+        expected = modern.embed([r.payload["text"] for r in have]) if have else []
+        for record, want in zip(have, expected, strict=True):
+            assert same_direction(vector_of(record, TARGET), want), f"point {record.id} is wrong"
+        state = lq.wrap(client, control_collection=CONTROL).migration("docs").snapshot(refresh=True).state
+        return len(have), state
+    finally:
+        client.close()
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_loses_nothing(
+    storage: Path, tmp_path: Path, legacy: HashEmbedder, modern: HashEmbedder
+) -> None:
+    n = 3000
+    path = storage
+    make_path_collection(path, legacy, n)
+    rng = random.Random(20240611)
+    log_path = tmp_path / "child.log"
+    with log_path.open("w") as log:
+        for _ in range(4):
+            # throttled, so the four runs together cannot finish the collection before their kill
+            with spawn(path, log, "--batch-size", "50", "--max-rate", "300") as proc:
+                wait_ready(proc, log_path)
+                time.sleep(rng.uniform(0.3, 1.5))
+                proc.kill()
+                proc.wait()
+            assert proc.returncode == -signal.SIGKILL, log_path.read_text()
+        covered, state = check_path(path, modern, n)
+        assert covered < n  # the throttle keeps four short runs from finishing
+        assert state.status == lq.Status.IN_PROGRESS
+        with spawn(path, log, "--batch-size", "50") as proc:
+            out, _ = proc.communicate(timeout=240)
+        assert proc.returncode == 0, log_path.read_text()
+    report = json.loads(out.strip().splitlines()[-1])
+    assert (report["stopped_by"], report["covered"], report["total"]) == ("done", n, n)
+    assert report["written"] == n - covered
+    covered, state = check_path(path, modern, n)
+    assert covered == n
+    assert state.status == lq.Status.COMPLETED
+
+
+@pytest.mark.slow
+def test_sigterm_stops_cleanly_after_the_batches_in_flight(
+    storage: Path, tmp_path: Path, legacy: HashEmbedder, modern: HashEmbedder
+) -> None:
+    n = 1000
+    path = storage
+    make_path_collection(path, legacy, n)
+    log_path = tmp_path / "child.log"
+    with log_path.open("w") as log:
+        with spawn(path, log, "--batch-size", "50", "--max-rate", "200", "--sigterm") as proc:
+            wait_ready(proc, log_path)
+            time.sleep(0.5)
+            proc.send_signal(signal.SIGTERM)
+            try:
+                out, _ = proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                pytest.fail("the child did not stop on SIGTERM")
+        assert proc.returncode == 0, log_path.read_text()
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["total"] == n
+    assert report["covered"] < n  # stopped early
+    covered, state = check_path(path, modern, n)
+    assert covered == report["covered"] == report["written"]
+    assert state.status == lq.Status.IN_PROGRESS
+
+
+# --------------------------------------------------------------------------- 10. estimate
+
+
+def test_estimate_measures_without_writing(
+    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    migration = start(n=40)
+    docs = migration.collection
+    texts = [r.payload["text"] for r in all_points(lattice.client, docs).values()]
+    writes = Writes(monkeypatch, migration.store)
+    dry = estimate(migration, modern)
+    assert (dry.collection, dry.todo, dry.total, dry.sampled) == (docs, 40, 40, 40)
+    assert dry.tokens == sum(estimate_tokens(t) for t in texts)
+    assert dry.storage_bytes == 40 * (modern.dimension * 4 + 128)
+    assert dry.points_per_second > 0
+    assert dry.seconds == pytest.approx(40 / dry.points_per_second)
+    assert writes.calls == []
+    assert coverage(lattice.client, docs) == 0
+    assert list_failures(lattice.store, docs) == []
+    assert migration.snapshot(refresh=True).state.status == lq.Status.IN_PROGRESS
+
+
+def test_estimate_samples_and_follows_shards_and_progress(
+    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder
+) -> None:
+    migration = start(n=90)
+    assert estimate(migration, modern, sample=10).sampled == 10
+    sharded = estimate(migration, modern, BackfillOptions(shard=Shard(index=1, count=3)))
+    assert sharded.todo == 30
+    assert sharded.storage_bytes == 30 * (modern.dimension * 4 + 128)
+    run_backfill(migration, modern, BackfillOptions(max_points=20, batch_size=10))
+    assert estimate(migration, modern).todo == 70
+    run_backfill(migration, modern)
+    done = estimate(migration, modern)
+    assert (done.todo, done.total, done.tokens, done.storage_bytes, done.sampled) == (0, 90, 0, 0, 0)
+
+
+def test_estimate_truncates_like_the_backfill(start: Start, modern: HashEmbedder) -> None:
+    migration = start(texts=["x" * 400, "y" * 400])
+    dry = estimate(migration, modern, BackfillOptions(max_text_chars=40))
+    assert dry.tokens == 2 * estimate_tokens("x" * 40)
+
+
+# --------------------------------------------------------------------------- 11. metrics
+
+
+def test_prometheus_metrics_count_what_the_run_did(
+    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder
+) -> None:
+    from prometheus_client import CollectorRegistry
+
+    migration = start(n=30)
+    docs = migration.collection
+    lattice.client.set_payload(docs, {"text": "poison"}, points=[7])
+    registry = CollectorRegistry()
+    report = run_backfill(
+        migration,
+        PoisonedEmbedder(modern),
+        BackfillOptions(batch_size=6),
+        metrics=prometheus_metrics(port=None, registry=registry),
+    )
+    labels = {"collection": docs}
+    assert report.written == 29
+    assert registry.get_sample_value("lattice_backfill_points_total", labels) == 29
+    assert registry.get_sample_value("lattice_backfill_failures_total", labels) == 1
+    for stage in ("read", "embed", "write"):
+        staged = {"collection": docs, "stage": stage}
+        count = registry.get_sample_value("lattice_backfill_batch_seconds_count", staged)
+        assert count is not None and count >= 5, stage
+        assert registry.get_sample_value("lattice_backfill_active_workers", staged) == 0, stage
+
+
+def test_a_metrics_sink_sees_every_point_and_stage(start: Start, modern: HashEmbedder) -> None:
+    migration = start(n=30)
+    metrics = RecordingMetrics()
+    report = run_backfill(migration, modern, BackfillOptions(batch_size=6), metrics=metrics)
+    assert metrics.points_written == report.written == 30
+    assert metrics.failed == 0
+    assert metrics.stages == {"read", "embed", "write"}
+    assert metrics.active_now == {"read": 0, "embed": 0, "write": 0}
+    # and the default sink discards everything
+    assert run_backfill(migration, modern, metrics=NO_METRICS).written == 0
+
+
+def test_prometheus_metrics_need_prometheus_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)
+    with pytest.raises(lq.MissingDependencyError, match=r"lattice-qdrant\[metrics\]"):
+        prometheus_metrics()
+
+
+# --------------------------------------------------------------------------- 12. heartbeats and state
+
+
+def test_a_running_backfill_leaves_a_heartbeat_and_removes_it_at_the_end(
+    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder
+) -> None:
+    migration = start(n=40)
+    docs = migration.collection
+    gate = threading.Event()
+    seen: list[list[dict[str, Any]]] = []
+
+    def on_progress(progress: BackfillProgress) -> None:
+        seen.append(running(lattice.store, docs))
+        if len(seen) >= 3:  # the embedder starts once a heartbeat had time to be recorded
+            gate.set()
+
+    options = BackfillOptions(batch_size=10, heartbeat_interval=0.1)
+    run_backfill(migration, SlowEmbedder(modern, 0.02, gate=gate), options, on_progress=on_progress)
+    beats = [b for b in seen if b]
+    assert beats
+    assert all(len(b) == 1 for b in beats)
+    beat = beats[-1][0]
+    assert {"written", "rate", "eta", "todo", "read", "at"} <= set(beat)
+    assert beat["collection"] == docs and beat["shard"] is None
+    assert beat["todo"] == 40 and 0 <= beat["written"] <= 40
+    assert running(lattice.store, docs) == []
+    assert running(lattice.store, "another-collection") == []
+
+
+def test_a_pause_from_another_process_stops_the_run(
+    start: Start,
+    lattice: lq.LatticeClient,
+    names: Any,
+    modern: HashEmbedder,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    migration = start(n=100)
+    docs = migration.collection
+    other = lq.Migration(Store(lattice.client, control_collection=names("control")), docs, refresh_interval=0)
+    stop = threading.Event()
+
+    def hold(number: int, points: list[models.PointVectors]) -> None:
+        if number > 1:
+            stop.wait(timeout=30)
+
+    def on_progress(progress: BackfillProgress) -> None:
+        if progress.written > 0 and other.state.status == lq.Status.IN_PROGRESS:
+            other.pause("maintenance window")
+
+    with monkeypatch.context() as patch:
+        Writes(patch, migration.store, before=hold)
+        options = BackfillOptions(batch_size=10, writers=1, queue_depth=1, heartbeat_interval=0.1)
+        report = run_backfill(migration, modern, options, stop=stop, on_progress=on_progress)
+    assert report.stopped_by == "paused"
+    assert report.covered < 100
+    with pytest.raises(lq.MigrationError, match="paused"):
+        run_backfill(migration, modern)
+    migration.resume()
+    rest = run_backfill(migration, modern)
+    assert (rest.covered, report.written + rest.written) == (100, 100)
+    assert migration.snapshot(refresh=True).state.status == lq.Status.COMPLETED
+
+
+def test_a_store_failure_fails_the_migration_until_resumed(
+    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    migration = start(n=30)
+
+    def broken(number: int, points: list[models.PointVectors]) -> None:
+        raise lq.StoreError("update vectors failed: disk on fire", collection=migration.collection)
+
+    with monkeypatch.context() as patch:
+        Writes(patch, migration.store, before=broken)
+        with pytest.raises(lq.StoreError, match="disk on fire"):
+            run_backfill(migration, modern, BackfillOptions(batch_size=10))
+    state = migration.snapshot(refresh=True).state
+    assert state.status == lq.Status.FAILED and "disk on fire" in str(state.error)
+    assert running(lattice.store, migration.collection) == []
+    with pytest.raises(lq.MigrationError, match="disk on fire"):
+        run_backfill(migration, modern)
+    migration.resume()
+    report = run_backfill(migration, modern, BackfillOptions(batch_size=10))
+    assert (report.written, report.stopped_by) == (30, "done")
+    assert migration.snapshot(refresh=True).state.status == lq.Status.COMPLETED
+
+
+def test_a_stamp_lost_between_the_two_writes_is_repaired_by_the_next_run(
+    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    migration = start(n=20)
+
+    def lost(*args: Any, **kwargs: Any) -> Any:
+        raise lq.StoreError("set payload failed: connection reset", collection=migration.collection)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(migration.store, "set_payload", lost)
+        with pytest.raises(lq.StoreError):
+            run_backfill(migration, modern, BackfillOptions(batch_size=20, writers=1))
+    assert coverage(lattice.client, migration.collection) == 20  # the vectors were written
+    migration.resume()
+    run_backfill(migration, modern)
+    assert_backfilled(lattice.client, migration.collection, modern)
+
+
+def test_completion_survives_a_concurrent_stale_progress(
+    start: Start,
+    lattice: lq.LatticeClient,
+    names: Any,
+    modern: HashEmbedder,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    migration = start(n=20)
+    docs = migration.collection
+    # another worker, which counted the coverage a moment ago
+    other = lq.Migration(Store(lattice.client, control_collection=names("control")), docs, refresh_interval=0)
+    stale = other.coverage()
+    original = migration.store.replace_record
+    raced: list[bool] = []
+
+    def replace_record(kind: str, key: str, payload: dict[str, Any], *, expected: dict[str, Any]) -> Any:
+        if payload.get("state", {}).get("status") == "completed" and not raced:
+            raced.append(True)
+            other.apply(Progress(processed=stale.covered, total=stale.total))
+        return original(kind, key, payload, expected=expected)
+
+    monkeypatch.setattr(migration.store, "replace_record", replace_record)
+    # no heartbeats: the run's final progress is its only completion attempt
+    monkeypatch.setattr(backfill._Run, "_heartbeat", lambda self, **kwargs: None)
+    report = run_backfill(migration, modern)
+    assert raced and report.covered == report.total == 20
+    assert migration.snapshot(refresh=True).state.status == lq.Status.COMPLETED
+
+
+# --------------------------------------------------------------------------- options
+
+
+def test_options_defaults_and_freezing() -> None:
+    options = BackfillOptions()
+    assert (options.batch_size, options.writers, options.queue_depth) == (64, 2, 4)
+    assert options.max_rate is None and options.until is None and options.shard is None
+    assert options.priorities == () and not options.retry_failed
+    with pytest.raises(ValidationError):
+        options.batch_size = 3  # type: ignore[misc]
+    flt = models.Filter(must=[models.FieldCondition(key="t", match=models.MatchValue(value="a"))])
+    assert BackfillOptions(priorities=[flt]).priorities == (flt,)
+    assert BackfillOptions(shard=Shard.parse("0/2")).shard == Shard(index=0, count=2)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"batch_size": 0},
+        {"batch_size": 10_001},
+        {"writers": 0},
+        {"queue_depth": 0},
+        {"max_rate": 0},
+        {"delay": -1},
+        {"max_text_chars": 0},
+        {"until": 0},
+        {"until": 101},
+        {"max_points": 0},
+        {"max_tokens": 0},
+        {"heartbeat_interval": 0},
+    ],
+)
+def test_bad_options_are_refused(bad: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        BackfillOptions(**bad)
+
+
+def test_report_coverage_of_an_empty_collection_is_full() -> None:
+    report = BackfillReport("c", 0, 0, 0, 0, 0, 0.0, 0, 0, "done")
+    assert report.coverage == 1.0
+    assert dataclasses.replace(report, covered=1, total=4).coverage == 0.25
+    fresh = BackfillProgress(collection="c", todo=10)
+    assert (fresh.remaining, fresh.eta, fresh.rate) == (10, None, 0.0)
