@@ -329,14 +329,14 @@ def estimate(
     options = options or BackfillOptions()
     plan = migration.plan
     store = migration.store
-    todo = store.count(migration.collection, _missing_filter(plan))
+    coverage = migration.coverage()
+    todo, total = coverage.missing, coverage.total
     if not options.retry_failed:
         todo = max(0, todo - len(list_failures(store, migration.collection)))
-    total = store.count(migration.collection)
     if options.shard is not None:
         todo = math.ceil(todo / options.shard.count)
     page, _ = store.scroll(
-        migration.collection,
+        plan.data_collection,
         flt=_missing_filter(plan),
         limit=max(1, sample),
         with_payload=[plan.text_field],
@@ -499,7 +499,7 @@ class _Run:
         next_slot = time.monotonic()
         for scope in self.scopes():
             for page in self.store.iter_points(
-                self.collection,
+                self.plan.data_collection,
                 flt=scope,
                 page_size=options.batch_size,
                 with_payload=[self.plan.text_field],
@@ -776,7 +776,7 @@ class _Run:
         )
         try:
             self.store.set_payload(
-                self.collection,
+                plan.data_collection,
                 {MODEL_FIELD: plan.target.model_id, VERSION_FIELD: plan.target.version},
                 models.Filter(
                     must=[models.HasVectorCondition(has_vector=plan.target_vector)], must_not=[stamped]
@@ -824,7 +824,7 @@ class _Run:
 def write_target_vectors(
     store: Store, plan: MigrationPlan, pending: dict[Any, tuple[str, NDArray[np.float32]]]
 ) -> list[Any]:
-    """Write target vectors without ever overwriting a fresher one; return the ids holding one now.
+    """Write target vectors without ever overwriting a fresher one; return the ids written.
 
     ``pending`` maps point ids to ``(text, vector)``: the text the vector was embedded from. Each point is
     written only if it still lacks the target vector and still holds that text, so a write the application
@@ -834,7 +834,7 @@ def write_target_vectors(
     target model. Used by the backfill and by read-repair.
     """
     pending = dict(pending)
-    collection = plan.collection
+    collection = plan.data_collection
     while pending:
         ids = list(pending)
         condition = models.Filter(
@@ -876,16 +876,29 @@ def write_target_vectors(
     ids = list(pending)
     # Stamp the model on the points that now hold the target vector (ours, or the application's).
     # Selecting them by id keeps this O(batch) on every backend; a filter would scan in local mode.
-    holding = [
-        r.id
-        for r in store.retrieve(collection, ids, with_payload=False, with_vectors=[plan.target_vector])
+    records = store.retrieve(collection, ids, with_payload=False, with_vectors=[plan.target_vector])
+    stored = {
+        r.id: r.vector[plan.target_vector]
+        for r in records
         if isinstance(r.vector, dict) and plan.target_vector in r.vector
-    ]
-    if holding:
+    }
+    if stored:
         store.set_payload(
-            collection, {MODEL_FIELD: plan.target.model_id, VERSION_FIELD: plan.target.version}, holding
+            collection, {MODEL_FIELD: plan.target.model_id, VERSION_FIELD: plan.target.version}, list(stored)
         )
-    return holding
+    # Ours took effect where the stored vector is the one we wrote (a server may normalise cosine vectors).
+    return [pid for pid in ids if pid in stored and _same_direction(stored[pid], pending[pid][1])]
+
+
+def _same_direction(a: Any, b: Any) -> bool:
+    x = np.asarray(a, dtype=np.float64)
+    y = np.asarray(b, dtype=np.float64)
+    if x.shape != y.shape:
+        return False
+    nx, ny = float(np.linalg.norm(x)), float(np.linalg.norm(y))
+    if nx == 0.0 or ny == 0.0:
+        return nx == ny
+    return bool(np.dot(x, y) / (nx * ny) > 1 - 1e-5)
 
 
 def _not(flt: models.Filter) -> models.Filter:
@@ -939,6 +952,15 @@ def run_backfill(
         raise MigrationError(
             f"cannot backfill {migration.collection!r}: the migration is {state.label}; {hint}"
         )
+    plan = migration.plan
+    if plan.blue_green:
+        from .bluegreen import copy_complete
+
+        if not copy_complete(migration.store, plan):
+            raise MigrationError(
+                f"cannot backfill {migration.collection!r}: the copy into {plan.data_collection!r} is not "
+                "complete; run start again to finish it"
+            )
     # the embedder must fit the target spec (fails fast, before any thread starts)
     embed_checked(embedder, ["lattice-qdrant"], migration.plan.target)
     run = _Run(migration, embedder, options, stop or threading.Event(), metrics)

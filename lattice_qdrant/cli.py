@@ -4,7 +4,8 @@ Each command parses its options, calls the matching function of :mod:`lattice_qd
 the result. Library errors become one line on stderr and an exit code (``--traceback`` shows the stack):
 
 * 0: done
-* 1: an error (Qdrant, a model, a missing migration, ...); ``doctor``: not safe to start
+* 1: an error (Qdrant, a model, a missing migration, ...); ``doctor``: not safe to start; ``verify``:
+  mismatches remain
 * 2: bad usage or configuration
 * 3: refused by the lifecycle (below the cutover threshold, inside the rollback window, a transition not
   allowed now, or lost to another process); the message says which flag overrides it
@@ -32,6 +33,7 @@ from .commands import Connection, Session, StatusReport, format_duration
 from .config import load_settings, parse_duration
 from .errors import ConfigError, LatticeError, TransitionError
 from .metrics import NO_METRICS
+from .verify import VerifyReport
 
 __all__ = ["app", "main"]
 
@@ -307,6 +309,22 @@ def plan(
     rollback_window: Annotated[
         str | None, typer.Option(help="Time after cutover before finalize is allowed (e.g. 24h).")
     ] = None,
+    query_mode: Annotated[
+        str, typer.Option(help="routed (one vector, by the routing) or mixed (before cutover, rescore both).")
+    ] = "routed",
+    missing_policy: Annotated[
+        str, typer.Option(help="Mixed mode, points without the target vector: embed or source_order.")
+    ] = "embed",
+    read_repair: Annotated[
+        bool, typer.Option("--read-repair", help="Mixed mode writes the vectors it embeds on the fly back.")
+    ] = False,
+    compare_margin: Annotated[
+        float | None,
+        typer.Option(
+            help="Refuse cutover while the last comparison has the target's recall more than this "
+            "below the source's (0-1)."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Plan a migration of COLLECTION from one registered model to another (nothing changes yet)."""
@@ -330,6 +348,10 @@ def plan(
             cutover_threshold=cutover_threshold,
             query_threshold=query_threshold,
             rollback_window=window,
+            query_mode=query_mode,
+            missing_policy=missing_policy,
+            read_repair=read_repair,
+            compare_margin=compare_margin,
         )
         _show([report], as_json)
 
@@ -679,6 +701,125 @@ def doctor(
                 typer.echo(f"{f.verdict.upper():4}  {f.check:16} {f.detail}")
             typer.echo("safe to start" if report.safe else "NOT safe to start: fix the FAIL lines first")
         if not report.safe:
+            raise typer.Exit(EXIT_ERROR)
+
+
+@app.command()
+def compare(
+    ctx: typer.Context,
+    collection: CollectionArg,
+    queries: Annotated[
+        str | None,
+        typer.Option(help='Queries file: JSON lines {"query": ..., "relevant": [ids]} or one text a line.'),
+    ] = None,
+    sample: Annotated[
+        int | None, typer.Option(help="Also sample N points; each one's first sentence must find it.")
+    ] = None,
+    k: Annotated[str, typer.Option("--k", help="Cut-offs, comma-separated.")] = "1,5,10,20",
+    html: Annotated[
+        str | None, typer.Option("--html", help="Also write a self-contained HTML report with a chart.")
+    ] = None,
+    no_record: Annotated[
+        bool, typer.Option("--no-record", help="Do not record the result for the cutover gate.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run queries through both models and report overlap@k, rank correlation, recall@k and nDCG@k."""
+    from .compare import parse_ks
+
+    with _session(ctx) as session:
+        report = commands.compare(
+            session, collection, queries_file=queries, sample=sample, ks=parse_ks(k), record=not no_record
+        )
+        if html is not None:
+            try:
+                with open(html, "w", encoding="utf-8") as handle:
+                    handle.write(report.render_html())
+            except OSError as exc:
+                raise ConfigError(f"cannot write the HTML report to {html}: {exc}", key="html") from exc
+            typer.echo(f"wrote the HTML report to {html}", err=True)
+        if as_json:
+            _echo_json(report.to_dict())
+        else:
+            typer.echo(report.render_text())
+
+
+def _render_verify(report: VerifyReport) -> str:
+    """The human form of a :class:`~lattice_qdrant.verify.VerifyReport`."""
+    scope = "every point" if report.sample is None else f"a sample of {report.sample} (seed {report.seed})"
+    lines = [
+        f"{report.collection}: checked {report.checked} of {report.total} points ({scope}); "
+        f"{report.matched} match, {report.points_mismatched} mismatched, "
+        f"{report.unverifiable} unverifiable (no text)",
+        "  vectors   " + ", ".join(f"{name!r}: {model}" for name, model in report.vectors.items()),
+    ]
+    for m in report.mismatches:
+        similarity = "" if m.similarity is None else f" (similarity {m.similarity:.4f})"
+        fixed = "  [fixed]" if m.fixed else ""
+        lines.append(f"  {m.reason:13} {m.point_id}: {m.detail}{similarity}{fixed}")
+    if report.mismatched > len(report.mismatches):
+        lines.append(f"  ... and {report.mismatched - len(report.mismatches)} more (--json lists them)")
+    if report.unverifiable_ids:
+        lines.append("  no text   " + ", ".join(str(pid) for pid in report.unverifiable_ids))
+    if report.fixed or report.fix_skipped:
+        lines.append(
+            f"  fixed     {report.fixed} of {report.mismatched}"
+            + (
+                f"; {report.fix_skipped} left alone (changed meanwhile, or no stamp to set)"
+                if report.fix_skipped
+                else ""
+            )
+        )
+    lines.append(
+        "  result    all match" if report.clean else f"  result    {report.remaining} mismatch(es) remain"
+    )
+    return "\n".join(lines)
+
+
+@app.command()
+def verify(
+    ctx: typer.Context,
+    collection: CollectionArg,
+    sample: Annotated[
+        int | None, typer.Option(help="Check a random sample of N points.  [default: 200]")
+    ] = None,
+    all_points: Annotated[bool, typer.Option("--all", help="Check every point instead of a sample.")] = False,
+    vector: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME=MODEL_REF: the registered model a vector holds (default: the migration plan)."
+        ),
+    ] = None,
+    tolerance: Annotated[
+        float, typer.Option(help="Allowed distance from the re-embedding (1 - cosine, or relative L2).")
+    ] = 1e-3,
+    fix: Annotated[
+        bool, typer.Option("--fix", help="Rewrite mismatched vectors and re-stamp the model fields.")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the sample.")] = 0,
+    text_field: Annotated[str | None, typer.Option(help="Payload field holding the text.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-embed points and compare with their stored vectors (exit 1: mismatches remain)."""
+    with _session(ctx) as session:
+        if all_points and sample is not None:
+            raise ConfigError("give --sample N or --all, not both", key="sample")
+        report = commands.verify(
+            session,
+            collection,
+            vectors=vector or (),
+            sample=200 if sample is None else sample,
+            all_points=all_points,
+            tolerance=tolerance,
+            fix=fix,
+            seed=seed,
+            text_field=text_field,
+        )
+        if as_json:
+            _echo_json(report.to_dict())
+        else:
+            typer.echo(_render_verify(report))
+        if not report.clean:
             raise typer.Exit(EXIT_ERROR)
 
 

@@ -29,11 +29,11 @@ from numpy.typing import NDArray
 from qdrant_client import QdrantClient, models
 from qdrant_client.http import models as rest
 
-from .coordinator import DEFAULT_REFRESH_INTERVAL, Migration, plan_migration
+from .coordinator import DEFAULT_REFRESH_INTERVAL, NAME_KIND, Migration, plan_migration
 from .embedders import Embedder, check_embedder, embed_checked, embedder_for
 from .errors import MigrationNotFoundError, StoreError, VectorValidationError
 from .mixed import MissingPolicy, mixed_query
-from .plan import MigrationPlan
+from .plan import MigrationPlan, Strategy
 from .registry import ModelRegistry
 from .spec import ModelSpec
 from .state import QueryRoute, WriteRoute
@@ -159,22 +159,49 @@ class LatticeClient:
         cutover_threshold: float = 0.99,
         query_threshold: float | None = None,
         rollback_window: float = 86400.0,
+        query_mode: Literal["routed", "mixed"] = "routed",
+        missing_policy: MissingPolicy = "embed",
+        read_repair: bool = False,
+        compare_margin: float | None = None,
+        strategy: Strategy | str = Strategy.IN_PLACE,
+        target_collection: str | None = None,
+        alias: str | None = None,
+        copy_source_vector: bool = False,
     ) -> Migration:
         """Plan moving ``collection`` from ``source`` to ``target``; nothing changes until ``start``.
 
         Registers both models and records the plan in Qdrant. ``target_vector`` defaults to the target
-        spec's :attr:`~lattice_qdrant.spec.ModelSpec.vector_name`.
+        spec's :attr:`~lattice_qdrant.spec.ModelSpec.vector_name`. The other settings are the
+        :class:`~lattice_qdrant.plan.MigrationPlan` fields of the same names (``compare_margin`` gates
+        cutover on the last shadow comparison, :mod:`lattice_qdrant.compare`).
+
+        Blue-green (``strategy="blue_green"``): ``target_collection`` defaults to
+        ``{collection}__{target vector name}``, and the target vector keeps the source vector's name (so
+        readers of ``alias`` need no change at cutover) unless ``copy_source_vector`` keeps both.
         """
+        strategy = Strategy(strategy)
+        if strategy == Strategy.BLUE_GREEN:
+            target_collection = target_collection or f"{collection}__{target.vector_name}"
+            if target_vector is None:
+                target_vector = target.vector_name if copy_source_vector else source_vector
         plan = MigrationPlan(
             collection=collection,
             source=source,
             target=target,
             source_vector=source_vector,
-            target_vector=target_vector or target.vector_name,
+            target_vector=target.vector_name if target_vector is None else target_vector,
+            strategy=strategy,
+            target_collection=target_collection,
+            alias=alias,
+            copy_source_vector=copy_source_vector,
             text_field=text_field,
             cutover_threshold=cutover_threshold,
             query_threshold=query_threshold,
             rollback_window=rollback_window,
+            query_mode=query_mode,
+            missing_policy=missing_policy,
+            read_repair=read_repair,
+            compare_margin=compare_margin,
         )
         plan_migration(self.store, plan)
         with self._lock:
@@ -205,9 +232,16 @@ class LatticeClient:
         try:
             migration.snapshot(refresh=True)
         except MigrationNotFoundError:
-            with self._lock:
-                self._absent[collection] = time.monotonic()
-            return None
+            alias = self.store.get_record(NAME_KIND, collection)
+            if alias is None:
+                with self._lock:
+                    self._absent[collection] = time.monotonic()
+                return None
+            # a blue-green alias or target collection: the migration is recorded under the source's name
+            migration = Migration(
+                self.store, str(alias["collection"]), refresh_interval=self.refresh_interval
+            )
+            migration.snapshot(refresh=True)
         with self._lock:
             return self._migrations.setdefault(collection, migration)
 
@@ -234,6 +268,9 @@ class LatticeClient:
     ) -> models.UpdateResult:
         """Upsert points, routed and validated as the collection's migration requires.
 
+        In place, the routed vectors go in one upsert (an upsert replaces the whole point). Blue-green,
+        the source vector goes to the source collection and the target vector to the target collection.
+
         Raises:
             VectorValidationError: a point is missing a routed vector or has a bad one; nothing was
                 written.
@@ -244,80 +281,104 @@ class LatticeClient:
             return self.store.upsert(collection_name, self._embed_unrouted(structs), **kwargs)
 
         def write() -> models.UpdateResult:
-            prepared = self._route_points(migration, structs)
-            return self.store.upsert(collection_name, prepared, **kwargs)
+            plan = migration.plan
+            required = _roles(migration.routing(coverage=0.0).write)
+            texts = [(p.payload or {}).get(plan.text_field) for p in structs]
+            roles, extras = self._resolve(migration, [(p.id, p.vector) for p in structs], required, texts)
+            result: models.UpdateResult | None = None
+            for collection, vectors_of, stamp in _destinations(plan, collection_name, required):
+                batch = [
+                    models.PointStruct(
+                        id=p.id,
+                        vector=vectors_of(roles[i], extras[i]),
+                        payload={
+                            **(p.payload or {}),
+                            MODEL_FIELD: stamp.model_id,
+                            VERSION_FIELD: stamp.version,
+                        },
+                    )
+                    for i, p in enumerate(structs)
+                ]
+                result = self.store.upsert(collection, batch, **kwargs)
+            if result is None:  # pragma: no cover - every route has a destination
+                raise StoreError("no destination for the write", collection=collection_name)
+            return result
 
         return self._with_fresh_routing(migration, write)
 
-    def _route_points(
-        self, migration: Migration, points: Sequence[models.PointStruct]
-    ) -> list[models.PointStruct]:
+    def _resolve(
+        self,
+        migration: Migration,
+        items: Sequence[tuple[Any, Any]],
+        required: tuple[str, ...],
+        texts: Sequence[Any],
+        *,
+        fill: Sequence[bool] | None = None,
+        hint: str | None = None,
+    ) -> tuple[list[dict[str, list[float]]], list[dict[str, Any]]]:
+        """Every point's routed vectors by role (``source``/``target``), validated and embedded.
+
+        ``items`` are ``(point id, vector value as given)``; ``texts`` the text each point can be embedded
+        from when a routed vector is not given (``None``: no text). With ``fill``, only the points marked
+        ``True`` need every routed vector. Raises :class:`VectorValidationError` listing every bad point.
+        """
         plan = migration.plan
-        routing = migration.routing(coverage=0.0)
-        required = routing.write_vectors
-        specs = {plan.source_vector: plan.source, plan.target_vector: plan.target}
+        specs = {"source": plan.source, "target": plan.target}
+        names = {"source": plan.source_vector, "target": plan.target_vector}
         problems: list[tuple[Any, str]] = []
-        vectors: list[dict[str, Any]] = []
-        pending: dict[str, list[tuple[int, str]]] = {name: [] for name in required}
-        for index, point in enumerate(points):
-            given = _named(point.vector, required)
-            if isinstance(given, str):
-                problems.append((point.id, given))
-                vectors.append({})
+        roles: list[dict[str, list[float]]] = []
+        extras: list[dict[str, Any]] = []
+        pending: dict[str, list[tuple[int, str]]] = {role: [] for role in required}
+        for index, (pid, value) in enumerate(items):
+            split = _split(value, plan, required)
+            if isinstance(split, str):
+                problems.append((pid, split))
+                roles.append({})
+                extras.append({})
                 continue
-            out: dict[str, Any] = {}
-            for name, value in given.items():
-                if name in specs and name not in required:
-                    # e.g. the source vector after finalize: it no longer exists in the collection.
-                    continue
-                out[name] = value
-            payload = point.payload or {}
-            for name in required:
-                spec = specs[name]
-                value = out.get(name)
-                if value is None:
-                    text = payload.get(plan.text_field)
+            given, extra = split
+            out: dict[str, list[float]] = {}
+            must = fill[index] if fill is not None else True
+            for role in required:
+                spec, name = specs[role], names[role]
+                found = given.get(role)
+                if found is None:
+                    if not must:
+                        continue
+                    text = texts[index]
                     if isinstance(text, str) and text.strip():
-                        pending[name].append((index, text))
+                        pending[role].append((index, text))
                     else:
                         problems.append(
                             (
-                                point.id,
-                                f"missing vector {name!r} ({spec.qualified_id}): give it, a "
-                                f"models.Document, or text in the payload field {plan.text_field!r}",
+                                pid,
+                                f"missing vector {name!r} ({spec.qualified_id}): "
+                                + (
+                                    hint
+                                    or "give it, a models.Document, or text in the payload field "
+                                    f"{plan.text_field!r}"
+                                ),
                             )
                         )
-                elif isinstance(value, _TEXT_TYPES):
-                    pending[name].append((index, value.text))
+                elif isinstance(found, _TEXT_TYPES):
+                    pending[role].append((index, found.text))
                 else:
-                    checked = _check_vector(value, spec, name)
+                    checked = _check_vector(found, spec, name)
                     if isinstance(checked, str):
-                        problems.append((point.id, checked))
+                        problems.append((pid, checked))
                     else:
-                        out[name] = checked
-            vectors.append(out)
+                        out[role] = checked
+            roles.append(out)
+            extras.append(extra)
         if problems:
             raise VectorValidationError(problems)
-        for name, items in pending.items():
-            if not items:
-                continue
-            spec = specs[name]
-            embedded = embed_checked(self.embedder(spec), [text for _, text in items], spec)
-            for (index, _), row in zip(items, embedded, strict=True):
-                vectors[index][name] = row.tolist()
-        stamp = plan.target if routing.write != WriteRoute.LEGACY else plan.source
-        return [
-            models.PointStruct(
-                id=point.id,
-                vector=vectors[index],
-                payload={
-                    **(point.payload or {}),
-                    MODEL_FIELD: stamp.model_id,
-                    VERSION_FIELD: stamp.version,
-                },
-            )
-            for index, point in enumerate(points)
-        ]
+        for role, todo in pending.items():
+            if todo:
+                spec = specs[role]
+                embedded = embed_checked(self.embedder(spec), [text for _, text in todo], spec)
+                for (index, _), row in zip(todo, embedded, strict=True):
+                    roles[index][role] = row.tolist()
+        return roles, extras
 
     def _embed_unrouted(self, points: Sequence[models.PointStruct]) -> list[models.PointStruct]:
         """Embed ``models.Document`` values whose ``model`` names a registered embedder."""
@@ -354,75 +415,85 @@ class LatticeClient:
             return self.store.update_vectors(collection_name, points, **kwargs)
 
         def write() -> models.UpdateResult:
-            return self.store.update_vectors(
-                collection_name, self._route_vector_updates(migration, points), **kwargs
+            plan = migration.plan
+            required = _roles(migration.routing(coverage=0.0).write)
+            items = [(p.id, p.vector) for p in points]
+            touched = []
+            for _, value in items:
+                split = _split(value, plan, required)
+                touched.append(not isinstance(split, str) and bool(split[0]))
+            texts: list[Any] = [None] * len(points)
+            need = [p.id for p, t in zip(points, touched, strict=True) if t]
+            if need and len(required) > 1:
+                home = plan.collection if "source" in required else plan.data_collection
+                stored = {
+                    r.id: (r.payload or {}).get(plan.text_field)
+                    for r in self.store.retrieve(home, need, with_payload=[plan.text_field])
+                }
+                texts = [stored.get(p.id) for p in points]
+            hint = (
+                "writes go to both vectors during the migration and the point has no text in "
+                f"{plan.text_field!r} to embed it from; give both vectors"
             )
+            roles, extras = self._resolve(migration, items, required, texts, fill=touched, hint=hint)
+            result: models.UpdateResult | None = None
+            for collection, vectors_of, stamp in _destinations(plan, collection_name, required):
+                batch = [
+                    models.PointVectors(id=p.id, vector=vectors_of(roles[i], extras[i]))
+                    for i, p in enumerate(points)
+                ]
+                batch = [b for b in batch if b.vector]
+                if batch:
+                    result = self.store.update_vectors(collection, batch, **kwargs)
+                # the model that wrote the routed vectors, as an upsert stamps it
+                routed = [p.id for i, p in enumerate(points) if roles[i]]
+                if routed:
+                    self.store.set_payload(
+                        collection, {MODEL_FIELD: stamp.model_id, VERSION_FIELD: stamp.version}, routed
+                    )
+            if result is None:
+                raise VectorValidationError([(None, "nothing to update: no vector of this collection given")])
+            return result
 
         return self._with_fresh_routing(migration, write)
 
-    def _route_vector_updates(
-        self, migration: Migration, points: Sequence[models.PointVectors]
-    ) -> list[models.PointVectors]:
+    _FORWARDED = ("delete", "set_payload", "overwrite_payload", "delete_payload", "clear_payload")
+
+    def delete(self, collection_name: str, *args: Any, **kwargs: Any) -> Any:
+        """Delete points; while a blue-green migration dual-writes, from both collections."""
+        return self._forward("delete", collection_name, *args, **kwargs)
+
+    def set_payload(self, collection_name: str, *args: Any, **kwargs: Any) -> Any:
+        """Set payload keys; while a blue-green migration dual-writes, in both collections."""
+        return self._forward("set_payload", collection_name, *args, **kwargs)
+
+    def overwrite_payload(self, collection_name: str, *args: Any, **kwargs: Any) -> Any:
+        """Replace payloads; while a blue-green migration dual-writes, in both collections."""
+        return self._forward("overwrite_payload", collection_name, *args, **kwargs)
+
+    def delete_payload(self, collection_name: str, *args: Any, **kwargs: Any) -> Any:
+        """Delete payload keys; while a blue-green migration dual-writes, in both collections."""
+        return self._forward("delete_payload", collection_name, *args, **kwargs)
+
+    def clear_payload(self, collection_name: str, *args: Any, **kwargs: Any) -> Any:
+        """Clear payloads; while a blue-green migration dual-writes, in both collections."""
+        return self._forward("clear_payload", collection_name, *args, **kwargs)
+
+    def _forward(self, method: str, collection_name: str, *args: Any, **kwargs: Any) -> Any:
+        migration = self._migration_for(collection_name)
+        if migration is None or not migration.plan.blue_green:
+            return getattr(self.client, method)(collection_name, *args, **kwargs)
         plan = migration.plan
-        required = migration.routing(coverage=0.0).write_vectors
-        specs = {plan.source_vector: plan.source, plan.target_vector: plan.target}
-        problems: list[tuple[Any, str]] = []
-        updates: list[dict[str, Any]] = []
-        need_text: dict[str, list[int]] = {}
-        pending: dict[str, list[tuple[int, str]]] = {}
-        for index, point in enumerate(points):
-            given = _named(point.vector, required)
-            if isinstance(given, str):
-                problems.append((point.id, given))
-                updates.append({})
-                continue
-            out: dict[str, Any] = {}
-            for name, value in given.items():
-                spec = specs.get(name)
-                if spec is None:
-                    out[name] = value
-                elif name not in required:
-                    continue
-                elif isinstance(value, _TEXT_TYPES):
-                    pending.setdefault(name, []).append((index, value.text))
-                else:
-                    checked = _check_vector(value, spec, name)
-                    if isinstance(checked, str):
-                        problems.append((point.id, checked))
-                    else:
-                        out[name] = checked
-            touched = set(given) & set(required)
-            if touched:
-                for name in required:
-                    if name not in given:
-                        need_text.setdefault(name, []).append(index)
-            updates.append(out)
-        if need_text:
-            ids = sorted({points[i].id for idxs in need_text.values() for i in idxs}, key=str)
-            records = self.store.retrieve(migration.collection, ids, with_payload=[plan.text_field])
-            texts = {r.id: (r.payload or {}).get(plan.text_field) for r in records}
-            for name, idxs in need_text.items():
-                for index in idxs:
-                    text = texts.get(points[index].id)
-                    if isinstance(text, str) and text.strip():
-                        pending.setdefault(name, []).append((index, text))
-                    else:
-                        problems.append(
-                            (
-                                points[index].id,
-                                f"missing vector {name!r}: writes go to both vectors during the "
-                                f"migration and the point has no text in {plan.text_field!r} to "
-                                "embed it from",
-                            )
-                        )
-        if problems:
-            raise VectorValidationError(problems)
-        for name, items in pending.items():
-            spec = specs[name]
-            embedded = embed_checked(self.embedder(spec), [text for _, text in items], spec)
-            for (index, _), row in zip(items, embedded, strict=True):
-                updates[index][name] = row.tolist()
-        return [models.PointVectors(id=point.id, vector=updates[index]) for index, point in enumerate(points)]
+        write = migration.routing(coverage=0.0).write
+        targets = {
+            WriteRoute.LEGACY: [plan.collection],
+            WriteRoute.DUAL_WRITE: [plan.collection, plan.data_collection],
+            WriteRoute.TARGET: [plan.data_collection],
+        }[write]
+        result: Any = None
+        for collection in targets:
+            result = self.store.forward(method, collection, *args, **kwargs)
+        return result
 
     # ----------------------------------------------------------------- queries
 
@@ -478,10 +549,17 @@ class LatticeClient:
             ):
                 return self._mixed(migration, query, missing, read_repair, kwargs)
             name = using if using is not None else routing.query_vector
-            specs = {plan.source_vector: plan.source, plan.target_vector: plan.target}
-            spec = specs.get(name)
-            prepared = query if spec is None else self._prepare_query(query, spec, name)
-            return self.store.query(collection_name, query=prepared, using=name, **kwargs)
+            target_side = routing.query == QueryRoute.TARGET if using is None else name == plan.target_vector
+            if using is not None and plan.source_vector == plan.target_vector:
+                target_side = routing.query == QueryRoute.TARGET  # same name in both: follow the routing
+            spec = plan.target if target_side else plan.source
+            if name not in (plan.source_vector, plan.target_vector):
+                return self.store.query(collection_name, query=query, using=name, **kwargs)
+            prepared = self._prepare_query(query, spec, name)
+            where = collection_name
+            if plan.blue_green:
+                where = plan.data_collection if target_side else plan.collection
+            return self.store.query(where, query=prepared, using=name, **kwargs)
 
         return self._with_fresh_routing(migration, run)
 
@@ -583,23 +661,98 @@ def _check_vector(value: Any, spec: ModelSpec, name: str) -> list[float] | str:
     return [float(x) for x in array]
 
 
-def _named(vector: Any, required: Sequence[str]) -> dict[str, Any] | str:
-    """The point's vectors by name, or a problem when they cannot be read as such."""
-    if vector is None:
-        return {}
-    if isinstance(vector, dict):
-        return dict(vector)
-    if isinstance(vector, _TEXT_TYPES):
-        return dict.fromkeys(required, vector)
-    if _is_dense(vector):
-        if len(required) == 1:
-            return {required[0]: vector}
-        names = " and ".join(repr(n) for n in required)
-        return (
-            f"a plain vector is ambiguous while writes go to {names}; give a dict of named vectors "
-            "or a models.Document"
-        )
-    return f"unsupported vector value of type {type(vector).__name__}"
+_VectorsOf = Callable[[dict[str, list[float]], dict[str, Any]], dict[str, Any]]
+
+
+def _roles(write: WriteRoute) -> tuple[str, ...]:
+    """The roles a write route writes: the source model's vector, the target's, or both."""
+    return {
+        WriteRoute.LEGACY: ("source",),
+        WriteRoute.DUAL_WRITE: ("source", "target"),
+        WriteRoute.TARGET: ("target",),
+    }[write]
+
+
+def _destinations(
+    plan: MigrationPlan, collection_name: str, required: tuple[str, ...]
+) -> list[tuple[str, _VectorsOf, ModelSpec]]:
+    """Where a routed write goes: ``(collection, vectors of a point, model to stamp)`` per collection."""
+    src, tgt = plan.source_vector, plan.target_vector
+    if not plan.blue_green:
+        stamp = plan.target if "target" in required else plan.source
+
+        def both(roles: dict[str, list[float]], extra: dict[str, Any]) -> dict[str, Any]:
+            names = {"source": src, "target": tgt}
+            return {**extra, **{names[r]: v for r, v in roles.items()}}
+
+        return [(collection_name, both, stamp)]
+    out: list[tuple[str, _VectorsOf, ModelSpec]] = []
+    if "source" in required:
+
+        def old(roles: dict[str, list[float]], extra: dict[str, Any]) -> dict[str, Any]:
+            return {**extra, **({src: roles["source"]} if "source" in roles else {})}
+
+        out.append((plan.collection, old, plan.source))
+    if "target" in required:
+
+        def new(roles: dict[str, list[float]], extra: dict[str, Any]) -> dict[str, Any]:
+            vectors = {tgt: roles["target"]} if "target" in roles else {}
+            if plan.copy_source_vector and "source" in roles:
+                vectors[src] = roles["source"]
+            return vectors
+
+        out.append((plan.data_collection, new, plan.target))
+    return out
+
+
+def _split(
+    value: Any, plan: MigrationPlan, required: tuple[str, ...]
+) -> tuple[dict[str, Any], dict[str, Any]] | str:
+    """A point's vector value as ``(values by role, other named vectors)``, or the problem with it."""
+    names = {"source": plan.source_vector, "target": plan.target_vector}
+    specs = {"source": plan.source, "target": plan.target}
+
+    def by_dimension(vector: Any, roles: Sequence[str]) -> str | None:
+        fits = [r for r in roles if specs[r].dimension == len(vector)]
+        return fits[0] if len(fits) == 1 else None
+
+    if value is None:
+        return {}, {}
+    if isinstance(value, _TEXT_TYPES):
+        return dict.fromkeys(required, value), {}
+    if _is_dense(value):
+        role = required[0] if len(required) == 1 else by_dimension(value, required)
+        if role is None:
+            shown = " and ".join(repr(names[r]) for r in required)
+            return (
+                f"a plain vector is ambiguous while writes go to {shown}; give a dict of named vectors "
+                "or a models.Document"
+            )
+        return {role: value}, {}
+    if not isinstance(value, dict):
+        return f"unsupported vector value of type {type(value).__name__}"
+    given: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for name, item in value.items():
+        owners = [r for r in ("source", "target") if names[r] == name]
+        if not owners:
+            extra[name] = item
+            continue
+        wanted = [r for r in owners if r in required]
+        if not wanted:
+            continue  # e.g. the source vector after finalize: it no longer exists
+        if len(wanted) == 1:
+            given[wanted[0]] = item
+        elif isinstance(item, _TEXT_TYPES):
+            given.update(dict.fromkeys(wanted, item))
+        elif _is_dense(item) and (role := by_dimension(item, wanted)) is not None:
+            given[role] = item
+        else:
+            return (
+                f"vector {name!r} is written by both models during this migration; give a "
+                "models.Document (or text) so each model embeds it"
+            )
+    return given, extra
 
 
 def _as_point_structs(

@@ -21,6 +21,8 @@ from typing import Any
 from qdrant_client import QdrantClient
 
 from . import backfill as bf
+from . import compare as comparison
+from . import verify as verification
 from .client import LatticeClient, wrap
 from .config import Settings, load_settings
 from .coordinator import Migration
@@ -40,6 +42,7 @@ __all__ = [
     "StatusReport",
     "backfill",
     "cancel",
+    "compare",
     "cutover",
     "doctor",
     "dry_run",
@@ -54,6 +57,7 @@ __all__ = [
     "show_model",
     "start",
     "status",
+    "verify",
 ]
 
 
@@ -328,12 +332,23 @@ def plan(
     cutover_threshold: float | None = None,
     query_threshold: float | None = None,
     rollback_window: float | None = None,
+    query_mode: str = "routed",
+    missing_policy: str = "embed",
+    read_repair: bool = False,
+    compare_margin: float | None = None,
 ) -> StatusReport:
     """Plan moving ``collection`` from the registered model ``source`` to ``target``.
 
     Models are referenced as ``MODEL_ID``, ``MODEL_ID:vN`` or qualified ids; unset thresholds and window
-    come from the settings.
+    come from the settings. ``query_mode``, ``missing_policy`` and ``read_repair`` set up mixed-coverage
+    queries; ``compare_margin`` gates cutover on the last shadow comparison (:func:`compare`).
     """
+    _check_choice("query_mode", query_mode, ("routed", "mixed"))
+    _check_choice("missing_policy", missing_policy, ("embed", "source_order"))
+    if compare_margin is not None and not 0.0 <= compare_margin <= 1.0:
+        raise ConfigError(
+            f"compare_margin must be between 0 and 1, got {compare_margin}", key="compare_margin"
+        )
     if strategy != Strategy.IN_PLACE:
         raise ConfigError(
             f"strategy {strategy.value!r} is not available yet; only 'in_place' is", key="strategy"
@@ -349,8 +364,17 @@ def plan(
         cutover_threshold=s.cutover_threshold if cutover_threshold is None else cutover_threshold,
         query_threshold=s.query_threshold if query_threshold is None else query_threshold,
         rollback_window=s.rollback_window if rollback_window is None else rollback_window,
+        query_mode=query_mode,  # type: ignore[arg-type]  # checked above
+        missing_policy=missing_policy,  # type: ignore[arg-type]
+        read_repair=read_repair,
+        compare_margin=compare_margin,
     )
     return _status_of(session, collection)
+
+
+def _check_choice(key: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {value!r}", key=key)
 
 
 def start(session: Session, collection: str) -> StatusReport:
@@ -765,4 +789,99 @@ def spec_from_options(
         max_length=max_length,
         prompt=prompt,
         revision=revision,
+    )
+
+
+# --------------------------------------------------------------------------- shadow comparison
+
+
+def compare(
+    session: Session,
+    collection: str,
+    *,
+    queries_file: str | None = None,
+    sample: int | None = None,
+    ks: Sequence[int] = comparison.DEFAULT_KS,
+    record: bool = True,
+    seed: int = 0,
+) -> comparison.ComparisonReport:
+    """Run queries through both models and report overlap@k, rank correlation, recall@k and nDCG@k.
+
+    Queries come from ``queries_file`` (JSON lines ``{"query": ..., "relevant": [ids]}`` or plain text
+    lines), from ``sample`` points' own text (known-item queries), or both. The source, the target and
+    mixed mode are searched (see :mod:`lattice_qdrant.compare`). Read-only, except that the summary is
+    recorded for the cutover gate (the plan's ``compare_margin``) unless ``record`` is false.
+    """
+    queries = comparison.load_queries(queries_file) if queries_file else []
+    if sample is not None and sample < 1:
+        raise ConfigError(f"--sample must be at least 1, got {sample}", key="sample")
+    report = comparison.compare(
+        session.client, collection, queries, ks=ks, sample=sample, seed=seed, origin=queries_file
+    )
+    if record:
+        comparison.record_comparison(session.store, report)
+    return report
+
+
+# --------------------------------------------------------------------------- verify
+
+
+def parse_vector_models(session: Session, items: Sequence[str]) -> dict[str, ModelSpec]:
+    """``["NAME=MODEL_REF", ...]`` -> the registered spec of each named vector.
+
+    Raises:
+        ConfigError: an item is not ``NAME=MODEL_REF``, or names a vector twice.
+        ModelNotFoundError: a model is not registered.
+    """
+    out: dict[str, ModelSpec] = {}
+    for item in items:
+        name, sep, ref = item.partition("=")
+        if not sep or not name.strip() or not ref.strip():
+            raise ConfigError(f"invalid --vector {item!r}: expected NAME=MODEL_REF", key="vector")
+        if name.strip() in out:
+            raise ConfigError(f"--vector names {name.strip()!r} twice", key="vector")
+        out[name.strip()] = session.client.registry.resolve(ref.strip())
+    return out
+
+
+def verify(
+    session: Session,
+    collection: str,
+    *,
+    vectors: Sequence[str] = (),
+    sample: int | None = 200,
+    all_points: bool = False,
+    tolerance: float = 1e-3,
+    fix: bool = False,
+    seed: int = 0,
+    text_field: str | None = None,
+) -> verification.VerifyReport:
+    """Re-embed points and report those whose vectors do not match their recorded model; ``fix`` repairs.
+
+    Checks a seeded sample of ``sample`` points, or every point with ``all_points``. Which model each
+    vector holds comes from the collection's migration plan, or from ``vectors`` (``NAME=MODEL_REF`` items
+    naming registered models), which take precedence. Read-only unless ``fix`` (see
+    :mod:`lattice_qdrant.verify`).
+    """
+    vector_models = parse_vector_models(session, vectors) if vectors else None
+    plan = None
+    if vector_models is None:
+        try:
+            plan = session.migration(collection).snapshot(refresh=True).plan
+        except MigrationNotFoundError:
+            plan = None
+    return verification.verify(
+        session.store,
+        session.client.registry,
+        collection,
+        vector_models=vector_models,
+        plan=plan,
+        sample=sample,
+        all_points=all_points,
+        text_field=text_field or (plan.text_field if plan is not None else session.settings.text_field),
+        tolerance=tolerance,
+        fix=fix,
+        embedder_for_spec=session.client.embedder,
+        seed=seed,
+        max_text_chars=session.settings.max_text_chars,
     )

@@ -25,11 +25,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from . import bluegreen
+from .compare import RECORD_KIND as _COMPARISON
+from .compare import quality_gate
 from .errors import (
+    CollectionNotFoundError,
     ConcurrentTransitionError,
     InvalidTransitionError,
     MigrationExistsError,
     MigrationNotFoundError,
+    QualityGateError,
     StoreError,
 )
 from .plan import MigrationPlan
@@ -42,11 +47,13 @@ from .state import (
     Finalize,
     MigrationState,
     Pause,
+    Phase,
     Progress,
     QueryRoute,
     Resume,
     Rollback,
     Start,
+    Status,
     WriteRoute,
     query_route,
     rollback_window_left,
@@ -60,6 +67,8 @@ __all__ = ["DEFAULT_REFRESH_INTERVAL", "Migration", "Routing", "Snapshot", "plan
 log = logging.getLogger(__name__)
 
 _KIND = "migration"
+#: Records mapping another name of a migrated collection (a blue-green alias or target) to its record.
+NAME_KIND = "migration_name"
 #: Seconds a process may route by a cached state before reading it again.
 DEFAULT_REFRESH_INTERVAL = 2.0
 
@@ -137,6 +146,11 @@ def plan_migration(store: Store, plan: MigrationPlan) -> Migration:
             raise MigrationExistsError(plan.collection, snap.state.label)
         if store.replace_record(_KIND, plan.collection, body, expected=existing) is None:
             raise ConcurrentTransitionError(plan.collection, "plan", snap.epoch, snap.epoch + 1)
+    if plan.blue_green:
+        # the alias and the target collection name the same migration (the wrapper looks them up)
+        for name in (plan.alias, plan.target_collection):
+            if name:
+                store.put_record(NAME_KIND, name, {"collection": plan.collection})
     migration = Migration(store, plan.collection)
     migration._record_event("plan", None, MigrationState(), migration.snapshot(refresh=True).epoch)
     return migration
@@ -207,7 +221,21 @@ class Migration:
 
     def coverage(self) -> Coverage:
         """Points with the target vector, counted from the data now (read-only)."""
-        cov = self.store.coverage(self.collection, self.plan.target_vector)
+        plan = self.plan
+        if plan.blue_green:
+            # points of the source collection that hold the target vector in the target collection
+            # (after finalize the source collection is gone and the target one is the collection)
+            data = plan.data_collection
+            source_exists = self.store.collection_exists(self.collection)
+            total = self.store.count(self.collection if source_exists else data)
+            covered = (
+                self.store.coverage(data, plan.target_vector).covered
+                if self.store.collection_exists(data)
+                else 0
+            )
+            cov = Coverage(covered=min(covered, total), total=total)
+        else:
+            cov = self.store.coverage(self.collection, plan.target_vector)
         with self._lock:
             self._coverage, self._coverage_at = cov, time.monotonic()
         return cov
@@ -301,12 +329,38 @@ class Migration:
         Creates the payload indexes and the target named vector (both idempotent, so a crash halfway is
         repaired by calling ``start`` again), then records the coverage counted from the data.
         """
-        plan = self.snapshot(refresh=True).plan
+        snap = self.snapshot(refresh=True)
+        plan = snap.plan
+        if plan.blue_green:
+            return self._start_blue_green(snap.state)
         self.store.check_in_place(self.collection, plan.source_vector)
         self.store.ensure_payload_indexes(self.collection)
         self.store.ensure_vector(self.collection, plan.target_vector, plan.target)
         cov = self.coverage()
         return self.apply(Start(processed=cov.covered, total=cov.total))
+
+    def _start_blue_green(self, state: MigrationState) -> MigrationState:
+        """Blue-green start: target collection, then dual-writes, then the copy (all resumable).
+
+        Dual-writes begin before the copy so that no write made during the copy is missed; the copy
+        inserts only points the wrapper has not written yet. Calling ``start`` again after a crash
+        finishes the copy.
+        """
+        plan = self.plan
+        if state.status == Status.PLANNED:
+            bluegreen.prepare(self.store, plan)
+            cov = self.coverage()
+            state = self.apply(Start(processed=cov.covered, total=cov.total))
+        elif state.phase == Phase.STABLE or state.terminal:
+            raise InvalidTransitionError(state.label, "start")
+        if not bluegreen.copy_complete(self.store, plan):
+            bluegreen.copy_points(self.store, plan)
+        return self.snapshot(refresh=True).state
+
+    def sync_alias(self) -> bool:
+        """Blue-green: put the alias where the recorded state says queries go; ``True`` if it moved."""
+        snap = self.snapshot(refresh=True)
+        return bluegreen.sync_alias(self.store, snap.plan, snap.state)
 
     def progress(self) -> MigrationState:
         """Record the coverage counted from the data (completes the migration at 100%)."""
@@ -332,22 +386,72 @@ class Migration:
             drop_target: also delete the target named vector (its vectors are lost).
         """
         state = self.apply(Cancel())
-        if drop_target:
-            self.store.drop_vector(self.collection, self.plan.target_vector)
+        plan = self.plan
+        if plan.blue_green:
+            bluegreen.sync_alias(self.store, plan, state)
+            if drop_target:
+                self.store.drop_collection(plan.data_collection)
+        elif drop_target:
+            self.store.drop_vector(self.collection, plan.target_vector)
         return state
 
     def cutover(self, *, force: bool = False) -> MigrationState:
         """Switch queries to the target vector and open the rollback window.
 
+        When the plan sets ``compare_margin``, the last recorded shadow comparison
+        (``lattice-qdrant compare``) must show the target's recall at most that far below the source's.
+
         Raises:
             ThresholdNotMetError: coverage is below the plan's threshold and ``force`` is false.
+            QualityGateError: the comparison gate refuses (or has no labelled comparison) and ``force``
+                is false.
         """
+        plan = self.plan
+        if plan.blue_green:
+            self.sync_alias()
+            if not self.store.collection_exists(plan.data_collection):
+                raise CollectionNotFoundError(
+                    "cutover refused: the target collection does not exist", collection=plan.data_collection
+                )
+            if not bluegreen.copy_complete(self.store, plan) and not force:
+                raise InvalidTransitionError(
+                    self.state.label,
+                    "cutover",
+                    "the copy into the target collection is not complete; start again",
+                )
         cov = self.coverage()
-        return self.apply(Cutover(coverage=cov.fraction, at=self.clock(), force=force))
+        event = Cutover(coverage=cov.fraction, at=self.clock(), force=force)
+        if not force:
+            self._check_quality_gate(event)
+        state = self.apply(event)
+        if plan.blue_green:
+            bluegreen.sync_alias(self.store, plan, state)
+        return state
+
+    def _check_quality_gate(self, event: Cutover) -> None:
+        snap = self.snapshot(refresh=True)
+        plan = snap.plan
+        if plan.compare_margin is None:
+            return
+        transition(snap.state, event, plan.policy)  # the lifecycle's own refusals come first
+        reason = quality_gate(
+            self.store.get_record(_COMPARISON, self.collection),
+            plan.compare_margin,
+            source=plan.source.qualified_id,
+            target=plan.target.qualified_id,
+        )
+        if reason is not None:
+            raise QualityGateError(self.collection, reason, plan.compare_margin)
 
     def rollback(self) -> MigrationState:
         """Switch queries back to the source vector; writes keep going to both."""
-        return self.apply(Rollback(at=self.clock()))
+        plan = self.plan
+        if plan.blue_green:
+            self.sync_alias()
+        state = self.apply(Rollback(at=self.clock()))
+        if plan.blue_green:
+            bluegreen.sync_alias(self.store, plan, state)
+        return state
 
     def finalize(self, *, force: bool = False) -> MigrationState:
         """Drop the source vector and leave a stable single-model collection.
@@ -361,12 +465,20 @@ class Migration:
         """
         snap = self.snapshot(refresh=True)
         if snap.state.finalized:
-            self.store.drop_vector(self.collection, snap.plan.source_vector)
+            self._drop_source(snap.plan, snap.state)
             return snap.state
         # Refresh the counts from the data, so that the completeness check is current.
         # (A failed migration records no progress; only a forced finalize gets past it.)
         with contextlib.suppress(InvalidTransitionError):
             self.progress()
         state = self.apply(Finalize(at=self.clock(), force=force))
-        self.store.drop_vector(self.collection, snap.plan.source_vector)
+        self._drop_source(snap.plan, state)
         return state
+
+    def _drop_source(self, plan: MigrationPlan, state: MigrationState) -> None:
+        """After finalize: drop the source named vector (in place) or the source collection (blue-green)."""
+        if plan.blue_green:
+            bluegreen.sync_alias(self.store, plan, state)
+            self.store.drop_collection(self.collection)
+        else:
+            self.store.drop_vector(self.collection, plan.source_vector)

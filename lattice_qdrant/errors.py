@@ -19,6 +19,7 @@ catch qdrant-client's own exceptions::
     │       ├── InvalidTransitionError    the event is not allowed in the current state
     │       ├── ThresholdNotMetError      cutover refused: coverage below the threshold
     │       ├── RollbackWindowOpenError   finalize refused: the rollback window is still open
+    │       ├── QualityGateError          cutover refused: the shadow comparison shows the target too weak
     │       └── ConcurrentTransitionError another process changed the state first
     └── StoreError                    Qdrant refused or failed a request
         ├── TransientStoreError       worth retrying (timeouts, connection errors, HTTP 408/429/5xx)
@@ -52,6 +53,7 @@ __all__ = [
     "ModelError",
     "ModelNotFoundError",
     "PointNotFoundError",
+    "QualityGateError",
     "RollbackWindowOpenError",
     "StoreError",
     "ThresholdNotMetError",
@@ -190,6 +192,28 @@ class RollbackWindowOpenError(TransitionError):
     def __init__(self, message: str, seconds_left: float | None = None) -> None:
         super().__init__(message)
         self.seconds_left = seconds_left
+
+
+class QualityGateError(TransitionError):
+    """Cutover refused by the shadow-comparison gate (the plan's ``compare_margin``).
+
+    The last recorded comparison shows the target's recall more than the margin below the source's, or
+    no comparison with relevance labels is recorded for this migration.
+
+    Attributes:
+        collection: the collection.
+        reason: why, naming the recalls and the margin or what to run.
+        margin: the plan's ``compare_margin``.
+    """
+
+    def __init__(self, collection: str, reason: str, margin: float) -> None:
+        super().__init__(
+            f"cutover of {collection!r} refused by the quality gate (compare_margin {margin:g}): {reason}; "
+            "or pass force=True (--force) to cut over anyway"
+        )
+        self.collection = collection
+        self.reason = reason
+        self.margin = margin
 
 
 class ConcurrentTransitionError(TransitionError):

@@ -65,7 +65,7 @@ class MixedResult:
     repaired: list[Any] = field(default_factory=list)
 
 
-def _target_of(point: models.ScoredPoint, name: str) -> list[float] | None:
+def _target_of(point: models.ScoredPoint | models.Record, name: str) -> list[float] | None:
     vector = point.vector
     if isinstance(vector, dict):
         value = vector.get(name)
@@ -114,11 +114,15 @@ def mixed_query(
         "with_vectors": [plan.target_vector],
         "query_filter": query_filter,
     }
+    blue_green = plan.blue_green
     by_source = store.query(
-        plan.collection, query=q_source.tolist(), using=plan.source_vector, **common
+        plan.collection,
+        query=q_source.tolist(),
+        using=plan.source_vector or None,
+        **{**common, "with_vectors": False} if blue_green else common,
     ).points
     by_target = store.query(
-        plan.collection, query=q_target.tolist(), using=plan.target_vector, **common
+        plan.data_collection, query=q_target.tolist(), using=plan.target_vector or None, **common
     ).points
     order: list[Any] = []
     seen: dict[Any, models.ScoredPoint] = {}
@@ -133,6 +137,20 @@ def mixed_query(
         found = _target_of(seen[pid], plan.target_vector)
         if found is not None:
             vectors[pid] = found
+    if blue_green:
+        # the source search ran on the source collection: fetch target vectors from the target one
+        lacking = [pid for pid in order if pid not in vectors]
+        fetched = (
+            store.retrieve(
+                plan.data_collection, lacking, with_payload=False, with_vectors=[plan.target_vector]
+            )
+            if lacking
+            else []
+        )
+        for record in fetched:
+            found = _target_of(record, plan.target_vector)
+            if found is not None:
+                vectors[record.id] = found
     result.rescored = len(vectors)
     if missing == "embed":
         todo = [

@@ -50,6 +50,10 @@ class MigrationPlan(BaseModel):
         oversample: in mixed mode, each search gathers ``limit * oversample`` candidates.
         compare_margin: if set, cutover is refused while the last shadow comparison shows the target's
             recall more than this below the source's (unless forced).
+        target_collection: blue-green: the new collection holding the target vectors.
+        alias: blue-green: the alias readers query through; cutover moves it to ``target_collection``,
+            rollback moves it back.
+        copy_source_vector: blue-green: also copy the source vector into ``target_collection``.
         created_at: unix time the plan was made.
     """
 
@@ -59,7 +63,7 @@ class MigrationPlan(BaseModel):
     source: ModelSpec
     target: ModelSpec
     source_vector: str
-    target_vector: str = Field(min_length=1)
+    target_vector: str
     text_field: str = Field(default="text", min_length=1)
     strategy: Strategy = Strategy.IN_PLACE
     cutover_threshold: float = Field(default=0.99, ge=0.0, le=1.0)
@@ -70,11 +74,25 @@ class MigrationPlan(BaseModel):
     read_repair: bool = False
     oversample: int = Field(default=4, ge=1, le=100)
     compare_margin: float | None = Field(default=None, ge=0.0, le=1.0)
+    target_collection: str | None = None
+    alias: str | None = None
+    copy_source_vector: bool = False
     created_at: float = Field(default_factory=time.time)
 
     @model_validator(mode="after")
     def _check(self) -> MigrationPlan:
-        if self.source_vector == self.target_vector:
+        if self.strategy == Strategy.BLUE_GREEN:
+            if not self.target_collection or self.target_collection == self.collection:
+                raise ValueError("a blue-green plan needs a target_collection other than the collection")
+            if self.alias in (self.collection, self.target_collection):
+                raise ValueError(f"the alias {self.alias!r} must not be a collection's own name")
+            if self.copy_source_vector and self.source_vector == self.target_vector:
+                raise ValueError(
+                    "copy_source_vector needs distinct source and target vector names in the new collection"
+                )
+        elif not self.target_vector:
+            raise ValueError("an in-place migration needs a name for the target vector")
+        elif self.source_vector == self.target_vector:
             raise ValueError(
                 f"source_vector and target_vector are both {self.source_vector!r}; an in-place "
                 "migration needs a new vector name for the target"
@@ -85,6 +103,16 @@ class MigrationPlan(BaseModel):
                 "register the target under a new version"
             )
         return self
+
+    @property
+    def blue_green(self) -> bool:
+        """Whether the target vectors live in a new collection (blue-green) rather than in place."""
+        return self.strategy == Strategy.BLUE_GREEN
+
+    @property
+    def data_collection(self) -> str:
+        """The collection holding the target vectors (the backfill's collection)."""
+        return self.target_collection if self.blue_green and self.target_collection else self.collection
 
     @property
     def policy(self) -> Policy:

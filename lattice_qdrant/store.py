@@ -637,6 +637,8 @@ class Store:
 
     def query(self, collection: str, **kwargs: Any) -> rest.QueryResponse:
         """``query_points`` with errors translated (the routed client decides ``using``)."""
+        if kwargs.get("using") == "":
+            kwargs["using"] = None  # "" names the unnamed default vector
         response: rest.QueryResponse = self._call(
             "query points",
             self.client.query_points,
@@ -811,10 +813,11 @@ class Store:
             ],
         )
 
-    # ----------------------------------------------------------------- whole collections (backups)
+    # ------------------------------------------------------------ whole collections (backups, blue-green)
 
     def ensure_collection(self, collection: str, vectors: dict[str, VectorInfo]) -> bool:
-        """Create a collection with these dense named vectors if it does not exist; return whether it was.
+        """Create a collection with these dense vectors (``""``: the unnamed one) if it does not exist;
+        return whether it was created.
 
         Idempotent: an existing collection with exactly these vectors (size and distance) is left alone;
         one with other vectors raises :class:`VectorConflictError` (nothing is changed).
@@ -829,10 +832,11 @@ class Store:
                     collection=collection,
                 )
             return False
-        config = {
+        params = {
             name: models.VectorParams(size=info.size, distance=models.Distance(info.distance.value))
             for name, info in vectors.items()
         }
+        config: Any = params[""] if list(params) == [""] else params  # "" is the unnamed default vector
         try:
             self._call(
                 "create the collection",
@@ -892,3 +896,42 @@ class Store:
             vector=name,
         )
         return True
+
+    # ----------------------------------------------------------------- blue-green: collections and aliases
+
+    def alias_target(self, alias: str) -> str | None:
+        """The collection ``alias`` points to, or ``None`` when there is no such alias (read-only)."""
+        response = self._call("read the aliases", self.client.get_aliases)
+        for found in response.aliases:
+            if found.alias_name == alias:
+                return str(found.collection_name)
+        return None
+
+    def switch_alias(self, alias: str, collection: str) -> None:
+        """Point ``alias`` at ``collection`` in one action (creating an alias that exists moves it).
+
+        The collection is checked first: a server applies alias actions one by one, so a failing action
+        must not be the one after a deletion.
+        """
+        if not self.collection_exists(collection):
+            raise CollectionNotFoundError(
+                f"cannot point alias {alias!r} at a collection that does not exist", collection=collection
+            )
+        self._call(
+            f"point alias {alias!r} at the collection",
+            self.client.update_collection_aliases,
+            change_aliases_operations=[
+                models.CreateAliasOperation(
+                    create_alias=models.CreateAlias(collection_name=collection, alias_name=alias)
+                )
+            ],
+            collection=collection,
+        )
+
+    def forward(self, method: str, collection: str, *args: Any, **kwargs: Any) -> Any:
+        """Call a point operation of qdrant-client (``delete``, ``set_payload``, ...) on ``collection``,
+        with the library's error translation and retries."""
+        action = method.replace("_", " ")
+        return self._call(
+            action, getattr(self.client, method), collection, *args, collection=collection, **kwargs
+        )

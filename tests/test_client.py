@@ -102,7 +102,7 @@ def test_batch_input_and_per_vector_documents(
         ({"legacy": [math.inf] * 64}, {"text": "t"}, "non-finite"),
         ({"legacy": [0.1] * 64}, {}, "missing vector 'modern-v1'"),
         ({"legacy": [0.1] * 64}, {"text": "   "}, "missing vector 'modern-v1'"),
-        ([0.1] * 64, {"text": "t"}, "a plain vector is ambiguous"),
+        ([0.1] * 50, {"text": "t"}, "a plain vector is ambiguous"),
         ({"legacy": "not numbers"}, {"text": "t"}, "not a list of numbers"),
         ({"legacy": [[0.1] * 64]}, {"text": "t"}, "not a flat list"),
     ],
@@ -297,3 +297,16 @@ def test_migration_to_the_real_minilm_model(
     assert got == {texts[0], texts[2]}
     migration.finalize(force=True)
     assert set(qdrant.get_collection(docs).config.params.vectors) == {"minilm-v1"}
+
+
+def test_a_plain_vector_is_taken_by_the_model_whose_dimension_it_has(
+    lattice: lq.LatticeClient, migrating: lq.Migration, legacy: HashEmbedder, modern: HashEmbedder
+) -> None:
+    text = "bread and butter"
+    lattice.upsert(
+        migrating.collection,
+        [models.PointStruct(id=400, vector=legacy.embed([text])[0].tolist(), payload={"text": text})],
+    )
+    rec = stored(lattice.client, migrating.collection, 400)
+    assert close(rec.vector["legacy"], legacy.embed([text])[0])
+    assert close(rec.vector[migrating.plan.target_vector], modern.embed([text])[0])

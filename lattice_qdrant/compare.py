@@ -1,0 +1,999 @@
+"""Shadow comparison: run the same queries through both models and measure how their results differ.
+
+Before cutover, :func:`compare` searches the collection with each query three ways:
+
+* **source**: the source embedding against the source vector (what queries get today);
+* **target**: the target embedding against the target vector. Only points that already have the
+  target vector can be found, so while the backfill runs the target's recall is a floor; the report
+  states the coverage;
+* **mixed**: ``query_points(mode="mixed")`` (:mod:`lattice_qdrant.mixed`), candidates of both vectors
+  rescored in the target space, without read-repair. Only while writes go to both vectors (between
+  start and finalize) and the source vector exists.
+
+and reports, for each ``k``:
+
+* ``overlap@k``: how many of the source's top ``k`` the target also has in its top ``k``, divided by
+  ``k`` (by the longer list's length when the collection has fewer than ``k`` points to return);
+* rank correlation: Spearman's rho between the source and target rankings over the union of both top
+  ``k`` lists. An item missing from one list is ranked ``k + 1`` in it (tied with the other missing
+  items: "somewhere below the cut"), and rho is the Pearson correlation of the two rank vectors. It is
+  undefined (``None``) when one list's ranks are all equal, e.g. the target found nothing;
+* with relevance labels, ``recall@k`` (relevant ids in the top ``k`` / relevant ids) and ``nDCG@k``
+  (binary relevance: gain 1 for a relevant id at rank ``i``, discounted by ``log2(i + 1)``, divided by
+  the ideal ordering's) of the source, the target and mixed mode.
+
+Queries come from a file (:func:`load_queries`: JSON lines ``{"query": "...", "relevant": [ids]}`` or
+plain text lines) or are sampled from the collection (:func:`sample_queries`: a seeded choice of points,
+whose first sentence, at most 12 words, is the query and whose own id the one relevant result: a
+known-item search).
+
+Gating cutover: :func:`record_comparison` stores the report's :meth:`~ComparisonReport.summary` in the
+control collection. When the plan sets ``compare_margin``, ``Migration.cutover`` asks
+:func:`quality_gate` about that record and refuses (``QualityGateError``) unless forced.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import random
+import re
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+from qdrant_client import models
+
+from .embedders import embed_checked
+from .errors import ConfigError, StoreError
+from .state import QueryRoute, WriteRoute
+from .store import Store
+
+if TYPE_CHECKING:
+    from .client import LatticeClient
+
+__all__ = [
+    "DEFAULT_KS",
+    "RECORD_KIND",
+    "SYSTEMS",
+    "AtK",
+    "ComparisonReport",
+    "QueryOutcome",
+    "QuerySpec",
+    "compare",
+    "load_queries",
+    "ndcg_at_k",
+    "normalize_id",
+    "overlap_at_k",
+    "parse_ks",
+    "parse_queries",
+    "quality_gate",
+    "query_from_text",
+    "rank_correlation",
+    "recall_at_k",
+    "record_comparison",
+    "sample_queries",
+]
+
+PointId = int | str
+"""A Qdrant point id: an unsigned integer or a UUID string (canonical form)."""
+
+DEFAULT_KS: tuple[int, ...] = (1, 5, 10, 20)
+"""The cut-offs reported by default."""
+
+SYSTEMS: tuple[str, ...] = ("source", "target", "mixed")
+"""The three ways a query is run, in report order."""
+
+RECORD_KIND = "comparison"
+"""Kind of the control record holding the latest comparison summary of a collection."""
+
+GATE_K = 10
+"""The cut-off the gate judges at, when reported; otherwise the largest one."""
+
+MAX_K = 1000
+_QUERY_WORDS = 12
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_EPSILON = 1e-9
+
+
+# --------------------------------------------------------------------------- queries
+
+
+@dataclass(frozen=True)
+class QuerySpec:
+    """A query text and, when known, the ids of the points relevant to it.
+
+    Attributes:
+        text: what a person would type.
+        relevant: ids of the relevant points (normalised with :func:`normalize_id`); ``None`` when the
+            query has no labels, in which case only overlap and rank correlation are computed for it.
+    """
+
+    text: str
+    relevant: frozenset[PointId] | None = None
+
+
+def normalize_id(value: Any) -> PointId:
+    """A point id as Qdrant returns it, so ids from a file compare equal to ids from a search.
+
+    Integers stay integers, a string of digits becomes an integer (Qdrant's only string ids are UUIDs),
+    and a UUID in any spelling becomes its canonical lowercase form.
+
+    Raises:
+        ValueError: ``value`` is neither an unsigned integer nor a UUID.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a point id (an unsigned integer or a UUID)")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"{value!r} is not a point id (ids are unsigned)")
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isascii() and text.isdigit():
+            return int(text)
+        try:
+            return str(uuid.UUID(text))
+        except ValueError:
+            pass
+    raise ValueError(f"{value!r} is not a point id (an unsigned integer or a UUID)")
+
+
+def parse_queries(lines: Iterable[str], *, source: str = "queries") -> list[QuerySpec]:
+    """Queries from lines of text: JSON objects or plain text, one query a line.
+
+    A line starting with ``{`` must be a JSON object ``{"query": "...", "relevant": [ids]}``
+    (``relevant`` optional: a non-empty list of integer or UUID ids); any other non-blank line is a
+    query without labels. Blank lines are skipped.
+
+    Args:
+        lines: the lines (a file object works).
+        source: how to name the input in errors (a file name).
+
+    Raises:
+        ConfigError: a line is not a valid query; the message names ``source`` and the line number.
+    """
+    out: list[QuerySpec] = []
+    for number, raw in enumerate(lines, start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        if not line.startswith("{"):
+            out.append(QuerySpec(" ".join(line.split())))
+            continue
+        problem, spec = _json_query(line)
+        if spec is None:
+            raise ConfigError(f"{source} line {number}: {problem}", key="queries")
+        out.append(spec)
+    return out
+
+
+def _json_query(line: str) -> tuple[str, QuerySpec | None]:
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return f"not valid JSON ({exc.msg} at column {exc.colno})", None
+    if not isinstance(data, dict):
+        return "expected a JSON object with a 'query'", None
+    unknown = sorted(set(data) - {"query", "relevant"})
+    if unknown:
+        return f"unknown key(s) {', '.join(repr(k) for k in unknown)}; expected 'query' and 'relevant'", None
+    text = data.get("query")
+    if not isinstance(text, str) or not text.strip():
+        return "'query' must be a non-empty string", None
+    relevant = data.get("relevant")
+    if relevant is None:
+        return "", QuerySpec(" ".join(text.split()))
+    if not isinstance(relevant, list) or not relevant:
+        return "'relevant' must be a non-empty list of point ids (or left out)", None
+    try:
+        ids = frozenset(normalize_id(v) for v in relevant)
+    except ValueError as exc:
+        return f"'relevant': {exc}", None
+    return "", QuerySpec(" ".join(text.split()), ids)
+
+
+def load_queries(path: str | Path) -> list[QuerySpec]:
+    """Queries from a file (see :func:`parse_queries` for the format).
+
+    Raises:
+        ConfigError: the file cannot be read, holds no query, or has a bad line.
+    """
+    path = Path(path)
+    try:
+        with path.open(encoding="utf-8") as handle:
+            queries = parse_queries(handle, source=str(path))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the queries file {path}: {exc}", key="queries") from exc
+    if not queries:
+        raise ConfigError(f"the queries file {path} holds no query", key="queries")
+    return queries
+
+
+def query_from_text(text: str, *, max_words: int = _QUERY_WORDS) -> str:
+    """A query made from a document: its first sentence, at most ``max_words`` words."""
+    first = _SENTENCE_END.split(" ".join(text.split()), maxsplit=1)[0]
+    return " ".join(first.split()[:max_words])
+
+
+def sample_queries(
+    store: Store, collection: str, n: int, *, text_field: str = "text", seed: int = 0
+) -> list[QuerySpec]:
+    """Known-item queries sampled from the collection: each point's first sentence finds that point.
+
+    Picks ``n`` points uniformly among those with a non-empty ``text_field`` (reservoir sampling over
+    one scroll of ids, seeded, so the same collection and seed give the same queries); each query is
+    :func:`query_from_text` of the point's text and its relevant set is the point itself. Read-only.
+
+    Raises:
+        ConfigError: ``n`` is below 1.
+    """
+    if n < 1:
+        raise ConfigError(f"the sample size must be at least 1, got {n}", key="sample")
+    rng = random.Random(seed)
+    chosen: list[Any] = []
+    seen = 0
+    has_text = models.Filter(must_not=[models.IsEmptyCondition(is_empty=models.PayloadField(key=text_field))])
+    for page in store.iter_points(collection, flt=has_text, page_size=1024, with_payload=False):
+        for record in page:
+            seen += 1
+            if len(chosen) < n:
+                chosen.append(record.id)
+            else:
+                slot = rng.randrange(seen)
+                if slot < n:
+                    chosen[slot] = record.id
+    if not chosen:
+        return []
+    texts = {
+        normalize_id(r.id): (r.payload or {}).get(text_field)
+        for r in store.retrieve(collection, chosen, with_payload=[text_field])
+    }
+    out: list[QuerySpec] = []
+    for pid in (normalize_id(c) for c in chosen):
+        text = texts.get(pid)
+        query = query_from_text(text) if isinstance(text, str) else ""
+        if query:
+            out.append(QuerySpec(query, frozenset({pid})))
+    return out
+
+
+def parse_ks(text: str) -> tuple[int, ...]:
+    """``"1,5,10,20"`` -> ``(1, 5, 10, 20)``.
+
+    Raises:
+        ConfigError: not a comma-separated list of integers between 1 and 1000.
+    """
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(
+            f"--k {text!r}: expected comma-separated integers, e.g. 1,5,10,20", key="k"
+        ) from None
+    return _checked_ks(values)
+
+
+def _checked_ks(ks: Iterable[int]) -> tuple[int, ...]:
+    values = sorted(set(ks))
+    if not values:
+        raise ConfigError("give at least one k", key="k")
+    bad = [k for k in values if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K]
+    if bad:
+        raise ConfigError(f"every k must be an integer from 1 to {MAX_K}, got {bad[0]!r}", key="k")
+    return tuple(values)
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def overlap_at_k(a: Sequence[PointId], b: Sequence[PointId], k: int) -> float:
+    """Share of ``a``'s top ``k`` also in ``b``'s top ``k``.
+
+    Divided by ``k``, or by the longer of the two lists when both hold fewer than ``k`` ids (a small
+    collection); two empty lists agree fully (1.0).
+    """
+    top_a, top_b = set(a[:k]), set(b[:k])
+    size = max(len(top_a), len(top_b))
+    return 1.0 if size == 0 else len(top_a & top_b) / size
+
+
+def rank_correlation(a: Sequence[PointId], b: Sequence[PointId], k: int) -> float | None:
+    """Spearman's rho between two rankings' top ``k``, over the union of both.
+
+    An id missing from one list gets rank ``k + 1`` there (tied with the other missing ids); rho is
+    the Pearson correlation of the two rank vectors, in ``[-1, 1]``.
+
+    Returns:
+        rho, 1.0 for two identical one-item lists, or ``None`` when it is undefined (fewer than two
+        ids in the union otherwise, or all ranks equal in one list, e.g. it is empty).
+    """
+    top_a, top_b = list(a[:k]), list(b[:k])
+    union = list(dict.fromkeys([*top_a, *top_b]))
+    if len(union) < 2:
+        return 1.0 if top_a and top_a == top_b else None
+    ranks_a = _ranks(top_a, union, k)
+    ranks_b = _ranks(top_b, union, k)
+    da, db = ranks_a - ranks_a.mean(), ranks_b - ranks_b.mean()
+    denominator = math.sqrt(float(da @ da) * float(db @ db))
+    if denominator == 0.0:
+        return None
+    return float(np.clip(float(da @ db) / denominator, -1.0, 1.0))
+
+
+def _ranks(ranking: Sequence[PointId], union: Sequence[PointId], k: int) -> NDArray[np.float64]:
+    position: dict[PointId, int] = {}
+    for i, pid in enumerate(ranking):
+        position.setdefault(pid, i + 1)
+    return np.array([position.get(pid, k + 1) for pid in union], dtype=np.float64)
+
+
+def recall_at_k(
+    ranking: Sequence[PointId], relevant: frozenset[PointId] | set[PointId], k: int
+) -> float | None:
+    """Share of the relevant ids found in the top ``k``; ``None`` without relevant ids."""
+    if not relevant:
+        return None
+    hits = _hits(ranking, relevant, k)
+    return float(np.count_nonzero(hits)) / len(relevant)
+
+
+def ndcg_at_k(
+    ranking: Sequence[PointId], relevant: frozenset[PointId] | set[PointId], k: int
+) -> float | None:
+    """Normalised discounted cumulative gain at ``k`` with binary relevance; ``None`` without labels.
+
+    DCG sums ``1 / log2(i + 1)`` over the relevant ids at ranks ``i = 1..k``; it is divided by the DCG
+    of the ideal ranking (every relevant id first, as many as fit in ``k``).
+    """
+    if not relevant:
+        return None
+    hits = _hits(ranking, relevant, k)
+    dcg = float((_discounts(hits.size)[hits]).sum())
+    ideal = float(_discounts(min(len(relevant), k)).sum())
+    return dcg / ideal
+
+
+def _hits(
+    ranking: Sequence[PointId], relevant: frozenset[PointId] | set[PointId], k: int
+) -> NDArray[np.bool_]:
+    top = ranking[:k]
+    return np.fromiter((pid in relevant for pid in top), dtype=np.bool_, count=len(top))
+
+
+def _discounts(n: int) -> NDArray[np.float64]:
+    return 1.0 / np.log2(np.arange(2, n + 2, dtype=np.float64))
+
+
+def _mean(values: Iterable[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return float(np.mean(kept)) if kept else None
+
+
+# --------------------------------------------------------------------------- the report
+
+
+@dataclass(frozen=True)
+class QueryOutcome:
+    """One query and the ids each system returned for it, best first (up to the largest ``k``)."""
+
+    query: QuerySpec
+    results: Mapping[str, tuple[PointId, ...]]
+
+    def at(self, k: int) -> dict[str, Any]:
+        """This query's metrics at ``k`` (JSON-safe): overlap, rank correlation, recall and nDCG."""
+        source, target = self.results.get("source"), self.results.get("target")
+        relevant = self.query.relevant
+        overlap: float | None = None
+        rho: float | None = None
+        if source is not None and target is not None:
+            overlap, rho = overlap_at_k(source, target, k), rank_correlation(source, target, k)
+        return {
+            "k": k,
+            "overlap": overlap,
+            "rank_correlation": rho,
+            "recall": {s: recall_at_k(ids, relevant, k) for s, ids in self.results.items()}
+            if relevant
+            else {},
+            "ndcg": {s: ndcg_at_k(ids, relevant, k) for s, ids in self.results.items()} if relevant else {},
+        }
+
+
+@dataclass(frozen=True)
+class AtK:
+    """Means over the queries at one cut-off ``k``.
+
+    Attributes:
+        k: the cut-off.
+        overlap: mean overlap@k of source and target (``None`` when one of them was not searched).
+        rank_correlation: mean Spearman's rho where defined (``None`` when never defined).
+        recall: mean recall@k per system, over the labelled queries (empty without labels).
+        ndcg: mean nDCG@k per system, over the labelled queries (empty without labels).
+    """
+
+    k: int
+    overlap: float | None
+    rank_correlation: float | None
+    recall: Mapping[str, float | None] = field(default_factory=dict)
+    ndcg: Mapping[str, float | None] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form."""
+        return {
+            "k": self.k,
+            "overlap": self.overlap,
+            "rank_correlation": self.rank_correlation,
+            "recall": dict(self.recall),
+            "ndcg": dict(self.ndcg),
+        }
+
+
+@dataclass(frozen=True)
+class ComparisonReport:
+    """A shadow comparison of a collection's source and target models, for a person and for the gate.
+
+    Attributes:
+        collection: the collection compared.
+        source: the source model's qualified id.
+        target: the target model's qualified id.
+        source_vector: the source named vector.
+        target_vector: the target named vector.
+        state: the migration's state label when the comparison ran.
+        covered: points with the target vector then.
+        total: points in the collection then.
+        ks: the cut-offs, ascending.
+        systems: the systems searched (a subset of :data:`SYSTEMS`, in that order).
+        origin: where the queries came from (a file, a sample, or both).
+        outcomes: every query with its results.
+        at_k: the means per cut-off, in the order of ``ks``.
+        notes: what a reader must know to read the numbers (coverage, skipped systems, labels).
+        compare_margin: the plan's margin, when it gates cutover.
+        created_at: unix time of the comparison.
+    """
+
+    collection: str
+    source: str
+    target: str
+    source_vector: str
+    target_vector: str
+    state: str
+    covered: int
+    total: int
+    ks: tuple[int, ...]
+    systems: tuple[str, ...]
+    origin: str
+    outcomes: tuple[QueryOutcome, ...]
+    at_k: tuple[AtK, ...]
+    notes: tuple[str, ...] = ()
+    compare_margin: float | None = None
+    created_at: float = field(default_factory=time.time)
+
+    @property
+    def coverage(self) -> float:
+        """Fraction of points with the target vector when the comparison ran."""
+        return 1.0 if self.total == 0 else self.covered / self.total
+
+    @property
+    def labelled(self) -> int:
+        """How many queries carry relevance labels."""
+        return sum(1 for o in self.outcomes if o.query.relevant)
+
+    @property
+    def gate_k(self) -> int:
+        """The cut-off the gate judges at: 10 when reported, otherwise the largest ``k``."""
+        return GATE_K if GATE_K in self.ks else self.ks[-1]
+
+    def row(self, k: int) -> AtK:
+        """The means at ``k``.
+
+        Raises:
+            KeyError: ``k`` was not reported.
+        """
+        for row in self.at_k:
+            if row.k == k:
+                return row
+        raise KeyError(k)
+
+    def summary(self) -> dict[str, Any]:
+        """What the cutover gate reads (stored by :func:`record_comparison`); JSON-safe."""
+        row = self.row(self.gate_k)
+        labelled = self.labelled
+        return {
+            "collection": self.collection,
+            "source": self.source,
+            "target": self.target,
+            "at": self.created_at,
+            "k": self.gate_k,
+            "queries": len(self.outcomes),
+            "labelled": labelled,
+            "origin": self.origin,
+            "coverage": round(self.coverage, 6),
+            "overlap": row.overlap,
+            "rank_correlation": row.rank_correlation,
+            **{f"{s}_recall": row.recall.get(s) if labelled else None for s in SYSTEMS},
+            **{f"{s}_ndcg": row.ndcg.get(s) if labelled else None for s in SYSTEMS},
+        }
+
+    def gate(self) -> str | None:
+        """Why the plan's ``compare_margin`` would refuse cutover on this comparison (``None``: allowed)."""
+        return quality_gate(self.summary(), self.compare_margin, source=self.source, target=self.target)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form (``compare --json``): the means, the summary and every query's results."""
+        return {
+            "collection": self.collection,
+            "source": self.source,
+            "target": self.target,
+            "source_vector": self.source_vector,
+            "target_vector": self.target_vector,
+            "state": self.state,
+            "covered": self.covered,
+            "total": self.total,
+            "coverage": round(self.coverage, 6),
+            "ks": list(self.ks),
+            "systems": list(self.systems),
+            "origin": self.origin,
+            "queries": len(self.outcomes),
+            "labelled": self.labelled,
+            "at_k": [row.to_dict() for row in self.at_k],
+            "notes": list(self.notes),
+            "compare_margin": self.compare_margin,
+            "gate": self.gate(),
+            "summary": self.summary(),
+            "created_at": self.created_at,
+            "per_query": [
+                {
+                    "query": o.query.text,
+                    "relevant": sorted(o.query.relevant, key=str) if o.query.relevant else None,
+                    "results": {s: list(ids) for s, ids in o.results.items()},
+                    "at_k": [o.at(k) for k in self.ks],
+                }
+                for o in self.outcomes
+            ],
+        }
+
+    # ------------------------------------------------------------------- text
+
+    def render_text(self, *, worst: int = 5) -> str:
+        """Aligned tables for a terminal: agreement, recall and nDCG per ``k``, the gate's verdict, notes.
+
+        Args:
+            worst: how many queries with the least source/target agreement to list.
+        """
+        lines = [
+            f"Shadow comparison of {self.collection!r} ({self.state}): {len(self.outcomes)} queries from "
+            f"{self.origin}, {self.labelled} with relevance labels",
+            f"  source  {self.source}  (vector {self.source_vector!r})",
+            f"  target  {self.target}  (vector {self.target_vector!r}), covering {self.coverage:.1%} "
+            f"({self.covered} of {self.total} points)",
+            f"  systems {', '.join(self.systems)}",
+            "",
+        ]
+        if "source" in self.systems and "target" in self.systems:
+            lines.append(f"Agreement of source and target (mean over {len(self.outcomes)} queries)")
+            lines += _table(
+                ["k", "overlap@k", "spearman@k"],
+                [[str(r.k), _num(r.overlap), _num(r.rank_correlation)] for r in self.at_k],
+            )
+            lines.append("")
+        if self.labelled:
+            for title, metric in (("Recall@k", "recall"), ("nDCG@k", "ndcg")):
+                lines.append(f"{title} (mean over {self.labelled} labelled queries)")
+                lines += _table(
+                    ["k", *self.systems],
+                    [[str(r.k), *(_num(getattr(r, metric).get(s)) for s in self.systems)] for r in self.at_k],
+                )
+                lines.append("")
+        least = self._least_agreement(worst)
+        if least:
+            lines.append(f"Least agreement at k={self.gate_k}")
+            lines += [f"  {_num(value)}  {_clip(text)}" for value, text in least]
+            lines.append("")
+        lines.append(f"gate    {self._gate_line()}")
+        if self.notes:
+            lines.append("notes")
+            lines += [f"  - {note}" for note in self.notes]
+        return "\n".join(lines)
+
+    def _least_agreement(self, n: int) -> list[tuple[float, str]]:
+        if n <= 0 or not {"source", "target"} <= set(self.systems):
+            return []
+        scored = [
+            (overlap_at_k(o.results["source"], o.results["target"], self.gate_k), o.query.text)
+            for o in self.outcomes
+        ]
+        return sorted((s for s in scored if s[0] < 1.0), key=lambda s: (s[0], s[1]))[:n]
+
+    def _gate_line(self) -> str:
+        if self.compare_margin is None:
+            return "cutover is not gated on comparisons (the plan sets no compare_margin)"
+        reason = self.gate()
+        if reason is not None:
+            return f"cutover would be refused (compare_margin {self.compare_margin:g}): {reason}"
+        summary = self.summary()
+        return (
+            f"cutover allowed (compare_margin {self.compare_margin:g}): target recall@{self.gate_k} "
+            f"{summary['target_recall']:.3f}, source {summary['source_recall']:.3f}"
+        )
+
+    # ------------------------------------------------------------------- html
+
+    def render_html(self) -> str:
+        """A self-contained HTML page: the tables and an inline SVG chart of overlap and recall against k.
+
+        No scripts, styles or fonts are fetched: the page opens offline and can be attached to a ticket.
+        """
+        e = html.escape
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.created_at))
+        parts = [
+            "<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            f"<title>Shadow comparison of {e(self.collection)}</title>",
+            f"<style>{_CSS}</style></head><body>",
+            f"<h1>Shadow comparison of <code>{e(self.collection)}</code></h1>",
+            f"<p>{len(self.outcomes)} queries from {e(self.origin)}, {self.labelled} with relevance labels; "
+            f"migration {e(self.state)}; {e(when)}.</p>",
+            "<table><tbody>",
+            f"<tr><th>source</th><td><code>{e(self.source)}</code> "
+            f"(vector <code>{e(self.source_vector)}</code>)</td></tr>",
+            f"<tr><th>target</th><td><code>{e(self.target)}</code> "
+            f"(vector <code>{e(self.target_vector)}</code>), "
+            f"covering {self.coverage:.1%} ({self.covered} of {self.total} points)</td></tr>",
+            f"<tr><th>gate</th><td>{e(self._gate_line())}</td></tr>",
+            "</tbody></table>",
+            "<h2>Overlap and recall against k</h2>",
+            _svg_chart(self),
+        ]
+        if "source" in self.systems and "target" in self.systems:
+            parts.append("<h2>Agreement of source and target</h2>")
+            parts.append(
+                _html_table(
+                    ["k", "overlap@k", "spearman@k"],
+                    [[str(r.k), _num(r.overlap), _num(r.rank_correlation)] for r in self.at_k],
+                )
+            )
+        if self.labelled:
+            for title, metric in (("Recall@k", "recall"), ("nDCG@k", "ndcg")):
+                parts.append(f"<h2>{title} ({self.labelled} labelled queries)</h2>")
+                parts.append(
+                    _html_table(
+                        ["k", *self.systems],
+                        [
+                            [str(r.k), *(_num(getattr(r, metric).get(s)) for s in self.systems)]
+                            for r in self.at_k
+                        ],
+                    )
+                )
+        least = self._least_agreement(10)
+        if least:
+            parts.append(f"<h2>Least agreement at k={self.gate_k}</h2>")
+            parts.append(_html_table(["overlap", "query"], [[_num(v), t] for v, t in least]))
+        if self.notes:
+            parts.append("<h2>Notes</h2><ul>")
+            parts += [f"<li>{e(note)}</li>" for note in self.notes]
+            parts.append("</ul>")
+        parts.append("</body></html>")
+        return "\n".join(parts) + "\n"
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _clip(text: str, width: int = 90) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    return [
+        "  " + "  ".join(cell.rjust(w) for cell, w in zip(line, widths, strict=True))
+        for line in [list(headers), *rows]
+    ]
+
+
+def _html_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    e = html.escape
+    head = "".join(f"<th>{e(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+_CSS = (
+    "body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:60em}"
+    "table{border-collapse:collapse;margin:0.5em 0 1.5em}"
+    "th,td{padding:0.2em 0.8em;border-bottom:1px solid #ddd;text-align:right}"
+    "th{background:#f4f4f4}tbody th{text-align:left}td:last-child{text-align:left}"
+    "code{font-size:0.95em}svg{display:block;margin:1em 0}"
+)
+
+# colour, dash pattern, width: wide solid lines under narrow dotted ones, so equal series stay visible.
+_SERIES_STYLE = {
+    "overlap": ("#555555", "6 4", 2.0),
+    "source": ("#1f77b4", "", 5.0),
+    "target": ("#d62728", "", 3.0),
+    "mixed": ("#2ca02c", "2 3", 2.0),
+}
+
+
+def _svg_chart(report: ComparisonReport) -> str:
+    """Overlap@k and recall@k per system against k, as an inline SVG drawn by hand."""
+    width, height = 640, 320
+    left, right, top, bottom = 50, 190, 20, 45
+    plot_w, plot_h = width - left - right, height - top - bottom
+    ks = report.ks
+    lo, hi = ks[0], ks[-1]
+
+    def x(k: int) -> float:
+        return left + (plot_w / 2 if hi == lo else (k - lo) / (hi - lo) * plot_w)
+
+    def y(value: float) -> float:
+        return top + (1.0 - value) * plot_h
+
+    series: list[tuple[str, str, list[tuple[int, float]]]] = []
+    if {"source", "target"} <= set(report.systems):
+        points = [(r.k, r.overlap) for r in report.at_k if r.overlap is not None]
+        series.append(("overlap@k source/target", "overlap", points))
+    if report.labelled:
+        for system in report.systems:
+            points = [(r.k, v) for r in report.at_k if (v := r.recall.get(system)) is not None]
+            series.append((f"recall@k {system}", system, points))
+
+    e = html.escape
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="overlap and recall against k">',
+        f'<rect x="0" y="0" width="{width}" height="{height}" fill="#ffffff"/>',
+    ]
+    for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
+        ty = y(tick)
+        out.append(
+            f'<line x1="{left}" y1="{ty:.1f}" x2="{left + plot_w}" y2="{ty:.1f}" stroke="#e0e0e0"/>'
+            f'<text x="{left - 6}" y="{ty + 4:.1f}" font-size="11" text-anchor="end">{tick:.2f}</text>'
+        )
+    for k in ks:
+        tx = x(k)
+        out.append(
+            f'<line x1="{tx:.1f}" y1="{top + plot_h}" x2="{tx:.1f}" y2="{top + plot_h + 4}" stroke="#444"/>'
+            f'<text x="{tx:.1f}" y="{top + plot_h + 17}" font-size="11" text-anchor="middle">{k}</text>'
+        )
+    out.append(
+        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + plot_h}" stroke="#444"/>'
+        f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="#444"/>'
+        f'<text x="{left + plot_w / 2:.1f}" y="{height - 8}" font-size="12" text-anchor="middle">k</text>'
+    )
+    for index, (label, style, points) in enumerate(series):
+        color, dash, stroke = _SERIES_STYLE[style]
+        dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
+        coords = " ".join(f"{x(k):.1f},{y(v):.1f}" for k, v in points)
+        out.append(
+            f'<polyline fill="none" stroke="{color}" stroke-width="{stroke:g}"{dash_attr} points="{coords}"/>'
+        )
+        for k, v in points:
+            out.append(
+                f'<circle cx="{x(k):.1f}" cy="{y(v):.1f}" r="3" fill="{color}">'
+                f"<title>{e(label)} at k={k}: {v:.3f}</title></circle>"
+            )
+        ly = top + 10 + index * 20
+        lx = left + plot_w + 15
+        out.append(
+            f'<line x1="{lx}" y1="{ly}" x2="{lx + 24}" y2="{ly}" stroke="{color}" '
+            f'stroke-width="{stroke:g}"{dash_attr}/>'
+            f'<text x="{lx + 30}" y="{ly + 4}" font-size="12">{e(label)}</text>'
+        )
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- running it
+
+
+def compare(
+    client: LatticeClient,
+    collection: str,
+    queries: Sequence[QuerySpec],
+    *,
+    ks: Iterable[int] = DEFAULT_KS,
+    sample: int | None = None,
+    seed: int = 0,
+    origin: str | None = None,
+) -> ComparisonReport:
+    """Run ``queries`` through the source, the target and mixed mode, and measure the difference.
+
+    Read-only: nothing is written (mixed mode runs without read-repair); :func:`record_comparison`
+    stores the result for the cutover gate.
+
+    Args:
+        client: the wrapped client (its embedders embed the queries).
+        collection: a collection with a started migration.
+        queries: the queries; may be empty when ``sample`` is given.
+        ks: the cut-offs to report (1 to 1000).
+        sample: also sample this many known-item queries from the collection (:func:`sample_queries`).
+        seed: seed of the sample.
+        origin: how to describe where ``queries`` came from (a file name), for the report.
+
+    Raises:
+        MigrationNotFoundError: the collection has no migration.
+        ConfigError: no queries, or a bad ``k``.
+        StoreError: the target vector does not exist (the migration has not started, or was cancelled).
+    """
+    cutoffs = _checked_ks(ks)
+    migration = client.migration(collection)
+    snap = migration.snapshot(refresh=True)
+    plan = snap.plan
+    specs = list(queries)
+    sources = [origin or f"{len(specs)} given queries"] if specs else []
+    if sample:
+        sampled = sample_queries(client.store, collection, sample, text_field=plan.text_field, seed=seed)
+        specs += sampled
+        sources.append(f"a sample of {len(sampled)} points (known-item queries, seed {seed})")
+    if not specs:
+        raise ConfigError(
+            "no queries to compare: give a queries file (--queries FILE) or a sample size (--sample N)",
+            key="queries",
+        )
+    vectors = client.store.vectors(collection)
+    if plan.target_vector not in vectors:
+        raise StoreError(
+            "the target vector does not exist, so there is nothing to compare: "
+            f"run lattice-qdrant start {collection} (and a backfill) first",
+            collection=collection,
+            vector=plan.target_vector,
+        )
+    coverage = migration.coverage()
+    routing = migration.routing(coverage=coverage.fraction)
+    texts = [q.text for q in specs]
+    limit = cutoffs[-1]
+    notes: list[str] = []
+    results: dict[str, list[tuple[PointId, ...]]] = {}
+
+    if plan.source_vector in vectors:
+        embedded = embed_checked(client.embedder(plan.source), texts, plan.source)
+        results["source"] = [
+            _search(client, collection, v.tolist(), plan.source_vector, limit) for v in embedded
+        ]
+    else:
+        notes.append(
+            f"the source vector {plan.source_vector!r} no longer exists (finalized): "
+            "only the target is searched"
+        )
+    embedded = embed_checked(client.embedder(plan.target), texts, plan.target)
+    results["target"] = [_search(client, collection, v.tolist(), plan.target_vector, limit) for v in embedded]
+    if coverage.covered < coverage.total:
+        notes.append(
+            f"the target vector covers {coverage.fraction:.1%} of points ({coverage.covered} of "
+            f"{coverage.total}): the target search only finds covered points, so its recall is a floor "
+            "until the backfill completes"
+        )
+    if "source" in results and routing.write == WriteRoute.DUAL_WRITE:
+        results["mixed"] = [
+            tuple(
+                normalize_id(p.id)
+                for p in client.query_points(
+                    collection,
+                    models.Document(text=text, model="lattice"),
+                    mode="mixed",
+                    read_repair=False,
+                    limit=limit,
+                    with_payload=False,
+                ).points
+            )
+            for text in texts
+        ]
+        if routing.query == QueryRoute.TARGET:
+            notes.append("queries are routed to the target vector now, so mixed mode is the target search")
+    else:
+        notes.append("mixed mode is not evaluated: it applies only while writes go to both vectors")
+    systems = tuple(s for s in SYSTEMS if s in results)
+    outcomes = tuple(QueryOutcome(spec, {s: results[s][i] for s in systems}) for i, spec in enumerate(specs))
+    if not any(o.query.relevant for o in outcomes):
+        notes.append(
+            "no query has relevance labels: recall and nDCG are not computed, and the cutover gate "
+            "cannot judge this comparison"
+        )
+    return ComparisonReport(
+        collection=collection,
+        source=plan.source.qualified_id,
+        target=plan.target.qualified_id,
+        source_vector=plan.source_vector,
+        target_vector=plan.target_vector,
+        state=snap.state.label,
+        covered=coverage.covered,
+        total=coverage.total,
+        ks=cutoffs,
+        systems=systems,
+        origin=" and ".join(sources),
+        outcomes=outcomes,
+        at_k=tuple(_aggregate(outcomes, k, systems) for k in cutoffs),
+        notes=tuple(notes),
+        compare_margin=plan.compare_margin,
+    )
+
+
+def _search(
+    client: LatticeClient, collection: str, vector: list[float], using: str, limit: int
+) -> tuple[PointId, ...]:
+    response = client.query_points(collection, vector, using=using, limit=limit, with_payload=False)
+    return tuple(normalize_id(p.id) for p in response.points)
+
+
+def _aggregate(outcomes: Sequence[QueryOutcome], k: int, systems: Sequence[str]) -> AtK:
+    per_query = [o.at(k) for o in outcomes]
+    labelled = [m for m, o in zip(per_query, outcomes, strict=True) if o.query.relevant]
+    return AtK(
+        k=k,
+        overlap=_mean(m["overlap"] for m in per_query) if {"source", "target"} <= set(systems) else None,
+        rank_correlation=_mean(m["rank_correlation"] for m in per_query),
+        recall={s: _mean(m["recall"][s] for m in labelled) for s in systems} if labelled else {},
+        ndcg={s: _mean(m["ndcg"][s] for m in labelled) for s in systems} if labelled else {},
+    )
+
+
+def record_comparison(store: Store, report: ComparisonReport) -> dict[str, Any]:
+    """Store ``report``'s summary as the collection's latest comparison (what the cutover gate reads)."""
+    summary = report.summary()
+    store.put_record(RECORD_KIND, report.collection, summary)
+    return summary
+
+
+# --------------------------------------------------------------------------- the gate
+
+
+def quality_gate(
+    summary: Mapping[str, Any] | None,
+    margin: float | None,
+    *,
+    source: str | None = None,
+    target: str | None = None,
+) -> str | None:
+    """Why cutover must be refused on the recorded comparison, or ``None`` when it may go ahead.
+
+    Pure. The gate is off without a ``margin``. With one, cutover needs a recorded comparison of this
+    migration's models (``source`` and ``target``, qualified ids, when given) with relevance labels, in
+    which the target's recall is at most ``margin`` below the source's:
+    ``target_recall >= source_recall - margin``.
+
+    Args:
+        summary: the recorded :meth:`ComparisonReport.summary`, or ``None`` when none is recorded.
+        margin: the plan's ``compare_margin`` (recall points, 0 to 1), or ``None``.
+        source: the migration's source model, to reject a comparison of another migration.
+        target: the migration's target model, likewise.
+
+    Returns:
+        ``None`` to allow cutover, otherwise the reason it is refused (a sentence naming what to run).
+    """
+    if margin is None:
+        return None
+    if summary is None:
+        return "no shadow comparison is recorded: run lattice-qdrant compare first (with relevance labels)"
+    ran = (summary.get("source"), summary.get("target"))
+    if (source is not None and ran[0] != source) or (target is not None and ran[1] != target):
+        return (
+            f"the recorded comparison is of {ran[0]} -> {ran[1]}, not of this migration "
+            f"({source} -> {target}): run lattice-qdrant compare again"
+        )
+    src, tgt = _number(summary.get("source_recall")), _number(summary.get("target_recall"))
+    labelled = summary.get("labelled")
+    if src is None or tgt is None or not isinstance(labelled, int) or labelled <= 0:
+        return (
+            "the comparison has no relevance labels, so it cannot judge recall: run "
+            'lattice-qdrant compare with a queries file giving "relevant" ids, or with --sample N'
+        )
+    k = summary.get("k", "k")
+    if tgt < src - margin - _EPSILON:
+        return (
+            f"in the comparison ({labelled} labelled queries) the target's recall@{k} is "
+            f"{tgt:.3f}, {src - tgt:.3f} below the source's {src:.3f}, more than the margin of {margin:g}"
+        )
+    return None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None

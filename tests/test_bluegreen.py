@@ -1,0 +1,245 @@
+"""The blue-green strategy: a new collection, dual writes to both, an alias switch at cutover."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from qdrant_client import QdrantClient, models
+
+import lattice_qdrant as lq
+from lattice_qdrant.backfill import run_backfill
+from lattice_qdrant.embedders import HashEmbedder
+from lattice_qdrant.store import MODEL_FIELD
+
+from conftest import CORPUS, fill_collection
+
+
+def unnamed_collection(client: QdrantClient, name: str, embedder: HashEmbedder, n: int) -> None:
+    """A collection whose only vector is the unnamed default one (what in place refuses)."""
+    client.create_collection(
+        name, vectors_config=models.VectorParams(size=embedder.dimension, distance=models.Distance.COSINE)
+    )
+    texts = [f"{CORPUS[i % len(CORPUS)]} (note {i})" for i in range(n)]
+    vectors = embedder.embed(texts)
+    client.upsert(
+        name,
+        [
+            models.PointStruct(id=i, vector=vectors[i].tolist(), payload={"text": t, "n": i})
+            for i, t in enumerate(texts)
+        ],
+    )
+
+
+def direction(v: Any) -> Any:
+    a = np.asarray(v, dtype=np.float64)
+    return a / np.linalg.norm(a)
+
+
+@pytest.fixture
+def blue(
+    lattice: lq.LatticeClient,
+    names: Any,
+    legacy: HashEmbedder,
+    source_spec: lq.ModelSpec,
+    target_spec: lq.ModelSpec,
+) -> lq.Migration:
+    docs, alias = names("docs"), names("live")
+    unnamed_collection(lattice.client, docs, legacy, 30)
+    with pytest.raises(lq.UnnamedVectorError, match="blue-green"):
+        lattice.plan(docs, source=source_spec, target=target_spec, source_vector="").start()
+    lattice.migration(docs).cancel()
+    return lattice.plan(
+        docs,
+        source=source_spec,
+        target=target_spec,
+        source_vector="",
+        strategy="blue_green",
+        alias=alias,
+        rollback_window=3600,
+    )
+
+
+def search_alias(client: QdrantClient, alias: str, vector: Any) -> list[Any]:
+    """A reader that does not use the wrapper: plain qdrant-client through the alias."""
+    return [p.id for p in client.query_points(alias, query=list(vector), limit=3).points]
+
+
+def test_full_blue_green_lifecycle_on_an_unnamed_vector_collection(
+    blue: lq.Migration, lattice: lq.LatticeClient, legacy: HashEmbedder, modern: HashEmbedder
+) -> None:
+    plan = blue.plan
+    qdrant = lattice.client
+    docs, target, alias = plan.collection, plan.data_collection, plan.alias
+    assert alias and target == f"{docs}__modern-v1" and plan.target_vector == ""
+
+    state = blue.start()
+    assert state.phase == lq.Phase.MIGRATING
+    assert qdrant.count(target, exact=True).count == 30  # the copy
+    assert qdrant.get_collection(target).config.params.vectors.size == modern.dimension
+    # readers through the alias still find the source collection
+    assert search_alias(qdrant, alias, legacy.embed([CORPUS[0]])[0])[0] % len(CORPUS) == 0
+
+    # writes reach both collections, each with its own model's vector; deletes too
+    text = "a dog chases the cat across the garden"
+    lattice.upsert(alias, [models.PointStruct(id=500, vector=models.Document(text=text, model="m"),
+                                              payload={"text": text})])  # fmt: skip
+    old = qdrant.retrieve(docs, [500], with_vectors=True)[0]
+    new = qdrant.retrieve(target, [500], with_vectors=True)[0]
+    assert np.allclose(direction(old.vector), direction(legacy.embed([text])[0]), atol=1e-5)
+    assert np.allclose(direction(new.vector), direction(modern.embed([text])[0]), atol=1e-5)
+    assert old.payload[MODEL_FIELD] == "legacy" and new.payload[MODEL_FIELD] == "modern"
+    lattice.delete(docs, points_selector=models.PointIdsList(points=[29]))
+    assert qdrant.retrieve(docs, [29]) == [] and qdrant.retrieve(target, [29]) == []
+    lattice.set_payload(docs, payload={"tag": "x"}, points=[3])
+    assert qdrant.retrieve(target, [3])[0].payload["tag"] == "x"
+
+    with pytest.raises(lq.ThresholdNotMetError):
+        blue.cutover()
+    report = run_backfill(blue, modern)
+    assert report.coverage == 1.0 and blue.state.status == lq.Status.COMPLETED
+
+    state = blue.cutover()
+    assert state.phase == lq.Phase.ROLLBACK_WINDOW
+    assert qdrant.get_aliases().aliases[0].collection_name == target
+    # an alias reader now searches the new model's space, unchanged code
+    assert search_alias(qdrant, alias, modern.embed([CORPUS[1]])[0])[0] % len(CORPUS) == 1
+    # the wrapper queries the target collection with the target model
+    hit = lattice.query_points(docs, models.Document(text=text, model="m"), limit=1)
+    assert hit.points[0].id == 500
+
+    blue.rollback()
+    assert {a.alias_name: a.collection_name for a in qdrant.get_aliases().aliases}[alias] == docs
+    hit = lattice.query_points(alias, models.Document(text=text, model="m"), limit=1)
+    assert hit.points[0].id == 500
+    blue.cutover()
+    blue.finalize(force=True)
+    assert not qdrant.collection_exists(docs)
+    assert {a.alias_name: a.collection_name for a in qdrant.get_aliases().aliases}[alias] == target
+    # after finalize, writes by the old name go to the target collection only
+    lattice.upsert(docs, [models.PointStruct(id=600, vector=models.Document(text="late", model="m"),
+                                             payload={"text": "late"})])  # fmt: skip
+    assert qdrant.retrieve(target, [600])[0].payload[MODEL_FIELD] == "modern"
+    assert blue.coverage().total == qdrant.count(target, exact=True).count
+
+
+def test_copy_never_overwrites_a_dual_write_and_drops_points_deleted_meanwhile(
+    blue: lq.Migration, lattice: lq.LatticeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lattice_qdrant import bluegreen
+
+    plan = blue.plan
+    qdrant = lattice.client
+    original = bluegreen.copy_points
+    calls: list[int] = []
+
+    def copy_after_the_application(store: Any, plan_: Any, **kw: Any) -> int:
+        # the application writes and deletes through the wrapper while the copy is about to run
+        fresh = models.PointStruct(
+            id=4, vector=models.Document(text="fresh", model="m"), payload={"text": "fresh"}
+        )
+        lattice.upsert(plan.collection, [fresh])
+        qdrant.delete(plan.collection, points_selector=models.PointIdsList(points=[5]))  # outside the wrapper
+        calls.append(1)
+        return original(store, plan_, **kw)
+
+    monkeypatch.setattr(bluegreen, "copy_points", copy_after_the_application)
+    blue.start()
+    assert calls
+    assert qdrant.retrieve(plan.data_collection, [4])[0].payload["text"] == "fresh"
+    assert qdrant.retrieve(plan.data_collection, [5]) == []
+    assert qdrant.count(plan.data_collection, exact=True).count == 29
+
+
+def test_a_copy_cut_off_is_finished_by_start_and_blocks_backfill_and_cutover(
+    blue: lq.Migration, lattice: lq.LatticeClient, modern: HashEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lattice_qdrant import bluegreen
+
+    def crash(*args: Any, **kwargs: Any) -> int:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(bluegreen, "copy_points", crash)
+        with pytest.raises(KeyboardInterrupt):
+            blue.start()
+    assert blue.state.status == lq.Status.IN_PROGRESS  # dual-writes run; the copy did not finish
+    with pytest.raises(lq.MigrationError, match=r"copy .* is not complete"):
+        run_backfill(blue, modern)
+    with pytest.raises(lq.InvalidTransitionError, match="copy"):
+        blue.cutover(force=False)
+    blue.start()  # finishes the copy
+    assert run_backfill(blue, modern).coverage == 1.0
+
+
+def test_an_alias_switch_cut_off_is_repaired_by_the_next_call(
+    blue: lq.Migration, lattice: lq.LatticeClient, modern: HashEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lattice_qdrant import bluegreen
+
+    plan = blue.plan
+    blue.start()
+    run_backfill(blue, modern)
+    with monkeypatch.context() as patch:
+        patch.setattr(bluegreen, "sync_alias", lambda *a, **k: False)
+        blue.cutover()
+    assert lattice.store.alias_target(plan.alias or "") == plan.collection  # the switch never happened
+    assert blue.sync_alias() is True
+    assert lattice.store.alias_target(plan.alias or "") == plan.data_collection
+
+
+def test_cutover_refuses_a_missing_target_collection(blue: lq.Migration, lattice: lq.LatticeClient) -> None:
+    blue.start()
+    lattice.client.delete_collection(blue.plan.data_collection)
+    with pytest.raises(lq.CollectionNotFoundError, match="target collection does not exist"):
+        blue.cutover(force=True)
+    assert lattice.store.alias_target(blue.plan.alias or "") == blue.plan.collection
+
+
+def test_cancel_keeps_the_alias_on_the_source_and_drops_the_new_collection(
+    blue: lq.Migration, lattice: lq.LatticeClient
+) -> None:
+    blue.start()
+    blue.cancel()
+    assert not lattice.client.collection_exists(blue.plan.data_collection)
+    assert lattice.store.alias_target(blue.plan.alias or "") == blue.plan.collection
+
+
+def test_blue_green_with_named_vectors_and_the_source_vector_kept(
+    lattice: lq.LatticeClient,
+    names: Any,
+    legacy: HashEmbedder,
+    modern: HashEmbedder,
+    source_spec: lq.ModelSpec,
+    target_spec: lq.ModelSpec,
+) -> None:
+    docs = names("docs")
+    fill_collection(lattice.client, docs, legacy, n=12)
+    migration = lattice.plan(
+        docs, source=source_spec, target=target_spec, source_vector="legacy", strategy="blue_green",
+        copy_source_vector=True,
+    )  # fmt: skip
+    plan = migration.plan
+    assert plan.target_vector == "modern-v1" and plan.alias is None
+    migration.start()
+    rec = lattice.client.retrieve(plan.data_collection, [3], with_vectors=True)[0]
+    assert set(rec.vector) == {"legacy"}  # copied; the target vector comes from the backfill
+    run_backfill(migration, modern)
+    migration.cutover()
+    rec = lattice.client.retrieve(plan.data_collection, [3], with_vectors=True)[0]
+    assert set(rec.vector) == {"legacy", "modern-v1"}
+    hit = lattice.query_points(docs, models.Document(text=CORPUS[3], model="m"), limit=1)
+    assert hit.points[0].id % len(CORPUS) == 3
+
+
+def test_mixed_mode_works_across_the_two_collections(
+    blue: lq.Migration, lattice: lq.LatticeClient, modern: HashEmbedder
+) -> None:
+    from lattice_qdrant.backfill import BackfillOptions
+
+    blue.start()
+    run_backfill(blue, modern, BackfillOptions(until=50, batch_size=5))
+    res = lattice.query_points(blue.plan.collection, models.Document(text=CORPUS[2], model="m"), mode="mixed",
+                               limit=3)  # fmt: skip
+    assert res.points[0].id % len(CORPUS) == 2
