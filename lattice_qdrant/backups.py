@@ -331,7 +331,7 @@ class _Ids:
 def _vector_of(record: models.Record, name: str) -> NDArray[np.float64] | None:
     """The record's dense vector ``name``, or ``None`` (absent, sparse or a multivector)."""
     vectors = record.vector
-    value = vectors.get(name) if isinstance(vectors, dict) else None
+    value = vectors.get(name) if isinstance(vectors, dict) else vectors if name == "" else None
     if not isinstance(value, list):
         return None
     try:
@@ -421,11 +421,10 @@ def create_backup(
         )
     extra = tuple(dict.fromkeys(f for f in fields if f != text_field))
     vectors = store.vectors(collection)
-    if vector == "" or vector not in vectors:
-        known = ", ".join(repr(n) for n in vectors if n) or "none"
+    if vector not in vectors:
+        known = ", ".join(repr(n) for n in vectors) or "none"
         raise StoreError(
-            "the vector to back up is not a named vector of the collection "
-            f"(named vectors: {known}; the unnamed default vector cannot be backed up)",
+            f"the vector to back up is not in the collection (vectors: {known}; '' is the unnamed one)",
             collection=collection,
             vector=vector,
         )
@@ -466,7 +465,7 @@ def create_backup(
         collection,
         page_size=page_size,
         with_payload=list(dict.fromkeys([text_field, MODEL_FIELD, VERSION_FIELD, *extra])),
-        with_vectors=[vector],
+        with_vectors=[vector] if vector else True,
     ):
         points: list[models.PointStruct] = []
         for record in page:

@@ -299,7 +299,12 @@ def plan(
         str | None, typer.Option(help="Named vector for the target (default: MODEL_ID-vN).")
     ] = None,
     text_field: Annotated[str | None, typer.Option(help="Payload field holding the text.")] = None,
-    strategy: Annotated[str, typer.Option(help="in_place (a parallel named vector).")] = "in_place",
+    strategy: Annotated[
+        str,
+        typer.Option(
+            help="in_place (a parallel named vector) or blue_green (a new collection, an alias switch)."
+        ),
+    ] = "in_place",
     cutover_threshold: Annotated[
         float | None, typer.Option(help="Coverage (0-1) needed for cutover.")
     ] = None,
@@ -325,6 +330,19 @@ def plan(
             "below the source's (0-1)."
         ),
     ] = None,
+    target_collection: Annotated[
+        str | None, typer.Option(help="blue_green: the new collection (default: COLLECTION__TARGETVECTOR).")
+    ] = None,
+    alias: Annotated[
+        str | None,
+        typer.Option(help="blue_green: the alias readers use; cutover moves it to the new collection."),
+    ] = None,
+    copy_source_vector: Annotated[
+        bool,
+        typer.Option(
+            "--copy-source-vector", help="blue_green: keep the source vector in the new collection too."
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Plan a migration of COLLECTION from one registered model to another (nothing changes yet)."""
@@ -352,6 +370,9 @@ def plan(
             missing_policy=missing_policy,
             read_repair=read_repair,
             compare_margin=compare_margin,
+            target_collection=target_collection,
+            alias=alias,
+            copy_source_vector=copy_source_vector,
         )
         _show([report], as_json)
 
@@ -820,6 +841,104 @@ def verify(
         else:
             typer.echo(_render_verify(report))
         if not report.clean:
+            raise typer.Exit(EXIT_ERROR)
+
+
+backups_app = typer.Typer(help="List, show and delete vector backups.", no_args_is_help=True)
+app.add_typer(backups_app, name="backups")
+
+
+def _render_manifest(m: Any) -> str:
+    state = "complete" if m.complete else "INCOMPLETE"
+    return (
+        f"{m.backup_id}  {m.collection}/{m.vector!r}  {m.count} vectors  {m.model}  {state}  "
+        f"({m.reason or 'manual'})"
+    )
+
+
+@backups_app.command("list")
+def backups_list(
+    ctx: typer.Context,
+    collection: Annotated[str | None, typer.Argument(help="Only this collection's backups.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List vector backups, newest first."""
+    with _session(ctx) as session:
+        found = commands.list_backups(session, collection)
+        if as_json:
+            _echo_json([m.to_dict() for m in found])
+            return
+        if not found:
+            typer.echo("no backups")
+        for m in found:
+            typer.echo(_render_manifest(m))
+
+
+@backups_app.command("show")
+def backups_show(
+    ctx: typer.Context,
+    backup_id: Annotated[str, typer.Argument(help="The backup id (see backups list).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a backup's manifest: counts, checksum, model, and whether it is complete."""
+    with _session(ctx) as session:
+        manifest = commands.show_backup(session, backup_id)
+        if as_json:
+            _echo_json(manifest.to_dict())
+            return
+        for key, value in manifest.to_dict().items():
+            typer.echo(f"{key:18} {value}")
+
+
+@backups_app.command("delete")
+def backups_delete(
+    ctx: typer.Context,
+    backup_id: Annotated[str, typer.Argument(help="The backup id (see backups list).")],
+    force: ForceOpt = False,
+) -> None:
+    """Delete a backup (refused while a rollback window still needs it, unless --force)."""
+    with _session(ctx) as session:
+        commands.delete_backup(session, backup_id, force=force)
+        typer.echo(f"deleted {backup_id}")
+
+
+@app.command()
+def restore(
+    ctx: typer.Context,
+    collection: CollectionArg,
+    backup: Annotated[
+        str | None, typer.Option(help="Backup id (default: the newest of the source vector).")
+    ] = None,
+    ids: Annotated[
+        str | None, typer.Option(help="Only these point ids, comma-separated (per-point rollback).")
+    ] = None,
+    filter_json: Annotated[
+        str | None, typer.Option("--filter", help="Only backup points matching this JSON filter.")
+    ] = None,
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Undo a finalize from the vector backup (or roll back chosen points); resumable."""
+    with _session(ctx) as session:
+        try:
+            wanted = [int(x) if x.strip().isdigit() else x.strip() for x in ids.split(",")] if ids else None
+            flt = models.Filter.model_validate_json(filter_json) if filter_json else None
+        except ValueError as exc:
+            raise ConfigError(f"invalid --filter: {exc}", key="filter") from exc
+        outcome = commands.restore(session, collection, backup_id=backup, ids=wanted, flt=flt, force=force)
+        if as_json:
+            _echo_json(outcome.to_dict())
+        else:
+            r = outcome.report
+            typer.echo(
+                f"restored {r.restored} vectors ({r.already} already there); "
+                f"{r.skipped_changed.count} changed since the backup and {r.skipped_missing.count} deleted "
+                f"were left alone; {outcome.embedded} embedded afresh; "
+                f"{'verified' if r.verified else 'NOT verified: run restore again'}"
+            )
+            if outcome.status is not None:
+                typer.echo(render_status(outcome.status))
+        if not outcome.report.verified:
             raise typer.Exit(EXIT_ERROR)
 
 

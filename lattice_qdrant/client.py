@@ -167,6 +167,7 @@ class LatticeClient:
         target_collection: str | None = None,
         alias: str | None = None,
         copy_source_vector: bool = False,
+        backup_policy: Literal["always", "never"] = "always",
     ) -> Migration:
         """Plan moving ``collection`` from ``source`` to ``target``; nothing changes until ``start``.
 
@@ -194,6 +195,7 @@ class LatticeClient:
             target_collection=target_collection,
             alias=alias,
             copy_source_vector=copy_source_vector,
+            backup_policy=backup_policy,
             text_field=text_field,
             cutover_threshold=cutover_threshold,
             query_threshold=query_threshold,
@@ -541,8 +543,14 @@ class LatticeClient:
             plan = migration.plan
             routing = migration.routing()
             chosen = mode or plan.query_mode
+            # A vector query cannot be mixed (it is in one model's space): by the plan's default it is
+            # routed; asked for explicitly, mixed mode refuses it.
+            textual = isinstance(query, _TEXT_TYPES) or (
+                isinstance(query, models.NearestQuery) and isinstance(query.nearest, _TEXT_TYPES)
+            )
             if (
                 chosen == "mixed"
+                and (textual or mode == "mixed")
                 and using is None
                 and routing.write == WriteRoute.DUAL_WRITE
                 and (routing.query == QueryRoute.SOURCE)

@@ -21,6 +21,7 @@ from typing import Any
 from qdrant_client import QdrantClient
 
 from . import backfill as bf
+from . import backups
 from . import compare as comparison
 from . import verify as verification
 from .client import LatticeClient, wrap
@@ -336,6 +337,9 @@ def plan(
     missing_policy: str = "embed",
     read_repair: bool = False,
     compare_margin: float | None = None,
+    target_collection: str | None = None,
+    alias: str | None = None,
+    copy_source_vector: bool = False,
 ) -> StatusReport:
     """Plan moving ``collection`` from the registered model ``source`` to ``target``.
 
@@ -349,9 +353,10 @@ def plan(
         raise ConfigError(
             f"compare_margin must be between 0 and 1, got {compare_margin}", key="compare_margin"
         )
-    if strategy != Strategy.IN_PLACE:
+    if strategy == Strategy.IN_PLACE and (target_collection or alias or copy_source_vector):
         raise ConfigError(
-            f"strategy {strategy.value!r} is not available yet; only 'in_place' is", key="strategy"
+            "--target-collection, --alias and --copy-source-vector belong to the blue_green strategy",
+            key="strategy",
         )
     s = session.settings
     session.client.plan(
@@ -368,6 +373,11 @@ def plan(
         missing_policy=missing_policy,  # type: ignore[arg-type]
         read_repair=read_repair,
         compare_margin=compare_margin,
+        strategy=strategy,
+        target_collection=target_collection,
+        alias=alias,
+        copy_source_vector=copy_source_vector,
+        backup_policy=s.backup_policy,
     )
     return _status_of(session, collection)
 
@@ -885,3 +895,107 @@ def verify(
         seed=seed,
         max_text_chars=session.settings.max_text_chars,
     )
+
+
+# --------------------------------------------------------------------------- backups
+
+
+def list_backups(session: Session, collection: str | None = None) -> list[backups.Manifest]:
+    """Vector backups, newest first (of one collection when named). Read-only."""
+    return backups.list_backups(session.store, collection)
+
+
+def show_backup(session: Session, backup_id: str) -> backups.Manifest:
+    """One backup's manifest. Read-only."""
+    return backups.get_backup(session.store, backup_id)
+
+
+def delete_backup(session: Session, backup_id: str, *, force: bool = False) -> None:
+    """Delete a backup; refused while a rollback window still needs it, unless ``force``."""
+    manifest = backups.get_backup(session.store, backup_id)
+
+    def protected(m: backups.Manifest) -> str | None:
+        try:
+            return session.migration(m.collection).protects(m)
+        except MigrationNotFoundError:
+            return None
+
+    backups.delete_backup(session.store, manifest.backup_id, force=force, protected=protected)
+
+
+@dataclass(frozen=True)
+class RestoreOutcome:
+    """What ``restore`` did: the backup's report, and the points embedded afresh with the source model."""
+
+    report: backups.RestoreReport
+    embedded: int
+    status: StatusReport | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form (``restore --json``)."""
+        return {
+            "report": self.report.to_dict(),
+            "embedded": self.embedded,
+            "status": self.status.to_dict() if self.status else None,
+        }
+
+
+def restore(
+    session: Session,
+    collection: str,
+    *,
+    backup_id: str | None = None,
+    ids: Sequence[Any] | None = None,
+    flt: Any = None,
+    force: bool = False,
+) -> RestoreOutcome:
+    """Restore vectors from a backup.
+
+    Without ``ids`` or ``flt``: undo a finalize. The source vector is re-created, writes go to both vectors
+    again, the backed-up vectors are written back (points changed since are reported, not clobbered), the
+    points the backup cannot serve are embedded with the source model, and the rollback window reopens
+    (queries stay on the target until ``rollback``). With ``ids`` or ``flt`` (on the backup's payload):
+    roll back just those points' vectors (``force`` overwrites a vector they hold).
+    """
+    store = session.store
+    if ids is not None or flt is not None:
+        manifest = (
+            backups.get_backup(store, backup_id)
+            if backup_id
+            else session.migration(collection)._finalize_backup(None)
+        )
+        report = backups.restore(store, manifest.backup_id, ids=ids, flt=flt, force=force)
+        return RestoreOutcome(report=report, embedded=0, status=None)
+    migration = session.migration(collection)
+    report = migration.restore(backup_id)
+    embedded = _embed_missing_source(session, migration)
+    return RestoreOutcome(report=report, embedded=embedded, status=_status_of(session, collection))
+
+
+def _embed_missing_source(session: Session, migration: Migration, page_size: int = 128) -> int:
+    """Embed the source vector of points that have none (changed or inserted since the backup)."""
+    from qdrant_client import models
+
+    plan = migration.plan
+    embedder = session.client.embedder(plan.source)
+    missing = models.Filter(must_not=[models.HasVectorCondition(has_vector=plan.source_vector)])
+    done = 0
+    for page in session.store.iter_points(
+        migration.collection, flt=missing, page_size=page_size, with_payload=[plan.text_field]
+    ):
+        todo = [
+            (r.id, t)
+            for r in page
+            if isinstance(t := (r.payload or {}).get(plan.text_field), str) and t.strip()
+        ]
+        if not todo:
+            continue
+        vectors = embedder.embed([t for _, t in todo])
+        verification.write_vectors_if_unchanged(
+            session.store,
+            migration.collection,
+            plan.text_field,
+            {pid: (t, {plan.source_vector: v}) for (pid, t), v in zip(todo, vectors, strict=True)},
+        )
+        done += len(todo)
+    return done

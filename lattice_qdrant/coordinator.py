@@ -25,13 +25,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import bluegreen
+from . import backups, bluegreen
 from .compare import RECORD_KIND as _COMPARISON
 from .compare import quality_gate
 from .errors import (
     CollectionNotFoundError,
     ConcurrentTransitionError,
     InvalidTransitionError,
+    MigrationError,
     MigrationExistsError,
     MigrationNotFoundError,
     QualityGateError,
@@ -39,6 +40,7 @@ from .errors import (
 )
 from .plan import MigrationPlan
 from .registry import ModelRegistry
+from .spec import Distance
 from .state import (
     Cancel,
     Cutover,
@@ -50,6 +52,7 @@ from .state import (
     Phase,
     Progress,
     QueryRoute,
+    Reopen,
     Resume,
     Rollback,
     Start,
@@ -91,6 +94,21 @@ class Routing:
     query: QueryRoute
     query_vector: str
     write_vectors: tuple[str, ...]
+
+
+def format_seconds(seconds: float) -> str:
+    """``3725`` -> ``"1h 2m"``; ``42`` -> ``"42s"``."""
+    total = max(0, int(seconds + 0.999))
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {secs}s"
+    return f"{secs}s"
 
 
 def _snapshot(record: dict[str, Any]) -> Snapshot:
@@ -471,9 +489,103 @@ class Migration:
         # (A failed migration records no progress; only a forced finalize gets past it.)
         with contextlib.suppress(InvalidTransitionError):
             self.progress()
-        state = self.apply(Finalize(at=self.clock(), force=force))
+        event = Finalize(at=self.clock(), force=force)
+        transition(self.snapshot(refresh=True).state, event, snap.plan.policy)  # refuse before backing up
+        backup = self._backup_before_finalize(snap.plan)
+        if backup is not None:
+            current = self.snapshot(refresh=True)
+            self._record_event(f"backup {backup}", current.state, current.state, current.epoch)
+        state = self.apply(event)
         self._drop_source(snap.plan, state)
         return state
+
+    def _backup_before_finalize(self, plan: MigrationPlan) -> str | None:
+        """Back the source vectors up (policy ``always``); reuse a complete backup made since cutover."""
+        if plan.backup_policy != "always":
+            return None
+        cutover_at = self.snapshot().state.cutover_at or 0.0
+        for manifest in backups.list_backups(self.store, self.collection):
+            if (
+                manifest.complete
+                and manifest.reason == "finalize"
+                and manifest.vector == plan.source_vector
+                and manifest.created_at >= cutover_at
+            ):
+                return manifest.backup_id
+        manifest = backups.create_backup(
+            self.store,
+            self.collection,
+            plan.source_vector,
+            model=plan.source.qualified_id,
+            text_field=plan.text_field,
+            reason="finalize",
+        )
+        log.info("%s: backed up %d source vectors as %s", self.collection, manifest.count, manifest.backup_id)
+        return manifest.backup_id
+
+    def restore(self, backup_id: str | None = None) -> backups.RestoreReport:
+        """Undo a finalize: re-create the source vector from its backup and reopen the rollback window.
+
+        Writes go to both vectors again as soon as the vector exists (before the old vectors are written
+        back, so nothing written meanwhile is lost); queries stay on the target until ``rollback``. Points
+        changed or inserted since the backup are reported and get no source vector from it: embed them
+        (``lattice-qdrant restore`` does) before rolling back.
+
+        Raises:
+            MigrationError: no usable backup, or a blue-green migration (its source collection is gone).
+        """
+        snap = self.snapshot(refresh=True)
+        plan = snap.plan
+        if plan.blue_green:
+            raise MigrationError(
+                f"{self.collection!r} was migrated blue-green: finalize deleted the source collection; "
+                "restore its vectors with lattice_qdrant.backups.restore into a re-created collection"
+            )
+        manifest = self._finalize_backup(backup_id)
+        if snap.state.finalized:
+            self.store.ensure_vector_shape(
+                self.collection, plan.source_vector, manifest.dimension, Distance(manifest.distance)
+            )
+            self.apply(Reopen(at=self.clock()))
+        elif snap.state.phase != Phase.ROLLBACK_WINDOW:
+            raise InvalidTransitionError(
+                snap.state.label, "restore", "only a finalized migration is restored"
+            )
+        return backups.restore(self.store, manifest.backup_id)
+
+    def _finalize_backup(self, backup_id: str | None) -> backups.Manifest:
+        if backup_id is not None:
+            return backups.get_backup(self.store, backup_id)
+        plan = self.plan
+        found = [
+            m
+            for m in backups.list_backups(self.store, self.collection)
+            if m.complete and m.vector == plan.source_vector
+        ]
+        if not found:
+            raise MigrationError(
+                f"no complete backup of {plan.source_vector!r} for {self.collection!r}; "
+                "lattice-qdrant backups list shows what there is"
+            )
+        return found[0]
+
+    def protects(self, manifest: backups.Manifest) -> str | None:
+        """Why the migration still needs a backup (its rollback window is open), or ``None``."""
+        snap = self.snapshot(refresh=True)
+        if manifest.collection != self.collection or manifest.vector != snap.plan.source_vector:
+            return None
+        state = snap.state
+        if state.finalized and state.finalized_at is not None:
+            left = state.finalized_at + snap.plan.rollback_window - self.clock()
+            if left > 0:
+                return (
+                    f"{self.collection!r} was finalized {format_seconds(self.clock() - state.finalized_at)} "
+                    f"ago; its rollback window needs this backup for another {format_seconds(left)}"
+                )
+            return None
+        if state.phase == Phase.ROLLBACK_WINDOW:
+            return f"{self.collection!r} is in its rollback window"
+        return None
 
     def _drop_source(self, plan: MigrationPlan, state: MigrationState) -> None:
         """After finalize: drop the source named vector (in place) or the source collection (blue-green)."""

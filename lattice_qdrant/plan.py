@@ -54,6 +54,8 @@ class MigrationPlan(BaseModel):
         alias: blue-green: the alias readers query through; cutover moves it to ``target_collection``,
             rollback moves it back.
         copy_source_vector: blue-green: also copy the source vector into ``target_collection``.
+        backup_policy: ``always`` backs the source vectors up before finalize drops them (restorable with
+            :meth:`~lattice_qdrant.coordinator.Migration.restore`); ``never`` does not.
         created_at: unix time the plan was made.
     """
 
@@ -77,6 +79,7 @@ class MigrationPlan(BaseModel):
     target_collection: str | None = None
     alias: str | None = None
     copy_source_vector: bool = False
+    backup_policy: Literal["always", "never"] = "always"
     created_at: float = Field(default_factory=time.time)
 
     @model_validator(mode="after")

@@ -26,11 +26,12 @@ Status, the backfill (the phase does not change)::
 Phase, the reads::
 
       STABLE ──start──► MIGRATING ──cutover──► ROLLBACK_WINDOW ──finalize──► STABLE
-      (planned)          │   ▲                      │                        (finalized)
-                         │   └─────rollback─────────┘
+      (planned)          │   ▲                      │  ▲                     (finalized)
+                         │   └─────rollback─────────┘  └───────reopen────────────┘
                          └──cancel──► STABLE (cancelled)
 
-    Cancelled and finalized migrations are terminal: no event applies any more.
+    Cancelled and finalized migrations are terminal: no event applies any more, except ``reopen`` of a
+    finalized one whose source vectors were restored from a backup (back to ROLLBACK_WINDOW).
 
 Events (any other pair raises ``InvalidTransitionError``)::
 
@@ -49,6 +50,8 @@ Events (any other pair raises ``InvalidTransitionError``)::
     rollback  any                                  ROLLBACK_WINDOW        same status, MIGRATING
                                                                           (queries pinned to source)
     finalize  COMPLETED, window elapsed (or force) ROLLBACK_WINDOW        COMPLETED, STABLE (final)
+    reopen    COMPLETED (finalized)                STABLE                 COMPLETED, ROLLBACK_W
+                                                                          (a new window from `at`)
 
 Routing, where writes and queries go::
 
@@ -61,8 +64,8 @@ Routing, where writes and queries go::
     STABLE: finalized              TARGET       TARGET
 
 Writes go to both vectors from ``start`` until ``finalize``, so a rollback always finds the source
-vector up to date, and a cutover never finds the target vector missing a write made during the
-backfill.
+vector up to date (after a reopen, once the points written since finalize are embedded again), and a
+cutover never finds the target vector missing a write made during the backfill.
 """
 
 from __future__ import annotations
@@ -91,6 +94,7 @@ __all__ = [
     "Policy",
     "Progress",
     "QueryRoute",
+    "Reopen",
     "Resume",
     "Rollback",
     "Start",
@@ -213,7 +217,7 @@ class MigrationState:
 
     @property
     def terminal(self) -> bool:
-        """Whether no event applies any more: the migration is cancelled or finalized."""
+        """Whether the migration is over: cancelled, or finalized (only ``reopen`` applies then)."""
         return self.status is Status.CANCELLED or self.finalized
 
     @property
@@ -410,7 +414,24 @@ class Finalize:
     force: bool = False
 
 
-Event: TypeAlias = Start | Progress | Error | Pause | Resume | Cancel | Cutover | Rollback | Finalize
+@dataclass(frozen=True)
+class Reopen:
+    """Undo a finalize after the source vectors were restored from a backup.
+
+    The migration goes back to a rollback window (queries on the target, writes to both, a new window from
+    ``at``; completed, or in progress if it was finalized by force with partial coverage), so ``rollback``
+    can then return queries to the source. Points written between finalize and reopen hold no source
+    vector until they are embedded again (``lattice-qdrant restore`` does it).
+
+    Attributes:
+        at: unix seconds of the reopening (the new window starts then).
+    """
+
+    name: ClassVar[str] = "reopen"
+    at: float
+
+
+Event: TypeAlias = Start | Progress | Error | Pause | Resume | Cancel | Cutover | Rollback | Finalize | Reopen
 """Any lifecycle event."""
 
 EVENT_TYPES: tuple[type[Event], ...] = (
@@ -423,6 +444,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     Cutover,
     Rollback,
     Finalize,
+    Reopen,
 )
 """All event classes, in lifecycle order."""
 
@@ -434,8 +456,12 @@ _ACTIVE_PHASES = frozenset({Phase.MIGRATING, Phase.ROLLBACK_WINDOW})
 
 def _refusal(state: MigrationState, event: str) -> str | None:
     """Why ``event`` is not allowed in ``state`` at all, or ``None`` if it is (guards aside)."""
+    if event == "reopen":
+        if state.status is Status.CANCELLED:
+            return "the migration is cancelled; plan a new one"
+        return None if state.finalized else "it is not finalized"
     if state.finalized:
-        return "the migration is finalized; plan a new one"
+        return "the migration is finalized; plan a new one (or restore a backup and reopen it)"
     if state.status is Status.CANCELLED:
         return "the migration is cancelled; plan a new one"
     status, phase = state.status, state.phase
@@ -561,6 +587,16 @@ def transition(state: MigrationState, event: Event, policy: Policy) -> Migration
             return replace(state, phase=Phase.ROLLBACK_WINDOW, cutover_at=at, rolled_back=False)
         case Rollback():
             return replace(state, phase=Phase.MIGRATING, cutover_at=None, rolled_back=True)
+        case Reopen(at=at):
+            return replace(
+                state,
+                # a forced finalize of a partial backfill stays partial: its counts decide
+                status=_backfill_status(state.processed, state.total, Status.IN_PROGRESS),
+                phase=Phase.ROLLBACK_WINDOW,
+                finalized_at=None,
+                cutover_at=at,
+                rolled_back=False,
+            )
         case Finalize(at=at, force=force):
             if not force:
                 _check_finalize(state, policy, at)
@@ -656,6 +692,7 @@ def allowed_events(state: MigrationState) -> tuple[str, ...]:
     while the window is open, since ``force`` gets past both.
 
     Returns:
-        Event names in lifecycle order (see :data:`EVENT_TYPES`); empty for a terminal state.
+        Event names in lifecycle order (see :data:`EVENT_TYPES`); empty for a cancelled migration,
+        ``("reopen",)`` for a finalized one.
     """
     return tuple(t.name for t in EVENT_TYPES if _refusal(state, t.name) is None)

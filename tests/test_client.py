@@ -310,3 +310,22 @@ def test_a_plain_vector_is_taken_by_the_model_whose_dimension_it_has(
     rec = stored(lattice.client, migrating.collection, 400)
     assert close(rec.vector["legacy"], legacy.embed([text])[0])
     assert close(rec.vector[migrating.plan.target_vector], modern.embed([text])[0])
+
+
+def test_a_vector_query_is_routed_when_mixed_mode_is_only_the_plans_default(
+    lattice: lq.LatticeClient,
+    names: Any,
+    legacy: HashEmbedder,
+    source_spec: lq.ModelSpec,
+    target_spec: lq.ModelSpec,
+) -> None:
+    docs = names("docs")
+    fill_collection(lattice.client, docs, legacy, n=6)
+    lattice.plan(
+        docs, source=source_spec, target=target_spec, source_vector="legacy", query_mode="mixed"
+    ).start()
+    vector = legacy.embed(["cat on the mat"])[0].tolist()
+    assert lattice.query_points(docs, vector, limit=1).points  # routed to the source vector
+    with pytest.raises(lq.VectorValidationError, match="mixed mode embeds the query"):
+        lattice.query_points(docs, vector, limit=1, mode="mixed")
+    assert lattice.query_points(docs, models.Document(text="cat", model="m"), limit=2).points

@@ -34,6 +34,7 @@ from lattice_qdrant.state import (
     Policy,
     Progress,
     QueryRoute,
+    Reopen,
     Resume,
     Rollback,
     Start,
@@ -55,6 +56,7 @@ WINDOW = 3600.0
 T0 = 1_700_000_000.0  # cutover time of the representative window states
 T1 = T0 + 10.0  # time carried by the table's cutover and rollback events
 FIN = T0 + WINDOW  # the table's finalize: exactly when the window closes
+T2 = FIN + 600.0  # time carried by the table's reopen: after the finalize
 POLICY = Policy(cutover_threshold=0.99, query_threshold=None, rollback_window=WINDOW)
 
 # One state for every reachable (status, phase, finalized, rolled_back) combination.
@@ -87,6 +89,7 @@ EVENTS: dict[str, Event] = {
     "cutover": Cutover(coverage=1.0, at=T1),
     "rollback": Rollback(at=T1),
     "finalize": Finalize(at=FIN),
+    "reopen": Reopen(at=T2),
 }
 
 X = InvalidTransitionError
@@ -99,6 +102,7 @@ TABLE: dict[str, dict[str, MigrationState | type[Exception]]] = {
         "progress": X, "error": X, "pause": X, "resume": X,
         "cancel": M(CA, ST, 0, 0),
         "cutover": X, "rollback": X, "finalize": X,
+        "reopen": X,
     },
     "in_progress": {
         "start": X,
@@ -109,6 +113,7 @@ TABLE: dict[str, dict[str, MigrationState | type[Exception]]] = {
         "cancel": M(CA, ST, 40, 100),
         "cutover": M(IP, RW, 40, 100, cutover_at=T1),
         "rollback": X, "finalize": X,
+        "reopen": X,
     },
     "in_progress_rb": {
         "start": X,
@@ -119,6 +124,7 @@ TABLE: dict[str, dict[str, MigrationState | type[Exception]]] = {
         "cancel": M(CA, ST, 40, 100),
         "cutover": M(IP, RW, 40, 100, cutover_at=T1),
         "rollback": X, "finalize": X,
+        "reopen": X,
     },
     "paused": {
         "start": X,
@@ -129,6 +135,7 @@ TABLE: dict[str, dict[str, MigrationState | type[Exception]]] = {
         "cancel": M(CA, ST, 40, 100),
         "cutover": M(PA, RW, 40, 100, reason="maintenance", cutover_at=T1),
         "rollback": X, "finalize": X,
+        "reopen": X,
     },
     "paused_rb": {
         "start": X,
@@ -139,6 +146,7 @@ TABLE: dict[str, dict[str, MigrationState | type[Exception]]] = {
         "cancel": M(CA, ST, 40, 100),
         "cutover": M(PA, RW, 40, 100, reason="maintenance", cutover_at=T1),
         "rollback": X, "finalize": X,
+        "reopen": X,
     },
     "completed": {
         "start": X,
@@ -147,6 +155,7 @@ TABLE: dict[str, dict[str, MigrationState | type[Exception]]] = {
         "cancel": M(CA, ST, 100, 100),
         "cutover": M(CO, RW, 100, 100, cutover_at=T1),
         "rollback": X, "finalize": X,
+        "reopen": X,
     },
     "completed_rb": {
         "start": X,
@@ -155,18 +164,21 @@ TABLE: dict[str, dict[str, MigrationState | type[Exception]]] = {
         "cancel": M(CA, ST, 100, 100),
         "cutover": M(CO, RW, 100, 100, cutover_at=T1),
         "rollback": X, "finalize": X,
+        "reopen": X,
     },
     "failed": {
         "start": X, "progress": X, "error": X, "pause": X,
         "resume": M(IP, MI, 40, 100),
         "cancel": M(CA, ST, 40, 100),
         "cutover": X, "rollback": X, "finalize": X,
+        "reopen": X,
     },
     "failed_rb": {
         "start": X, "progress": X, "error": X, "pause": X,
         "resume": M(IP, MI, 40, 100, rolled_back=True),
         "cancel": M(CA, ST, 40, 100),
         "cutover": X, "rollback": X, "finalize": X,
+        "reopen": X,
     },
     "in_progress_window": {
         "start": X,
@@ -176,6 +188,7 @@ TABLE: dict[str, dict[str, MigrationState | type[Exception]]] = {
         "resume": X, "cancel": X, "cutover": X,
         "rollback": M(IP, MI, 40, 100, rolled_back=True),
         "finalize": W,
+        "reopen": X,
     },
     "paused_window": {
         "start": X,
@@ -186,6 +199,7 @@ TABLE: dict[str, dict[str, MigrationState | type[Exception]]] = {
         "cancel": X, "cutover": X,
         "rollback": M(PA, MI, 40, 100, reason="maintenance", rolled_back=True),
         "finalize": W,
+        "reopen": X,
     },
     "completed_window": {
         "start": X,
@@ -193,6 +207,7 @@ TABLE: dict[str, dict[str, MigrationState | type[Exception]]] = {
         "error": X, "pause": X, "resume": X, "cancel": X, "cutover": X,
         "rollback": M(CO, MI, 100, 100, rolled_back=True),
         "finalize": M(CO, ST, 100, 100, cutover_at=T0, finalized_at=FIN),
+        "reopen": X,
     },
     "failed_window": {
         "start": X, "progress": X, "error": X, "pause": X,
@@ -200,14 +215,17 @@ TABLE: dict[str, dict[str, MigrationState | type[Exception]]] = {
         "cancel": X, "cutover": X,
         "rollback": M(FA, MI, 40, 100, error="timeout", rolled_back=True),
         "finalize": W,
+        "reopen": X,
     },
     "cancelled": {
         "start": X, "progress": X, "error": X, "pause": X, "resume": X,
         "cancel": X, "cutover": X, "rollback": X, "finalize": X,
+        "reopen": X,
     },
     "finalized": {
         "start": X, "progress": X, "error": X, "pause": X, "resume": X,
         "cancel": X, "cutover": X, "rollback": X, "finalize": X,
+        "reopen": M(CO, RW, 100, 100, cutover_at=T2),
     },
 }
 
@@ -227,7 +245,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "completed_window": ("progress", "rollback", "finalize"),
     "failed_window": ("resume", "rollback", "finalize"),
     "cancelled": (),
-    "finalized": (),
+    "finalized": ("reopen",),
 }
 
 # (write route, query route with coverage 0.5 and no query_threshold)
@@ -357,6 +375,7 @@ def test_event_type_names_in_lifecycle_order() -> None:
         "cutover",
         "rollback",
         "finalize",
+        "reopen",
     )
 
 
@@ -386,11 +405,14 @@ def test_transition_table(state_name: str, event_name: str) -> None:
     ("state_name", "why"),
     [
         ("cancelled", "the migration is cancelled; plan a new one"),
-        ("finalized", "the migration is finalized; plan a new one"),
+        ("finalized", "the migration is finalized; plan a new one (or restore a backup and reopen it)"),
     ],
 )
-@pytest.mark.parametrize("event_name", list(EVENTS))
-def test_terminal_states_reject_everything(state_name: str, why: str, event_name: str) -> None:
+@pytest.mark.parametrize(
+    "event_name",
+    ["start", "progress", "error", "pause", "resume", "cancel", "cutover", "rollback", "finalize"],
+)
+def test_terminal_states_reject_everything_but_reopen(state_name: str, why: str, event_name: str) -> None:
     state = STATES[state_name]
     assert state.terminal
     event = EVENTS[event_name]
@@ -401,6 +423,26 @@ def test_terminal_states_reject_everything(state_name: str, why: str, event_name
     with pytest.raises(InvalidTransitionError) as info:
         transition(state, event, POLICY)
     assert str(info.value).endswith(why)
+
+
+def test_cancelled_state_refuses_reopen() -> None:
+    state = STATES["cancelled"]
+    assert state.terminal
+    with pytest.raises(InvalidTransitionError) as info:
+        transition(state, Reopen(at=T2), POLICY)
+    assert (
+        str(info.value)
+        == "cannot apply 'reopen' to a migration that is cancelled/stable: the migration is cancelled; "
+        "plan a new one"
+    )
+
+
+def test_finalized_state_is_terminal_but_accepts_reopen() -> None:
+    state = STATES["finalized"]
+    assert state.terminal
+    after = transition(state, Reopen(at=T2), POLICY)
+    assert after == M(CO, RW, 100, 100, cutover_at=T2)
+    assert not after.terminal
 
 
 @pytest.mark.parametrize(
@@ -414,6 +456,27 @@ def test_terminal_states_reject_everything(state_name: str, why: str, event_name
         ("in_progress", "rollback", "it has not been cut over"),
         ("in_progress", "finalize", "cut over first"),
         ("completed_window", "cutover", "it is already cut over"),
+        ("planned", "reopen", "it is not finalized"),
+        ("in_progress", "reopen", "it is not finalized"),
+        ("completed_window", "reopen", "it is not finalized"),
+        ("completed_rb", "reopen", "it is not finalized"),
+        ("cancelled", "reopen", "the migration is cancelled; plan a new one"),
+        ("cancelled", "start", "the migration is cancelled; plan a new one"),
+        (
+            "finalized",
+            "start",
+            "the migration is finalized; plan a new one (or restore a backup and reopen it)",
+        ),
+        (
+            "finalized",
+            "finalize",
+            "the migration is finalized; plan a new one (or restore a backup and reopen it)",
+        ),
+        (
+            "finalized",
+            "rollback",
+            "the migration is finalized; plan a new one (or restore a backup and reopen it)",
+        ),
     ],
 )
 def test_refusals_say_why(state_name: str, event_name: str, why: str) -> None:
@@ -698,6 +761,106 @@ def test_rollback_then_cutover_again_reopens_the_window() -> None:
         transition(state, Finalize(at=later + WINDOW - 1), POLICY)
 
 
+# --- reopen --------------------------------------------------------------------------------------
+
+
+def test_reopen_then_rollback_queries_the_source_with_dual_writes() -> None:
+    reopened = transition(STATES["finalized"], Reopen(at=T2), POLICY)
+    after = transition(reopened, Rollback(at=T2 + 60), POLICY)
+    assert after == M(CO, MI, 100, 100, rolled_back=True)
+    assert not after.finalized
+    assert write_route(after) is WriteRoute.DUAL_WRITE
+    for policy in (POLICY, Policy(query_threshold=0.0)):
+        for coverage in (0.0, 1.0):
+            assert query_route(after, coverage, policy) is QueryRoute.SOURCE
+    assert allowed_events(after) == ("progress", "cancel", "cutover")
+
+
+@pytest.mark.parametrize(
+    ("now", "left"),
+    [
+        (T2, 3600.0),
+        (T2 + 1, 3599.0),
+        (T2 + WINDOW - 1, 1.0),
+        (T2 + WINDOW, 0.0),
+        (T2 + 5 * WINDOW, 0.0),
+    ],
+)
+def test_reopen_opens_a_new_full_window_from_its_time(now: float, left: float) -> None:
+    # the first window (from T0) closed long ago; the reopened one starts at the reopen
+    reopened = transition(STATES["finalized"], Reopen(at=T2), POLICY)
+    assert reopened.cutover_at == T2
+    assert rollback_window_left(reopened, POLICY, now) == left
+
+
+def test_finalize_again_after_reopen_waits_for_the_new_window() -> None:
+    reopened = transition(STATES["finalized"], Reopen(at=T2), POLICY)
+    with pytest.raises(RollbackWindowOpenError) as info:
+        transition(reopened, Finalize(at=T2 + WINDOW - 1), POLICY)
+    assert info.value.seconds_left == 1.0
+    assert "another 1s;" in str(info.value)
+    after = transition(reopened, Finalize(at=T2 + WINDOW), POLICY)
+    assert after == M(CO, ST, 100, 100, cutover_at=T2, finalized_at=T2 + WINDOW)
+    assert after.finalized and after.terminal
+
+
+def test_finalize_again_after_reopen_with_force() -> None:
+    reopened = transition(STATES["finalized"], Reopen(at=T2), POLICY)
+    after = transition(reopened, Finalize(at=T2 + 1, force=True), POLICY)
+    assert after == M(CO, ST, 100, 100, cutover_at=T2, finalized_at=T2 + 1)
+
+
+def test_reopen_of_a_forced_partial_finalize_keeps_the_counts() -> None:
+    forced = transition(STATES["in_progress_window"], Finalize(at=T1, force=True), POLICY)
+    assert forced == M(CO, ST, 40, 100, cutover_at=T0, finalized_at=T1)
+    reopened = transition(forced, Reopen(at=T2), POLICY)
+    # partial coverage is in progress again: finalize needs force (or the backfill) once more
+    assert reopened == M(IP, RW, 40, 100, cutover_at=T2)
+    assert reopened.coverage == 0.4
+    after = transition(reopened, Progress(40, 100), POLICY)
+    assert after == M(IP, RW, 40, 100, cutover_at=T2)
+    with pytest.raises(RollbackWindowOpenError) as info:
+        transition(after, Finalize(at=T2 + 10 * WINDOW), POLICY)
+    assert info.value.seconds_left is None
+    assert "partial" in str(info.value)
+
+
+def test_reopened_state_round_trip() -> None:
+    reopened = transition(STATES["finalized"], Reopen(at=T2), POLICY)
+    data = reopened.to_dict()
+    assert data == {
+        "status": "completed",
+        "phase": "rollback_window",
+        "processed": 100,
+        "total": 100,
+        "reason": None,
+        "error": None,
+        "cutover_at": T2,
+        "finalized_at": None,
+        "rolled_back": False,
+    }
+    assert MigrationState.from_dict(json.loads(json.dumps(data))) == reopened
+
+
+def test_reopened_state_routing() -> None:
+    reopened = transition(STATES["finalized"], Reopen(at=T2), POLICY)
+    assert reopened.label == "completed/rollback_window"
+    assert write_route(reopened) is WriteRoute.DUAL_WRITE
+    for policy in (POLICY, Policy(query_threshold=0.5)):
+        for coverage in (0.0, 0.49, 0.5, 1.0):
+            assert query_route(reopened, coverage, policy) is QueryRoute.TARGET
+    assert allowed_events(reopened) == ("progress", "rollback", "finalize")
+
+
+def test_reopen_twice_is_refused() -> None:
+    reopened = transition(STATES["finalized"], Reopen(at=T2), POLICY)
+    with pytest.raises(InvalidTransitionError) as info:
+        transition(reopened, Reopen(at=T2 + 1), POLICY)
+    assert str(info.value) == (
+        "cannot apply 'reopen' to a migration that is completed/rollback_window: it is not finalized"
+    )
+
+
 # --- routing -------------------------------------------------------------------------------------
 
 
@@ -847,8 +1010,8 @@ def test_policy_defaults() -> None:
 
 def _random_event(rng: random.Random, now: float) -> Event:
     kind = rng.choices(
-        ["start", "progress", "error", "pause", "resume", "cancel", "cutover", "rollback", "final"],
-        weights=[3, 12, 3, 3, 4, 1, 4, 3, 2],
+        ["start", "progress", "error", "pause", "resume", "cancel", "cutover", "rollback", "final", "reopen"],
+        weights=[3, 12, 3, 3, 4, 1, 4, 3, 2, 2],
     )[0]
     if kind in ("start", "progress"):
         total = rng.randint(0, 50)
@@ -866,6 +1029,8 @@ def _random_event(rng: random.Random, now: float) -> Event:
         return Cutover(rng.random(), at=now, force=rng.random() < 0.3)
     if kind == "rollback":
         return Rollback(at=now)
+    if kind == "reopen":
+        return Reopen(at=now)
     return Finalize(at=now, force=rng.random() < 0.2)
 
 
@@ -882,6 +1047,7 @@ def _check_invariants(state: MigrationState, policy: Policy, now: float) -> None
         left = rollback_window_left(state, policy, now)
         assert left is not None and left >= 0.0
     if state.finalized:
+        assert state.status is Status.COMPLETED and state.phase is Phase.STABLE
         assert write_route(state) is WriteRoute.TARGET
         assert query_route(state, 0.0, policy) is QueryRoute.TARGET
     if state.status is Status.PAUSED:
@@ -904,6 +1070,7 @@ def test_random_walk(seed: int) -> None:
     now = T0
     for _walk in range(5):
         state = MigrationState()
+        cancelled = False
         for _step in range(400):
             now += rng.choice([0.0, 1.0, 30.0, 600.0])
             event = _random_event(rng, now)
@@ -915,18 +1082,29 @@ def test_random_walk(seed: int) -> None:
             except (ThresholdNotMetError, RollbackWindowOpenError):
                 assert event.name in allowed_events(state)
                 continue
-            assert not state.terminal, "a terminal state accepted an event"
+            assert state.status is not Status.CANCELLED, "a cancelled migration accepted an event"
+            if state.finalized:
+                # a finalized migration can only be reopened, into a new window from the reopen
+                assert isinstance(event, Reopen), "a finalized migration accepted an event but reopen"
+                assert after.phase is Phase.ROLLBACK_WINDOW
+                assert after.cutover_at == event.at
+                assert not after.finalized and not after.terminal
             assert event.name in allowed_events(state)
             state = after
+            cancelled = cancelled or state.status is Status.CANCELLED
+            assert state.status is Status.CANCELLED or not cancelled, "a cancelled migration came back"
             _check_invariants(state, policy, now)
-        if state.terminal:
+        if state.status is Status.CANCELLED:
             assert allowed_events(state) == ()
+        if state.finalized:
+            assert allowed_events(state) == ("reopen",)
 
 
 def test_random_walks_reach_every_representative_state() -> None:
     # With the walk above: every reachable combination is represented, and every represented one
     # is reachable.
     seen: set[tuple[Status, Phase, bool, bool]] = set()
+    reopened = 0
     rng = random.Random(1234)
     now = T0
     for _walk in range(300):
@@ -934,12 +1112,15 @@ def test_random_walks_reach_every_representative_state() -> None:
         seen.add(_combo(state))
         for _step in range(60):
             now += rng.choice([0.0, 600.0, 5000.0])
+            event = _random_event(rng, now)
             try:
-                state = transition(state, _random_event(rng, now), POLICY)
+                state = transition(state, event, POLICY)
             except TransitionError:
                 continue
+            reopened += isinstance(event, Reopen)
             seen.add(_combo(state))
     assert seen == {_combo(s) for s in STATES.values()}
+    assert reopened > 0  # the walks do take the reopen edge
 
 
 # --- the module is pure --------------------------------------------------------------------------
