@@ -36,7 +36,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,7 +58,7 @@ from .errors import (
 from .metrics import NO_METRICS, BackfillMetrics
 from .plan import MigrationPlan
 from .state import Status
-from .store import MODEL_FIELD, VERSION_FIELD, Store
+from .store import MODEL_FIELD, VERSION_FIELD, Coverage, Store
 
 __all__ = [
     "BackfillOptions",
@@ -71,7 +71,9 @@ __all__ = [
     "estimate",
     "list_failures",
     "run_backfill",
+    "same_text",
     "shard_of",
+    "update_if_unchanged",
     "write_target_vectors",
 ]
 
@@ -747,14 +749,15 @@ class _Run:
             raise self.error
         self._repair_stamps()
         final = self.migration.coverage()
-        self._record_progress()
+        self._record_progress(final)
         return self._report(final.covered, final.total)
 
-    def _record_progress(self) -> None:
-        """Record the coverage counted from the data; another worker's concurrent record is retried."""
-        for _ in range(5):
+    def _record_progress(self, coverage: Coverage | None = None) -> None:
+        """Record the coverage counted from the data; another worker's concurrent record is retried
+        (with a fresh count: the other worker may have written meanwhile)."""
+        for attempt in range(5):
             try:
-                self.migration.progress()
+                self.migration.progress(coverage if attempt == 0 else None)
                 return
             except ConcurrentTransitionError:
                 continue
@@ -821,31 +824,45 @@ class _Run:
         )
 
 
-def write_target_vectors(
-    store: Store, plan: MigrationPlan, pending: dict[Any, tuple[str, NDArray[np.float32]]]
-) -> list[Any]:
-    """Write target vectors without ever overwriting a fresher one; return the ids written.
+def same_text(point_id: Any, text_field: str, text: str) -> models.Filter:
+    """The condition "this point still holds this text" (one clause of a conditional write)."""
+    return models.Filter(
+        must=[
+            models.HasIdCondition(has_id=[point_id]),
+            models.FieldCondition(key=text_field, match=models.MatchValue(value=text)),
+        ]
+    )
 
-    ``pending`` maps point ids to ``(text, vector)``: the text the vector was embedded from. Each point is
-    written only if it still lacks the target vector and still holds that text, so a write the application
-    made meanwhile wins. Points deleted meanwhile are dropped (a server applies an ``update_vectors``
-    batch point by point and fails on the first missing id; the batch is written again without it, which
-    the conditions make harmless). The points holding the target vector afterwards are stamped with the
-    target model. Used by the backfill and by read-repair.
+
+def update_if_unchanged(
+    store: Store,
+    collection: str,
+    text_field: str,
+    pending: Mapping[Any, tuple[str, Mapping[str, Any]]],
+    *,
+    lacking: str | None = None,
+) -> list[Any]:
+    """Write named vectors to points that still hold the text they were embedded from.
+
+    ``pending`` maps point ids to ``(text, {vector name: vector})``. One ``update_vectors`` conditional on
+    each point still holding its text (and, with ``lacking``, still lacking that vector), so a write the
+    application made meanwhile wins; payload and other vectors are left alone. Points deleted meanwhile
+    are dropped: a server applies an ``update_vectors`` batch point by point and fails on the first missing
+    id, so the batch is written again without it, which the conditions make harmless.
+
+    Returns:
+        the ids that still exist (written, or skipped by the conditions: Qdrant does not say which).
     """
-    pending = dict(pending)
-    collection = plan.data_collection
-    while pending:
-        ids = list(pending)
+    todo = dict(pending)
+    while todo:
+        ids = list(todo)
         condition = models.Filter(
-            must_not=[models.HasVectorCondition(has_vector=plan.target_vector)],
+            must_not=[models.HasVectorCondition(has_vector=lacking)] if lacking is not None else None,
             should=[
                 models.Filter(
                     must=[
                         models.HasIdCondition(has_id=[pid]),
-                        models.FieldCondition(
-                            key=plan.text_field, match=models.MatchValue(value=pending[pid][0])
-                        ),
+                        models.FieldCondition(key=text_field, match=models.MatchValue(value=todo[pid][0])),
                     ]
                 )
                 for pid in ids
@@ -856,13 +873,16 @@ def write_target_vectors(
                 collection,
                 [
                     models.PointVectors(
-                        id=pid, vector={plan.target_vector: np.asarray(pending[pid][1]).tolist()}
+                        id=pid,
+                        vector={
+                            name: np.asarray(v, dtype=np.float64).tolist() for name, v in todo[pid][1].items()
+                        },
                     )
                     for pid in ids
                 ],
                 update_filter=condition,
             )
-            break
+            return ids
         except PointNotFoundError:
             existing = {r.id for r in store.retrieve(collection, ids, with_payload=False)}
             gone = [pid for pid in ids if pid not in existing]
@@ -870,10 +890,30 @@ def write_target_vectors(
                 raise
             log.info("%s: %d point(s) deleted meanwhile, skipped", collection, len(gone))
             for pid in gone:
-                pending.pop(pid)
-    if not pending:
+                todo.pop(pid)
+    return []
+
+
+def write_target_vectors(
+    store: Store, plan: MigrationPlan, pending: dict[Any, tuple[str, NDArray[np.float32]]]
+) -> list[Any]:
+    """Write target vectors without ever overwriting a fresher one; return the ids written.
+
+    Each point is written only if it still lacks the target vector and still holds the text its vector was
+    embedded from (:func:`update_if_unchanged`), so a write the application made meanwhile wins. The points
+    holding the target vector afterwards are stamped with the target model. Used by the backfill and by
+    read-repair.
+    """
+    collection = plan.data_collection
+    ids = update_if_unchanged(
+        store,
+        collection,
+        plan.text_field,
+        {pid: (text, {plan.target_vector: vector}) for pid, (text, vector) in pending.items()},
+        lacking=plan.target_vector,
+    )
+    if not ids:
         return []
-    ids = list(pending)
     # Stamp the model on the points that now hold the target vector (ours, or the application's).
     # Selecting them by id keeps this O(batch) on every backend; a filter would scan in local mode.
     records = store.retrieve(collection, ids, with_payload=False, with_vectors=[plan.target_vector])

@@ -30,10 +30,11 @@ from qdrant_client import models
 
 from . import commands
 from .backfill import BackfillProgress, BackfillReport, Shard
-from .commands import Connection, Session, StatusReport, format_duration
+from .commands import Connection, Session, StatusReport
 from .config import load_settings, parse_duration
 from .errors import ConfigError, LatticeError, TransitionError
 from .metrics import NO_METRICS
+from .state import format_duration
 from .verify import VerifyReport
 
 __all__ = ["app", "main"]
@@ -178,6 +179,9 @@ def render_status(report: StatusReport) -> str:
         f"  routing   writes: {report.write_route}; queries: {report.query_route} "
         f"(vector {report.query_vector!r})",
     ]
+    if report.strategy == "blue_green":
+        alias = f"; alias {report.alias!r} -> {report.alias_points_to!r}" if report.alias else ""
+        lines.append(f"  layout    blue-green: target collection {report.target_collection!r}{alias}")
     if report.failed:
         shown = ", ".join(f"{f['point_id']} ({f['reason']})" for f in report.failures[:3])
         lines.append(f"  failed    {report.failed} point(s): {shown}")

@@ -11,7 +11,6 @@ Each command takes a :class:`Session` first (a connection to Qdrant plus the set
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -32,7 +31,7 @@ from .errors import ConfigError, LatticeError, MigrationNotFoundError, ModelNotF
 from .metrics import NO_METRICS, BackfillMetrics
 from .plan import Strategy
 from .spec import ModelSpec
-from .state import Phase, Status
+from .state import Phase, Status, format_duration
 from .store import IN_PLACE_MIN_VERSION, PAYLOAD_INDEXES, RetryPolicy
 
 __all__ = [
@@ -197,6 +196,10 @@ class StatusReport:
     error: str | None
     reason: str | None
     next_step: str
+    strategy: str = "in_place"
+    target_collection: str | None = None
+    alias: str | None = None
+    alias_points_to: str | None = None
 
     @property
     def coverage(self) -> float:
@@ -250,29 +253,19 @@ def _next_step(collection: str, m: Migration, report: dict[str, Any]) -> str:
     return f"lattice-qdrant backfill {c}"
 
 
-def format_duration(seconds: float) -> str:
-    """``3725`` -> ``"1h 2m"``; ``42`` -> ``"42s"``."""
-    seconds = max(0, math.ceil(seconds))
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes}m"
-    if minutes:
-        return f"{minutes}m {secs}s"
-    return f"{secs}s"
-
-
 def _status_of(session: Session, collection: str) -> StatusReport:
     migration = session.migration(collection)
     snap = migration.snapshot(refresh=True)
     plan, state = snap.plan, snap.state
     if state.finalized or state.status == Status.CANCELLED:
-        vectors = session.store.vectors(collection)
-        has_target = plan.target_vector in vectors
-        total = session.store.count(collection)
+        # the target vector (or, blue-green, collection) may be gone after a cancel; the source
+        # collection is gone after a blue-green finalize
+        data = plan.data_collection
+        home = collection if session.store.collection_exists(collection) else data
+        has_target = session.store.collection_exists(data) and plan.target_vector in session.store.vectors(
+            data
+        )
+        total = session.store.count(home)
         covered = migration.coverage().covered if has_target else 0
     else:
         cov = migration.coverage()
@@ -303,6 +296,13 @@ def _status_of(session: Session, collection: str) -> StatusReport:
         "error": state.error,
         "reason": state.reason,
     }
+    if plan.blue_green:
+        report.update(
+            strategy=plan.strategy.value,
+            target_collection=plan.data_collection,
+            alias=plan.alias,
+            alias_points_to=session.store.alias_target(plan.alias) if plan.alias else None,
+        )
     report["coverage"] = 1.0 if total == 0 else covered / total
     report["next_step"] = _next_step(collection, migration, report)
     del report["coverage"]

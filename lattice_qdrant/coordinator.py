@@ -58,6 +58,7 @@ from .state import (
     Start,
     Status,
     WriteRoute,
+    format_duration,
     query_route,
     rollback_window_left,
     transition,
@@ -94,21 +95,6 @@ class Routing:
     query: QueryRoute
     query_vector: str
     write_vectors: tuple[str, ...]
-
-
-def format_seconds(seconds: float) -> str:
-    """``3725`` -> ``"1h 2m"``; ``42`` -> ``"42s"``."""
-    total = max(0, int(seconds + 0.999))
-    days, rest = divmod(total, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes}m"
-    if minutes:
-        return f"{minutes}m {secs}s"
-    return f"{secs}s"
 
 
 def _snapshot(record: dict[str, Any]) -> Snapshot:
@@ -380,9 +366,13 @@ class Migration:
         snap = self.snapshot(refresh=True)
         return bluegreen.sync_alias(self.store, snap.plan, snap.state)
 
-    def progress(self) -> MigrationState:
-        """Record the coverage counted from the data (completes the migration at 100%)."""
-        cov = self.coverage()
+    def progress(self, coverage: Coverage | None = None) -> MigrationState:
+        """Record the coverage counted from the data (completes the migration at 100%).
+
+        Args:
+            coverage: a count just made (``coverage()``), to save counting again.
+        """
+        cov = coverage if coverage is not None else self.coverage()
         return self.apply(Progress(processed=cov.covered, total=cov.total))
 
     def fail(self, message: str) -> MigrationState:
@@ -579,8 +569,8 @@ class Migration:
             left = state.finalized_at + snap.plan.rollback_window - self.clock()
             if left > 0:
                 return (
-                    f"{self.collection!r} was finalized {format_seconds(self.clock() - state.finalized_at)} "
-                    f"ago; its rollback window needs this backup for another {format_seconds(left)}"
+                    f"{self.collection!r} was finalized {format_duration(self.clock() - state.finalized_at)} "
+                    f"ago; its rollback window needs this backup for another {format_duration(left)}"
                 )
             return None
         if state.phase == Phase.ROLLBACK_WINDOW:

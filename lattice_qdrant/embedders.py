@@ -53,7 +53,7 @@ _MAX_DIMENSION = 65536
 # Tokens are runs of Unicode letters and digits (``\w`` without the underscore).
 _TOKEN = re.compile(r"[^\W_]+")
 # The gram -> bucket cache is cleared when it grows past this many entries, to bound memory.
-_CACHE_LIMIT = 1 << 20
+_CACHE_LIMIT = 1 << 16
 
 
 @runtime_checkable
@@ -299,7 +299,7 @@ class SentenceTransformerEmbedder:
         *,
         device: str = "cpu",
         normalize: bool = True,
-        batch_size: int = 64,
+        batch_size: int = 16,
         prompt: str | None = None,
         max_length: int | None = None,
         revision: str | None = None,
@@ -310,7 +310,8 @@ class SentenceTransformerEmbedder:
             model: hub name or local folder of the model.
             device: torch device (``cpu``, ``cuda``, ...).
             normalize: L2-normalise each vector.
-            batch_size: texts per forward pass.
+            batch_size: texts per forward pass (small batches pad less: sentence-transformers sorts a call
+                by length, so a backfill batch of 64 texts runs as 4 well-packed passes).
             prompt: text prepended to every input.
             max_length: maximum tokens per input; sets the model's ``max_seq_length``.
             revision: model revision to load (a branch, tag or commit on the hub).

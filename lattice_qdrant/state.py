@@ -101,6 +101,7 @@ __all__ = [
     "Status",
     "WriteRoute",
     "allowed_events",
+    "format_duration",
     "query_route",
     "rollback_window_left",
     "transition",
@@ -502,8 +503,8 @@ def _refusal(state: MigrationState, event: str) -> str | None:
     return f"unknown event {event!r}"
 
 
-def _human_duration(seconds: float) -> str:
-    """``3599`` -> ``59m 59s``; rounds up, so an open window never reads as ``0s``."""
+def format_duration(seconds: float) -> str:
+    """``3599`` -> ``59m 59s``; ``90000`` -> ``1d 1h``. Rounds up, so time left never reads as ``0s``."""
     total = max(1, math.ceil(seconds))
     days, rest = divmod(total, 86400)
     hours, rest = divmod(rest, 3600)
@@ -625,7 +626,7 @@ def _check_finalize(state: MigrationState, policy: Policy, at: float) -> None:
     left = rollback_window_left(state, policy, at)
     if left is not None and left > 0:
         raise RollbackWindowOpenError(
-            f"finalize refused: the rollback window is open for another {_human_duration(left)}; "
+            f"finalize refused: the rollback window is open for another {format_duration(left)}; "
             "wait, or pass force=True (--force) to finalize now",
             seconds_left=left,
         )

@@ -42,9 +42,10 @@ import numpy as np
 from numpy.typing import NDArray
 from qdrant_client import models
 
+from .backfill import same_text, update_if_unchanged
 from .coordinator import Migration
 from .embedders import Embedder, embed_checked, embedder_for
-from .errors import ConfigError, LatticeError, MigrationNotFoundError, ModelNotFoundError, PointNotFoundError
+from .errors import ConfigError, LatticeError, MigrationNotFoundError, ModelNotFoundError
 from .plan import MigrationPlan
 from .registry import ModelRegistry
 from .spec import Distance, ModelSpec
@@ -217,15 +218,6 @@ def vectors_match(
 # --------------------------------------------------------------------------- conditional writes
 
 
-def _same_text(pid: Any, text_field: str, text: str) -> models.Filter:
-    return models.Filter(
-        must=[
-            models.HasIdCondition(has_id=[pid]),
-            models.FieldCondition(key=text_field, match=models.MatchValue(value=text)),
-        ]
-    )
-
-
 def write_vectors_if_unchanged(
     store: Store,
     collection: str,
@@ -234,43 +226,12 @@ def write_vectors_if_unchanged(
 ) -> list[Any]:
     """Write named vectors to points that still hold the text they were embedded from.
 
-    ``pending`` maps point ids to ``(text, {vector name: vector})``. One ``update_vectors`` conditional on
-    each point still holding its text (a point whose text changed meanwhile keeps what the application
-    wrote); other vectors and the payload are left alone. Points deleted meanwhile are dropped and the batch
-    is written again without them, which the conditions make harmless (the technique of
-    :func:`~lattice_qdrant.backfill.write_target_vectors`, without its "still lacks the vector" condition).
+    :func:`~lattice_qdrant.backfill.update_if_unchanged` without its "still lacks the vector" condition.
 
     Returns:
         the ids that still exist (written, or skipped because their text changed: Qdrant does not say).
     """
-    todo = dict(pending)
-    while todo:
-        ids = list(todo)
-        condition = models.Filter(should=[_same_text(pid, text_field, todo[pid][0]) for pid in ids])
-        try:
-            store.update_vectors(
-                collection,
-                [
-                    models.PointVectors(
-                        id=pid,
-                        vector={
-                            name: np.asarray(v, dtype=np.float64).tolist() for name, v in todo[pid][1].items()
-                        },
-                    )
-                    for pid in ids
-                ],
-                update_filter=condition,
-            )
-            return ids
-        except PointNotFoundError:
-            existing = {r.id for r in store.retrieve(collection, ids, with_payload=False)}
-            gone = [pid for pid in ids if pid not in existing]
-            if not gone:
-                raise
-            log.info("%s: %d point(s) deleted meanwhile, skipped", collection, len(gone))
-            for pid in gone:
-                todo.pop(pid)
-    return []
+    return update_if_unchanged(store, collection, text_field, pending)
 
 
 def _stamp_if_unchanged(
@@ -288,7 +249,7 @@ def _stamp_if_unchanged(
         store.set_payload(
             collection,
             {MODEL_FIELD: spec.model_id, VERSION_FIELD: spec.version},
-            models.Filter(should=[_same_text(pid, text_field, stamps[pid][0]) for pid in ids]),
+            models.Filter(should=[same_text(pid, text_field, stamps[pid][0]) for pid in ids]),
         )
 
 

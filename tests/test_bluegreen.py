@@ -243,3 +243,26 @@ def test_mixed_mode_works_across_the_two_collections(
     res = lattice.query_points(blue.plan.collection, models.Document(text=CORPUS[2], model="m"), mode="mixed",
                                limit=3)  # fmt: skip
     assert res.points[0].id % len(CORPUS) == 2
+
+
+def test_status_through_a_blue_green_lifecycle(
+    blue: lq.Migration, lattice: lq.LatticeClient, modern: HashEmbedder
+) -> None:
+    from lattice_qdrant import commands
+    from lattice_qdrant.cli import render_status
+    from lattice_qdrant.config import Settings
+
+    session = commands.Session(
+        settings=Settings(control_collection=lattice.store.control_collection), client=lattice.client
+    )
+    plan = blue.plan
+    blue.start()
+    run_backfill(blue, modern)
+    blue.cutover()
+    report = commands.status(session, [plan.collection])[0]
+    assert report.strategy == "blue_green" and report.alias_points_to == plan.data_collection
+    assert f"alias {plan.alias!r} -> {plan.data_collection!r}" in render_status(report)
+    blue.finalize(force=True)  # drops the source collection
+    report = commands.status(session, [plan.collection])[0]
+    assert report.finalized and report.covered == report.total == 30
+    assert "nothing to do" in report.next_step

@@ -554,7 +554,7 @@ class TestSentenceTransformerFake:
         inputs, kwargs = model.calls[0]
         assert inputs == ["a"]
         assert kwargs["normalize_embeddings"] is True
-        assert kwargs["batch_size"] == 64
+        assert kwargs["batch_size"] == 16
 
     def test_empty_batch_does_not_encode(self, fake_st: type[FakeSentenceTransformer]) -> None:
         embedder = SentenceTransformerEmbedder("some/model")
