@@ -715,8 +715,8 @@ class _Run:
         try:
             last_beat = last_count = time.monotonic()
             self._heartbeat(final=False, count=False)
-            while any(t.is_alive() for t in threads):
-                time.sleep(0.1)
+            while alive := [t for t in threads if t.is_alive()]:
+                alive[0].join(timeout=0.1)  # wakes as soon as it ends, or to report progress
                 with self.lock:
                     self.progress.queue_embed = self.embed_q.qsize()
                     self.progress.queue_write = self.write_q.qsize()

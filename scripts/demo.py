@@ -146,10 +146,11 @@ def main() -> None:
     client.client.close()
     cli(store, "cutover", COLLECTION)
 
-    say("8. Finalize once the rollback window has passed: the legacy vector is dropped")
+    say("8. Finalize once the rollback window has passed: the legacy vectors are backed up, then dropped")
     cli(store, "finalize", COLLECTION, check=False)
     time.sleep(WINDOW)
     cli(store, "finalize", COLLECTION)
+    cli(store, "backups", "list", COLLECTION)
 
     say("Summary")
     print(f"hit@5 with the legacy bag-of-words model: {before:.0%}")
