@@ -163,6 +163,16 @@ def _echo_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
+def _echo_mapping(data: dict[str, Any], as_json: bool) -> None:
+    """A record as JSON, or as aligned ``key value`` lines."""
+    if as_json:
+        _echo_json(data)
+        return
+    width = max((len(k) for k in data), default=0) + 1
+    for key, value in data.items():
+        typer.echo(f"{key:{width}} {value}")
+
+
 def _bar(fraction: float, width: int = 30) -> str:
     filled = round(max(0.0, min(1.0, fraction)) * width)
     return "[" + "#" * filled + "." * (width - filled) + "]"
@@ -284,12 +294,7 @@ def models_show(
 ) -> None:
     """Show one registered model spec with its checksum."""
     with _session(ctx) as session:
-        spec = commands.show_model(session, ref)
-        if as_json:
-            _echo_json(spec.to_payload())
-            return
-        for key, value in spec.to_payload().items():
-            typer.echo(f"{key:13} {value}")
+        _echo_mapping(commands.show_model(session, ref).to_payload(), as_json)
 
 
 # --------------------------------------------------------------------------- lifecycle
@@ -889,12 +894,7 @@ def backups_show(
 ) -> None:
     """Show a backup's manifest: counts, checksum, model, and whether it is complete."""
     with _session(ctx) as session:
-        manifest = commands.show_backup(session, backup_id)
-        if as_json:
-            _echo_json(manifest.to_dict())
-            return
-        for key, value in manifest.to_dict().items():
-            typer.echo(f"{key:18} {value}")
+        _echo_mapping(commands.show_backup(session, backup_id).to_dict(), as_json)
 
 
 @backups_app.command("delete")
