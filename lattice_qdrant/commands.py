@@ -372,7 +372,7 @@ def plan(
         query_mode=query_mode,  # type: ignore[arg-type]  # checked above
         missing_policy=missing_policy,  # type: ignore[arg-type]
         read_repair=read_repair,
-        compare_margin=compare_margin,
+        compare_margin=s.compare_margin if compare_margin is None else compare_margin,
         strategy=strategy,
         target_collection=target_collection,
         alias=alias,

@@ -65,6 +65,8 @@ class Settings(BaseModel):
         text_field: payload field holding the text.
         control_collection: collection holding migration records and the model registry.
         refresh_interval: seconds a process routes by a cached migration state.
+        compare_margin: gate cutover on the last shadow comparison: the target's recall may fall at most
+            this far below the source's (unset: no gate).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -83,6 +85,7 @@ class Settings(BaseModel):
     text_field: str = Field(default="text", min_length=1)
     control_collection: str = Field(default="lattice_qdrant", min_length=1)
     refresh_interval: float = Field(default=2.0, ge=0)
+    compare_margin: float | None = Field(default=None, ge=0, le=1)
 
     @field_validator("rollback_window", "delay", "refresh_interval", mode="before")
     @classmethod

@@ -86,3 +86,9 @@ def test_durations(text: str | int, seconds: float) -> None:
 def test_bad_durations(bad: str | int | bool) -> None:
     with pytest.raises(ValueError):
         parse_duration(bad)
+
+
+def test_compare_margin_comes_from_the_environment(tmp_path: Path) -> None:
+    assert load_settings(env={"LATTICE_QDRANT_COMPARE_MARGIN": "0.05"}, cwd=tmp_path).compare_margin == 0.05
+    with pytest.raises(ConfigError, match="compare_margin"):
+        load_settings(env={"LATTICE_QDRANT_COMPARE_MARGIN": "2"}, cwd=tmp_path)
