@@ -558,6 +558,17 @@ def _stop_on_signals() -> Iterator[threading.Event]:
             signal.signal(sig, old)
 
 
+@contextmanager
+def _watched() -> Iterator[tuple[threading.Event, _Reporter]]:
+    """For a command that runs a backfill: its progress reporter, and the stop event signals set."""
+    reporter = _Reporter()
+    try:
+        with _stop_on_signals() as stop:
+            yield stop, reporter
+    finally:
+        reporter.close()
+
+
 def _render_backfill(reports: list[BackfillReport], as_json: bool) -> None:
     if as_json:
         _echo_json([{**asdict(r), "coverage": r.coverage} for r in reports])
@@ -641,14 +652,10 @@ def backfill(
             from .metrics import prometheus_metrics
 
             metrics = prometheus_metrics(metrics_port)
-        reporter = _Reporter()
-        try:
-            with _stop_on_signals() as stop:
-                reports = commands.backfill(
-                    session, collections, options, stop=stop, on_progress=reporter, metrics=metrics
-                )
-        finally:
-            reporter.close()
+        with _watched() as (stop, reporter):
+            reports = commands.backfill(
+                session, collections, options, stop=stop, on_progress=reporter, metrics=metrics
+            )
         _render_backfill(reports, as_json)
 
 
@@ -679,25 +686,21 @@ def migrate(
 
     with _session(ctx) as session:
         options = commands.backfill_options(session, batch_size=batch_size)
-        reporter = _Reporter()
-        try:
-            with _stop_on_signals() as stop:
-                report = commands.migrate(
-                    session,
-                    collection,
-                    source=source,
-                    target=target,
-                    source_vector=source_vector,
-                    target_vector=target_vector,
-                    text_field=text_field,
-                    confirm=confirm,
-                    options=options,
-                    stop=stop,
-                    on_progress=reporter,
-                    force=force,
-                )
-        finally:
-            reporter.close()
+        with _watched() as (stop, reporter):
+            report = commands.migrate(
+                session,
+                collection,
+                source=source,
+                target=target,
+                source_vector=source_vector,
+                target_vector=target_vector,
+                text_field=text_field,
+                confirm=confirm,
+                options=options,
+                stop=stop,
+                on_progress=reporter,
+                force=force,
+            )
         _show([report], as_json)
 
 

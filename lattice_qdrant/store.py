@@ -418,50 +418,9 @@ class Store:
         Idempotent: an existing vector with the same size and distance is left alone; one with another
         size or distance raises :class:`VectorConflictError`.
         """
-        existing = self.vectors(collection).get(name)
-        if existing is not None:
-            if existing.size != spec.dimension or existing.distance != spec.distance:
-                raise VectorConflictError(
-                    f"the named vector exists as {existing.size}-d {existing.distance.value}, but "
-                    f"{spec.qualified_id} needs {spec.dimension}-d {spec.distance.value}; choose another "
-                    "vector name",
-                    collection=collection,
-                    vector=name,
-                )
-            return False
-        create = getattr(self.client, "create_vector_name", None)
-        if create is None:
-            raise InPlaceUnsupportedError(
-                "this qdrant-client has no create_vector_name (needs qdrant-client 1.18+); upgrade it "
-                f"or {_BLUE_GREEN}",
-                collection=collection,
-                vector=name,
-            )
-        config = models.DenseVectorNameConfig(
-            dense=models.DenseVectorConfig(size=spec.dimension, distance=models.Distance(spec.distance.value))
+        return self.ensure_vector_shape(
+            collection, name, spec.dimension, spec.distance, needed_by=spec.qualified_id
         )
-        try:
-            self._call(
-                "add the named vector",
-                create,
-                collection,
-                name,
-                config,
-                wait=True,
-                collection=collection,
-                vector=name,
-            )
-        except StoreError as exc:
-            cause = exc.__cause__
-            if isinstance(cause, UnexpectedResponse) and cause.status_code in (404, 405):
-                raise InPlaceUnsupportedError(
-                    f"the server does not support adding a named vector ({_message_of(cause)}); "
-                    f"it needs Qdrant 1.18+; {_BLUE_GREEN}",
-                    collection=collection,
-                    vector=name,
-                ) from exc
-            raise
-        return True
 
     def drop_vector(self, collection: str, name: str) -> bool:
         """Delete a named vector from the collection; return whether it existed."""
@@ -859,18 +818,27 @@ class Store:
         self._call("delete the collection", self.client.delete_collection, collection, collection=collection)
         return True
 
-    def ensure_vector_shape(self, collection: str, name: str, size: int, distance: Distance) -> bool:
+    def ensure_vector_shape(
+        self, collection: str, name: str, size: int, distance: Distance, *, needed_by: str | None = None
+    ) -> bool:
         """Add ``name`` as a dense named vector of this shape; return whether it was created.
 
-        :meth:`ensure_vector` for a shape known without a model spec (a restore from a backup).
-        Idempotent; an existing vector of another size or distance raises :class:`VectorConflictError`.
+        Idempotent; an existing vector of another size or distance raises :class:`VectorConflictError`
+        (naming ``needed_by``, the model that needs the shape, when given). A client or server that cannot
+        add a named vector to a live collection raises :class:`InPlaceUnsupportedError`, naming the
+        blue-green strategy.
         """
         existing = self.vectors(collection).get(name)
         if existing is not None:
             if existing.size != size or existing.distance != distance:
+                wanted = f"{size}-d {distance.value}"
                 raise VectorConflictError(
                     f"the named vector exists as {existing.size}-d {existing.distance.value}, but "
-                    f"{size}-d {distance.value} is needed",
+                    + (
+                        f"{needed_by} needs {wanted}; choose another vector name"
+                        if needed_by
+                        else f"{wanted} is needed"
+                    ),
                     collection=collection,
                     vector=name,
                 )
@@ -878,23 +846,35 @@ class Store:
         create = getattr(self.client, "create_vector_name", None)
         if create is None:
             raise InPlaceUnsupportedError(
-                "this qdrant-client has no create_vector_name (needs qdrant-client 1.18+); upgrade it",
+                "this qdrant-client has no create_vector_name (needs qdrant-client 1.18+); upgrade it "
+                f"or {_BLUE_GREEN}",
                 collection=collection,
                 vector=name,
             )
         config = models.DenseVectorNameConfig(
             dense=models.DenseVectorConfig(size=size, distance=models.Distance(distance.value))
         )
-        self._call(
-            "add the named vector",
-            create,
-            collection,
-            name,
-            config,
-            wait=True,
-            collection=collection,
-            vector=name,
-        )
+        try:
+            self._call(
+                "add the named vector",
+                create,
+                collection,
+                name,
+                config,
+                wait=True,
+                collection=collection,
+                vector=name,
+            )
+        except StoreError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, UnexpectedResponse) and cause.status_code in (404, 405):
+                raise InPlaceUnsupportedError(
+                    f"the server does not support adding a named vector ({_message_of(cause)}); "
+                    f"it needs Qdrant 1.18+; {_BLUE_GREEN}",
+                    collection=collection,
+                    vector=name,
+                ) from exc
+            raise
         return True
 
     # ----------------------------------------------------------------- blue-green: collections and aliases
