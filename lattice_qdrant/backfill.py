@@ -36,7 +36,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,7 +53,6 @@ from .errors import (
     InvalidTransitionError,
     LatticeError,
     MigrationError,
-    PointNotFoundError,
 )
 from .metrics import NO_METRICS, BackfillMetrics
 from .plan import MigrationPlan
@@ -71,9 +70,7 @@ __all__ = [
     "estimate",
     "list_failures",
     "run_backfill",
-    "same_text",
     "shard_of",
-    "update_if_unchanged",
     "write_target_vectors",
 ]
 
@@ -824,89 +821,18 @@ class _Run:
         )
 
 
-def same_text(point_id: Any, text_field: str, text: str) -> models.Filter:
-    """The condition "this point still holds this text" (one clause of a conditional write)."""
-    return models.Filter(
-        must=[
-            models.HasIdCondition(has_id=[point_id]),
-            models.FieldCondition(key=text_field, match=models.MatchValue(value=text)),
-        ]
-    )
-
-
-def update_if_unchanged(
-    store: Store,
-    collection: str,
-    text_field: str,
-    pending: Mapping[Any, tuple[str, Mapping[str, Any]]],
-    *,
-    lacking: str | None = None,
-) -> list[Any]:
-    """Write named vectors to points that still hold the text they were embedded from.
-
-    ``pending`` maps point ids to ``(text, {vector name: vector})``. One ``update_vectors`` conditional on
-    each point still holding its text (and, with ``lacking``, still lacking that vector), so a write the
-    application made meanwhile wins; payload and other vectors are left alone. Points deleted meanwhile
-    are dropped: a server applies an ``update_vectors`` batch point by point and fails on the first missing
-    id, so the batch is written again without it, which the conditions make harmless.
-
-    Returns:
-        the ids that still exist (written, or skipped by the conditions: Qdrant does not say which).
-    """
-    todo = dict(pending)
-    while todo:
-        ids = list(todo)
-        condition = models.Filter(
-            must_not=[models.HasVectorCondition(has_vector=lacking)] if lacking is not None else None,
-            should=[
-                models.Filter(
-                    must=[
-                        models.HasIdCondition(has_id=[pid]),
-                        models.FieldCondition(key=text_field, match=models.MatchValue(value=todo[pid][0])),
-                    ]
-                )
-                for pid in ids
-            ],
-        )
-        try:
-            store.update_vectors(
-                collection,
-                [
-                    models.PointVectors(
-                        id=pid,
-                        vector={
-                            name: np.asarray(v, dtype=np.float64).tolist() for name, v in todo[pid][1].items()
-                        },
-                    )
-                    for pid in ids
-                ],
-                update_filter=condition,
-            )
-            return ids
-        except PointNotFoundError:
-            existing = {r.id for r in store.retrieve(collection, ids, with_payload=False)}
-            gone = [pid for pid in ids if pid not in existing]
-            if not gone:
-                raise
-            log.info("%s: %d point(s) deleted meanwhile, skipped", collection, len(gone))
-            for pid in gone:
-                todo.pop(pid)
-    return []
-
-
 def write_target_vectors(
     store: Store, plan: MigrationPlan, pending: dict[Any, tuple[str, NDArray[np.float32]]]
 ) -> list[Any]:
     """Write target vectors without ever overwriting a fresher one; return the ids written.
 
     Each point is written only if it still lacks the target vector and still holds the text its vector was
-    embedded from (:func:`update_if_unchanged`), so a write the application made meanwhile wins. The points
-    holding the target vector afterwards are stamped with the target model. Used by the backfill and by
-    read-repair.
+    embedded from (:meth:`~lattice_qdrant.store.Store.update_if_unchanged`), so a write the application
+    made meanwhile wins. The points holding the target vector afterwards are stamped with the target
+    model. Used by the backfill and by read-repair.
     """
     collection = plan.data_collection
-    ids = update_if_unchanged(
-        store,
+    ids = store.update_if_unchanged(
         collection,
         plan.text_field,
         {pid: (text, {plan.target_vector: vector}) for pid, (text, vector) in pending.items()},

@@ -58,9 +58,9 @@ import numpy as np
 from numpy.typing import NDArray
 from qdrant_client import models
 
-from .errors import MigrationError, PointNotFoundError, RollbackWindowOpenError, StoreError
+from .errors import MigrationError, RollbackWindowOpenError, StoreError
 from .spec import Distance
-from .store import MODEL_FIELD, VERSION_FIELD, Store, VectorInfo
+from .store import MODEL_FIELD, VERSION_FIELD, Store, VectorInfo, same_text
 
 __all__ = [
     "BACKUP_VECTOR",
@@ -352,12 +352,6 @@ def _same_text(payload: dict[str, Any] | None, text_field: str, text: str | None
     if text is None:
         return value is None or value == []
     return value == text
-
-
-def _text_condition(text_field: str, text: str | None) -> models.Condition:
-    if text is None:
-        return models.IsEmptyCondition(is_empty=models.PayloadField(key=text_field))
-    return models.FieldCondition(key=text_field, match=models.MatchValue(value=text))
 
 
 def _id_key(point_id: Any) -> PointId:
@@ -685,47 +679,24 @@ class _Restore:
         if self.model_fields and holding:
             self._restore_model_fields({pid: todo[pid] for pid in holding})
 
-    def _condition(self, todo: dict[PointId, _Entry]) -> models.Filter:
-        # Each point only if it still holds the text it held at backup time, and (unless forced) still
-        # lacks the vector: a write made since the backup wins.
-        return models.Filter(
-            must_not=None if self.force else [models.HasVectorCondition(has_vector=self.vector)],
-            should=[
-                models.Filter(
-                    must=[
-                        models.HasIdCondition(has_id=[pid]),
-                        _text_condition(self.text_field, entry.text),
-                    ]
-                )
-                for pid, entry in todo.items()
-            ],
-        )
-
     def _write(self, todo: dict[PointId, _Entry]) -> None:
-        """Conditional ``update_vectors`` of ``todo``; points deleted meanwhile leave it, reported."""
-        while todo:
-            ids = list(todo)
-            try:
-                self.store.update_vectors(
-                    self.collection,
-                    [
-                        models.PointVectors(id=pid, vector={self.vector: todo[pid].vector.tolist()})
-                        for pid in ids
-                    ],
-                    update_filter=self._condition(todo),
-                )
-                return
-            except PointNotFoundError:
-                existing = {
-                    _id_key(r.id) for r in self.store.retrieve(self.collection, ids, with_payload=False)
-                }
-                gone = [pid for pid in ids if pid not in existing]
-                if not gone:
-                    raise
-                log.info("%s: %d point(s) deleted during the restore, skipped", self.collection, len(gone))
-                for pid in gone:
-                    todo.pop(pid)
-                    self.missing.add(pid)
+        """Conditional ``update_vectors`` of ``todo``; points deleted meanwhile leave it, reported.
+
+        Each point only if it still holds the text it held at backup time, and (unless forced) still lacks
+        the vector: a write made since the backup wins.
+        """
+        kept = {
+            _id_key(pid)
+            for pid in self.store.update_if_unchanged(
+                self.collection,
+                self.text_field,
+                {pid: (entry.text, {self.vector: entry.vector}) for pid, entry in todo.items()},
+                lacking=None if self.force else self.vector,
+            )
+        }
+        for pid in [p for p in todo if p not in kept]:
+            todo.pop(pid)
+            self.missing.add(pid)
 
     def _restore_model_fields(self, written: dict[PointId, _Entry]) -> None:
         groups: dict[tuple[Any, Any], list[PointId]] = {}
@@ -736,17 +707,7 @@ class _Restore:
             self.store.set_payload(
                 self.collection,
                 {MODEL_FIELD: model_id, VERSION_FIELD: version},
-                models.Filter(
-                    should=[
-                        models.Filter(
-                            must=[
-                                models.HasIdCondition(has_id=[pid]),
-                                _text_condition(self.text_field, written[pid].text),
-                            ]
-                        )
-                        for pid in ids
-                    ]
-                ),
+                models.Filter(should=[same_text(pid, self.text_field, written[pid].text) for pid in ids]),
             )
 
 

@@ -991,8 +991,7 @@ def _embed_missing_source(session: Session, migration: Migration, page_size: int
         if not todo:
             continue
         vectors = embedder.embed([t for _, t in todo])
-        verification.write_vectors_if_unchanged(
-            session.store,
+        session.store.update_if_unchanged(
             migration.collection,
             plan.text_field,
             {pid: (t, {plan.source_vector: v}) for (pid, t), v in zip(todo, vectors, strict=True)},

@@ -28,10 +28,11 @@ import time
 import uuid
 import warnings
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from qdrant_client import QdrantClient, models
 from qdrant_client.http import models as rest
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
@@ -64,6 +65,7 @@ __all__ = [
     "RetryPolicy",
     "Store",
     "VectorInfo",
+    "same_text",
 ]
 
 log = logging.getLogger(__name__)
@@ -213,6 +215,17 @@ def _local_lock(client: Any) -> threading.RLock:
         if lock is None:
             lock = _LOCAL_LOCKS[client] = threading.RLock()
         return lock
+
+
+def same_text(point_id: Any, text_field: str, text: str | None) -> models.Filter:
+    """The condition "this point still holds this text" (``None``: no text), one clause of a conditional
+    write."""
+    holds: models.Condition = (
+        models.IsEmptyCondition(is_empty=models.PayloadField(key=text_field))
+        if text is None
+        else models.FieldCondition(key=text_field, match=models.MatchValue(value=text))
+    )
+    return models.Filter(must=[models.HasIdCondition(has_id=[point_id]), holds])
 
 
 def record_id(kind: str, key: str) -> str:
@@ -523,6 +536,60 @@ class Store:
             point_ids=None if isinstance(points, models.Filter) else list(points),
         )
         return result
+
+    def update_if_unchanged(
+        self,
+        collection: str,
+        text_field: str,
+        pending: Mapping[Any, tuple[str | None, Mapping[str, Any]]],
+        *,
+        lacking: str | None = None,
+    ) -> list[Any]:
+        """Write named vectors to points that still hold the text they were embedded from.
+
+        ``pending`` maps point ids to ``(text, {vector name: vector})`` (text ``None``: the point had none).
+        One ``update_vectors`` conditional on each point still holding its text (and, with ``lacking``,
+        still lacking that vector), so a write the application made meanwhile wins; payload and other
+        vectors are left alone. Points deleted meanwhile are dropped: a server applies an
+        ``update_vectors`` batch point by point and fails on the first missing id, so the batch is written
+        again without it, which the conditions make harmless. Used by the backfill, read-repair, verify
+        and restore.
+
+        Returns:
+            the ids that still exist (written, or skipped by the conditions: Qdrant does not say which).
+        """
+        todo = dict(pending)
+        while todo:
+            ids = list(todo)
+            condition = models.Filter(
+                must_not=[models.HasVectorCondition(has_vector=lacking)] if lacking is not None else None,
+                should=[same_text(pid, text_field, todo[pid][0]) for pid in ids],
+            )
+            try:
+                self.update_vectors(
+                    collection,
+                    [
+                        models.PointVectors(
+                            id=pid,
+                            vector={
+                                name: np.asarray(v, dtype=np.float64).tolist()
+                                for name, v in todo[pid][1].items()
+                            },
+                        )
+                        for pid in ids
+                    ],
+                    update_filter=condition,
+                )
+                return ids
+            except PointNotFoundError:
+                existing = {r.id for r in self.retrieve(collection, ids, with_payload=False)}
+                gone = [pid for pid in ids if pid not in existing]
+                if not gone:
+                    raise
+                log.info("%s: %d point(s) deleted meanwhile, skipped", collection, len(gone))
+                for pid in gone:
+                    todo.pop(pid)
+        return []
 
     def retrieve(
         self,

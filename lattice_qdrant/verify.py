@@ -42,14 +42,13 @@ import numpy as np
 from numpy.typing import NDArray
 from qdrant_client import models
 
-from .backfill import same_text, update_if_unchanged
 from .coordinator import Migration
 from .embedders import Embedder, embed_checked, embedder_for
 from .errors import ConfigError, LatticeError, MigrationNotFoundError, ModelNotFoundError
 from .plan import MigrationPlan
 from .registry import ModelRegistry
 from .spec import Distance, ModelSpec
-from .store import MODEL_FIELD, VERSION_FIELD, Store
+from .store import MODEL_FIELD, VERSION_FIELD, Store, same_text
 
 __all__ = [
     "REASONS",
@@ -58,7 +57,6 @@ __all__ = [
     "reservoir_sample",
     "vectors_match",
     "verify",
-    "write_vectors_if_unchanged",
 ]
 
 log = logging.getLogger(__name__)
@@ -216,22 +214,6 @@ def vectors_match(
 
 
 # --------------------------------------------------------------------------- conditional writes
-
-
-def write_vectors_if_unchanged(
-    store: Store,
-    collection: str,
-    text_field: str,
-    pending: Mapping[Any, tuple[str, Mapping[str, Sequence[float] | NDArray[Any]]]],
-) -> list[Any]:
-    """Write named vectors to points that still hold the text they were embedded from.
-
-    :func:`~lattice_qdrant.backfill.update_if_unchanged` without its "still lacks the vector" condition.
-
-    Returns:
-        the ids that still exist (written, or skipped because their text changed: Qdrant does not say).
-    """
-    return update_if_unchanged(store, collection, text_field, pending)
 
 
 def _stamp_if_unchanged(
@@ -625,7 +607,7 @@ class _Verifier:
                 continue
             stamps[pid] = (texts[pid], expected)
         if writes:
-            write_vectors_if_unchanged(self.store, self.collection, layout.text_field, writes)
+            self.store.update_if_unchanged(self.collection, layout.text_field, writes)
         if stamps:
             _stamp_if_unchanged(self.store, self.collection, layout.text_field, stamps)
         # Read back: only what is there now counts as fixed.

@@ -33,7 +33,6 @@ from lattice_qdrant.verify import (
     reservoir_sample,
     vectors_match,
     verify,
-    write_vectors_if_unchanged,
 )
 
 from conftest import QDRANT_URL, fill_collection
@@ -484,13 +483,13 @@ def test_write_vectors_if_unchanged_writes_only_points_that_kept_their_text(
     docs = migrated(n=4).collection
     text0 = record(lattice.client, docs, 0).payload["text"]
     new = {TARGET: random_vector(96, 1)}
-    kept = write_vectors_if_unchanged(
-        lattice.store, docs, "text", {0: (text0, new), 1: ("not its text", new), 77: ("gone", new)}
+    kept = lattice.store.update_if_unchanged(
+        docs, "text", {0: (text0, new), 1: ("not its text", new), 77: ("gone", new)}
     )
     assert kept == [0, 1]
     assert same_direction(record(lattice.client, docs, 0).vector[TARGET], new[TARGET])
     assert not same_direction(record(lattice.client, docs, 1).vector[TARGET], new[TARGET])
-    assert write_vectors_if_unchanged(lattice.store, docs, "text", {}) == []
+    assert lattice.store.update_if_unchanged(docs, "text", {}) == []
 
 
 def test_a_vector_update_through_the_wrapper_verifies_clean(
