@@ -286,7 +286,8 @@ class LatticeClient:
             plan = migration.plan
             required = _roles(migration.routing(coverage=0.0).write)
             texts = [(p.payload or {}).get(plan.text_field) for p in structs]
-            roles, extras = self._resolve(migration, [(p.id, p.vector) for p in structs], required, texts)
+            splits = [_split(p.vector, plan, required) for p in structs]
+            roles, extras = self._resolve(migration, [p.id for p in structs], splits, required, texts)
             result: models.UpdateResult | None = None
             for collection, vectors_of, stamp in _destinations(plan, collection_name, required):
                 batch = [
@@ -311,7 +312,8 @@ class LatticeClient:
     def _resolve(
         self,
         migration: Migration,
-        items: Sequence[tuple[Any, Any]],
+        ids: Sequence[Any],
+        splits: Sequence[_Split],
         required: tuple[str, ...],
         texts: Sequence[Any],
         *,
@@ -320,9 +322,10 @@ class LatticeClient:
     ) -> tuple[list[dict[str, list[float]]], list[dict[str, Any]]]:
         """Every point's routed vectors by role (``source``/``target``), validated and embedded.
 
-        ``items`` are ``(point id, vector value as given)``; ``texts`` the text each point can be embedded
-        from when a routed vector is not given (``None``: no text). With ``fill``, only the points marked
-        ``True`` need every routed vector. Raises :class:`VectorValidationError` listing every bad point.
+        ``splits`` are the points' vector values as :func:`_split` read them (once, by the caller);
+        ``texts`` the text each point can be embedded from when a routed vector is not given (``None``: no
+        text). With ``fill``, only the points marked ``True`` need every routed vector. Raises
+        :class:`VectorValidationError` listing every bad point.
         """
         plan = migration.plan
         specs = {"source": plan.source, "target": plan.target}
@@ -331,8 +334,7 @@ class LatticeClient:
         roles: list[dict[str, list[float]]] = []
         extras: list[dict[str, Any]] = []
         pending: dict[str, list[tuple[int, str]]] = {role: [] for role in required}
-        for index, (pid, value) in enumerate(items):
-            split = _split(value, plan, required)
+        for index, (pid, split) in enumerate(zip(ids, splits, strict=True)):
             if isinstance(split, str):
                 problems.append((pid, split))
                 roles.append({})
@@ -419,11 +421,8 @@ class LatticeClient:
         def write() -> models.UpdateResult:
             plan = migration.plan
             required = _roles(migration.routing(coverage=0.0).write)
-            items = [(p.id, p.vector) for p in points]
-            touched = []
-            for _, value in items:
-                split = _split(value, plan, required)
-                touched.append(not isinstance(split, str) and bool(split[0]))
+            splits = [_split(p.vector, plan, required) for p in points]
+            touched = [not isinstance(split, str) and bool(split[0]) for split in splits]
             texts: list[Any] = [None] * len(points)
             need = [p.id for p, t in zip(points, touched, strict=True) if t]
             if need and len(required) > 1:
@@ -437,7 +436,9 @@ class LatticeClient:
                 "writes go to both vectors during the migration and the point has no text in "
                 f"{plan.text_field!r} to embed it from; give both vectors"
             )
-            roles, extras = self._resolve(migration, items, required, texts, fill=touched, hint=hint)
+            roles, extras = self._resolve(
+                migration, [p.id for p in points], splits, required, texts, fill=touched, hint=hint
+            )
             result: models.UpdateResult | None = None
             for collection, vectors_of, stamp in _destinations(plan, collection_name, required):
                 batch = [
@@ -713,9 +714,11 @@ def _destinations(
     return out
 
 
-def _split(
-    value: Any, plan: MigrationPlan, required: tuple[str, ...]
-) -> tuple[dict[str, Any], dict[str, Any]] | str:
+_Split = tuple[dict[str, Any], dict[str, Any]] | str
+"""A point's vectors as ``(values by role, other named vectors)``, or the problem with them."""
+
+
+def _split(value: Any, plan: MigrationPlan, required: tuple[str, ...]) -> _Split:
     """A point's vector value as ``(values by role, other named vectors)``, or the problem with it."""
     names = {"source": plan.source_vector, "target": plan.target_vector}
     specs = {"source": plan.source, "target": plan.target}
