@@ -10,12 +10,15 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from qdrant_client import QdrantClient, models
+from typer.testing import CliRunner
 
 import lattice_qdrant as lq
+from lattice_qdrant.cli import app
 from lattice_qdrant.embedders import HashEmbedder
 
 QDRANT_URL = os.environ.get("QDRANT_URL")
@@ -112,6 +115,38 @@ def target_spec(modern: HashEmbedder) -> lq.ModelSpec:
 def lattice(qdrant: QdrantClient, names: Any, legacy: HashEmbedder, modern: HashEmbedder) -> lq.LatticeClient:
     """The wrapped client, with the cheap embedders and this test's own control collection."""
     return make_lattice(qdrant, names)
+
+
+@pytest.fixture
+def cli(backend: str, tmp_path: Path, names: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Run the CLI against this test's Qdrant and control collection, checking the exit code.
+
+    ``run(*args, input=None, code=0)`` returns the result; ``run.qdrant()`` opens a client for setup and
+    checks (close it before the next run: local mode lets one client open a path); ``run.docs`` and
+    ``run.control`` are this test's collection names.
+    """
+    monkeypatch.setenv("LATTICE_QDRANT_CONTROL_COLLECTION", names("control"))
+    monkeypatch.setenv("COLUMNS", "200")
+    for var in ("LATTICE_QDRANT_URL", "QDRANT_URL", "LATTICE_QDRANT_PATH", "QDRANT_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)
+    where = ["--url", str(QDRANT_URL)] if backend == "server" else ["--path", str(tmp_path / "db")]
+    runner = CliRunner()
+
+    def run(*args: str, input: str | None = None, code: int = 0) -> Any:
+        result = runner.invoke(app, [*where, *args], input=input, catch_exceptions=False)
+        assert result.exit_code == code, (args, result.exit_code, result.output)
+        return result
+
+    def qdrant() -> QdrantClient:
+        if backend == "server":
+            return QdrantClient(url=QDRANT_URL)
+        return QdrantClient(path=str(tmp_path / "db"))
+
+    run.qdrant = qdrant  # type: ignore[attr-defined]
+    run.docs = names("docs")  # type: ignore[attr-defined]
+    run.control = names("control")  # type: ignore[attr-defined]
+    return run
 
 
 def make_lattice(qdrant: Any, names: Any, **kwargs: Any) -> lq.LatticeClient:

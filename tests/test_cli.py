@@ -10,41 +10,14 @@ from typing import Any
 
 import pytest
 import typer
-from qdrant_client import QdrantClient
 from typer.testing import CliRunner
 
 from lattice_qdrant.cli import app
 from lattice_qdrant.embedders import HashEmbedder
 
-from conftest import QDRANT_URL, fill_collection
+from conftest import fill_collection
 
 Run = Callable[..., Any]
-
-
-@pytest.fixture
-def cli(backend: str, tmp_path: Path, names: Any, monkeypatch: pytest.MonkeyPatch) -> Run:
-    """Run the CLI against this test's Qdrant; ``run.qdrant()`` opens a client for setup and checks."""
-    monkeypatch.setenv("LATTICE_QDRANT_CONTROL_COLLECTION", names("control"))
-    monkeypatch.setenv("COLUMNS", "200")
-    for var in ("LATTICE_QDRANT_URL", "QDRANT_URL", "LATTICE_QDRANT_PATH", "QDRANT_API_KEY"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.chdir(tmp_path)
-    where = ["--url", str(QDRANT_URL)] if backend == "server" else ["--path", str(tmp_path / "db")]
-    runner = CliRunner()
-
-    def run(*args: str, input: str | None = None, code: int = 0) -> Any:
-        result = runner.invoke(app, [*where, *args], input=input, catch_exceptions=False)
-        assert result.exit_code == code, (args, result.exit_code, result.output)
-        return result
-
-    def qdrant() -> QdrantClient:
-        if backend == "server":
-            return QdrantClient(url=QDRANT_URL)
-        return QdrantClient(path=str(tmp_path / "db"))
-
-    run.qdrant = qdrant  # type: ignore[attr-defined]
-    run.docs = names("docs")  # type: ignore[attr-defined]
-    return run
 
 
 @pytest.fixture

@@ -12,15 +12,13 @@ from typing import Any
 
 import pytest
 from qdrant_client import QdrantClient, models
-from typer.testing import CliRunner
 
 import lattice_qdrant as lq
 from lattice_qdrant import compare as cmp
-from lattice_qdrant.cli import app
 from lattice_qdrant.compare import QuerySpec
 from lattice_qdrant.embedders import HashEmbedder
 
-from conftest import CORPUS, QDRANT_URL, fill_collection
+from conftest import CORPUS, fill_collection
 
 N = 36  # three notes of each CORPUS sentence: ids i, i + 12, i + 24 share a sentence
 
@@ -604,37 +602,14 @@ def test_a_plan_without_a_margin_is_not_gated(
 
 
 @pytest.fixture
-def cli(
-    backend: str, tmp_path: Path, names: Any, monkeypatch: pytest.MonkeyPatch, legacy: HashEmbedder
-) -> Any:
+def cli(cli: Any, names: Any, legacy: HashEmbedder) -> Any:
     """The CLI against this test's Qdrant, with a filled collection and both models registered."""
-    monkeypatch.setenv("LATTICE_QDRANT_CONTROL_COLLECTION", names("control"))
-    monkeypatch.setenv("COLUMNS", "200")
-    for var in ("LATTICE_QDRANT_URL", "QDRANT_URL", "LATTICE_QDRANT_PATH", "QDRANT_API_KEY"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.chdir(tmp_path)
-    where = ["--url", str(QDRANT_URL)] if backend == "server" else ["--path", str(tmp_path / "db")]
-    runner = CliRunner()
-
-    def run(*args: str, code: int = 0) -> Any:
-        result = runner.invoke(app, [*where, *args], catch_exceptions=False)
-        assert result.exit_code == code, (args, result.exit_code, result.output)
-        return result
-
-    def qdrant() -> QdrantClient:
-        return (
-            QdrantClient(url=QDRANT_URL) if backend == "server" else QdrantClient(path=str(tmp_path / "db"))
-        )
-
-    client = qdrant()
-    fill_collection(client, names("docs"), legacy, n=N)
+    client = cli.qdrant()
+    fill_collection(client, cli.docs, legacy, n=N)
     client.close()
-    run("models", "register", "legacy", "--name", "hash:bow-1-legacy", "--dimension", "64")
-    run("models", "register", "modern", "--name", "hash:bow-2-modern", "--dimension", "96")
-    run.qdrant = qdrant  # type: ignore[attr-defined]
-    run.docs = names("docs")  # type: ignore[attr-defined]
-    run.control = names("control")  # type: ignore[attr-defined]
-    return run
+    cli("models", "register", "legacy", "--name", "hash:bow-1-legacy", "--dimension", "64")
+    cli("models", "register", "modern", "--name", "hash:bow-2-modern", "--dimension", "96")
+    return cli
 
 
 def write_queries(path: Path) -> Path:

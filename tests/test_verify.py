@@ -11,17 +11,14 @@ import json
 import random
 import re
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from qdrant_client import QdrantClient, models
-from typer.testing import CliRunner
 
 import lattice_qdrant as lq
 from lattice_qdrant.backfill import run_backfill
-from lattice_qdrant.cli import app
 from lattice_qdrant.embedders import HashEmbedder, embedder_for
 from lattice_qdrant.errors import ConfigError
 from lattice_qdrant.spec import Distance
@@ -35,7 +32,7 @@ from lattice_qdrant.verify import (
     verify,
 )
 
-from conftest import QDRANT_URL, fill_collection
+from conftest import fill_collection
 
 TARGET = "modern-v1"
 
@@ -638,32 +635,6 @@ def test_report_shapes() -> None:
 
 
 # --------------------------------------------------------------------------- CLI
-
-
-@pytest.fixture
-def cli(backend: str, tmp_path: Path, names: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """Run the CLI against this test's Qdrant; ``run.qdrant()`` opens a client for setup and checks."""
-    monkeypatch.setenv("LATTICE_QDRANT_CONTROL_COLLECTION", names("control"))
-    monkeypatch.setenv("COLUMNS", "200")
-    for var in ("LATTICE_QDRANT_URL", "QDRANT_URL", "LATTICE_QDRANT_PATH", "QDRANT_API_KEY"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.chdir(tmp_path)
-    where = ["--url", str(QDRANT_URL)] if backend == "server" else ["--path", str(tmp_path / "db")]
-    runner = CliRunner()
-
-    def run(*args: str, code: int = 0) -> Any:
-        result = runner.invoke(app, [*where, *args], catch_exceptions=False)
-        assert result.exit_code == code, (args, result.exit_code, result.output)
-        return result
-
-    def qdrant() -> QdrantClient:
-        if backend == "server":
-            return QdrantClient(url=QDRANT_URL)
-        return QdrantClient(path=str(tmp_path / "db"))
-
-    run.qdrant = qdrant  # type: ignore[attr-defined]
-    run.docs = names("docs")  # type: ignore[attr-defined]
-    return run
 
 
 def test_verify_through_the_cli(cli: Any, legacy: HashEmbedder) -> None:
