@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from qdrant_client import QdrantClient, models
 from typer.testing import CliRunner
@@ -154,6 +155,18 @@ def make_lattice(qdrant: Any, names: Any, **kwargs: Any) -> lq.LatticeClient:
     kwargs.setdefault("refresh_interval", 0.0)
     kwargs.setdefault("load_embedders", True)
     return lq.wrap(qdrant, control_collection=names("control"), **kwargs)
+
+
+def unit(vector: Any) -> Any:
+    """The vector scaled to length 1 (a zero vector stays zero)."""
+    array = np.asarray(vector, dtype=np.float64)
+    norm = float(np.linalg.norm(array))
+    return array / norm if norm else array
+
+
+def same_direction(actual: Any, expected: Any, atol: float = 1e-5) -> bool:
+    """Whether two vectors point the same way (local mode may hand cosine vectors back normalised)."""
+    return bool(np.allclose(unit(actual), unit(expected), atol=atol))
 
 
 def fill_collection(

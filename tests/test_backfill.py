@@ -52,23 +52,12 @@ from lattice_qdrant.metrics import NO_METRICS, BackfillMetrics, prometheus_metri
 from lattice_qdrant.state import Progress
 from lattice_qdrant.store import MODEL_FIELD, VERSION_FIELD, Store
 
-from conftest import QDRANT_URL, fill_collection
+from conftest import QDRANT_URL, fill_collection, same_direction
 
 CHILD = Path(__file__).with_name("backfill_child.py")
 TARGET = "modern-v1"
 
 # --------------------------------------------------------------------------- helpers
-
-
-def unit(vector: Any) -> NDArray[np.float64]:
-    array = np.asarray(vector, dtype=np.float64)
-    norm = float(np.linalg.norm(array))
-    return array / norm if norm else array
-
-
-def same_direction(actual: Any, expected: Any) -> bool:
-    """Whether two vectors point the same way (local mode may hand cosine vectors back normalised)."""
-    return bool(np.allclose(unit(actual), unit(expected), atol=1e-5))
 
 
 def all_points(client: QdrantClient, collection: str) -> dict[Any, models.Record]:

@@ -23,18 +23,13 @@ from lattice_qdrant.errors import MigrationError, RollbackWindowOpenError, Store
 from lattice_qdrant.spec import Distance
 from lattice_qdrant.store import MODEL_FIELD, VERSION_FIELD, Store
 
-from conftest import CORPUS
+from conftest import CORPUS, unit
 
 DIM = 16
 MODEL = "legacy:v1:0123abcd"
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def unit(vector: Sequence[float]) -> NDArray[np.float64]:
-    array = np.asarray(vector, dtype=np.float64)
-    return array / np.linalg.norm(array)
 
 
 def make_docs(

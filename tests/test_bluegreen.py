@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pytest
 from qdrant_client import QdrantClient, models
 
@@ -13,7 +12,7 @@ from lattice_qdrant.backfill import run_backfill
 from lattice_qdrant.embedders import HashEmbedder
 from lattice_qdrant.store import MODEL_FIELD
 
-from conftest import CORPUS, fill_collection
+from conftest import CORPUS, fill_collection, same_direction
 
 
 def unnamed_collection(client: QdrantClient, name: str, embedder: HashEmbedder, n: int) -> None:
@@ -30,11 +29,6 @@ def unnamed_collection(client: QdrantClient, name: str, embedder: HashEmbedder, 
             for i, t in enumerate(texts)
         ],
     )
-
-
-def direction(v: Any) -> Any:
-    a = np.asarray(v, dtype=np.float64)
-    return a / np.linalg.norm(a)
 
 
 @pytest.fixture
@@ -87,8 +81,8 @@ def test_full_blue_green_lifecycle_on_an_unnamed_vector_collection(
                                               payload={"text": text})])  # fmt: skip
     old = qdrant.retrieve(docs, [500], with_vectors=True)[0]
     new = qdrant.retrieve(target, [500], with_vectors=True)[0]
-    assert np.allclose(direction(old.vector), direction(legacy.embed([text])[0]), atol=1e-5)
-    assert np.allclose(direction(new.vector), direction(modern.embed([text])[0]), atol=1e-5)
+    assert same_direction(old.vector, legacy.embed([text])[0], atol=1e-5)
+    assert same_direction(new.vector, modern.embed([text])[0], atol=1e-5)
     assert old.payload[MODEL_FIELD] == "legacy" and new.payload[MODEL_FIELD] == "modern"
     lattice.delete(docs, points_selector=models.PointIdsList(points=[29]))
     assert qdrant.retrieve(docs, [29]) == [] and qdrant.retrieve(target, [29]) == []

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 import pytest
 from qdrant_client import QdrantClient, models
 
@@ -13,7 +12,7 @@ import lattice_qdrant as lq
 from lattice_qdrant.embedders import MINILM, HashEmbedder, SentenceTransformerEmbedder
 from lattice_qdrant.store import MODEL_FIELD, VERSION_FIELD
 
-from conftest import fill_collection, make_lattice
+from conftest import fill_collection, make_lattice, same_direction
 
 
 @pytest.fixture
@@ -35,12 +34,6 @@ def stored(client: QdrantClient, collection: str, pid: Any) -> models.Record:
     return client.retrieve(collection, [pid], with_payload=True, with_vectors=True)[0]
 
 
-def close(a: Any, b: Any) -> bool:
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    # local mode may return cosine vectors normalised; compare directions
-    return bool(np.allclose(a / np.linalg.norm(a), b / np.linalg.norm(b), atol=1e-5))
-
-
 def test_document_is_embedded_with_both_models_in_one_upsert(
     lattice: lq.LatticeClient, migrating: lq.Migration, legacy: HashEmbedder, modern: HashEmbedder
 ) -> None:
@@ -51,8 +44,8 @@ def test_document_is_embedded_with_both_models_in_one_upsert(
     )
     rec = stored(lattice.client, migrating.collection, 100)
     target = migrating.plan.target_vector
-    assert close(rec.vector["legacy"], legacy.embed([text])[0])
-    assert close(rec.vector[target], modern.embed([text])[0])
+    assert same_direction(rec.vector["legacy"], legacy.embed([text])[0])
+    assert same_direction(rec.vector[target], modern.embed([text])[0])
     assert rec.payload == {"k": 1, MODEL_FIELD: "modern", VERSION_FIELD: 1}
 
 
@@ -69,7 +62,7 @@ def test_missing_target_vector_is_embedded_from_the_text_field(
         ],
     )
     rec = stored(lattice.client, migrating.collection, 101)
-    assert close(rec.vector[migrating.plan.target_vector], modern.embed([text])[0])
+    assert same_direction(rec.vector[migrating.plan.target_vector], modern.embed([text])[0])
 
 
 def test_batch_input_and_per_vector_documents(
@@ -91,7 +84,7 @@ def test_batch_input_and_per_vector_documents(
         ),
     )
     rec = stored(lattice.client, migrating.collection, 201)
-    assert close(rec.vector[target], modern.embed(["y"])[0])
+    assert same_direction(rec.vector[target], modern.embed(["y"])[0])
 
 
 @pytest.mark.parametrize(
@@ -200,7 +193,7 @@ def test_collections_without_a_migration_and_other_methods_pass_through(
         plain,
         [models.PointStruct(id=51, vector={"legacy": models.Document(text="cat", model="legacy-bow")})],
     )
-    assert close(stored(lattice.client, plain, 51).vector["legacy"], legacy.embed(["cat"])[0])
+    assert same_direction(stored(lattice.client, plain, 51).vector["legacy"], legacy.embed(["cat"])[0])
 
 
 def test_a_stale_process_recovers_when_finalize_dropped_the_source_vector(
@@ -226,7 +219,7 @@ def test_update_vectors_keeps_both_vectors_in_step(
     docs = migrating.collection
     lattice.update_vectors(docs, [models.PointVectors(id=3, vector={"legacy": [0.2] * 64})])
     rec = stored(lattice.client, docs, 3)
-    assert close(rec.vector[migrating.plan.target_vector], modern.embed([rec.payload["text"]])[0])
+    assert same_direction(rec.vector[migrating.plan.target_vector], modern.embed([rec.payload["text"]])[0])
     lattice.client.set_payload(docs, payload={"text": None}, points=[4])
     with pytest.raises(lq.VectorValidationError, match="no text"):
         lattice.update_vectors(docs, [models.PointVectors(id=4, vector={"legacy": [0.2] * 64})])
@@ -308,8 +301,8 @@ def test_a_plain_vector_is_taken_by_the_model_whose_dimension_it_has(
         [models.PointStruct(id=400, vector=legacy.embed([text])[0].tolist(), payload={"text": text})],
     )
     rec = stored(lattice.client, migrating.collection, 400)
-    assert close(rec.vector["legacy"], legacy.embed([text])[0])
-    assert close(rec.vector[migrating.plan.target_vector], modern.embed([text])[0])
+    assert same_direction(rec.vector["legacy"], legacy.embed([text])[0])
+    assert same_direction(rec.vector[migrating.plan.target_vector], modern.embed([text])[0])
 
 
 def test_a_vector_query_is_routed_when_mixed_mode_is_only_the_plans_default(

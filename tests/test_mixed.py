@@ -26,7 +26,7 @@ from lattice_qdrant.mixed import MixedResult, mixed_query
 from lattice_qdrant.spec import Distance
 from lattice_qdrant.store import MODEL_FIELD, VERSION_FIELD
 
-from conftest import fill_collection
+from conftest import fill_collection, unit
 
 TARGET = "modern-v1"
 QUERIES = [
@@ -155,12 +155,6 @@ def texts_of(client: QdrantClient, collection: str, ids: Sequence[Any]) -> dict[
 def coverage(client: QdrantClient, collection: str) -> int:
     flt = models.Filter(must=[models.HasVectorCondition(has_vector=TARGET)])
     return client.count(collection, count_filter=flt, exact=True).count
-
-
-def unit(vector: Any) -> NDArray[np.float64]:
-    array = np.asarray(vector, dtype=np.float64)
-    norm = float(np.linalg.norm(array))
-    return array / norm if norm else array
 
 
 class Setup:

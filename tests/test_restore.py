@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from qdrant_client import QdrantClient, models
 from typer.testing import CliRunner
@@ -24,12 +23,7 @@ from lattice_qdrant.cli import app
 from lattice_qdrant.config import Settings
 from lattice_qdrant.embedders import HashEmbedder
 
-from conftest import fill_collection, make_lattice
-
-
-def direction(v: Any) -> Any:
-    a = np.asarray(v, dtype=np.float64)
-    return a / np.linalg.norm(a)
+from conftest import fill_collection, make_lattice, same_direction
 
 
 @pytest.fixture
@@ -91,9 +85,9 @@ def test_restore_after_finalize_gives_back_every_vector_and_the_routing(
     stored = {r.id: r.vector["legacy"] for r in qdrant.scroll(docs, limit=200, with_vectors=["legacy"])[0]}
     for pid, vector in original.items():
         if pid != 5:
-            assert np.allclose(direction(stored[pid]), direction(vector), atol=1e-6), pid
-    assert np.allclose(direction(stored[5]), direction(legacy.embed(["rewritten"])[0]), atol=1e-6)
-    assert np.allclose(direction(stored[99]), direction(legacy.embed(["brand new"])[0]), atol=1e-6)
+            assert same_direction(stored[pid], vector, atol=1e-6), pid
+    assert same_direction(stored[5], legacy.embed(["rewritten"])[0], atol=1e-6)
+    assert same_direction(stored[99], legacy.embed(["brand new"])[0], atol=1e-6)
     migration.rollback()
     hit = lattice.query_points(docs, models.Document(text="brand new", model="m"), limit=1)
     assert hit.points[0].id == 99 and migration.routing().query_vector == "legacy"
@@ -213,7 +207,7 @@ def test_a_restore_killed_with_sigkill_resumes(tmp_path: Path, legacy: HashEmbed
     qdrant.close()
     assert set(stored) == set(original)
     for pid, vector in original.items():
-        assert np.allclose(direction(stored[pid]), direction(vector), atol=1e-6)
+        assert same_direction(stored[pid], vector, atol=1e-6)
 
 
 def test_backups_and_restore_through_the_cli(

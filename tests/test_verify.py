@@ -32,21 +32,11 @@ from lattice_qdrant.verify import (
     verify,
 )
 
-from conftest import fill_collection
+from conftest import fill_collection, same_direction
 
 TARGET = "modern-v1"
 
 # --------------------------------------------------------------------------- helpers
-
-
-def unit(vector: Any) -> Any:
-    array = np.asarray(vector, dtype=np.float64)
-    norm = float(np.linalg.norm(array))
-    return array / norm if norm else array
-
-
-def same_direction(actual: Any, expected: Any) -> bool:
-    return bool(np.allclose(unit(actual), unit(expected), atol=1e-5))
 
 
 def record(client: QdrantClient, collection: str, pid: Any) -> models.Record:
