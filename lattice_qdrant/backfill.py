@@ -71,6 +71,7 @@ __all__ = [
     "list_failures",
     "run_backfill",
     "shard_of",
+    "vector_bytes",
     "write_target_vectors",
 ]
 
@@ -312,6 +313,12 @@ def _missing_filter(plan: MigrationPlan, *, also: Sequence[models.Condition] = (
     )
 
 
+def vector_bytes(dimension: int) -> int:
+    """Storage one point's vector takes: float32 values, plus about ``2*m`` links of 4 bytes in the HNSW
+    graph (``m=16`` by default)."""
+    return dimension * 4 + 2 * 16 * 4
+
+
 def estimate(
     migration: Migration,
     embedder: Embedder,
@@ -348,8 +355,7 @@ def estimate(
         started = time.perf_counter()
         embed_checked(embedder, texts, plan.target)
         rate = len(texts) / max(1e-9, time.perf_counter() - started)
-    # float32 values, plus about 2*m links of 4 bytes per point in the HNSW graph (m=16 by default)
-    per_point = plan.target.dimension * 4 + 2 * 16 * 4
+    per_point = vector_bytes(plan.target.dimension)
     return DryRunReport(
         collection=migration.collection,
         todo=todo,

@@ -644,7 +644,7 @@ def backfill(
                 typer.echo(
                     f"{e.collection}: {e.todo} of {e.total} points to embed, ~{e.tokens} tokens, "
                     f"~{format_duration(e.seconds)} at {e.points_per_second:.0f} points/s "
-                    f"(calibrated on {e.sampled}), +{commands._bytes(e.storage_bytes)} of vectors"
+                    f"(calibrated on {e.sampled}), +{commands.format_bytes(e.storage_bytes)} of vectors"
                 )
             return
         metrics = NO_METRICS

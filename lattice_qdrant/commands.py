@@ -38,23 +38,32 @@ __all__ = [
     "Connection",
     "DoctorReport",
     "Finding",
+    "RestoreOutcome",
     "Session",
     "StatusReport",
     "backfill",
+    "backfill_options",
     "cancel",
     "compare",
     "cutover",
+    "delete_backup",
     "doctor",
     "dry_run",
     "finalize",
+    "format_bytes",
+    "list_backups",
     "list_models",
     "migrate",
+    "parse_vector_models",
     "pause",
     "plan",
     "register_model",
+    "restore",
     "resume",
     "rollback",
+    "show_backup",
     "show_model",
+    "spec_from_options",
     "start",
     "status",
     "verify",
@@ -581,7 +590,8 @@ class DoctorReport:
         }
 
 
-def _bytes(n: float) -> str:
+def format_bytes(n: float) -> str:
+    """``5347737`` -> ``"5.1 MiB"``."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if n < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -747,11 +757,11 @@ def doctor(
 
     # storage and memory
     if target_spec is not None:
-        per_point = target_spec.dimension * 4 + 2 * 16 * 4
+        per_point = bf.vector_bytes(target_spec.dimension)
         add(
             "storage",
             "ok",
-            f"the target vector adds about {_bytes(total * per_point)} "
+            f"the target vector adds about {format_bytes(total * per_point)} "
             f"({target_spec.dimension} float32 values + HNSW links per point); as much RAM unless "
             "the vector is kept on disk",
         )
@@ -962,7 +972,7 @@ def restore(
         manifest = (
             backups.get_backup(store, backup_id)
             if backup_id
-            else session.migration(collection)._finalize_backup(None)
+            else session.migration(collection).finalize_backup()
         )
         report = backups.restore(store, manifest.backup_id, ids=ids, flt=flt, force=force)
         return RestoreOutcome(report=report, embedded=0, status=None)

@@ -531,7 +531,7 @@ class Migration:
                 f"{self.collection!r} was migrated blue-green: finalize deleted the source collection; "
                 "restore its vectors with lattice_qdrant.backups.restore into a re-created collection"
             )
-        manifest = self._finalize_backup(backup_id)
+        manifest = self.finalize_backup(backup_id)
         if snap.state.finalized:
             self.store.ensure_vector_shape(
                 self.collection, plan.source_vector, manifest.dimension, Distance(manifest.distance)
@@ -543,7 +543,12 @@ class Migration:
             )
         return backups.restore(self.store, manifest.backup_id)
 
-    def _finalize_backup(self, backup_id: str | None) -> backups.Manifest:
+    def finalize_backup(self, backup_id: str | None = None) -> backups.Manifest:
+        """The backup ``restore`` uses: ``backup_id``, or the newest complete backup of the source vector.
+
+        Raises:
+            MigrationError: there is no such backup.
+        """
         if backup_id is not None:
             return backups.get_backup(self.store, backup_id)
         plan = self.plan
