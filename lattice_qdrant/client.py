@@ -460,8 +460,6 @@ class LatticeClient:
 
         return self._with_fresh_routing(migration, write)
 
-    _FORWARDED = ("delete", "set_payload", "overwrite_payload", "delete_payload", "clear_payload")
-
     def delete(self, collection_name: str, *args: Any, **kwargs: Any) -> Any:
         """Delete points; while a blue-green migration dual-writes, from both collections."""
         return self._forward("delete", collection_name, *args, **kwargs)

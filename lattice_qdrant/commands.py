@@ -520,7 +520,8 @@ def migrate(
                 key="source",
             ) from None
         if not confirm(f"plan {collection}: {source} -> {target}?"):
-            return _status_of(session, collection) if _has(session, collection) else _abort(collection)
+            # declined: MigrationNotFoundError, unless another process planned it meanwhile
+            return _status_of(session, collection)
         plan(
             session,
             collection,
@@ -547,14 +548,6 @@ def migrate(
             return report
         migration.cutover(force=force)
     return _status_of(session, collection)
-
-
-def _has(session: Session, collection: str) -> bool:
-    return session.store.get_record("migration", collection) is not None
-
-
-def _abort(collection: str) -> StatusReport:
-    raise MigrationNotFoundError(collection)
 
 
 # --------------------------------------------------------------------------- doctor

@@ -128,6 +128,8 @@ def test_pause_resume_cancel(registered: Run) -> None:
 def test_migrate_in_one_go_asks_before_each_step(registered: Run) -> None:
     cli, docs = registered, registered.docs
     args = ["migrate", docs, "--source", "legacy", "--target", "modern", "--source-vector", "legacy"]
+    declined = cli(*args, input="n\n", code=1).output  # no to planning: nothing is written
+    assert "has no migration" in declined
     out = cli(*args, input="y\nn\n").output
     assert "plan " in out and "start " in out
     assert "planned/stable" in out  # said no to start
