@@ -227,3 +227,120 @@ def test_config_file_env_and_flags_precedence(registered: Run, monkeypatch: pyte
     Path("lattice-qdrant.toml").write_text("batch_size = 'many'\n")
     bad = cli("status", code=2)
     assert "invalid setting 'batch_size'" in bad.output and "lattice-qdrant.toml" in bad.output
+
+
+def doctor_lines(output: str) -> dict[str, str]:
+    """``{check: verdict}`` from doctor's lines (the last verdict of a check that appears twice)."""
+    out = {}
+    for line in output.splitlines():
+        found = re.match(r"^(OK|WARN|FAIL)\s+(\S+(?: \S+)?)\s{2,}", line)
+        if found:
+            out[found.group(2)] = found.group(1)
+    return out
+
+
+def test_doctor_fails_what_cannot_be_migrated_in_place(registered: Run, legacy: HashEmbedder) -> None:
+    from qdrant_client import models
+
+    cli, docs = registered, registered.docs
+    plan = ["--source-vector", "legacy"]
+    wrong = cli("doctor", docs, "--source", "modern", "--target", "legacy", *plan, code=1)
+    assert doctor_lines(wrong.output)["source vector"] == "FAIL"
+    assert "'legacy' is 64-d Cosine, but modern:v1" in wrong.output
+    assert "NOT safe to start" in wrong.output
+    missing = cli("doctor", "nope", "--source", "legacy", "--target", "modern", *plan, code=1)
+    assert doctor_lines(missing.output)["collection"] == "FAIL"
+    unknown = cli("doctor", docs, "--source", "legacy", "--target", "ghost", *plan, code=1)
+    assert doctor_lines(unknown.output)["models"] == "FAIL" and "'ghost' is not registered" in unknown.output
+    # the unnamed default vector, and points without text
+    client = cli.qdrant()
+    client.create_collection(
+        "unnamed", vectors_config=models.VectorParams(size=64, distance=models.Distance.COSINE)
+    )
+    points = [models.PointStruct(id=i, vector=[0.1] * 64, payload={"t": i}) for i in range(3)]
+    client.upsert("unnamed", points)
+    client.close()
+    out = cli("doctor", "unnamed", "--source", "legacy", "--target", "modern", *plan, "--json", code=1).output
+    report = json.loads(out)
+    verdicts = {f["check"]: f["verdict"] for f in report["findings"]}
+    assert report["safe"] is False
+    assert verdicts["vectors"] == "fail" and verdicts["text field"] == "fail"
+    assert any("blue-green" in f["detail"] for f in report["findings"] if f["check"] == "vectors")
+
+
+def test_doctor_recommends_blue_green_on_a_server_older_than_1_18(
+    qdrant: Any, names: Any, legacy: HashEmbedder, source_spec: Any, target_spec: Any
+) -> None:
+    from lattice_qdrant import commands
+    from lattice_qdrant.config import Settings
+
+    class OldServer:
+        """The real client, reporting itself as a Qdrant 1.17 server."""
+
+        _client = None
+
+        def info(self) -> Any:
+            from qdrant_client import models
+
+            return models.VersionInfo(title="qdrant", version="1.17.3")
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(qdrant, name)
+
+    docs = names("docs")
+    fill_collection(qdrant, docs, legacy, n=5)
+    session = commands.Session(settings=Settings(control_collection=names("control")), client=OldServer())  # type: ignore[arg-type]
+    commands.register_model(session, source_spec)
+    commands.register_model(session, target_spec)
+    report = commands.doctor(session, docs, source="legacy", target="modern", source_vector="legacy")
+    server = next(f for f in report.findings if f.check == "server")
+    assert server.verdict == "fail" and "1.17.3" in server.detail and "blue-green" in server.detail
+    assert not report.safe
+
+
+def test_status_shows_rate_and_eta_while_a_backfill_runs(
+    lattice: Any, names: Any, legacy: HashEmbedder, modern: HashEmbedder, source_spec: Any, target_spec: Any
+) -> None:
+    import threading
+
+    from lattice_qdrant import commands
+    from lattice_qdrant.backfill import BackfillOptions, run_backfill
+    from lattice_qdrant.cli import render_status
+    from lattice_qdrant.config import Settings
+
+    docs = names("docs")
+    fill_collection(lattice.client, docs, legacy, n=40)
+    migration = lattice.plan(docs, source=source_spec, target=target_spec, source_vector="legacy")
+    migration.start()
+    gate = threading.Event()
+    calls: list[int] = []
+
+    class Slow:
+        dimension = modern.dimension
+
+        def embed(self, texts: Any) -> Any:
+            calls.append(len(texts))
+            if len(calls) > 2:  # the dimension check, then one batch; hold the rest until status was read
+                gate.wait(10)
+            return modern.embed(texts)
+
+    options = BackfillOptions(batch_size=10, heartbeat_interval=0.05)
+    worker = threading.Thread(target=run_backfill, args=(migration, Slow(), options))
+    worker.start()
+    try:
+        session = commands.Session(
+            settings=Settings(control_collection=names("control")), client=lattice.client
+        )
+        for _ in range(200):
+            report = commands.status(session, [docs])[0]
+            if report.workers and report.workers[0]["written"] > 0:
+                break
+            gate.wait(0.05)
+        assert report.workers and report.rate > 0 and report.eta is not None
+        text = render_status(report)
+        assert re.search(r"backfill  1 worker\(s\), [\d.]+ points/s, ETA \d", text), text
+        assert "wait for the running backfill" in report.next_step
+    finally:
+        gate.set()
+        worker.join(30)
+    assert commands.status(session, [docs])[0].workers == []
