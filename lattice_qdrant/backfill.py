@@ -54,6 +54,7 @@ from .errors import (
     LatticeError,
     MigrationError,
 )
+from .kernels import vectors_match
 from .metrics import NO_METRICS, BackfillMetrics
 from .plan import MigrationPlan
 from .state import Status
@@ -849,7 +850,7 @@ def write_target_vectors(
     # Stamp the model on the points that now hold the target vector (ours, or the application's).
     # Selecting them by id keeps this O(batch) on every backend; a filter would scan in local mode.
     records = store.retrieve(collection, ids, with_payload=False, with_vectors=[plan.target_vector])
-    stored = {
+    stored: dict[Any, Any] = {
         r.id: r.vector[plan.target_vector]
         for r in records
         if isinstance(r.vector, dict) and plan.target_vector in r.vector
@@ -859,18 +860,12 @@ def write_target_vectors(
             collection, {MODEL_FIELD: plan.target.model_id, VERSION_FIELD: plan.target.version}, list(stored)
         )
     # Ours took effect where the stored vector is the one we wrote (a server may normalise cosine vectors).
-    return [pid for pid in ids if pid in stored and _same_direction(stored[pid], pending[pid][1])]
-
-
-def _same_direction(a: Any, b: Any) -> bool:
-    x = np.asarray(a, dtype=np.float64)
-    y = np.asarray(b, dtype=np.float64)
-    if x.shape != y.shape:
-        return False
-    nx, ny = float(np.linalg.norm(x)), float(np.linalg.norm(y))
-    if nx == 0.0 or ny == 0.0:
-        return nx == ny
-    return bool(np.dot(x, y) / (nx * ny) > 1 - 1e-5)
+    # (compared as a re-embedding is: a server may store cosine vectors normalised)
+    return [
+        pid
+        for pid in ids
+        if pid in stored and vectors_match(stored[pid], pending[pid][1], plan.target.distance, 1e-5)[0]
+    ]
 
 
 def _not(flt: models.Filter) -> models.Filter:

@@ -64,6 +64,7 @@ __all__ = [
     "rank",
     "scores",
     "to_matrix",
+    "vectors_match",
 ]
 
 Backend = Literal["simsimd", "numpy"]
@@ -285,6 +286,36 @@ def to_matrix(
     matrix = np.zeros((n, dimension), dtype=stacked.dtype)
     matrix[present] = stacked
     return matrix, present
+
+
+def vectors_match(
+    stored: Sequence[float] | NDArray[Any],
+    fresh: Sequence[float] | NDArray[Any],
+    distance: Distance,
+    tolerance: float,
+) -> tuple[bool, float, float]:
+    """Compare a stored vector with a re-embedding.
+
+    Returns:
+        ``(match, similarity, error)``: cosine similarity and relative L2 error of ``stored`` against
+        ``fresh``. Under ``Cosine`` only the direction counts (Qdrant may store cosine vectors normalised):
+        a match is a similarity of at least ``1 - tolerance``. Under the other distances the raw values
+        count: a match is a relative error of at most ``tolerance``. Two zero vectors match; a zero vector
+        and another do not. A vector of another dimension never matches.
+    """
+    a = np.asarray(stored, dtype=np.float64).ravel()
+    b = np.asarray(fresh, dtype=np.float64).ravel()
+    if a.shape != b.shape or not np.all(np.isfinite(a)):
+        return False, float("nan"), float("inf")
+    norm_a, norm_b = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    if norm_a == 0.0 or norm_b == 0.0:
+        same = norm_a == norm_b
+        return same, 1.0 if same else 0.0, 0.0 if same else 1.0
+    similarity = float(np.dot(a, b) / (norm_a * norm_b))
+    error = float(np.linalg.norm(a - b) / norm_b)
+    if distance == Distance.COSINE:
+        return similarity >= 1.0 - tolerance, similarity, error
+    return error <= tolerance, similarity, error
 
 
 def capabilities() -> dict[str, Any]:
