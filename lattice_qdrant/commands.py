@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from qdrant_client import QdrantClient
@@ -29,9 +29,9 @@ from .coordinator import Migration
 from .embedders import Embedder, check_embedder, embedder_for
 from .errors import ConfigError, LatticeError, MigrationNotFoundError, ModelNotFoundError
 from .metrics import NO_METRICS, BackfillMetrics
-from .plan import Strategy
+from .plan import MigrationPlan, Strategy
 from .spec import ModelSpec
-from .state import Phase, Status, format_duration
+from .state import MigrationState, Phase, Status, format_duration
 from .store import IN_PLACE_MIN_VERSION, PAYLOAD_INDEXES, RetryPolicy
 
 __all__ = [
@@ -233,11 +233,10 @@ class StatusReport:
         return data
 
 
-def _next_step(collection: str, m: Migration, report: dict[str, Any]) -> str:
-    state = m.state
-    c = collection
+def _next_step(state: MigrationState, plan: MigrationPlan, report: StatusReport) -> str:
+    c = report.collection
     if state.finalized:
-        return f"nothing to do: {c!r} is stable on {report['target']}"
+        return f"nothing to do: {c!r} is stable on {report.target}"
     if state.status == Status.CANCELLED:
         return f"plan a new migration: lattice-qdrant plan {c} --source ... --target ..."
     if state.status == Status.PLANNED:
@@ -247,17 +246,16 @@ def _next_step(collection: str, m: Migration, report: dict[str, Any]) -> str:
     if state.status == Status.FAILED:
         return f"fix the cause ({state.error}), then lattice-qdrant resume {c}"
     if state.phase == Phase.ROLLBACK_WINDOW:
-        left = report["rollback_window_left"]
+        left = report.rollback_window_left
         if left:
             return (
                 f"check query quality; lattice-qdrant rollback {c} if it got worse, "
                 f"lattice-qdrant finalize {c} in {format_duration(left)} (or now with --force)"
             )
         return f"lattice-qdrant finalize {c}"
-    coverage = report["coverage"]
-    if coverage >= m.plan.cutover_threshold:
+    if report.coverage >= plan.cutover_threshold:
         return f"lattice-qdrant cutover {c}"
-    if report["workers"]:
+    if report.workers:
         return "wait for the running backfill"
     return f"lattice-qdrant backfill {c}"
 
@@ -312,10 +310,8 @@ def _status_of(session: Session, collection: str) -> StatusReport:
             alias=plan.alias,
             alias_points_to=session.store.alias_target(plan.alias) if plan.alias else None,
         )
-    report["coverage"] = 1.0 if total == 0 else covered / total
-    report["next_step"] = _next_step(collection, migration, report)
-    del report["coverage"]
-    return StatusReport(**report)
+    status = StatusReport(**report, next_step="")
+    return replace(status, next_step=_next_step(state, plan, status))
 
 
 def status(session: Session, collections: Sequence[str] | None = None) -> list[StatusReport]:
