@@ -129,6 +129,9 @@ class BackfillOptions(BaseModel):
         batch_size: points per read, embed and write.
         writers: concurrent writers (each holds one batch).
         queue_depth: batches waiting between two stages.
+        embed_window: most texts embedded in one call: whole batches already waiting are merged up to
+            this many, so the model can group texts of similar length (sentence-transformers sorts a call by
+            length and pads each forward pass to its longest text).
         max_rate: ceiling in points per second (``None``: as fast as it goes).
         delay: seconds to wait after reading each batch.
         max_text_chars: longer texts are truncated to this many characters before embedding.
@@ -147,6 +150,7 @@ class BackfillOptions(BaseModel):
     batch_size: int = Field(default=64, ge=1, le=10_000)
     writers: int = Field(default=2, ge=1, le=64)
     queue_depth: int = Field(default=4, ge=1, le=1024)
+    embed_window: int = Field(default=256, ge=1, le=100_000)
     max_rate: float | None = Field(default=None, gt=0)
     delay: float = Field(default=0.0, ge=0)
     max_text_chars: int = Field(default=20_000, ge=1)
@@ -394,6 +398,8 @@ class _Run:
         self.stop = stop
         self.metrics = metrics
         self.embed_q: queue.Queue[Any] = queue.Queue(maxsize=options.queue_depth)
+        #: batches the embedder takes at once (whole batches, at most ``embed_window`` texts)
+        self.window_batches = max(1, options.embed_window // options.batch_size)
         self.write_q: queue.Queue[Any] = queue.Queue(maxsize=options.queue_depth)
         self.lock = threading.Lock()
         self.in_flight = 0
@@ -592,24 +598,43 @@ class _Run:
     # ----------------------------------------------------------------- embedder
 
     def embed(self) -> None:
-        """Embedder thread: texts -> vectors, isolating the points that fail."""
+        """Embedder thread: texts -> vectors, isolating the points that fail.
+
+        Whole batches already waiting are taken together, up to ``embed_window`` texts, and embedded in one
+        call: a sentence-transformers model sorts a call's texts by length, so a longer window pads less.
+        The vectors are split back into the reader's batches for the writers.
+        """
+        done = False
         try:
-            while True:
+            while not done:
                 item = self._get(self.embed_q)
                 if item is _DONE:
                     break
+                window = [item]
+                while len(window) < self.window_batches:
+                    try:
+                        more = self.embed_q.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is _DONE:
+                        done = True
+                        break
+                    window.append(more)
                 self.metrics.active(self.collection, "embed", 1)
                 started = time.perf_counter()
                 try:
-                    batch = self._embed_batch(item)
+                    batches = self._embed_window(window)
                 finally:
                     self.metrics.active(self.collection, "embed", -1)
-                self.metrics.batch_seconds(self.collection, "embed", time.perf_counter() - started)
-                if batch.ids:
-                    self._put(self.write_q, batch)
-                    self.metrics.queue_depth(self.collection, "write", self.write_q.qsize())
-                else:
-                    self._batch_done()
+                elapsed = time.perf_counter() - started
+                for _ in window:  # each batch of the window spent that time in the stage
+                    self.metrics.batch_seconds(self.collection, "embed", elapsed)
+                for batch in batches:
+                    if batch.ids:
+                        self._put(self.write_q, batch)
+                        self.metrics.queue_depth(self.collection, "write", self.write_q.qsize())
+                    else:
+                        self._batch_done()
         except _Stop:
             pass
         except BaseException as exc:
@@ -618,13 +643,41 @@ class _Run:
             for _ in range(self.options.writers):
                 self._put_done(self.write_q)
 
+    def _embed_window(self, window: list[_Batch]) -> list[_Batch]:
+        """Embed several batches in one call; on an embedder error, batch by batch (then point by point)."""
+        if len(window) == 1:
+            return [self._embed_batch(window[0])]
+        limit = self.options.max_text_chars
+        try:
+            vectors = embed_checked(
+                self.embedder, [t[:limit] for batch in window for t in batch.texts], self.plan.target
+            )
+        except EmbedderError as exc:
+            log.warning(
+                "%s: embedding %d batches failed (%s); retrying each", self.collection, len(window), exc
+            )
+            return [self._embed_batch(batch) for batch in window]
+        self._count_texts(window)
+        out = []
+        start = 0
+        for batch in window:
+            end = start + len(batch.ids)
+            out.append(_Batch(ids=batch.ids, texts=batch.texts, vectors=vectors[start:end]))
+            start = end
+        return out
+
+    def _count_texts(self, batches: Sequence[_Batch]) -> None:
+        """Count the truncated texts and the tokens embedded."""
+        limit = self.options.max_text_chars
+        texts = [t for batch in batches for t in batch.texts]
+        with self.lock:
+            self.progress.truncated += sum(1 for t in texts if len(t) > limit)
+            self.progress.tokens += sum(estimate_tokens(t[:limit]) for t in texts)
+
     def _embed_batch(self, batch: _Batch) -> _Batch:
         limit = self.options.max_text_chars
         cut = [t[:limit] for t in batch.texts]
-        truncated = sum(1 for t in batch.texts if len(t) > limit)
-        with self.lock:
-            self.progress.truncated += truncated
-            self.progress.tokens += sum(estimate_tokens(t) for t in cut)
+        self._count_texts([batch])
         try:
             vectors = embed_checked(self.embedder, cut, self.plan.target)
             return _Batch(ids=batch.ids, texts=batch.texts, vectors=vectors)

@@ -600,6 +600,9 @@ def backfill(
     batch_size: BatchOpt = None,
     writers: Annotated[int | None, typer.Option(help="Concurrent writers.")] = None,
     queue_depth: Annotated[int | None, typer.Option(help="Batches waiting between stages.")] = None,
+    embed_window: Annotated[
+        int | None, typer.Option(help="Most texts per embedder call (waiting batches are merged).")
+    ] = None,
     max_rate: Annotated[float | None, typer.Option(help="Ceiling in points per second.")] = None,
     delay: Annotated[float | None, typer.Option(help="Seconds to wait between batches.")] = None,
     until: Annotated[float | None, typer.Option(help="Stop at this coverage percentage.")] = None,
@@ -624,6 +627,7 @@ def backfill(
                 batch_size=batch_size,
                 writers=writers,
                 queue_depth=queue_depth,
+                embed_window=embed_window,
                 max_rate=max_rate,
                 delay=delay,
                 until=until,

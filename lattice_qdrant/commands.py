@@ -441,6 +441,7 @@ def backfill_options(session: Session, **overrides: Any) -> bf.BackfillOptions:
         "batch_size": s.batch_size,
         "writers": s.writers,
         "queue_depth": s.queue_depth,
+        "embed_window": s.embed_window,
         "max_rate": s.max_rate,
         "delay": s.delay,
         "max_text_chars": s.max_text_chars,

@@ -54,6 +54,7 @@ class Settings(BaseModel):
         batch_size: points per backfill batch.
         writers: concurrent backfill writers.
         queue_depth: batches waiting between backfill stages.
+        embed_window: most texts per embedder call (batches waiting are merged, to pad less).
         max_rate: backfill ceiling in points per second (unset: no ceiling).
         delay: seconds to wait between backfill batches.
         max_text_chars: longer texts are truncated before embedding.
@@ -74,6 +75,7 @@ class Settings(BaseModel):
     batch_size: int = Field(default=64, ge=1, le=10_000)
     writers: int = Field(default=2, ge=1, le=64)
     queue_depth: int = Field(default=4, ge=1, le=1024)
+    embed_window: int = Field(default=256, ge=1, le=100_000)
     max_rate: float | None = Field(default=None, gt=0)
     delay: float = Field(default=0.0, ge=0)
     max_text_chars: int = Field(default=20_000, ge=1)

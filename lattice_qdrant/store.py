@@ -203,6 +203,9 @@ def translate(
     return StoreError(text, **context)
 
 
+#: points per conditional write in local mode (its cost grows with the square of a request's size)
+_LOCAL_CONDITIONAL_CHUNK = 16
+
 # qdrant-client's local mode is not thread-safe (a conditional write is a read then a write in Python), so
 # every Store over the same local client takes the same lock; a server needs none.
 _LOCAL_LOCKS: weakref.WeakKeyDictionary[Any, threading.RLock] = weakref.WeakKeyDictionary()
@@ -558,7 +561,24 @@ class Store:
         Returns:
             the ids that still exist (written, or skipped by the conditions: Qdrant does not say which).
         """
-        todo = dict(pending)
+        if not self._local:
+            return self._update_if_unchanged(collection, text_field, dict(pending), lacking)
+        # Local mode checks each point against every clause of the condition (one per point), so a
+        # request costs the square of its size: smaller requests cost less in all.
+        items = list(pending.items())
+        written: list[Any] = []
+        for start in range(0, len(items), _LOCAL_CONDITIONAL_CHUNK):
+            chunk = dict(items[start : start + _LOCAL_CONDITIONAL_CHUNK])
+            written += self._update_if_unchanged(collection, text_field, chunk, lacking)
+        return written
+
+    def _update_if_unchanged(
+        self,
+        collection: str,
+        text_field: str,
+        todo: dict[Any, tuple[str | None, Mapping[str, Any]]],
+        lacking: str | None,
+    ) -> list[Any]:
         while todo:
             ids = list(todo)
             condition = models.Filter(

@@ -163,6 +163,7 @@ class SlowEmbedder:
         self.timeout = timeout
         self.name = inner.name
         self.calls = 0
+        self.sizes: list[int] = []  # texts per call, after the check
 
     @property
     def dimension(self) -> int:
@@ -172,6 +173,7 @@ class SlowEmbedder:
         self.calls += 1
         if self.calls == 1:
             return self.inner.embed(texts)
+        self.sizes.append(len(texts))
         if self.gate is not None:
             self.gate.wait(timeout=self.timeout)
         if self.seconds:
@@ -640,6 +642,13 @@ def test_every_write_holds_at_most_batch_size_points(
     assert sorted(writes.ids) == list(range(50))  # each point written exactly once
 
 
+def in_flight_batches(options: BackfillOptions) -> int:
+    """The most batches a run holds at once: the reader's, two queues, the embedder's window (the
+    batch it took and the waiting ones it merged) and one per writer."""
+    window = min(options.queue_depth + 1, max(1, options.embed_window // options.batch_size))
+    return 1 + 2 * options.queue_depth + window + options.writers
+
+
 def test_queues_and_the_work_in_flight_stay_bounded(start: Start, modern: HashEmbedder) -> None:
     migration = start(n=120)
     options = BackfillOptions(batch_size=5, writers=1, queue_depth=2)
@@ -665,8 +674,7 @@ def test_queues_and_the_work_in_flight_stay_bounded(start: Start, modern: HashEm
     )
     assert report.written == 120
     assert seen
-    # batches wait in two queues of queue_depth; one more is held by each stage and each writer
-    in_flight = (2 * options.queue_depth + options.writers + 2) * options.batch_size
+    in_flight = in_flight_batches(options) * options.batch_size
     for queue_embed, queue_write, ahead in seen:
         assert 0 <= queue_embed <= options.queue_depth
         assert 0 <= queue_write <= options.queue_depth
@@ -674,6 +682,33 @@ def test_queues_and_the_work_in_flight_stay_bounded(start: Start, modern: HashEm
     assert metrics.depths and all(depth <= options.queue_depth for _, depth in metrics.depths)
     # the held embedder let batches pile up before it
     assert max(depth for stage, depth in metrics.depths if stage == "embed") == options.queue_depth
+
+
+@pytest.mark.parametrize("window", [5, 12, 1000])
+def test_the_embedder_takes_the_waiting_batches_together_up_to_the_window(
+    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder, window: int
+) -> None:
+    migration = start(n=60)
+    gate = threading.Event()
+    slow = SlowEmbedder(modern, gate=gate)
+    options = BackfillOptions(batch_size=5, writers=1, queue_depth=3, embed_window=window)
+
+    def open_gate(progress: BackfillProgress) -> None:
+        if progress.queue_embed == options.queue_depth:  # the reader filled the queue
+            gate.set()
+
+    report = run_backfill(migration, slow, options, on_progress=open_gate)
+    assert report.written == 60
+    assert_backfilled(lattice.client, migration.collection, modern)
+    assert sum(slow.sizes) == 60
+    # whole batches, never more than the window (unless one batch is bigger), nor than can wait (the
+    # batch taken and the queue behind it)
+    biggest = options.batch_size * min(max(1, window // options.batch_size), options.queue_depth + 1)
+    assert max(slow.sizes) <= biggest
+    # the first call after the gate finds the queue full: it takes all of it (up to the window)
+    assert max(slow.sizes) >= min(biggest, options.queue_depth * options.batch_size)
+    texts = [r.payload["text"] for r in all_points(lattice.client, migration.collection).values()]
+    assert report.tokens == sum(estimate_tokens(t) for t in texts)
 
 
 def test_max_rate_throttles_the_reader(start: Start, modern: HashEmbedder) -> None:
@@ -755,7 +790,7 @@ def test_a_stop_event_stops_the_run_and_the_next_run_finishes_the_rest(
     first = stop_after_first_write(migration, modern, monkeypatch, options)
     assert 0 < first.written < n
     # only the batches in flight when it was stopped were finished
-    assert first.written <= options.batch_size * (1 + 2 * options.queue_depth + options.writers + 2)
+    assert first.written <= options.batch_size * (in_flight_batches(options) + 1)
     assert first.covered == coverage(lattice.client, migration.collection) == first.written
     assert first.total == n
     assert migration.snapshot(refresh=True).state.status == lq.Status.IN_PROGRESS

@@ -568,6 +568,46 @@ def test_coverage_follows_the_data(store: Store, coll: str, target_spec: ModelSp
     assert store.coverage(coll, "legacy") == Coverage(covered=10, total=10)
 
 
+# --------------------------------------------------------------------------- conditional writes
+
+
+def test_update_if_unchanged_writes_only_points_that_still_hold_their_text_and_lack_the_vector(
+    qdrant: QdrantClient, store: Store, names: Any, legacy: HashEmbedder, target_spec: ModelSpec
+) -> None:
+    # more points than one local-mode request takes, with a race in each of several requests
+    coll = names("docs")
+    texts = fill_collection(qdrant, coll, legacy, n=70)
+    store.ensure_vector(coll, "modern-v1", target_spec)
+    qdrant.set_payload(coll, {"text": "changed by the application"}, points=[20])
+    qdrant.update_vectors(coll, [models.PointVectors(id=35, vector={"modern-v1": vector_of(96, 99)})])
+    qdrant.delete(coll, [45, 69])
+    pending = {i: (texts[i], {"modern-v1": vector_of(96, i)}) for i in range(70)}
+
+    existing = store.update_if_unchanged(coll, "text", pending, lacking="modern-v1")
+
+    assert sorted(existing) == [i for i in range(70) if i not in (45, 69)]
+    records = {r.id: r for r in qdrant.retrieve(coll, list(range(70)), with_vectors=["modern-v1"])}
+    assert sorted(records) == sorted(existing)  # nothing deleted came back
+    for pid, record in records.items():
+        stored = record.vector.get("modern-v1") if isinstance(record.vector, dict) else None
+        if pid == 20:
+            assert stored is None  # its text changed: the vector embedded from the old text is not written
+        elif pid == 35:
+            assert stored == pytest.approx(_unit(vector_of(96, 99)), abs=1e-5)  # the application's stays
+        else:
+            assert stored == pytest.approx(_unit(vector_of(96, pid)), abs=1e-5)
+
+
+def test_update_if_unchanged_of_nothing_sends_nothing(proxy: RecordingClient, coll: str) -> None:
+    assert Store(proxy).update_if_unchanged(coll, "text", {}) == []  # type: ignore[arg-type]
+    assert proxy.requests("update_vectors") == []
+
+
+def _unit(values: list[float]) -> list[float]:
+    norm = sum(v * v for v in values) ** 0.5
+    return [v / norm for v in values]
+
+
 def test_coverage_of_an_unknown_vector_is_zero(store: Store, coll: str) -> None:
     assert store.coverage(coll, "nope") == Coverage(covered=0, total=10)
 
