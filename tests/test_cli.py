@@ -324,7 +324,7 @@ def test_status_shows_rate_and_eta_while_a_backfill_runs(
                 gate.wait(10)
             return modern.embed(texts)
 
-    options = BackfillOptions(batch_size=10, heartbeat_interval=0.05)
+    options = BackfillOptions(batch_size=10, embed_window=10, heartbeat_interval=0.05)  # one batch per call
     worker = threading.Thread(target=run_backfill, args=(migration, Slow(), options))
     worker.start()
     try:
