@@ -640,7 +640,7 @@ class _Restore:
         return {_id_key(r.id): r for r in records}
 
     def _holds(self, record: models.Record) -> bool:
-        return isinstance(record.vector, dict) and self.vector in record.vector
+        return _vector_of(record, self.vector) is not None  # named, or the unnamed one ("")
 
     def page(self, entries: dict[PointId, _Entry]) -> None:
         """Restore one page of backup points."""

@@ -18,6 +18,9 @@ only vector is the unnamed one, a change of distance, quantization or HNSW setti
    first puts the alias where the recorded state says, so a switch cut off halfway is repaired by the
    next call.
 6. ``finalize`` drops the source collection (after a backup of its vectors, by policy).
+7. ``restore`` undoes a finalize: ``recreate_source`` makes the source collection again (its source
+   vector and the payload indexes), writes become dual again, every point of the target collection is
+   copied back (payload, stamped with the source model), and the backup's vectors are written back.
 
 Readers that query through the alias keep working at every step; the wrapper itself queries the physical
 collection the routing names, so it never depends on the alias.
@@ -35,9 +38,17 @@ from .errors import CollectionNotFoundError, StoreError
 from .plan import MigrationPlan
 from .spec import Distance
 from .state import MigrationState, QueryRoute, query_route
-from .store import PAYLOAD_INDEXES, Store, VectorInfo
+from .store import MODEL_FIELD, PAYLOAD_INDEXES, VERSION_FIELD, Store, VectorInfo
 
-__all__ = ["copy_complete", "copy_points", "prepare", "query_collection", "sync_alias"]
+__all__ = [
+    "copy_back",
+    "copy_complete",
+    "copy_points",
+    "prepare",
+    "query_collection",
+    "recreate_source",
+    "sync_alias",
+]
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +76,7 @@ def prepare(store: Store, plan: MigrationPlan) -> None:
         src = source[plan.source_vector]
         vectors[plan.source_vector] = VectorInfo(plan.source_vector, src.size, src.distance)
     store.ensure_collection(target, vectors)
-    indexes = dict(PAYLOAD_INDEXES)
-    for field, kind in store.payload_schema(plan.collection).items():
-        if kind in _SCHEMAS:
-            indexes.setdefault(field, _SCHEMAS[kind])
-    store.ensure_payload_indexes(target, indexes)
+    _copy_indexes(store, plan.collection, target)
     if plan.alias:
         current = store.alias_target(plan.alias)
         if current is None:
@@ -79,6 +86,63 @@ def prepare(store: Store, plan: MigrationPlan) -> None:
                 f"alias {plan.alias!r} points to {current!r}, neither the source nor the target collection",
                 collection=plan.collection,
             )
+
+
+def _copy_indexes(store: Store, origin: str, collection: str) -> None:
+    """Give ``collection`` the model indexes and the payload indexes ``origin`` has."""
+    indexes = dict(PAYLOAD_INDEXES)
+    for field, kind in store.payload_schema(origin).items():
+        if kind in _SCHEMAS:
+            indexes.setdefault(field, _SCHEMAS[kind])
+    store.ensure_payload_indexes(collection, indexes)
+
+
+def recreate_source(store: Store, plan: MigrationPlan, vector: VectorInfo) -> bool:
+    """After finalize: create the source collection again, with ``vector`` (the backed-up source vector)
+    and the target collection's payload indexes; idempotent. Returns whether it was created.
+
+    Other named vectors the source collection had are not re-created: the backup holds only the
+    source vector.
+
+    Raises:
+        CollectionNotFoundError: the target collection does not exist (nothing to restore into).
+    """
+    target = plan.data_collection
+    if not store.collection_exists(target):
+        raise CollectionNotFoundError(
+            "the target collection does not exist, so the source collection cannot be rebuilt from it",
+            collection=target,
+        )
+    created = store.ensure_collection(plan.collection, {vector.name: vector})
+    _copy_indexes(store, target, plan.collection)
+    return created
+
+
+def copy_back(store: Store, plan: MigrationPlan, *, page_size: int = 256) -> int:
+    """Copy every point of the target collection into the re-created source collection; resumable.
+
+    Payload only, stamped with the source model (the backup's vectors are written next); ``INSERT_ONLY``,
+    so a point the wrapper dual-wrote meanwhile wins. Points deleted while the copy ran are removed again.
+    Returns the number of points copied or found already there.
+    """
+    target = plan.data_collection
+    stamp = {MODEL_FIELD: plan.source.model_id, VERSION_FIELD: plan.source.version}
+    copied = 0
+    for page in store.iter_points(target, page_size=page_size, with_payload=True):
+        points = [
+            models.PointStruct(id=r.id, vector={}, payload={**(r.payload or {}), **stamp}) for r in page
+        ]
+        store.upsert(plan.collection, points, update_mode=models.UpdateMode.INSERT_ONLY)
+        copied += len(points)
+    removed = _remove_deleted(store, target, plan.collection, page_size)
+    log.info(
+        "%s: copied %d points back from %s (%d deleted meanwhile removed)",
+        plan.collection,
+        copied,
+        target,
+        removed,
+    )
+    return copied
 
 
 def copy_complete(store: Store, plan: MigrationPlan) -> bool:
@@ -116,7 +180,7 @@ def copy_points(store: Store, plan: MigrationPlan, *, page_size: int = 256) -> i
             points.append(models.PointStruct(id=record.id, vector=vector, payload=record.payload or {}))
         store.upsert(target, points, update_mode=models.UpdateMode.INSERT_ONLY)
         copied += len(points)
-    removed = _remove_deleted(store, plan, page_size)
+    removed = _remove_deleted(store, plan.collection, target, page_size)
     store.put_record(
         _COPY,
         plan.collection,
@@ -138,16 +202,15 @@ def copy_points(store: Store, plan: MigrationPlan, *, page_size: int = 256) -> i
     return copied
 
 
-def _remove_deleted(store: Store, plan: MigrationPlan, page_size: int) -> int:
-    """Delete from the target the points the source no longer has (deleted while the copy ran)."""
-    target = plan.target_collection or ""
+def _remove_deleted(store: Store, origin: str, copy: str, page_size: int) -> int:
+    """Delete from ``copy`` the points ``origin`` no longer has (deleted while a copy ran)."""
     removed = 0
-    for page in store.iter_points(target, page_size=page_size, with_payload=False):
+    for page in store.iter_points(copy, page_size=page_size, with_payload=False):
         ids = [r.id for r in page]
-        present = {r.id for r in store.retrieve(plan.collection, ids, with_payload=False)}
+        present = {r.id for r in store.retrieve(origin, ids, with_payload=False)}
         gone = [pid for pid in ids if pid not in present]
         if gone:
-            store.forward("delete", target, points_selector=models.PointIdsList(points=gone))
+            store.forward("delete", copy, points_selector=models.PointIdsList(points=gone))
             removed += len(gone)
     return removed
 

@@ -64,7 +64,7 @@ from .state import (
     transition,
     write_route,
 )
-from .store import Coverage, Store
+from .store import Coverage, Store, VectorInfo
 
 __all__ = ["DEFAULT_REFRESH_INTERVAL", "Migration", "Routing", "Snapshot", "plan_migration"]
 
@@ -521,26 +521,33 @@ class Migration:
         changed or inserted since the backup are reported and get no source vector from it: embed them
         (``lattice-qdrant restore`` does) before rolling back.
 
+        Blue-green: the source collection is created again (the source vector and the target collection's
+        payload indexes), writes reach both collections again, every point of the target collection is
+        copied back (payload, stamped with the source model), then the backup's vectors are written. The
+        alias stays on the target collection until ``rollback``. A restore cut off halfway is finished by
+        calling it again.
+
         Raises:
-            MigrationError: no usable backup, or a blue-green migration (its source collection is gone).
+            MigrationError: no usable backup.
+            CollectionNotFoundError: blue-green, and the target collection is gone.
         """
         snap = self.snapshot(refresh=True)
         plan = snap.plan
-        if plan.blue_green:
-            raise MigrationError(
-                f"{self.collection!r} was migrated blue-green: finalize deleted the source collection; "
-                "restore its vectors with lattice_qdrant.backups.restore into a re-created collection"
-            )
         manifest = self.finalize_backup(backup_id)
         if snap.state.finalized:
-            self.store.ensure_vector_shape(
-                self.collection, plan.source_vector, manifest.dimension, Distance(manifest.distance)
-            )
+            shape = VectorInfo(plan.source_vector, manifest.dimension, Distance(manifest.distance))
+            if plan.blue_green:
+                bluegreen.recreate_source(self.store, plan, shape)
+            else:
+                self.store.ensure_vector_shape(self.collection, shape.name, shape.size, shape.distance)
             self.apply(Reopen(at=self.clock()))
         elif snap.state.phase != Phase.ROLLBACK_WINDOW:
             raise InvalidTransitionError(
                 snap.state.label, "restore", "only a finalized migration is restored"
             )
+        if plan.blue_green:
+            # after Reopen, so that writes made while it runs reach the source collection too
+            bluegreen.copy_back(self.store, plan)
         return backups.restore(self.store, manifest.backup_id)
 
     def finalize_backup(self, backup_id: str | None = None) -> backups.Manifest:

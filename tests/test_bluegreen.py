@@ -8,7 +8,9 @@ import pytest
 from qdrant_client import QdrantClient, models
 
 import lattice_qdrant as lq
+from lattice_qdrant import commands
 from lattice_qdrant.backfill import run_backfill
+from lattice_qdrant.config import Settings
 from lattice_qdrant.embedders import HashEmbedder
 from lattice_qdrant.store import MODEL_FIELD
 
@@ -260,3 +262,101 @@ def test_status_through_a_blue_green_lifecycle(
     report = commands.status(session, [plan.collection])[0]
     assert report.finalized and report.covered == report.total == 30
     assert "nothing to do" in report.next_step
+
+
+def test_restore_after_a_blue_green_finalize_rebuilds_the_source_collection(
+    blue: lq.Migration, lattice: lq.LatticeClient, legacy: HashEmbedder, modern: HashEmbedder
+) -> None:
+    qdrant = lattice.client
+    plan = blue.plan
+    docs, target, alias = plan.collection, plan.data_collection, plan.alias
+    blue.start()
+    run_backfill(blue, modern)
+    blue.cutover()
+    original = {r.id: r for r in qdrant.scroll(docs, limit=100, with_vectors=True)[0]}
+    blue.finalize(force=True)
+    assert not qdrant.collection_exists(docs)
+    # the application keeps writing after finalize: a changed text, a new point, a deleted point
+    for pid, text in ((5, "rewritten"), (99, "brand new")):
+        lattice.upsert(docs, [models.PointStruct(id=pid, vector=models.Document(text=text, model="m"),
+                                                 payload={"text": text})])  # fmt: skip
+    lattice.delete(docs, points_selector=models.PointIdsList(points=[7]))
+    session = commands.Session(
+        settings=Settings(control_collection=lattice.store.control_collection), client=qdrant
+    )
+
+    outcome = commands.restore(session, docs)
+
+    report = outcome.report
+    assert report.verified and report.restored == len(original) - 2
+    assert list(report.skipped_changed.ids) == [5] and list(report.skipped_missing.ids) == [7]
+    assert outcome.embedded == 2  # the changed point and the new one, with the source model
+    state = blue.snapshot(refresh=True).state
+    assert state.phase == lq.Phase.ROLLBACK_WINDOW and not state.finalized
+    assert {a.alias_name: a.collection_name for a in qdrant.get_aliases().aliases}[alias] == target
+    # the source collection again: its unnamed vector, every point, each with its own vector back
+    assert qdrant.get_collection(docs).config.params.vectors.size == legacy.dimension
+    stored = {r.id: r for r in qdrant.scroll(docs, limit=200, with_vectors=True)[0]}
+    assert sorted(stored) == sorted((set(original) - {7}) | {99})
+    for pid, record in original.items():
+        if pid not in (5, 7):
+            assert same_direction(stored[pid].vector, record.vector, atol=1e-6), pid
+            assert stored[pid].payload["text"] == record.payload["text"]
+    assert same_direction(stored[5].vector, legacy.embed(["rewritten"])[0], atol=1e-6)
+    assert same_direction(stored[99].vector, legacy.embed(["brand new"])[0], atol=1e-6)
+    assert {r.payload[MODEL_FIELD] for r in stored.values()} == {"legacy"}
+    # writes reach both collections again
+    lattice.upsert(docs, [models.PointStruct(id=100, vector=models.Document(text="again", model="m"),
+                                             payload={"text": "again"})])  # fmt: skip
+    assert qdrant.retrieve(docs, [100]) and qdrant.retrieve(target, [100])
+
+    blue.rollback()
+    assert {a.alias_name: a.collection_name for a in qdrant.get_aliases().aliases}[alias] == docs
+    # readers of the alias search the old model's space again, unchanged code
+    assert search_alias(qdrant, alias, legacy.embed([CORPUS[2]])[0])[0] % len(CORPUS) == 2
+
+
+def test_a_blue_green_restore_cut_off_halfway_is_finished_by_the_next_call(
+    blue: lq.Migration, lattice: lq.LatticeClient, modern: HashEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lattice_qdrant import bluegreen
+
+    qdrant = lattice.client
+    docs = blue.plan.collection
+    blue.start()
+    run_backfill(blue, modern)
+    blue.cutover()
+    original = {r.id: r.vector for r in qdrant.scroll(docs, limit=100, with_vectors=True)[0]}
+    blue.finalize(force=True)
+    real = bluegreen.copy_back
+
+    def cut_off(store: Any, plan: Any, **kwargs: Any) -> int:
+        real(store, plan, page_size=7)  # some pages copied ...
+        raise lq.TransientStoreError("connection lost")  # ... then the process dies
+
+    monkeypatch.setattr(bluegreen, "copy_back", cut_off)
+    with pytest.raises(lq.TransientStoreError):
+        blue.restore()
+    assert blue.snapshot(refresh=True).state.phase == lq.Phase.ROLLBACK_WINDOW  # writes are dual already
+    monkeypatch.setattr(bluegreen, "copy_back", real)
+
+    report = blue.restore()
+
+    assert report.verified and report.restored == len(original)
+    stored = {r.id: r.vector for r in qdrant.scroll(docs, limit=100, with_vectors=True)[0]}
+    assert sorted(stored) == sorted(original)
+    for pid, vector in original.items():
+        assert same_direction(stored[pid], vector, atol=1e-6), pid
+
+
+def test_restore_of_a_blue_green_migration_whose_target_collection_is_gone(
+    blue: lq.Migration, lattice: lq.LatticeClient, modern: HashEmbedder
+) -> None:
+    blue.start()
+    run_backfill(blue, modern)
+    blue.cutover()
+    blue.finalize(force=True)
+    lattice.client.delete_collection(blue.plan.data_collection)
+    with pytest.raises(lq.CollectionNotFoundError, match="cannot be rebuilt"):
+        blue.restore()
+    assert blue.snapshot(refresh=True).state.finalized  # nothing changed
