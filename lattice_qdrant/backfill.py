@@ -761,42 +761,38 @@ class _Run:
             self._record_progress()
             return self._report(coverage.covered, coverage.total)
 
-        threads = [threading.Thread(target=self.read, name="backfill-read", daemon=True)]
-        threads.append(threading.Thread(target=self.embed, name="backfill-embed", daemon=True))
-        threads += [
+        # The calling thread embeds: it made the embedder check (and, in most programs, every other use of
+        # the model). PyTorch on CPU runs about a quarter slower in a thread other than the first one that
+        # used it (each thread gets its own OpenMP team, and the teams compete for the cores).
+        workers = [threading.Thread(target=self.read, name="backfill-read", daemon=True)]
+        workers += [
             threading.Thread(target=self.write, name=f"backfill-write-{i}", daemon=True)
             for i in range(options.writers)
         ]
-        for thread in threads:
+        done = threading.Event()
+        monitor = threading.Thread(
+            target=self.watch, args=(on_progress, done), name="backfill-progress", daemon=True
+        )
+        for thread in [*workers, monitor]:
             thread.start()
         try:
-            last_beat = last_count = time.monotonic()
-            self._heartbeat(final=False, count=False)
-            while alive := [t for t in threads if t.is_alive()]:
-                alive[0].join(timeout=0.1)  # wakes as soon as it ends, or to report progress
-                with self.lock:
-                    self.progress.queue_embed = self.embed_q.qsize()
-                    self.progress.queue_write = self.write_q.qsize()
-                if on_progress is not None:
-                    on_progress(self.progress)
-                now = time.monotonic()
-                if now - last_beat >= options.heartbeat_interval:
-                    count = now - last_count >= options.progress_interval
-                    last_beat = now
-                    last_count = now if count else last_count
-                    self._heartbeat(final=False, count=count)
-        except BaseException as exc:
-            # Ctrl-C in the main thread, or a failing progress callback: never leave writers running.
-            self.fail(exc)
-            for thread in threads:
+            self.embed()
+            for thread in workers:
                 thread.join()
+        except BaseException as exc:
+            # Ctrl-C in the calling thread: never leave readers or writers running.
+            self.fail(exc)
+            for thread in workers:
+                thread.join()
+            done.set()
+            monitor.join()
             self._heartbeat(final=True, count=False)
             raise
-        for thread in threads:
-            thread.join()
+        done.set()
+        monitor.join()
         if self.stopped_by == "done" and self.stop.is_set() and self.error is None:
             self.stopped_by = "stop"
-        if on_progress is not None:
+        if on_progress is not None and self.error is None:
             on_progress(self.progress)
         self._heartbeat(final=True, count=False)
         if self.error is not None:
@@ -808,6 +804,27 @@ class _Run:
         final = self.migration.coverage()
         self._record_progress(final)
         return self._report(final.covered, final.total)
+
+    def watch(self, on_progress: Callable[[BackfillProgress], None] | None, done: threading.Event) -> None:
+        """Progress thread: the callback a few times a second, and this worker's heartbeats."""
+        options = self.options
+        try:
+            last_beat = last_count = time.monotonic()
+            self._heartbeat(final=False, count=False)
+            while not done.wait(0.1):
+                with self.lock:
+                    self.progress.queue_embed = self.embed_q.qsize()
+                    self.progress.queue_write = self.write_q.qsize()
+                if on_progress is not None:
+                    on_progress(self.progress)
+                now = time.monotonic()
+                if now - last_beat >= options.heartbeat_interval:
+                    count = now - last_count >= options.progress_interval
+                    last_beat = now
+                    last_count = now if count else last_count
+                    self._heartbeat(final=False, count=count)
+        except BaseException as exc:  # a failing progress callback stops the run
+            self.fail(exc)
 
     def _record_progress(self, coverage: Coverage | None = None) -> None:
         """Record the coverage counted from the data; another worker's concurrent record is retried
