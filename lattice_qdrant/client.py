@@ -674,6 +674,10 @@ class LatticeClient:
         textual = isinstance(query, _TEXT_TYPES) or (
             isinstance(query, models.NearestQuery) and isinstance(query.nearest, _TEXT_TYPES)
         )
+        if mode == "mixed" and not textual:
+            raise VectorValidationError(
+                [(None, "mixed mode embeds the query with both models: pass a models.Document, not a vector")]
+            )
         cov = migration.recent_coverage()
         if textual and mode != "routed":
             if 0 < cov.covered < cov.total:

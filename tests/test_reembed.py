@@ -244,6 +244,11 @@ def test_the_full_lifecycle_never_mixes_spaces_and_restore_gives_back_every_vect
             float(unit(stored) @ unit(legacy.embed(["the cat on the mat"])[0]))
         )
 
+    with pytest.raises(lq.VectorValidationError, match=r"pass a models\.Document, not a vector"):
+        lattice.query_points(docs, legacy.embed(["cat"])[0].tolist(), mode="mixed")
+    # mode="routed" searches, like a vector, only the points holding the routed (source) model
+    routed = lattice.query_points(docs, models.Document(text="the cat", model="m"), mode="routed", limit=40)
+    assert {p.id for p in routed.points} == set(range(40)) - holding
     with pytest.raises(lq.ThresholdNotMetError):
         migration.cutover()
     with pytest.raises(lq.InvalidTransitionError, match="restore them from the backup first"):
