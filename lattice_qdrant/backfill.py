@@ -3,7 +3,8 @@
 Guarantees, on a server as in local mode:
 
 * **The data is the checkpoint.** The work is always "points without the target vector"
-  (``has_vector`` in ``must_not``), read in id order. A run killed at any moment (even SIGKILL) loses
+  (``has_vector`` in ``must_not``; for a same-name re-embed, points not stamped with the target model), read
+  in id order. A run killed at any moment (even SIGKILL) loses
   nothing: the next run finds exactly the points still missing and redoes at most the batches that were in
   flight. SIGTERM / Ctrl-C (a set ``stop`` event) stops reading and lets in-flight batches finish.
 * **Never stale.** Every write is an ``update_vectors`` (only the target vector; payload and source vector
@@ -58,7 +59,7 @@ from .kernels import vectors_match
 from .metrics import NO_METRICS, BackfillMetrics
 from .plan import MigrationPlan
 from .state import Status
-from .store import MODEL_FIELD, VERSION_FIELD, Coverage, Store
+from .store import MODEL_FIELD, VERSION_FIELD, Coverage, Store, stamp_filter
 
 __all__ = [
     "BackfillOptions",
@@ -312,10 +313,13 @@ def clear_failures(store: Store, collection: str, point_ids: Sequence[Any] | Non
 
 
 def _missing_filter(plan: MigrationPlan, *, also: Sequence[models.Condition] = ()) -> models.Filter:
-    return models.Filter(
-        must=list(also) or None,
-        must_not=[models.HasVectorCondition(has_vector=plan.target_vector)],
+    """The points still to do: without the target vector, or (a re-embed) not stamped with the target."""
+    done: models.Condition = (
+        stamp_filter(plan.target.model_id, plan.target.version)
+        if plan.reembed
+        else models.HasVectorCondition(has_vector=plan.target_vector)
     )
+    return models.Filter(must=list(also) or None, must_not=[done])
 
 
 def vector_bytes(dimension: int) -> int:
@@ -360,7 +364,8 @@ def estimate(
         started = time.perf_counter()
         embed_checked(embedder, texts, plan.target)
         rate = len(texts) / max(1e-9, time.perf_counter() - started)
-    per_point = vector_bytes(plan.target.dimension)
+    # a re-embed overwrites in place: no vector storage added (its backup was made at start)
+    per_point = 0 if plan.reembed else vector_bytes(plan.target.dimension)
     return DryRunReport(
         collection=migration.collection,
         todo=todo,
@@ -843,8 +848,11 @@ class _Run:
 
         The stamp is a second write after the vector; a run killed in between leaves a point with the
         vector and an old stamp, which no later run would otherwise read again (it has the vector).
+        A re-embed needs none: there the stamp is what selects the work, so such a point is done again.
         """
         plan = self.plan
+        if plan.reembed:
+            return
         stamped = models.Filter(
             must=[
                 models.FieldCondition(key=MODEL_FIELD, match=models.MatchValue(value=plan.target.model_id)),
@@ -907,8 +915,25 @@ def write_target_vectors(
     embedded from (:meth:`~lattice_qdrant.store.Store.update_if_unchanged`), so a write the application
     made meanwhile wins. The points holding the target vector afterwards are stamped with the target
     model. Used by the backfill and by read-repair.
+
+    A re-embed overwrites the source vector under the same name, so "lacks the target vector" is "not
+    stamped with the target model", and the vector and the stamp are written together
+    (:meth:`~lattice_qdrant.store.Store.write_stamped`: one request on a server). A run killed between the
+    two leaves a point with the new vector and the old stamp: it is still selected as to do, and the next run
+    writes it again.
     """
     collection = plan.data_collection
+    if plan.reembed:
+        target = plan.target
+        return store.write_stamped(
+            collection,
+            plan.target_vector,
+            plan.text_field,
+            pending,
+            (target.model_id, target.version),
+            distance=target.distance,
+            unless=stamp_filter(target.model_id, target.version),
+        )
     ids = store.update_if_unchanged(
         collection,
         plan.text_field,

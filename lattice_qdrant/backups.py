@@ -41,6 +41,15 @@ Guarantees
 
 A backup is not a point-in-time snapshot of a live collection: each point is copied as one consistent
 (vector, text, model) triple, but points written during the backup may or may not be in it.
+
+Entries written later (a re-embed)
+    During a same-name re-embed every write overwrites a point's source vector, so the wrapper puts the
+    source vector it was given into the migration's backup as that point's entry (:func:`record_entries`),
+    replacing an older one. Such an entry is marked (payload ``entry``: ``"replaced"`` when it took the
+    place of an entry of the backup as made, with ``replaces`` holding that entry's checksum term;
+    ``"added"`` for a point the backup did not hold), so the manifest's count and checksum still verify the
+    backup as made: ``count`` = entries not ``"added"``, ``checksum`` = the terms of unmarked entries plus the
+    ``replaces`` of ``"replaced"`` ones.
 """
 
 from __future__ import annotations
@@ -50,7 +59,7 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -60,7 +69,7 @@ from qdrant_client import models
 
 from .errors import MigrationError, RollbackWindowOpenError, StoreError
 from .spec import Distance
-from .store import MODEL_FIELD, VERSION_FIELD, Store, VectorInfo, same_text
+from .store import MODEL_FIELD, VERSION_FIELD, Store, VectorInfo
 
 __all__ = [
     "BACKUP_VECTOR",
@@ -74,6 +83,7 @@ __all__ = [
     "delete_backup",
     "get_backup",
     "list_backups",
+    "record_entries",
     "restore",
     "verify_backup",
 ]
@@ -84,10 +94,15 @@ _KIND = "backup"
 #: The one named vector of a backup collection.
 BACKUP_VECTOR = "vector"
 #: Payload keys of a backup point; extra ``fields`` may not use them.
-_RESERVED = ("text", MODEL_FIELD, VERSION_FIELD, "model")
+_RESERVED = ("text", MODEL_FIELD, VERSION_FIELD, "model", "entry", "replaces")
 #: How many ids a report keeps of each kind of skipped point (the counts are exact).
 _ID_SAMPLE = 100
 _MASK = 2**64 - 1
+#: Payload key of an entry written after the backup was made, and its values (see the module docstring).
+_ENTRY = "entry"
+_REPLACED = "replaced"
+_ADDED = "added"
+_REPLACES = "replaces"
 
 PointId = int | str
 
@@ -116,6 +131,13 @@ def canonical_vector(values: Sequence[float] | NDArray[Any], distance: Distance)
     return vector.astype(np.float32)
 
 
+def _term(point_id: PointId | uuid.UUID, vector: NDArray[np.float32]) -> int:
+    """One point's checksum term: the first 8 bytes of SHA-256 over its id, a NUL and its float32 vector."""
+    data = np.ascontiguousarray(vector, dtype="<f4").tobytes()
+    digest = hashlib.sha256(str(_id_key(point_id)).encode("utf-8") + b"\0" + data).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
 def _stored_distance(distance: Distance) -> Distance:
     # A Cosine collection re-normalises what it receives (in float32); Dot stores the bits given.
     return Distance.DOT if distance == Distance.COSINE else distance
@@ -135,10 +157,23 @@ class Checksum:
 
     def add(self, point_id: PointId | uuid.UUID, vector: NDArray[np.float32]) -> None:
         """Add one point (``vector`` already in :func:`canonical_vector` form)."""
-        data = np.ascontiguousarray(vector, dtype="<f4").tobytes()
-        digest = hashlib.sha256(str(_id_key(point_id)).encode("utf-8") + b"\0" + data).digest()
-        self.total = (self.total + int.from_bytes(digest[:8], "big")) & _MASK
+        self.add_term(_term(point_id, vector))
+
+    def add_term(self, term: int) -> None:
+        """Add one point's term (as :func:`_term` computes it)."""
+        self.total = (self.total + term) & _MASK
         self.count += 1
+
+    def add_entry(self, record: models.Record, vector: NDArray[np.float64] | None) -> None:
+        """Add a backup entry's share of the backup as made (module docstring: entries written later)."""
+        payload = record.payload or {}
+        entry = payload.get(_ENTRY)
+        if entry == _ADDED:
+            return
+        if entry == _REPLACED:
+            self.add_term(int(str(payload.get(_REPLACES)), 16))
+        elif vector is not None:
+            self.add(record.id, vector.astype(np.float32))
 
     @property
     def hexdigest(self) -> str:
@@ -504,6 +539,68 @@ def create_backup(
     return done
 
 
+def record_entries(
+    store: Store,
+    manifest: Manifest,
+    entries: Mapping[Any, tuple[Sequence[float] | NDArray[Any], str | None, tuple[str, int]]],
+) -> None:
+    """Make these vectors the points' entries in a backup, replacing older ones (a re-embed's writes).
+
+    While a same-name re-embed runs, a write through the wrapper overwrites a point's source vector with its
+    target vector; the source vector it was given goes here first, so a restore can give every point,
+    including those written during the migration, its source vector back. The entries are marked (module
+    docstring), so the manifest still verifies the backup as it was made.
+
+    Args:
+        store: the store adapter.
+        manifest: the backup (complete).
+        entries: point id -> ``(vector, text, (model_id, version))``: the source vector, the point's text
+            (a restore writes back only while the point still holds it) and the model that made the vector.
+
+    Raises:
+        MigrationError: the backup is incomplete.
+    """
+    if not entries:
+        return
+    if not manifest.complete:
+        raise MigrationError(f"backup {manifest.backup_id!r} is incomplete: no entries can be added to it")
+    ids = [_id_key(pid) for pid in entries]
+    before = {
+        _id_key(r.id): r
+        for r in store.retrieve(
+            manifest.backup_collection, ids, with_payload=[_ENTRY, _REPLACES], with_vectors=[BACKUP_VECTOR]
+        )
+    }
+    points = []
+    for pid, (vector, text, (model_id, version)) in entries.items():
+        key = _id_key(pid)
+        old = before.get(key)
+        marks: dict[str, Any] = {_ENTRY: _ADDED, _REPLACES: None}
+        if old is not None:
+            payload = old.payload or {}
+            if payload.get(_ENTRY) in (_ADDED, _REPLACED):
+                marks = {_ENTRY: payload[_ENTRY], _REPLACES: payload.get(_REPLACES)}
+            else:
+                stored = _vector_of(old, BACKUP_VECTOR)
+                if stored is not None:
+                    marks = {_ENTRY: _REPLACED, _REPLACES: f"{_term(old.id, stored.astype(np.float32)):016x}"}
+        canonical = canonical_vector(vector, manifest.distance)
+        points.append(
+            models.PointStruct(
+                id=key,
+                vector={BACKUP_VECTOR: canonical.tolist()},
+                payload={
+                    "text": text,
+                    MODEL_FIELD: model_id,
+                    VERSION_FIELD: version,
+                    "model": manifest.model,
+                    **marks,
+                },
+            )
+        )
+    store.upsert(manifest.backup_collection, points)
+
+
 def list_backups(store: Store, collection: str | None = None) -> list[Manifest]:
     """Every backup (of one collection, or of all), newest first, complete or not. Read-only."""
     manifests = []
@@ -567,12 +664,13 @@ def delete_backup(
 def _stored_checksum(store: Store, manifest: Manifest, page_size: int) -> Checksum:
     checksum = Checksum()
     for page in store.iter_points(
-        manifest.backup_collection, page_size=page_size, with_payload=False, with_vectors=[BACKUP_VECTOR]
+        manifest.backup_collection,
+        page_size=page_size,
+        with_payload=[_ENTRY, _REPLACES],
+        with_vectors=[BACKUP_VECTOR],
     ):
         for record in page:
-            values = _vector_of(record, BACKUP_VECTOR)
-            if values is not None:
-                checksum.add(record.id, values.astype(np.float32))
+            checksum.add_entry(record, _vector_of(record, BACKUP_VECTOR))
     return checksum
 
 
@@ -626,6 +724,7 @@ class _Restore:
         self.text_field = manifest.text_field
         self.force = force
         self.model_fields = model_fields
+        self.distance = manifest.distance
         self.seen = 0
         self.restored = 0
         self.already = 0
@@ -635,7 +734,10 @@ class _Restore:
 
     def _current(self, ids: Sequence[PointId]) -> dict[PointId, models.Record]:
         records = self.store.retrieve(
-            self.collection, ids, with_payload=[self.text_field], with_vectors=[self.vector]
+            self.collection,
+            ids,
+            with_payload=[self.text_field],
+            with_vectors=[self.vector] if self.vector else True,
         )
         return {_id_key(r.id): r for r in records}
 
@@ -659,10 +761,19 @@ class _Restore:
                 todo[pid] = entry
         if not todo:
             return
+        if self.model_fields:
+            self._write_stamped(todo)
+            return
         self._write(todo)
         if not todo:
             return
         # Read the page back: the conditions may have left points alone that changed in between.
+        holding = self._classify(todo, set())
+        self.restored += len(holding)
+
+    def _classify(self, todo: dict[PointId, _Entry], effective: set[PointId]) -> list[PointId]:
+        """After a write: the ids holding the vector (or in ``effective``); the others are counted as
+        deleted, changed or unrestored."""
         after = self._current(list(todo))
         holding: list[PointId] = []
         for pid, entry in todo.items():
@@ -671,13 +782,11 @@ class _Restore:
                 self.missing.add(pid)
             elif not _same_text(record.payload, self.text_field, entry.text):
                 self.changed.add(pid)
-            elif self._holds(record):
+            elif pid in effective or (not self.model_fields and self._holds(record)):
                 holding.append(pid)
             else:
                 self.unrestored.add(pid)
-        self.restored += len(holding)
-        if self.model_fields and holding:
-            self._restore_model_fields({pid: todo[pid] for pid in holding})
+        return holding
 
     def _write(self, todo: dict[PointId, _Entry]) -> None:
         """Conditional ``update_vectors`` of ``todo``; points deleted meanwhile leave it, reported.
@@ -698,17 +807,25 @@ class _Restore:
             todo.pop(pid)
             self.missing.add(pid)
 
-    def _restore_model_fields(self, written: dict[PointId, _Entry]) -> None:
-        groups: dict[tuple[Any, Any], list[PointId]] = {}
-        for pid, entry in written.items():
-            if entry.model_id is not None:
-                groups.setdefault((entry.model_id, entry.version), []).append(pid)
-        for (model_id, version), ids in groups.items():
-            self.store.set_payload(
+    def _write_stamped(self, todo: dict[PointId, _Entry]) -> None:
+        """The vector and the model fields as at backup time, together (a same-name re-embed, where the
+        fields say which model the vector holds); an entry without model fields removes them."""
+        groups: dict[tuple[Any, Any], dict[PointId, _Entry]] = {}
+        for pid, entry in todo.items():
+            groups.setdefault((entry.model_id, entry.version), {})[pid] = entry
+        effective: set[PointId] = set()
+        for (model_id, version), group in groups.items():
+            stamp = None if model_id is None and version is None else (str(model_id), int(version))
+            written = self.store.write_stamped(
                 self.collection,
-                {MODEL_FIELD: model_id, VERSION_FIELD: version},
-                models.Filter(should=[same_text(pid, self.text_field, written[pid].text) for pid in ids]),
+                self.vector,
+                self.text_field,
+                {pid: (entry.text, entry.vector) for pid, entry in group.items()},
+                stamp,
+                distance=self.distance,
             )
+            effective.update(_id_key(pid) for pid in written)
+        self.restored += len(self._classify(todo, effective))
 
 
 def _selection(ids: Sequence[Any] | None, flt: models.Filter | None) -> models.Filter | None:
@@ -747,8 +864,8 @@ def restore(
             copied when the backup was made.
         force: overwrite the vector of points that hold one.
         restore_model_fields: also write back the points' ``embedding_model_id`` / ``embedding_version``
-            as they were at backup time (for a same-name re-embed, where the restored vector replaces
-            the one those fields describe).
+            as they were at backup time, together with the vector (for a same-name re-embed, where the
+            restored vector replaces the one those fields describe); a point that had none loses them.
         page_size: backup points read and written at a time.
 
     Returns:
@@ -775,7 +892,8 @@ def restore(
             f"backup {backup_id!r}: its collection {manifest.backup_collection!r} does not exist any more"
         )
     if full:
-        held = store.count(manifest.backup_collection)
+        added = models.Filter(must=[models.FieldCondition(key=_ENTRY, match=models.MatchValue(value=_ADDED))])
+        held = store.count(manifest.backup_collection) - store.count(manifest.backup_collection, added)
         if held != manifest.count:
             raise MigrationError(
                 f"backup {backup_id!r} is damaged: its collection holds {held} points, its manifest "
@@ -792,7 +910,7 @@ def restore(
         manifest.backup_collection,
         flt=_selection(ids, flt),
         page_size=page_size,
-        with_payload=["text", MODEL_FIELD, VERSION_FIELD],
+        with_payload=["text", MODEL_FIELD, VERSION_FIELD, _ENTRY, _REPLACES],
         with_vectors=[BACKUP_VECTOR],
     ):
         entries: dict[PointId, _Entry] = {}
@@ -805,7 +923,7 @@ def restore(
                 )
             pid = _id_key(record.id)
             if full:
-                checksum.add(record.id, values.astype(np.float32))
+                checksum.add_entry(record, values)
             if wanted is not None:
                 found.add(pid)
             payload = record.payload or {}

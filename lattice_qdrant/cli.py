@@ -189,6 +189,10 @@ def render_status(report: StatusReport) -> str:
         f"  routing   writes: {report.write_route}; queries: {report.query_route} "
         f"(vector {report.query_vector!r})",
     ]
+    if report.strategy == "reembed":
+        lines.append(
+            f"  layout    re-embed: one vector, the payload stamp says which model; backup {report.backup_id}"
+        )
     if report.strategy == "blue_green":
         alias = f"; alias {report.alias!r} -> {report.alias_points_to!r}" if report.alias else ""
         lines.append(f"  layout    blue-green: target collection {report.target_collection!r}{alias}")
@@ -308,13 +312,15 @@ def plan(
     target: Annotated[str, typer.Option(help="Registered target model (MODEL_ID[:vN]).")],
     source_vector: Annotated[str, typer.Option(help="Named vector holding the source vectors.")],
     target_vector: Annotated[
-        str | None, typer.Option(help="Named vector for the target (default: MODEL_ID-vN).")
+        str | None,
+        typer.Option(help="Named vector for the target (default: MODEL_ID-vN; reembed: the source vector)."),
     ] = None,
     text_field: Annotated[str | None, typer.Option(help="Payload field holding the text.")] = None,
     strategy: Annotated[
         str,
         typer.Option(
-            help="in_place (a parallel named vector) or blue_green (a new collection, an alias switch)."
+            help="in_place (a parallel named vector), blue_green (a new collection, an alias switch) or "
+            "reembed (overwrite the same vector after a backup)."
         ),
     ] = "in_place",
     cutover_threshold: Annotated[
@@ -391,7 +397,7 @@ def plan(
 
 @app.command()
 def start(ctx: typer.Context, collection: CollectionArg, as_json: JsonOpt = False) -> None:
-    """Add the target named vector and payload indexes, and start dual-writing."""
+    """Add the target named vector and payload indexes, and start dual-writing (re-embed: back up first)."""
     with _session(ctx) as session:
         _show([commands.start(session, collection)], as_json)
 
@@ -424,7 +430,7 @@ def cancel(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Abandon the migration: writes go back to the source vector only."""
+    """Abandon the migration: writes go back to the source vector only (a re-embed: use restore)."""
     with _session(ctx) as session:
         _show([commands.cancel(session, collection, keep_target=keep_target)], as_json)
 
@@ -921,7 +927,8 @@ def restore(
     ctx: typer.Context,
     collection: CollectionArg,
     backup: Annotated[
-        str | None, typer.Option(help="Backup id (default: the newest of the source vector).")
+        str | None,
+        typer.Option(help="Backup id (default: the newest of the source vector; re-embed: its own)."),
     ] = None,
     ids: Annotated[
         str | None, typer.Option(help="Only these point ids, comma-separated (per-point rollback).")
@@ -932,7 +939,7 @@ def restore(
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Undo a finalize from the vector backup (or roll back chosen points); resumable."""
+    """Undo a finalize or a whole re-embed from the backup (or roll back chosen points); resumable."""
     with _session(ctx) as session:
         try:
             wanted = [int(x) if x.strip().isdigit() else x.strip() for x in ids.split(",")] if ids else None

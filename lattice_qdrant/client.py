@@ -26,18 +26,20 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
+from pydantic import ValidationError
 from qdrant_client import QdrantClient, models
 from qdrant_client.http import models as rest
 
+from . import backups
 from .coordinator import DEFAULT_REFRESH_INTERVAL, NAME_KIND, Migration, plan_migration
 from .embedders import Embedder, check_embedder, embed_checked, embedder_for
-from .errors import MigrationNotFoundError, StoreError, VectorValidationError
+from .errors import MigrationError, MigrationNotFoundError, PlanError, StoreError, VectorValidationError
 from .mixed import MissingPolicy, mixed_query
 from .plan import MigrationPlan, Strategy
 from .registry import ModelRegistry
 from .spec import ModelSpec
-from .state import QueryRoute, WriteRoute
-from .store import CONTROL_COLLECTION, MODEL_FIELD, VERSION_FIELD, RetryPolicy, Store
+from .state import QueryRoute, Status, WriteRoute
+from .store import CONTROL_COLLECTION, MODEL_FIELD, VERSION_FIELD, RetryPolicy, Store, stamp_filter
 
 __all__ = ["LatticeClient", "wrap"]
 
@@ -104,6 +106,7 @@ class LatticeClient:
         self._built: dict[str, Embedder] = {}
         self._migrations: dict[str, Migration] = {}
         self._absent: dict[str, float] = {}
+        self._manifests: dict[str, backups.Manifest] = {}
         self._lock = threading.Lock()
 
     def __getattr__(self, name: str) -> Any:
@@ -179,32 +182,46 @@ class LatticeClient:
         Blue-green (``strategy="blue_green"``): ``target_collection`` defaults to
         ``{collection}__{target vector name}``, and the target vector keeps the source vector's name (so
         readers of ``alias`` need no change at cutover) unless ``copy_source_vector`` keeps both.
+
+        Re-embed (``strategy="reembed"``): the target vectors overwrite the source vectors under the same
+        name (``target_vector`` defaults to, and must be, ``source_vector``; ``""`` is the unnamed vector);
+        the target must have the source's dimension and distance, and ``backup_policy`` must be ``always``.
+
+        Raises:
+            PlanError: the settings do not make a consistent plan (the message says why).
         """
         strategy = Strategy(strategy)
+        if strategy == Strategy.REEMBED and target_vector is None:
+            target_vector = source_vector
         if strategy == Strategy.BLUE_GREEN:
             target_collection = target_collection or f"{collection}__{target.vector_name}"
             if target_vector is None:
                 target_vector = target.vector_name if copy_source_vector else source_vector
-        plan = MigrationPlan(
-            collection=collection,
-            source=source,
-            target=target,
-            source_vector=source_vector,
-            target_vector=target.vector_name if target_vector is None else target_vector,
-            strategy=strategy,
-            target_collection=target_collection,
-            alias=alias,
-            copy_source_vector=copy_source_vector,
-            backup_policy=backup_policy,
-            text_field=text_field,
-            cutover_threshold=cutover_threshold,
-            query_threshold=query_threshold,
-            rollback_window=rollback_window,
-            query_mode=query_mode,
-            missing_policy=missing_policy,
-            read_repair=read_repair,
-            compare_margin=compare_margin,
-        )
+        try:
+            plan = MigrationPlan(
+                collection=collection,
+                source=source,
+                target=target,
+                source_vector=source_vector,
+                target_vector=target.vector_name if target_vector is None else target_vector,
+                strategy=strategy,
+                target_collection=target_collection,
+                alias=alias,
+                copy_source_vector=copy_source_vector,
+                backup_policy=backup_policy,
+                text_field=text_field,
+                cutover_threshold=cutover_threshold,
+                query_threshold=query_threshold,
+                rollback_window=rollback_window,
+                query_mode=query_mode,
+                missing_policy=missing_policy,
+                read_repair=read_repair,
+                compare_margin=compare_margin,
+            )
+        except ValidationError as exc:
+            raise PlanError(
+                "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+            ) from None
         plan_migration(self.store, plan)
         with self._lock:
             self._absent.pop(collection, None)
@@ -288,6 +305,7 @@ class LatticeClient:
             texts = [(p.payload or {}).get(plan.text_field) for p in structs]
             splits = [_split(p.vector, plan, required) for p in structs]
             roles, extras = self._resolve(migration, [p.id for p in structs], splits, required, texts)
+            self._back_up_sources(migration, [p.id for p in structs], roles, texts, required)
             result: models.UpdateResult | None = None
             for collection, vectors_of, stamp in _destinations(plan, collection_name, required):
                 batch = [
@@ -384,6 +402,44 @@ class LatticeClient:
                     roles[index][role] = row.tolist()
         return roles, extras
 
+    def _back_up_sources(
+        self,
+        migration: Migration,
+        ids: Sequence[Any],
+        roles: Sequence[dict[str, list[float]]],
+        texts: Sequence[Any],
+        required: tuple[str, ...],
+    ) -> None:
+        """A re-embed's dual-write keeps only the target vector under the shared name: the source vector
+        goes into the migration's backup first, as the point's entry, so a restore gives it back."""
+        snap = migration.snapshot()
+        plan = snap.plan
+        if not plan.reembed or len(required) < 2:
+            return
+        entries = {
+            pid: (
+                role["source"],
+                text if isinstance(text, str) else None,
+                (plan.source.model_id, plan.source.version),
+            )
+            for pid, role, text in zip(ids, roles, texts, strict=True)
+            if "source" in role
+        }
+        if not entries:
+            return
+        if snap.backup_id is None:
+            raise MigrationError(
+                f"the re-embed of {migration.collection!r} records no backup, so a write cannot keep its "
+                "source vector; run start again"
+            )
+        with self._lock:
+            manifest = self._manifests.get(snap.backup_id)
+        if manifest is None:
+            manifest = backups.get_backup(self.store, snap.backup_id)
+            with self._lock:
+                self._manifests[snap.backup_id] = manifest
+        backups.record_entries(self.store, manifest, entries)
+
     def _embed_unrouted(self, points: Sequence[models.PointStruct]) -> list[models.PointStruct]:
         """Embed ``models.Document`` values whose ``model`` names a registered embedder."""
         out = []
@@ -439,6 +495,7 @@ class LatticeClient:
             roles, extras = self._resolve(
                 migration, [p.id for p in points], splits, required, texts, fill=touched, hint=hint
             )
+            self._back_up_sources(migration, [p.id for p in points], roles, texts, required)
             result: models.UpdateResult | None = None
             for collection, vectors_of, stamp in _destinations(plan, collection_name, required):
                 batch = [
@@ -446,10 +503,20 @@ class LatticeClient:
                     for i, p in enumerate(points)
                 ]
                 batch = [b for b in batch if b.vector]
-                if batch:
-                    result = self.store.update_vectors(collection, batch, **kwargs)
                 # the model that wrote the routed vectors, as an upsert stamps it
                 routed = [p.id for i, p in enumerate(points) if roles[i]]
+                if plan.reembed and batch:
+                    # the stamp says which model the shared name holds: with the vectors, in one request
+                    result = self.store.update_vectors_stamped(
+                        collection,
+                        batch,
+                        (stamp.model_id, stamp.version) if routed else None,
+                        routed,
+                        **kwargs,
+                    )
+                    continue
+                if batch:
+                    result = self.store.update_vectors(collection, batch, **kwargs)
                 if routed:
                     self.store.set_payload(
                         collection, {MODEL_FIELD: stamp.model_id, VERSION_FIELD: stamp.version}, routed
@@ -540,6 +607,10 @@ class LatticeClient:
 
         def run() -> rest.QueryResponse:
             plan = migration.plan
+            if plan.reembed:
+                return self._query_reembed(
+                    migration, collection_name, query, using, mode, missing, read_repair, kwargs
+                )
             routing = migration.routing()
             chosen = mode or plan.query_mode
             # A vector query cannot be mixed (it is in one model's space): by the plan's default it is
@@ -569,6 +640,61 @@ class LatticeClient:
             return self.store.query(where, query=prepared, using=name, **kwargs)
 
         return self._with_fresh_routing(migration, run)
+
+    def _query_reembed(
+        self,
+        migration: Migration,
+        collection_name: str,
+        query: Any,
+        using: str | None,
+        mode: Literal["routed", "mixed"] | None,
+        missing: MissingPolicy | None,
+        read_repair: bool | None,
+        kwargs: dict[str, Any],
+    ) -> rest.QueryResponse:
+        """A query during a re-embed: never compares a query of one model with a vector of the other.
+
+        The stamp says which model a point's vector holds. A text query over partial coverage is mixed
+        (both versions' candidates, scored in the target space); at coverage 0 it searches the source-holding
+        points with the source embedding, at 100% the target-holding ones with the target embedding. A vector
+        (or ``mode="routed"``) searches only the points holding the model the routing says. After finalize
+        every point holds the target: a plain target query.
+        """
+        plan = migration.plan
+        name = plan.source_vector
+        if using is not None and using != name:
+            return self.store.query(collection_name, query=query, using=using, **kwargs)
+        snap = migration.snapshot()
+        state = snap.state
+        if state.finalized or state.status == Status.PLANNED:
+            spec = plan.target if state.finalized else plan.source
+            return self.store.query(
+                collection_name, query=self._prepare_query(query, spec, name), using=name, **kwargs
+            )
+        textual = isinstance(query, _TEXT_TYPES) or (
+            isinstance(query, models.NearestQuery) and isinstance(query.nearest, _TEXT_TYPES)
+        )
+        if mode == "mixed" and not textual:
+            raise VectorValidationError(
+                [(None, "mixed mode embeds the query with both models: pass a models.Document, not a vector")]
+            )
+        cov = migration.recent_coverage()
+        if textual and mode != "routed":
+            if 0 < cov.covered < cov.total:
+                return self._mixed(migration, query, missing, read_repair, kwargs)
+            target_side = cov.total > 0 and cov.covered >= cov.total
+            if cov.total == 0:
+                target_side = migration.routing(coverage=1.0).query == QueryRoute.TARGET
+        else:
+            target_side = migration.routing(coverage=cov.fraction).query == QueryRoute.TARGET
+        spec = plan.target if target_side else plan.source
+        holds_target = stamp_filter(plan.target.model_id, plan.target.version)
+        version = holds_target if target_side else models.Filter(must_not=[holds_target])
+        user = kwargs.get("query_filter")
+        kwargs = {**kwargs, "query_filter": version if user is None else models.Filter(must=[user, version])}
+        return self.store.query(
+            collection_name, query=self._prepare_query(query, spec, name), using=name, **kwargs
+        )
 
     def _mixed(
         self,
@@ -668,7 +794,7 @@ def _check_vector(value: Any, spec: ModelSpec, name: str) -> list[float] | str:
     return [float(x) for x in array]
 
 
-_VectorsOf = Callable[[dict[str, list[float]], dict[str, Any]], dict[str, Any]]
+_VectorsOf = Callable[[dict[str, list[float]], dict[str, Any]], Any]
 
 
 def _roles(write: WriteRoute) -> tuple[str, ...]:
@@ -685,6 +811,18 @@ def _destinations(
 ) -> list[tuple[str, _VectorsOf, ModelSpec]]:
     """Where a routed write goes: ``(collection, vectors of a point, model to stamp)`` per collection."""
     src, tgt = plan.source_vector, plan.target_vector
+    if plan.reembed:
+        # one name: the target's vector once writes reach it (the source's went to the backup), else the
+        # source's; the unnamed vector is written as a plain list
+        role = "target" if "target" in required else "source"
+
+        def shared(roles: dict[str, list[float]], extra: dict[str, Any]) -> Any:
+            vector = roles.get(role)
+            if vector is None:
+                return dict(extra)
+            return vector if src == "" else {**extra, src: vector}
+
+        return [(collection_name, shared, plan.target if role == "target" else plan.source)]
     if not plan.blue_green:
         stamp = plan.target if "target" in required else plan.source
 
@@ -731,6 +869,8 @@ def _split(value: Any, plan: MigrationPlan, required: tuple[str, ...]) -> _Split
         return dict.fromkeys(required, value), {}
     if _is_dense(value):
         role = required[0] if len(required) == 1 else by_dimension(value, required)
+        if role is None and plan.reembed:
+            return _reembed_ambiguity(plan)
         if role is None:
             shown = " and ".join(repr(names[r]) for r in required)
             return (
@@ -756,12 +896,22 @@ def _split(value: Any, plan: MigrationPlan, required: tuple[str, ...]) -> _Split
             given.update(dict.fromkeys(wanted, item))
         elif _is_dense(item) and (role := by_dimension(item, wanted)) is not None:
             given[role] = item
+        elif plan.reembed:
+            return _reembed_ambiguity(plan)
         else:
             return (
                 f"vector {name!r} is written by both models during this migration; give a "
                 "models.Document (or text) so each model embeds it"
             )
     return given, extra
+
+
+def _reembed_ambiguity(plan: MigrationPlan) -> str:
+    return (
+        f"a plain vector is ambiguous while a re-embed writes both models under {plan.source_vector!r} "
+        f"(both are {plan.source.dimension}-d): give a models.Document, or leave the vector out and put "
+        f"the text in the payload field {plan.text_field!r}, so each model embeds it"
+    )
 
 
 def _as_point_structs(

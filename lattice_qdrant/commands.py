@@ -32,7 +32,7 @@ from .metrics import NO_METRICS, BackfillMetrics
 from .plan import MigrationPlan, Strategy
 from .spec import ModelSpec
 from .state import MigrationState, Phase, Status, format_duration
-from .store import IN_PLACE_MIN_VERSION, PAYLOAD_INDEXES, RetryPolicy
+from .store import IN_PLACE_MIN_VERSION, PAYLOAD_INDEXES, RetryPolicy, stamp_filter
 
 __all__ = [
     "Connection",
@@ -209,6 +209,7 @@ class StatusReport:
     target_collection: str | None = None
     alias: str | None = None
     alias_points_to: str | None = None
+    backup_id: str | None = None
 
     @property
     def coverage(self) -> float:
@@ -238,6 +239,11 @@ def _next_step(state: MigrationState, plan: MigrationPlan, report: StatusReport)
     if state.finalized:
         return f"nothing to do: {c!r} is stable on {report.target}"
     if state.status == Status.CANCELLED:
+        if plan.reembed and report.covered:
+            return (
+                f"lattice-qdrant restore {c}: {report.covered} point(s) still hold the target model "
+                "(a restore was cut off?)"
+            )
         return f"plan a new migration: lattice-qdrant plan {c} --source ... --target ..."
     if state.status == Status.PLANNED:
         return f"lattice-qdrant doctor {c}, then lattice-qdrant start {c}"
@@ -303,6 +309,8 @@ def _status_of(session: Session, collection: str) -> StatusReport:
         "error": state.error,
         "reason": state.reason,
     }
+    if plan.reembed:
+        report.update(strategy=plan.strategy.value, backup_id=snap.backup_id)
     if plan.blue_green:
         report.update(
             strategy=plan.strategy.value,
@@ -358,7 +366,7 @@ def plan(
         raise ConfigError(
             f"compare_margin must be between 0 and 1, got {compare_margin}", key="compare_margin"
         )
-    if strategy == Strategy.IN_PLACE and (target_collection or alias or copy_source_vector):
+    if strategy != Strategy.BLUE_GREEN and (target_collection or alias or copy_source_vector):
         raise ConfigError(
             "--target-collection, --alias and --copy-source-vector belong to the blue_green strategy",
             key="strategy",
@@ -393,7 +401,10 @@ def _check_choice(key: str, value: str, choices: Sequence[str]) -> None:
 
 
 def start(session: Session, collection: str) -> StatusReport:
-    """Add the target vector and payload indexes, and start dual-writing."""
+    """Add the target vector and payload indexes, and start dual-writing.
+
+    A re-embed backs up every source vector first (streaming), then starts dual-writing.
+    """
     session.migration(collection).start()
     return _status_of(session, collection)
 
@@ -411,7 +422,10 @@ def resume(session: Session, collection: str) -> StatusReport:
 
 
 def cancel(session: Session, collection: str, *, keep_target: bool = False) -> StatusReport:
-    """Abandon the migration: writes go back to the source only; the target vector is dropped."""
+    """Abandon the migration: writes go back to the source only; the target vector is dropped.
+
+    A re-embed is refused while points hold the target model: :func:`restore` undoes it (and cancels).
+    """
     session.migration(collection).cancel(drop_target=not keep_target)
     return _status_of(session, collection)
 
@@ -531,7 +545,12 @@ def migrate(
         migration = session.migration(collection)
     state = migration.snapshot(refresh=True).state
     if state.status == Status.PLANNED:
-        if not confirm(f"start {collection} (adds vector {migration.plan.target_vector!r})?"):
+        what = (
+            f"backs up and overwrites vector {migration.plan.target_vector!r}"
+            if migration.plan.reembed
+            else f"adds vector {migration.plan.target_vector!r}"
+        )
+        if not confirm(f"start {collection} ({what})?"):
             return _status_of(session, collection)
         migration.start()
     state = migration.snapshot(refresh=True).state
@@ -599,7 +618,8 @@ def doctor(
     text_field: str | None = None,
     sample: int = 100,
 ) -> DoctorReport:
-    """Check, before anything is written, that ``collection`` can be migrated in place. Read-only.
+    """Check, before anything is written, that ``collection`` can be migrated (by its plan's strategy, in
+    place otherwise). Read-only.
 
     Uses the collection's plan when there is one; otherwise ``source``, ``target`` and
     ``source_vector`` (registered model references) say what to check.
@@ -616,8 +636,15 @@ def doctor(
     except LatticeError as exc:
         add("server", "fail", f"cannot reach Qdrant: {exc}")
         return DoctorReport(collection, findings)
+    try:
+        planned: MigrationPlan | None = session.migration(collection).plan
+    except MigrationNotFoundError:
+        planned = None
+    reembed = planned is not None and planned.reembed
     if version is None:
         add("server", "ok", "local mode (qdrant-client): named vectors can be added in place")
+    elif reembed:
+        add("server", "ok", f"Qdrant {'.'.join(map(str, version))} (a re-embed works on any version)")
     elif version < IN_PLACE_MIN_VERSION:
         add(
             "server",
@@ -661,7 +688,7 @@ def doctor(
     vectors = store.vectors(collection)
     total = store.count(collection)
     add("collection", "ok", f"{total} points; vectors: {', '.join(repr(n) for n in vectors) or 'none'}")
-    if "" in vectors:
+    if "" in vectors and not reembed:
         add(
             "vectors",
             "fail",
@@ -683,7 +710,26 @@ def doctor(
             )
         else:
             add("source vector", "ok", f"{source_vector!r}: {found.size}-d {found.distance.value}")
-    if target_vector is not None and target_spec is not None:
+    if reembed and target_vector is not None and target_spec is not None:
+        found = vectors.get(target_vector)
+        if found is not None and (found.size, found.distance) == (
+            target_spec.dimension,
+            target_spec.distance,
+        ):
+            add(
+                "target vector",
+                "ok",
+                f"re-embed: {target_spec.qualified_id} overwrites {target_vector!r} point by point "
+                "(same shape); start backs every source vector up first",
+            )
+        elif found is not None:
+            add(
+                "target vector",
+                "fail",
+                f"{target_vector!r} is {found.size}-d {found.distance.value}, the target "
+                f"{target_spec.dimension}-d {target_spec.distance.value}: use the blue_green strategy",
+            )
+    elif target_vector is not None and target_spec is not None:
         found = vectors.get(target_vector)
         if found is None:
             add("target vector", "ok", f"{target_vector!r} is free; start will add it")
@@ -746,7 +792,15 @@ def doctor(
                 add("payload indexes", "ok", f"{name!r} ({kind.value}) present")
 
     # storage and memory
-    if target_spec is not None:
+    if reembed and target_spec is not None:
+        per_point = target_spec.dimension * 4
+        add(
+            "storage",
+            "ok",
+            "a re-embed adds no vector to the collection; its backup collection holds a copy of every "
+            f"source vector and text (about {format_bytes(total * per_point)} of vectors)",
+        )
+    elif target_spec is not None:
         per_point = bf.vector_bytes(target_spec.dimension)
         add(
             "storage",
@@ -956,6 +1010,11 @@ def restore(
     points the backup cannot serve are embedded with the source model, and the rollback window reopens
     (queries stay on the target until ``rollback``). With ``ids`` or ``flt`` (on the backup's payload):
     roll back just those points' vectors (``force`` overwrites a vector they hold).
+
+    A re-embed (at any point after start) is undone whole: the migration is cancelled (writes go to the
+    source model only), every point gets back the source vector and model fields of its backup entry
+    (entries of points written during the migration included), the count and checksum are verified against
+    the manifest, and the points the backup cannot serve (changed since) are embedded with the source model.
     """
     store = session.store
     if ids is not None or flt is not None:
@@ -968,8 +1027,46 @@ def restore(
         return RestoreOutcome(report=report, embedded=0, status=None)
     migration = session.migration(collection)
     report = migration.restore(backup_id)
-    embedded = _embed_missing_source(session, migration)
+    if migration.plan.reembed:
+        embedded = _embed_remaining_target(session, migration)
+    else:
+        embedded = _embed_missing_source(session, migration)
     return RestoreOutcome(report=report, embedded=embedded, status=_status_of(session, collection))
+
+
+def _embed_remaining_target(session: Session, migration: Migration, page_size: int = 128) -> int:
+    """A re-embed's restore: embed with the source model the points still holding the target (changed since
+    their backup entry), writing vector and stamp together, conditional on their text."""
+    from qdrant_client import models
+
+    plan = migration.plan
+    source = plan.source
+    held = stamp_filter(plan.target.model_id, plan.target.version)
+    embedder = session.client.embedder(source)
+    done = 0
+    for page in session.store.iter_points(
+        migration.collection, flt=held, page_size=page_size, with_payload=[plan.text_field]
+    ):
+        todo = [
+            (r.id, t)
+            for r in page
+            if isinstance(t := (r.payload or {}).get(plan.text_field), str) and t.strip()
+        ]
+        if not todo:
+            continue
+        vectors = embedder.embed([t for _, t in todo])
+        done += len(
+            session.store.write_stamped(
+                migration.collection,
+                plan.source_vector,
+                plan.text_field,
+                {pid: (t, v) for (pid, t), v in zip(todo, vectors, strict=True)},
+                (source.model_id, source.version),
+                distance=source.distance,
+                unless=models.Filter(must_not=[held]),
+            )
+        )
+    return done
 
 
 def _embed_missing_source(session: Session, migration: Migration, page_size: int = 128) -> int:

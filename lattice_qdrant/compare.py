@@ -53,7 +53,7 @@ from qdrant_client import models
 from .embedders import embed_checked
 from .errors import ConfigError, StoreError
 from .state import QueryRoute, WriteRoute
-from .store import Store
+from .store import Store, stamp_filter
 
 if TYPE_CHECKING:
     from .client import LatticeClient
@@ -849,13 +849,19 @@ def compare(
     routing = migration.routing(coverage=coverage.fraction)
     texts = [q.text for q in specs]
     limit = cutoffs[-1]
+    # a re-embed keeps both models under one name: each search only sees the points holding its model
+    versions: dict[str, models.Filter] = {}
+    if plan.reembed:
+        held = stamp_filter(plan.target.model_id, plan.target.version)
+        versions = {"source": models.Filter(must_not=[held]), "target": held}
     notes: list[str] = []
     results: dict[str, list[tuple[PointId, ...]]] = {}
 
     if plan.source_vector in vectors:
         embedded = embed_checked(client.embedder(plan.source), texts, plan.source)
         results["source"] = [
-            _search(client, collection, v.tolist(), plan.source_vector, limit) for v in embedded
+            _search(client, collection, v.tolist(), plan.source_vector, limit, versions.get("source"))
+            for v in embedded
         ]
     else:
         notes.append(
@@ -863,7 +869,10 @@ def compare(
             "only the target is searched"
         )
     embedded = embed_checked(client.embedder(plan.target), texts, plan.target)
-    results["target"] = [_search(client, collection, v.tolist(), plan.target_vector, limit) for v in embedded]
+    results["target"] = [
+        _search(client, collection, v.tolist(), plan.target_vector, limit, versions.get("target"))
+        for v in embedded
+    ]
     if coverage.covered < coverage.total:
         notes.append(
             f"the target vector covers {coverage.fraction:.1%} of points ({coverage.covered} of "
@@ -916,8 +925,17 @@ def compare(
 
 
 def _search(
-    client: LatticeClient, collection: str, vector: list[float], using: str, limit: int
+    client: LatticeClient,
+    collection: str,
+    vector: list[float],
+    using: str,
+    limit: int,
+    version: models.Filter | None = None,
 ) -> tuple[PointId, ...]:
+    if version is not None:  # a re-embed: the stamp, not the routing, says which points hold this model
+        found = client.store.query(collection, query=vector, using=using, limit=limit, with_payload=False,
+                                   query_filter=version)  # fmt: skip
+        return tuple(normalize_id(p.id) for p in found.points)
     response = client.query_points(collection, vector, using=using, limit=limit, with_payload=False)
     return tuple(normalize_id(p.id) for p in response.points)
 

@@ -36,6 +36,7 @@ from .errors import (
     MigrationExistsError,
     MigrationNotFoundError,
     QualityGateError,
+    RollbackWindowOpenError,
     StoreError,
 )
 from .plan import MigrationPlan
@@ -64,13 +65,15 @@ from .state import (
     transition,
     write_route,
 )
-from .store import Coverage, Store, VectorInfo
+from .store import Coverage, Store, VectorInfo, stamp_filter
 
 __all__ = ["DEFAULT_REFRESH_INTERVAL", "Migration", "Routing", "Snapshot", "plan_migration"]
 
 log = logging.getLogger(__name__)
 
 _KIND = "migration"
+#: The reason recorded on a re-embed's backup.
+_REEMBED_REASON = "reembed"
 #: Records mapping another name of a migrated collection (a blue-green alias or target) to its record.
 NAME_KIND = "migration_name"
 #: Seconds a process may route by a cached state before reading it again.
@@ -85,6 +88,12 @@ class Snapshot:
     state: MigrationState
     epoch: int
     record: dict[str, Any]
+
+    @property
+    def backup_id(self) -> str | None:
+        """A re-embed's backup of the source vectors, taken at start (``None`` before, or otherwise)."""
+        value = self.record.get("backup_id")
+        return str(value) if value else None
 
 
 @dataclass(frozen=True)
@@ -224,7 +233,10 @@ class Migration:
         return self.snapshot().state
 
     def coverage(self) -> Coverage:
-        """Points with the target vector, counted from the data now (read-only)."""
+        """Points with the target vector, counted from the data now (read-only).
+
+        A re-embed counts the points stamped with the target model (its vectors share one name).
+        """
         plan = self.plan
         if plan.blue_green:
             # points of the source collection that hold the target vector in the target collection
@@ -236,6 +248,13 @@ class Migration:
                 self.store.coverage(data, plan.target_vector).covered
                 if self.store.collection_exists(data)
                 else 0
+            )
+            cov = Coverage(covered=min(covered, total), total=total)
+        elif plan.reembed:
+            # one vector name: the stamp says which model a point's vector holds
+            total = self.store.count(self.collection)
+            covered = self.store.count(
+                self.collection, stamp_filter(plan.target.model_id, plan.target.version)
             )
             cov = Coverage(covered=min(covered, total), total=total)
         else:
@@ -285,8 +304,10 @@ class Migration:
 
     # ----------------------------------------------------------------- writing
 
-    def apply(self, event: Event) -> MigrationState:
+    def apply(self, event: Event, *, backup_id: str | None = None) -> MigrationState:
         """Apply one event with compare-and-set and return the new state.
+
+        ``backup_id`` records a re-embed's backup in the same write (kept by every later event).
 
         Raises:
             TransitionError: the event is not allowed (or a guard refused it).
@@ -299,6 +320,8 @@ class Migration:
             "plan": snap.record["plan"],
             "state": new_state.to_dict(),
         }
+        if backup_id or snap.backup_id:
+            body["backup_id"] = backup_id or snap.backup_id
         stored = self.store.replace_record(_KIND, self.collection, body, expected=snap.record)
         if stored is None:
             latest = self.snapshot(refresh=True)
@@ -337,6 +360,8 @@ class Migration:
         plan = snap.plan
         if plan.blue_green:
             return self._start_blue_green(snap.state)
+        if plan.reembed:
+            return self._start_reembed(snap)
         self.store.check_in_place(self.collection, plan.source_vector)
         self.store.ensure_payload_indexes(self.collection)
         self.store.ensure_vector(self.collection, plan.target_vector, plan.target)
@@ -360,6 +385,67 @@ class Migration:
         if not bluegreen.copy_complete(self.store, plan):
             bluegreen.copy_points(self.store, plan)
         return self.snapshot(refresh=True).state
+
+    def _start_reembed(self, snap: Snapshot) -> MigrationState:
+        """Re-embed start: back up every source vector, then dual-writes begin (Start).
+
+        No point is overwritten before the backup is complete: the backfill and the wrapper's dual-writes
+        only begin with the Start event, which records the backup. A start cut off during the backup is
+        redone by calling ``start`` again (the incomplete backup is deleted); one cut off after the backup
+        completed reuses it.
+        """
+        plan, state = snap.plan, snap.state
+        if state.status != Status.PLANNED or state.phase != Phase.STABLE:
+            raise InvalidTransitionError(state.label, "start", "it has already started")
+        vectors = self.store.vectors(self.collection)
+        found = vectors.get(plan.source_vector)
+        if found is None:
+            known = ", ".join(repr(n) for n in vectors) or "none"
+            raise StoreError(
+                f"the source vector does not exist (vectors: {known}; '' is the unnamed one)",
+                collection=self.collection,
+                vector=plan.source_vector,
+            )
+        if found.size != plan.target.dimension or found.distance != plan.target.distance:
+            raise StoreError(
+                f"the vector is {found.size}-d {found.distance.value}, but {plan.target.qualified_id} is "
+                f"{plan.target.dimension}-d {plan.target.distance.value}: a re-embed cannot change the "
+                "vector config; use the blue_green strategy",
+                collection=self.collection,
+                vector=plan.source_vector,
+            )
+        self.store.ensure_payload_indexes(self.collection)
+        manifest = self._reembed_backup(plan)
+        current = self.snapshot(refresh=True)
+        self._record_event(f"backup {manifest.backup_id}", current.state, current.state, current.epoch)
+        cov = self.coverage()
+        return self.apply(Start(processed=cov.covered, total=cov.total), backup_id=manifest.backup_id)
+
+    def _reembed_backup(self, plan: MigrationPlan) -> backups.Manifest:
+        """The re-embed's backup: a complete one made for this plan by an earlier start, or a new one."""
+        mine = [
+            m
+            for m in backups.list_backups(self.store, self.collection)
+            if m.reason == _REEMBED_REASON
+            and m.vector == plan.source_vector
+            and m.model == plan.source.qualified_id
+            and m.created_at >= plan.created_at
+        ]
+        complete = [m for m in mine if m.complete]
+        if complete:
+            return complete[0]
+        for cut_off in mine:  # a start cut off during its backup
+            backups.delete_backup(self.store, cut_off.backup_id, force=True)
+        manifest = backups.create_backup(
+            self.store,
+            self.collection,
+            plan.source_vector,
+            model=plan.source.qualified_id,
+            text_field=plan.text_field,
+            reason=_REEMBED_REASON,
+        )
+        log.info("%s: backed up %d source vectors as %s", self.collection, manifest.count, manifest.backup_id)
+        return manifest
 
     def sync_alias(self) -> bool:
         """Blue-green: put the alias where the recorded state says queries go; ``True`` if it moved."""
@@ -392,9 +478,24 @@ class Migration:
 
         Args:
             drop_target: also delete the target named vector (its vectors are lost).
+
+        Raises:
+            MigrationError: a re-embed with points holding the target model: their source vectors were
+                overwritten, so cancelling would leave two models under one name; :meth:`restore` writes
+                them back from the backup and cancels.
         """
-        state = self.apply(Cancel())
         plan = self.plan
+        if plan.reembed:
+            held = self.coverage().covered
+            if held:
+                raise InvalidTransitionError(
+                    self.state.label,
+                    "cancel",
+                    f"{held} point(s) hold the target model's vector in place of the source's; restore them "
+                    f"from the backup first (lattice-qdrant restore {self.collection}), which also cancels",
+                )
+            return self.apply(Cancel())
+        state = self.apply(Cancel())
         if plan.blue_green:
             bluegreen.sync_alias(self.store, plan, state)
             if drop_target:
@@ -481,6 +582,8 @@ class Migration:
             self.progress()
         event = Finalize(at=self.clock(), force=force)
         transition(self.snapshot(refresh=True).state, event, snap.plan.policy)  # refuse before backing up
+        if snap.plan.reembed:
+            self._check_reembed_complete()
         backup = self._backup_before_finalize(snap.plan)
         if backup is not None:
             current = self.snapshot(refresh=True)
@@ -489,9 +592,24 @@ class Migration:
         self._drop_source(snap.plan, state)
         return state
 
+    def _check_reembed_complete(self) -> None:
+        """A re-embed is finalized only with every point on the target: afterwards queries are plain target
+        queries, and a point still holding the source vector would be compared across models."""
+        cov = self.coverage()
+        if cov.missing:
+            raise RollbackWindowOpenError(
+                f"finalize refused: {cov.missing} point(s) of {self.collection!r} still hold the source "
+                "model's vector under the shared name, and after finalize queries no longer tell the models "
+                "apart; finish the backfill (force does not override this for a re-embed)",
+                seconds_left=None,
+            )
+
     def _backup_before_finalize(self, plan: MigrationPlan) -> str | None:
-        """Back the source vectors up (policy ``always``); reuse a complete backup made since cutover."""
-        if plan.backup_policy != "always":
+        """Back the source vectors up (policy ``always``); reuse a complete backup made since cutover.
+
+        A re-embed made its backup at start and drops nothing: it needs none here.
+        """
+        if plan.backup_policy != "always" or plan.reembed:
             return None
         cutover_at = self.snapshot().state.cutover_at or 0.0
         for manifest in backups.list_backups(self.store, self.collection):
@@ -527,12 +645,23 @@ class Migration:
         alias stays on the target collection until ``rollback``. A restore cut off halfway is finished by
         calling it again.
 
+        A re-embed (any time after start, finalized or not) is undone differently, since its source vectors
+        were overwritten under the same name: the migration is cancelled first (reopened and rolled back on
+        the way when needed), so writes go to the source model only; after ``refresh_interval`` (every
+        process then routes so) each backed-up source vector is written back with its model fields, only
+        where the point still holds the text of its backup entry; the count and checksum are checked against
+        the manifest. Points changed since are reported and keep the target's vector and stamp: embed them
+        with the source model (``lattice-qdrant restore`` does). Resumable: run it again on the cancelled
+        migration.
+
         Raises:
             MigrationError: no usable backup.
             CollectionNotFoundError: blue-green, and the target collection is gone.
         """
         snap = self.snapshot(refresh=True)
         plan = snap.plan
+        if plan.reembed:
+            return self._restore_reembed(snap, backup_id)
         manifest = self.finalize_backup(backup_id)
         if snap.state.finalized:
             shape = VectorInfo(plan.source_vector, manifest.dimension, Distance(manifest.distance))
@@ -550,15 +679,49 @@ class Migration:
             bluegreen.copy_back(self.store, plan)
         return backups.restore(self.store, manifest.backup_id)
 
+    def _restore_reembed(self, snap: Snapshot, backup_id: str | None) -> backups.RestoreReport:
+        state = snap.state
+        if state.status == Status.PLANNED:
+            raise InvalidTransitionError(
+                state.label, "restore", "it has not started: nothing was overwritten"
+            )
+        manifest = self.finalize_backup(backup_id)
+        if manifest.collection != self.collection or manifest.vector != snap.plan.source_vector:
+            raise MigrationError(
+                f"backup {manifest.backup_id!r} holds {manifest.collection!r} vector {manifest.vector!r}, "
+                f"not this re-embed's ({self.collection!r} vector {snap.plan.source_vector!r})"
+            )
+        # Writes back to the source model first, or restored points would be overwritten again.
+        if state.finalized:
+            state = self.apply(Reopen(at=self.clock()))
+        if state.phase == Phase.ROLLBACK_WINDOW:
+            state = self.apply(Rollback(at=self.clock()))
+        if state.status != Status.CANCELLED:
+            state = self.apply(Cancel())
+            # other processes route by a state at most refresh_interval old: let them see the cancel
+            time.sleep(self.refresh_interval)
+        current = self.snapshot(refresh=True)
+        self._record_event(f"restore {manifest.backup_id}", current.state, current.state, current.epoch)
+        return backups.restore(self.store, manifest.backup_id, force=True, restore_model_fields=True)
+
     def finalize_backup(self, backup_id: str | None = None) -> backups.Manifest:
-        """The backup ``restore`` uses: ``backup_id``, or the newest complete backup of the source vector.
+        """The backup ``restore`` uses: ``backup_id``, or the newest complete backup of the source vector
+        (for a re-embed: the backup its start made).
 
         Raises:
             MigrationError: there is no such backup.
         """
         if backup_id is not None:
             return backups.get_backup(self.store, backup_id)
-        plan = self.plan
+        snap = self.snapshot(refresh=True)
+        plan = snap.plan
+        if plan.reembed:
+            if snap.backup_id is None:
+                raise MigrationError(f"the re-embed of {self.collection!r} has no backup: it has not started")
+            manifest = backups.get_backup(self.store, snap.backup_id)
+            if not manifest.complete:
+                raise MigrationError(f"the re-embed's backup {manifest.backup_id!r} is incomplete")
+            return manifest
         found = [
             m
             for m in backups.list_backups(self.store, self.collection)
@@ -572,11 +735,32 @@ class Migration:
         return found[0]
 
     def protects(self, manifest: backups.Manifest) -> str | None:
-        """Why the migration still needs a backup (its rollback window is open), or ``None``."""
+        """Why the migration still needs a backup (its rollback window is open), or ``None``.
+
+        A re-embed's backup is needed from start on: it holds the only copy of the overwritten source
+        vectors, until the migration is cancelled with no point left on the target, or finalized and its
+        rollback window has passed.
+        """
         snap = self.snapshot(refresh=True)
         if manifest.collection != self.collection or manifest.vector != snap.plan.source_vector:
             return None
         state = snap.state
+        if snap.plan.reembed:
+            if manifest.backup_id != snap.backup_id:
+                return None
+            if state.status == Status.CANCELLED:
+                held = self.coverage().covered
+                if held:
+                    return (
+                        f"{held} point(s) of {self.collection!r} still hold the target model: "
+                        "restore needs this backup"
+                    )
+                return None
+            if not state.finalized:
+                return (
+                    f"{self.collection!r} is being re-embedded: this backup holds the only copy of its "
+                    "source vectors"
+                )
         if state.finalized and state.finalized_at is not None:
             left = state.finalized_at + snap.plan.rollback_window - self.clock()
             if left > 0:
@@ -590,7 +774,10 @@ class Migration:
         return None
 
     def _drop_source(self, plan: MigrationPlan, state: MigrationState) -> None:
-        """After finalize: drop the source named vector (in place) or the source collection (blue-green)."""
+        """After finalize: drop the source named vector (in place) or the source collection (blue-green);
+        a re-embed has nothing to drop (one vector, now the target's everywhere)."""
+        if plan.reembed:
+            return
         if plan.blue_green:
             bluegreen.sync_alias(self.store, plan, state)
             self.store.drop_collection(self.collection)

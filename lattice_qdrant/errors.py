@@ -6,6 +6,7 @@ catch qdrant-client's own exceptions::
 
     LatticeError
     ├── ConfigError                   a configuration value is wrong (names the key)
+    │   └── PlanError                 a migration plan is inconsistent (also a ValueError)
     ├── ModelError                    model specs and the model registry
     │   ├── ModelConflictError        another spec is registered under the same id and version
     │   └── ModelNotFoundError        no spec registered under that id / version
@@ -52,6 +53,7 @@ __all__ = [
     "ModelConflictError",
     "ModelError",
     "ModelNotFoundError",
+    "PlanError",
     "PointNotFoundError",
     "QualityGateError",
     "RollbackWindowOpenError",
@@ -79,6 +81,16 @@ class ConfigError(LatticeError):
     def __init__(self, message: str, *, key: str | None = None) -> None:
         super().__init__(message)
         self.key = key
+
+
+class PlanError(ConfigError, ValueError):
+    """A migration plan is inconsistent (for instance a re-embed to another dimension); nothing was recorded.
+
+    Also a ``ValueError``, as the plan's own validation error is.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, key="plan")
 
 
 class ModelError(LatticeError):

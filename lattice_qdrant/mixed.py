@@ -17,6 +17,12 @@ While the backfill runs, the target vector covers only part of the collection. A
 
 A candidate without text under ``"embed"`` falls back to ``"source_order"``. Scores are in the target
 space (cosine similarity, dot product, or a distance for Euclid / Manhattan, ordered as Qdrant orders them).
+
+A same-name re-embed has one vector name for both models: which model a point's vector holds is its stamp
+(``embedding_model_id`` / ``embedding_version``), not the name. The source search is then restricted to the
+points not stamped with the target, the target search to those stamped with it (each combined with the
+caller's filter), and only the target search's hits count as holding a target vector; a query embedding is
+never compared with the other model's vectors.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from . import kernels
 from .backfill import write_target_vectors
 from .errors import StoreError
 from .plan import MigrationPlan
-from .store import Store
+from .store import Store, stamp_filter, vector_value
 
 __all__ = ["MissingPolicy", "MixedResult", "mixed_query"]
 
@@ -108,6 +114,15 @@ def mixed_query(
     k = max(limit, limit * max(1, oversample))
     q_source = embed_source([text])[0]
     q_target = embed_target([text])[0]
+    if plan.reembed:
+        found_source, found_target, held = _reembed_candidates(
+            store, plan, q_source, q_target, k, query_filter
+        )
+        return _rank(
+            store, plan, found_source, found_target, held, q_target,
+            embed_target=embed_target, limit=limit, missing=missing, read_repair=read_repair,
+            with_payload=with_payload, backend=backend,
+        )  # fmt: skip
     common: dict[str, Any] = {
         "limit": k,
         "with_payload": True,
@@ -124,22 +139,14 @@ def mixed_query(
     by_target = store.query(
         plan.data_collection, query=q_target.tolist(), using=plan.target_vector or None, **common
     ).points
-    order: list[Any] = []
-    seen: dict[Any, models.ScoredPoint] = {}
-    for point in [*by_source, *by_target]:
-        if point.id not in seen:
-            seen[point.id] = point
-            order.append(point.id)
-    result = MixedResult(points=[], candidates=len(order))
-
     vectors: dict[Any, NDArray[np.float32] | list[float]] = {}
-    for pid in order:
-        found = _target_of(seen[pid], plan.target_vector)
+    for point in [*by_source, *by_target]:
+        found = _target_of(point, plan.target_vector)
         if found is not None:
-            vectors[pid] = found
+            vectors.setdefault(point.id, found)
     if blue_green:
         # the source search ran on the source collection: fetch target vectors from the target one
-        lacking = [pid for pid in order if pid not in vectors]
+        lacking = list(dict.fromkeys(p.id for p in [*by_source, *by_target] if p.id not in vectors))
         fetched = (
             store.retrieve(
                 plan.data_collection, lacking, with_payload=False, with_vectors=[plan.target_vector]
@@ -151,6 +158,78 @@ def mixed_query(
             found = _target_of(record, plan.target_vector)
             if found is not None:
                 vectors[record.id] = found
+    return _rank(
+        store, plan, by_source, by_target, vectors, q_target,
+        embed_target=embed_target, limit=limit, missing=missing, read_repair=read_repair,
+        with_payload=with_payload, backend=backend,
+    )  # fmt: skip
+
+
+def _reembed_candidates(
+    store: Store,
+    plan: MigrationPlan,
+    q_source: NDArray[np.float32],
+    q_target: NDArray[np.float32],
+    k: int,
+    query_filter: models.Filter | None,
+) -> tuple[list[models.ScoredPoint], list[models.ScoredPoint], dict[Any, NDArray[np.float32] | list[float]]]:
+    """Both searches over the one vector name, each restricted by the stamp to the points holding its
+    model."""
+    name = plan.source_vector
+    holds_target = stamp_filter(plan.target.model_id, plan.target.version)
+
+    def restricted(version: models.Filter) -> models.Filter:
+        return version if query_filter is None else models.Filter(must=[query_filter, version])
+
+    by_source = store.query(
+        plan.collection,
+        query=q_source.tolist(),
+        using=name,
+        limit=k,
+        with_payload=True,
+        with_vectors=False,
+        query_filter=restricted(models.Filter(must_not=[holds_target])),
+    ).points
+    by_target = store.query(
+        plan.collection,
+        query=q_target.tolist(),
+        using=name,
+        limit=k,
+        with_payload=True,
+        with_vectors=[name] if name else True,
+        query_filter=restricted(holds_target),
+    ).points
+    vectors: dict[Any, NDArray[np.float32] | list[float]] = {}
+    for point in by_target:
+        found = vector_value(point, name)
+        if found is not None:
+            vectors[point.id] = found
+    return list(by_source), list(by_target), vectors
+
+
+def _rank(
+    store: Store,
+    plan: MigrationPlan,
+    by_source: Sequence[models.ScoredPoint],
+    by_target: Sequence[models.ScoredPoint],
+    vectors: dict[Any, NDArray[np.float32] | list[float]],
+    q_target: NDArray[np.float32],
+    *,
+    embed_target: Embed,
+    limit: int,
+    missing: MissingPolicy,
+    read_repair: bool,
+    with_payload: bool | Sequence[str],
+    backend: kernels.Backend,
+) -> MixedResult:
+    """Score the candidates of both searches in the target space (``vectors``: the target vectors held)."""
+    order: list[Any] = []
+    seen: dict[Any, models.ScoredPoint] = {}
+    for point in [*by_source, *by_target]:
+        if point.id not in seen:
+            seen[point.id] = point
+            order.append(point.id)
+    result = MixedResult(points=[], candidates=len(order))
     result.rescored = len(vectors)
     if missing == "embed":
         todo = [

@@ -25,6 +25,9 @@ class Strategy(StrEnum):
     IN_PLACE = "in_place"
     #: a new collection and an alias switch (any server version)
     BLUE_GREEN = "blue_green"
+    #: the target vectors overwrite the source vectors under the same name, point by point, after a backup
+    #: (any server version, the unnamed vector too; same dimension and distance only)
+    REEMBED = "reembed"
 
 
 class MigrationPlan(BaseModel):
@@ -37,7 +40,8 @@ class MigrationPlan(BaseModel):
         source_vector: named vector holding the source vectors.
         target_vector: named vector the target vectors go to.
         text_field: payload field holding the text that is embedded.
-        strategy: in place (parallel named vector) or blue-green.
+        strategy: in place (parallel named vector), blue-green (new collection) or re-embed (the same
+            vector name, overwritten point by point; ``embedding_version`` says which model a point holds).
         cutover_threshold: coverage (0-1) needed before cutover, unless forced.
         query_threshold: coverage (0-1) at which queries move to the target before cutover; ``None``
             keeps them on the source until cutover.
@@ -55,7 +59,8 @@ class MigrationPlan(BaseModel):
             rollback moves it back.
         copy_source_vector: blue-green: also copy the source vector into ``target_collection``.
         backup_policy: ``always`` backs the source vectors up before finalize drops them (restorable with
-            :meth:`~lattice_qdrant.coordinator.Migration.restore`); ``never`` does not.
+            :meth:`~lattice_qdrant.coordinator.Migration.restore`); ``never`` does not. A re-embed always
+            backs them up at start (the backup is its only way back), so it refuses ``never``.
         created_at: unix time the plan was made.
     """
 
@@ -84,7 +89,9 @@ class MigrationPlan(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> MigrationPlan:
-        if self.strategy == Strategy.BLUE_GREEN:
+        if self.strategy == Strategy.REEMBED:
+            self._check_reembed()
+        elif self.strategy == Strategy.BLUE_GREEN:
             if not self.target_collection or self.target_collection == self.collection:
                 raise ValueError("a blue-green plan needs a target_collection other than the collection")
             if self.alias in (self.collection, self.target_collection):
@@ -106,6 +113,36 @@ class MigrationPlan(BaseModel):
                 "register the target under a new version"
             )
         return self
+
+    def _check_reembed(self) -> None:
+        if self.target_vector != self.source_vector:
+            raise ValueError(
+                f"a re-embed overwrites the source vector under its own name: target_vector must be "
+                f"{self.source_vector!r} (or left out), not {self.target_vector!r}; to keep both vectors "
+                "use the in_place strategy"
+            )
+        source, target = self.source, self.target
+        if source.dimension != target.dimension or source.distance != target.distance:
+            raise ValueError(
+                f"a re-embed keeps the collection's vector config, so the target must be "
+                f"{source.dimension}-d {source.distance.value} like the source, but "
+                f"{target.qualified_id} is {target.dimension}-d {target.distance.value}; use the "
+                "blue_green strategy (a new collection) for another dimension or distance"
+            )
+        if self.backup_policy == "never":
+            raise ValueError(
+                "a re-embed overwrites the source vectors, and its backup is the only way back: "
+                "backup_policy 'never' is refused for the reembed strategy"
+            )
+        if self.target_collection or self.alias or self.copy_source_vector:
+            raise ValueError(
+                "target_collection, alias and copy_source_vector belong to the blue_green strategy"
+            )
+
+    @property
+    def reembed(self) -> bool:
+        """Whether the target vectors overwrite the source vectors under the same name (a re-embed)."""
+        return self.strategy == Strategy.REEMBED
 
     @property
     def blue_green(self) -> bool:

@@ -54,6 +54,7 @@ from .errors import (
     UnnamedVectorError,
     VectorConflictError,
 )
+from .kernels import vectors_match
 from .spec import Distance, ModelSpec
 
 __all__ = [
@@ -66,6 +67,8 @@ __all__ = [
     "Store",
     "VectorInfo",
     "same_text",
+    "stamp_filter",
+    "vector_value",
 ]
 
 log = logging.getLogger(__name__)
@@ -229,6 +232,34 @@ def same_text(point_id: Any, text_field: str, text: str | None) -> models.Filter
         else models.FieldCondition(key=text_field, match=models.MatchValue(value=text))
     )
     return models.Filter(must=[models.HasIdCondition(has_id=[point_id]), holds])
+
+
+def stamp_filter(model_id: str, version: int) -> models.Filter:
+    """The condition "this point is stamped with this model" (``embedding_model_id`` and
+    ``embedding_version``); a re-embed tells which model a point's vector holds by it."""
+    return models.Filter(
+        must=[
+            models.FieldCondition(key=MODEL_FIELD, match=models.MatchValue(value=model_id)),
+            models.FieldCondition(key=VERSION_FIELD, match=models.MatchValue(value=version)),
+        ]
+    )
+
+
+def vector_value(record: Any, name: str) -> list[float] | None:
+    """A record's (or scored point's) dense vector ``name`` (``""``: the unnamed one), or ``None``."""
+    vectors = record.vector
+    value = vectors.get(name) if isinstance(vectors, dict) else vectors if name == "" else None
+    if isinstance(value, list) and value and not isinstance(value[0], list):
+        return [float(x) for x in value]
+    return None
+
+
+def _ours(record: Any, name: str, todo: Mapping[Any, tuple[Any, list[float]]], distance: Distance) -> bool:
+    """Whether the record's stored vector is the one we wrote (a server may store cosine vectors
+    normalised)."""
+    stored = vector_value(record, name)
+    mine = todo.get(record.id)
+    return stored is not None and mine is not None and vectors_match(stored, mine[1], distance, 1e-5)[0]
 
 
 def record_id(kind: str, key: str) -> str:
@@ -524,6 +555,45 @@ class Store:
         )
         return result
 
+    def update_vectors_stamped(
+        self,
+        collection: str,
+        points: Sequence[models.PointVectors],
+        stamp: tuple[str, int] | None,
+        stamp_ids: Sequence[Any],
+        *,
+        update_filter: models.Filter | None = None,
+        **kwargs: Any,
+    ) -> models.UpdateResult:
+        """``update_vectors`` and the model stamp of ``stamp_ids``, in one request on a server (in order, not
+        one transaction); in local mode one after the other under the local lock."""
+        if stamp is None or not stamp_ids:
+            return self.update_vectors(collection, points, update_filter=update_filter, **kwargs)
+        payload = {MODEL_FIELD: stamp[0], VERSION_FIELD: stamp[1]}
+        if self.is_local:
+            with self._lock:
+                result = self.update_vectors(collection, points, update_filter=update_filter, **kwargs)
+                self.set_payload(collection, payload, stamp_ids)
+                return result
+        results = self._call(
+            "update vectors and model stamps",
+            self.client.batch_update_points,
+            collection,
+            update_operations=[
+                models.UpdateVectorsOperation(
+                    update_vectors=models.UpdateVectors(points=list(points), update_filter=update_filter)
+                ),
+                models.SetPayloadOperation(
+                    set_payload=models.SetPayload(payload=payload, points=list(stamp_ids))
+                ),
+            ],
+            collection=collection,
+            point_ids=[p.id for p in points],
+            **kwargs,
+        )
+        last: models.UpdateResult = results[-1]
+        return last
+
     def set_payload(
         self, collection: str, payload: dict[str, Any], points: models.Filter | Sequence[Any]
     ) -> models.UpdateResult:
@@ -610,6 +680,159 @@ class Store:
                 for pid in gone:
                     todo.pop(pid)
         return []
+
+    def write_stamped(
+        self,
+        collection: str,
+        name: str,
+        text_field: str,
+        pending: Mapping[Any, tuple[str | None, Any]],
+        stamp: tuple[str, int] | None,
+        *,
+        distance: Distance,
+        unless: models.Filter | None = None,
+        one_request: bool | None = None,
+    ) -> list[Any]:
+        """Overwrite vector ``name`` and the model stamp together, on points that still hold their text.
+
+        For a re-embed, where the vector name does not say which model a vector holds: the payload's
+        ``embedding_model_id`` / ``embedding_version`` do, so vector and stamp must change together as far as
+        Qdrant allows. ``pending`` maps point ids to ``(text, vector)``; ``stamp`` is ``(model_id, version)``,
+        or ``None`` to remove the stamp (a point restored to how it was before it was ever stamped). A point
+        is written only while it still holds the text its vector was embedded from and, with ``unless``,
+        does not match ``unless`` (the backfill passes "already holds the target"). Points deleted meanwhile
+        are skipped, never re-created.
+
+        On a server (``one_request``, the default there) it is **one** ``batch_update_points`` request: a
+        conditional ``update_vectors`` then a payload operation whose ``filter`` is the same conditions and
+        the ids (a server ignores ``filter`` when ``points`` is given, so only ``filter`` is used). The two
+        operations run in order, but not as one transaction. In local mode a filter selector scans the whole
+        collection, so the conditional ``update_vectors`` is followed by a read-back of the vectors and a
+        stamp by ids of the points whose stored vector is ours, all under the local lock (nothing else of
+        this process runs in between).
+
+        Returns:
+            the ids where this write took effect: the stored vector is the one given and the stamp is
+            ``stamp`` (read back).
+        """
+        if one_request is None:
+            one_request = not self.is_local
+        todo = {pid: (text, np.asarray(v, dtype=np.float64).tolist()) for pid, (text, v) in pending.items()}
+        while todo:
+            ids = list(todo)
+            condition = models.Filter(
+                must_not=[unless] if unless is not None else None,
+                should=[same_text(pid, text_field, todo[pid][0]) for pid in ids],
+            )
+            points = [
+                models.PointVectors(id=pid, vector=vec if name == "" else {name: vec})
+                for pid, (_, vec) in todo.items()
+            ]
+            try:
+                with self._lock:
+                    if one_request:
+                        return self._stamped_one_request(
+                            collection, name, points, condition, stamp, todo, distance
+                        )
+                    return self._stamped_local(collection, name, points, condition, stamp, todo, distance)
+            except PointNotFoundError:
+                existing = {r.id for r in self.retrieve(collection, ids, with_payload=False)}
+                gone = [pid for pid in ids if pid not in existing]
+                if not gone:
+                    raise
+                log.info("%s: %d point(s) deleted meanwhile, skipped", collection, len(gone))
+                for pid in gone:
+                    todo.pop(pid)
+        return []
+
+    def _stamp_operation(
+        self, stamp: tuple[str, int] | None, selector: models.Filter
+    ) -> models.SetPayloadOperation | models.DeletePayloadOperation:
+        if stamp is None:
+            return models.DeletePayloadOperation(
+                delete_payload=models.DeletePayload(keys=[MODEL_FIELD, VERSION_FIELD], filter=selector)
+            )
+        return models.SetPayloadOperation(
+            set_payload=models.SetPayload(
+                payload={MODEL_FIELD: stamp[0], VERSION_FIELD: stamp[1]}, filter=selector
+            )
+        )
+
+    def _stamped_one_request(
+        self,
+        collection: str,
+        name: str,
+        points: list[models.PointVectors],
+        condition: models.Filter,
+        stamp: tuple[str, int] | None,
+        todo: Mapping[Any, tuple[str | None, list[float]]],
+        distance: Distance,
+    ) -> list[Any]:
+        ids = [p.id for p in points]
+        selector = models.Filter(must=[models.HasIdCondition(has_id=ids), condition])
+        self._call(
+            "write vectors and model stamps",
+            self.client.batch_update_points,
+            collection,
+            update_operations=[
+                models.UpdateVectorsOperation(
+                    update_vectors=models.UpdateVectors(points=points, update_filter=condition)
+                ),
+                self._stamp_operation(stamp, selector),
+            ],
+            collection=collection,
+            vector=name,
+            point_ids=ids,
+        )
+        records = self.retrieve(
+            collection, ids, with_payload=[MODEL_FIELD, VERSION_FIELD], with_vectors=[name] if name else True
+        )
+        wanted = {MODEL_FIELD: stamp[0], VERSION_FIELD: stamp[1]} if stamp else {}
+        return [
+            r.id
+            for r in records
+            if _ours(r, name, todo, distance)
+            and {
+                k: v
+                for k, v in (r.payload or {}).items()
+                if k in (MODEL_FIELD, VERSION_FIELD) and v is not None
+            }
+            == wanted
+        ]
+
+    def _stamped_local(
+        self,
+        collection: str,
+        name: str,
+        points: list[models.PointVectors],
+        condition: models.Filter,
+        stamp: tuple[str, int] | None,
+        todo: Mapping[Any, tuple[str | None, list[float]]],
+        distance: Distance,
+    ) -> list[Any]:
+        ids = [p.id for p in points]
+        try:
+            self.update_vectors(collection, points, update_filter=condition)
+        finally:
+            # the points before a missing id were written: stamp them too before the caller retries
+            records = self.retrieve(
+                collection, ids, with_payload=False, with_vectors=[name] if name else True
+            )
+            ours = [r.id for r in records if _ours(r, name, todo, distance)]
+            if ours:
+                if stamp is None:
+                    self._call(
+                        "delete model stamps",
+                        self.client.delete_payload,
+                        collection,
+                        keys=[MODEL_FIELD, VERSION_FIELD],
+                        points=ours,
+                        collection=collection,
+                        point_ids=ours,
+                    )
+                else:
+                    self.set_payload(collection, {MODEL_FIELD: stamp[0], VERSION_FIELD: stamp[1]}, ours)
+        return ours
 
     def retrieve(
         self,

@@ -216,9 +216,23 @@ class _Layout:
     vectors: dict[str, ModelSpec]
     text_field: str
     plan: MigrationPlan | None
+    #: a same-name re-embed: the stamp, not the name, says which model a vector holds
+    reembed: MigrationPlan | None = None
+
+    def model_of(self, name: str, stamp: tuple[str, ModelSpec | str | None]) -> ModelSpec:
+        """The model vector ``name`` of a point should hold (by its stamp, for a re-embed)."""
+        plan = self.reembed
+        if plan is None:
+            return self.vectors[name]
+        kind, value = stamp
+        held = kind == "known" and isinstance(value, ModelSpec) and _same_model(value, plan.target)
+        return plan.target if held else plan.source
 
     def expected_stamp(self, present: Iterable[str]) -> ModelSpec | None:
-        """The model that last wrote a point holding ``present``, when it can be told."""
+        """The model that last wrote a point holding ``present``, when it can be told (a re-embed: only its
+        stamp tells)."""
+        if self.reembed is not None:
+            return None
         held = [name for name in self.vectors if name in set(present)]
         if self.plan is not None:
             if self.plan.target_vector in held:
@@ -271,6 +285,12 @@ def _layout(
             "(--vector NAME=MODEL_REF, or vector_models=)",
             key="vector",
         )
+    if plan.reembed:
+        if plan.source_vector not in existing:
+            raise ConfigError(
+                f"{collection!r} has no vector {plan.source_vector!r}: nothing to verify", key="vector"
+            )
+        return _Layout({plan.source_vector: plan.target}, text_field or plan.text_field, None, reembed=plan)
     mapped = {plan.source_vector: plan.source, plan.target_vector: plan.target}
     vectors = {name: spec for name, spec in mapped.items() if name in existing}
     if not vectors:
@@ -416,7 +436,7 @@ class _Verifier:
                 if len(self.counts.unverifiable_ids) < self.max_listed:
                     self.counts.unverifiable_ids.append(record.id)
                 continue
-            vectors = record.vector if isinstance(record.vector, dict) else {}
+            vectors = record.vector if isinstance(record.vector, dict) else {"": record.vector}
             present = {n: v for n, v in vectors.items() if n in layout.vectors and isinstance(v, list)}
             texts[record.id], stored[record.id] = text, present
             found[record.id] = []
@@ -425,10 +445,13 @@ class _Verifier:
             if problem is not None:
                 found[record.id].append(problem)
 
-        for name, spec in layout.vectors.items():
-            ids = [pid for pid in texts if name in stored[pid]]
-            if not ids:
-                continue
+        groups: dict[tuple[str, str], tuple[str, ModelSpec, list[Any]]] = {}
+        for name in layout.vectors:
+            for pid in texts:
+                if name in stored[pid]:
+                    spec = layout.model_of(name, stamps[pid])
+                    groups.setdefault((name, spec.qualified_id), (name, spec, []))[2].append(pid)
+        for name, spec, ids in groups.values():
             fresh = self.embed(spec, [texts[pid] for pid in ids])
             rows = fresh if fresh is not None else np.zeros((0, spec.dimension), np.float32)
             bad: list[tuple[Any, NDArray[np.float32], float, float]] = []
@@ -476,6 +499,8 @@ class _Verifier:
         expected = layout.expected_stamp(present)
         if kind == "unknown":
             return _Found(pid, None, None, "unknown_model", f"stamped with {value}, which is not registered")
+        if layout.reembed is not None:
+            return None  # the stamp is what says which model the shared vector holds: nothing to compare
         if kind == "none":
             plan = layout.plan
             if plan is not None and expected is not None and _same_model(expected, plan.target):
@@ -529,8 +554,14 @@ class _Verifier:
     ) -> dict[Any, str]:
         """Of the mismatched points, those whose vector is the embedding by the model their payload names."""
         by_model: dict[str, tuple[ModelSpec, list[Any]]] = {}
+        plan = self.layout.reembed
         for pid, *_ in bad:
             kind, other = stamps[pid]
+            if plan is not None:
+                # a re-embed: the other model of the plan (a write cut off between vector and stamp)
+                swap = plan.source if _same_model(spec, plan.target) else plan.target
+                by_model.setdefault(swap.qualified_id, (swap, []))[1].append(pid)
+                continue
             if (
                 kind == "known"
                 and isinstance(other, ModelSpec)

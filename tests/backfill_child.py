@@ -2,9 +2,11 @@
 
     python tests/backfill_child.py (--path DIR | --url URL) --collection docs --control CONTROL
         [--batch-size 50] [--writers 2] [--max-rate R] [--delay S] [--shard I/N] [--sigterm]
+        [--strategy reembed]
 
 Opens a ``QdrantClient`` on the path or server, wraps it, plans and starts the migration of ``--collection``
-if that was not done yet (the cheap hash models of ``conftest.py``: "legacy" to "modern"), prints ``ready``,
+if that was not done yet (the cheap hash models of ``conftest.py``: "legacy" to "modern"; a 64-d "modern"
+overwriting "legacy" with ``--strategy reembed``), prints ``ready``,
 runs the backfill and prints its report as one JSON line. With ``--sigterm``, SIGTERM sets the backfill's
 stop event, so the run finishes its in-flight batches and exits 0.
 """
@@ -39,13 +41,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--shard", default=None, help="I/N")
     parser.add_argument("--sigterm", action="store_true", help="SIGTERM stops the run cleanly")
+    parser.add_argument(
+        "--strategy", default="in_place", help="in_place, or reembed (a 64-d target overwriting 'legacy')"
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     legacy = HashEmbedder(64, salt="legacy")
-    modern = HashEmbedder(96, ngrams=2, salt="modern")
+    reembed = args.strategy == "reembed"
+    modern = HashEmbedder(64 if reembed else 96, ngrams=2, salt="modern")
     stop = threading.Event()
     if args.sigterm:
 
@@ -69,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                 source=legacy.spec("legacy", 1),
                 target=modern.spec("modern", 1),
                 source_vector="legacy",
+                strategy=args.strategy,
             )
         if migration.snapshot(refresh=True).state.status == lq.Status.PLANNED:
             migration.start()
