@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=MINILM, help="sentence-transformers model, or 'hash'")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--writers", type=int, default=2)
-    parser.add_argument("--embed-window", type=int, default=512, help="the backfill's embed window")
+    parser.add_argument("--embed-window", type=int, default=1024, help="the backfill's embed window")
     parser.add_argument("--repeat", type=int, default=3, help="interleaved repetitions (median kept)")
     parser.add_argument("--latency-ms", type=float, nargs="*", default=[0.0, 20.0])
     parser.add_argument("--rss-sizes", type=int, nargs="*", default=[20_000, 200_000])

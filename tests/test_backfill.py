@@ -1464,7 +1464,7 @@ def test_completion_survives_a_concurrent_stale_progress(
 
 def test_options_defaults_and_freezing() -> None:
     options = BackfillOptions()
-    assert (options.batch_size, options.writers, options.queue_depth, options.embed_window) == (64, 2, 8, 512)
+    assert (options.batch_size, options.writers, options.queue_depth, options.embed_window) == (64, 2, 16, 1024)
     assert options.max_rate is None and options.until is None and options.shard is None
     assert options.priorities == () and not options.retry_failed
     with pytest.raises(ValidationError):
