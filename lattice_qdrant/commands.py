@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -1042,25 +1042,14 @@ def _embed_remaining_target(session: Session, migration: Migration, page_size: i
     plan = migration.plan
     source = plan.source
     held = stamp_filter(plan.target.model_id, plan.target.version)
-    embedder = session.client.embedder(source)
     done = 0
-    for page in session.store.iter_points(
-        migration.collection, flt=held, page_size=page_size, with_payload=[plan.text_field]
-    ):
-        todo = [
-            (r.id, t)
-            for r in page
-            if isinstance(t := (r.payload or {}).get(plan.text_field), str) and t.strip()
-        ]
-        if not todo:
-            continue
-        vectors = embedder.embed([t for _, t in todo])
+    for todo in _embedded_pages(session, migration, held, page_size):
         done += len(
             session.store.write_stamped(
                 migration.collection,
                 plan.source_vector,
                 plan.text_field,
-                {pid: (t, v) for (pid, t), v in zip(todo, vectors, strict=True)},
+                todo,
                 (source.model_id, source.version),
                 distance=source.distance,
                 unless=models.Filter(must_not=[held]),
@@ -1074,24 +1063,32 @@ def _embed_missing_source(session: Session, migration: Migration, page_size: int
     from qdrant_client import models
 
     plan = migration.plan
-    embedder = session.client.embedder(plan.source)
     missing = models.Filter(must_not=[models.HasVectorCondition(has_vector=plan.source_vector)])
     done = 0
+    for todo in _embedded_pages(session, migration, missing, page_size):
+        session.store.update_if_unchanged(
+            migration.collection,
+            plan.text_field,
+            {pid: (text, {plan.source_vector: vector}) for pid, (text, vector) in todo.items()},
+        )
+        done += len(todo)
+    return done
+
+
+def _embedded_pages(
+    session: Session, migration: Migration, flt: Any, page_size: int
+) -> Iterator[dict[Any, tuple[str, Any]]]:
+    """Pages of the points matching ``flt`` that have text, as ``{id: (text, source-model vector)}``."""
+    plan = migration.plan
+    embedder = session.client.embedder(plan.source)
     for page in session.store.iter_points(
-        migration.collection, flt=missing, page_size=page_size, with_payload=[plan.text_field]
+        migration.collection, flt=flt, page_size=page_size, with_payload=[plan.text_field]
     ):
         todo = [
             (r.id, t)
             for r in page
             if isinstance(t := (r.payload or {}).get(plan.text_field), str) and t.strip()
         ]
-        if not todo:
-            continue
-        vectors = embedder.embed([t for _, t in todo])
-        session.store.update_if_unchanged(
-            migration.collection,
-            plan.text_field,
-            {pid: (t, {plan.source_vector: v}) for (pid, t), v in zip(todo, vectors, strict=True)},
-        )
-        done += len(todo)
-    return done
+        if todo:
+            vectors = embedder.embed([t for _, t in todo])
+            yield {pid: (t, v) for (pid, t), v in zip(todo, vectors, strict=True)}

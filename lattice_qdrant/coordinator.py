@@ -115,6 +115,24 @@ def _snapshot(record: dict[str, Any]) -> Snapshot:
     )
 
 
+def _source_vector(store: Store, plan: MigrationPlan) -> VectorInfo:
+    """The collection's source vector as it is now.
+
+    Raises:
+        StoreError: the collection has no such vector (the message lists those it has).
+    """
+    vectors = store.vectors(plan.collection)
+    found = vectors.get(plan.source_vector)
+    if found is None:
+        known = ", ".join(repr(n) for n in vectors) or "none"
+        raise StoreError(
+            f"the source vector does not exist (vectors: {known}; '' is the unnamed one)",
+            collection=plan.collection,
+            vector=plan.source_vector,
+        )
+    return found
+
+
 def plan_migration(store: Store, plan: MigrationPlan) -> Migration:
     """Record a new migration for ``plan.collection`` and register both models.
 
@@ -126,15 +144,7 @@ def plan_migration(store: Store, plan: MigrationPlan) -> Migration:
         ModelConflictError: a model spec conflicts with the registry.
         StoreError: the collection or its source vector does not fit the plan.
     """
-    vectors = store.vectors(plan.collection)
-    source = vectors.get(plan.source_vector)
-    if source is None:
-        known = ", ".join(repr(n) for n in vectors) or "none"
-        raise StoreError(
-            f"the source vector does not exist (vectors: {known})",
-            collection=plan.collection,
-            vector=plan.source_vector,
-        )
+    source = _source_vector(store, plan)
     if source.size != plan.source.dimension or source.distance != plan.source.distance:
         raise StoreError(
             f"the source vector is {source.size}-d {source.distance.value}, but the source model "
@@ -397,15 +407,7 @@ class Migration:
         plan, state = snap.plan, snap.state
         if state.status != Status.PLANNED or state.phase != Phase.STABLE:
             raise InvalidTransitionError(state.label, "start", "it has already started")
-        vectors = self.store.vectors(self.collection)
-        found = vectors.get(plan.source_vector)
-        if found is None:
-            known = ", ".join(repr(n) for n in vectors) or "none"
-            raise StoreError(
-                f"the source vector does not exist (vectors: {known}; '' is the unnamed one)",
-                collection=self.collection,
-                vector=plan.source_vector,
-            )
+        found = _source_vector(self.store, plan)
         if found.size != plan.target.dimension or found.distance != plan.target.distance:
             raise StoreError(
                 f"the vector is {found.size}-d {found.distance.value}, but {plan.target.qualified_id} is "

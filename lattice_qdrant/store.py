@@ -28,7 +28,7 @@ import time
 import uuid
 import warnings
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -649,28 +649,40 @@ class Store:
         todo: dict[Any, tuple[str | None, Mapping[str, Any]]],
         lacking: str | None,
     ) -> list[Any]:
-        while todo:
-            ids = list(todo)
+        def write(ids: list[Any]) -> list[Any]:
             condition = models.Filter(
                 must_not=[models.HasVectorCondition(has_vector=lacking)] if lacking is not None else None,
                 should=[same_text(pid, text_field, todo[pid][0]) for pid in ids],
             )
+            self.update_vectors(
+                collection,
+                [
+                    models.PointVectors(
+                        id=pid,
+                        vector={
+                            name: np.asarray(v, dtype=np.float64).tolist() for name, v in todo[pid][1].items()
+                        },
+                    )
+                    for pid in ids
+                ],
+                update_filter=condition,
+            )
+            return ids
+
+        return self._skipping_deleted(collection, todo, write)
+
+    def _skipping_deleted(
+        self, collection: str, todo: dict[Any, Any], write: Callable[[list[Any]], list[Any]]
+    ) -> list[Any]:
+        """``write(ids)`` over the ids of ``todo``; points deleted meanwhile are dropped from ``todo``.
+
+        A server applies an ``update_vectors`` batch point by point and fails on the first missing id, so
+        the write is made again without the missing ones (the callers' conditions make that harmless).
+        """
+        while todo:
+            ids = list(todo)
             try:
-                self.update_vectors(
-                    collection,
-                    [
-                        models.PointVectors(
-                            id=pid,
-                            vector={
-                                name: np.asarray(v, dtype=np.float64).tolist()
-                                for name, v in todo[pid][1].items()
-                            },
-                        )
-                        for pid in ids
-                    ],
-                    update_filter=condition,
-                )
-                return ids
+                return write(ids)
             except PointNotFoundError:
                 existing = {r.id for r in self.retrieve(collection, ids, with_payload=False)}
                 gone = [pid for pid in ids if pid not in existing]
@@ -718,32 +730,21 @@ class Store:
         if one_request is None:
             one_request = not self.is_local
         todo = {pid: (text, np.asarray(v, dtype=np.float64).tolist()) for pid, (text, v) in pending.items()}
-        while todo:
-            ids = list(todo)
+
+        def write(ids: list[Any]) -> list[Any]:
             condition = models.Filter(
                 must_not=[unless] if unless is not None else None,
                 should=[same_text(pid, text_field, todo[pid][0]) for pid in ids],
             )
             points = [
-                models.PointVectors(id=pid, vector=vec if name == "" else {name: vec})
-                for pid, (_, vec) in todo.items()
+                models.PointVectors(id=pid, vector=todo[pid][1] if name == "" else {name: todo[pid][1]})
+                for pid in ids
             ]
-            try:
-                with self._lock:
-                    if one_request:
-                        return self._stamped_one_request(
-                            collection, name, points, condition, stamp, todo, distance
-                        )
-                    return self._stamped_local(collection, name, points, condition, stamp, todo, distance)
-            except PointNotFoundError:
-                existing = {r.id for r in self.retrieve(collection, ids, with_payload=False)}
-                gone = [pid for pid in ids if pid not in existing]
-                if not gone:
-                    raise
-                log.info("%s: %d point(s) deleted meanwhile, skipped", collection, len(gone))
-                for pid in gone:
-                    todo.pop(pid)
-        return []
+            how = self._stamped_one_request if one_request else self._stamped_local
+            with self._lock:
+                return how(collection, name, points, condition, stamp, todo, distance)
+
+        return self._skipping_deleted(collection, todo, write)
 
     def _stamp_operation(
         self, stamp: tuple[str, int] | None, selector: models.Filter
