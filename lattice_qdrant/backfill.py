@@ -69,6 +69,7 @@ __all__ = [
     "Failure",
     "Shard",
     "clear_failures",
+    "embed_queue_size",
     "estimate",
     "list_failures",
     "run_backfill",
@@ -83,6 +84,11 @@ _FAILURE = "failure"
 _HEARTBEAT = "backfill"
 #: A run stops making passes after this many (each pass only redoes points whose text changed under it).
 _MAX_PASSES = 10
+
+
+def embed_queue_size(options: BackfillOptions) -> int:
+    """Batches that can wait for the embedder: ``queue_depth``, or enough to fill an embed window."""
+    return max(options.queue_depth, options.embed_window // options.batch_size - 1)
 
 
 def estimate_tokens(text: str) -> int:
@@ -129,10 +135,12 @@ class BackfillOptions(BaseModel):
     Attributes:
         batch_size: points per read, embed and write.
         writers: concurrent writers (each holds one batch).
-        queue_depth: batches waiting between two stages.
+        queue_depth: batches waiting for the writers, and at least as many waiting for the embedder (which
+            queue holds a whole embed window).
         embed_window: most texts embedded in one call: whole batches already waiting are merged up to
             this many, so the model can group texts of similar length (sentence-transformers sorts a call by
-            length and pads each forward pass to its longest text).
+            length and pads each forward pass to its longest text). A run killed redoes what is in flight:
+            about two windows and ``queue_depth + writers`` batches.
         max_rate: ceiling in points per second (``None``: as fast as it goes).
         delay: seconds to wait after reading each batch.
         max_text_chars: longer texts are truncated to this many characters before embedding.
@@ -149,9 +157,9 @@ class BackfillOptions(BaseModel):
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True, extra="forbid")
 
     batch_size: int = Field(default=64, ge=1, le=10_000)
-    writers: int = Field(default=2, ge=1, le=64)
-    queue_depth: int = Field(default=16, ge=1, le=1024)
-    embed_window: int = Field(default=1024, ge=1, le=100_000)
+    writers: int = Field(default=4, ge=1, le=64)
+    queue_depth: int = Field(default=8, ge=1, le=1024)
+    embed_window: int = Field(default=2048, ge=1, le=100_000)
     max_rate: float | None = Field(default=None, gt=0)
     delay: float = Field(default=0.0, ge=0)
     max_text_chars: int = Field(default=20_000, ge=1)
@@ -402,9 +410,10 @@ class _Run:
         self.options = options
         self.stop = stop
         self.metrics = metrics
-        self.embed_q: queue.Queue[Any] = queue.Queue(maxsize=options.queue_depth)
         #: batches the embedder takes at once (whole batches, at most ``embed_window`` texts)
         self.window_batches = max(1, options.embed_window // options.batch_size)
+        # the reader's queue holds a whole window, or the window could never fill
+        self.embed_q: queue.Queue[Any] = queue.Queue(maxsize=embed_queue_size(options))
         self.write_q: queue.Queue[Any] = queue.Queue(maxsize=options.queue_depth)
         self.lock = threading.Lock()
         self.in_flight = 0

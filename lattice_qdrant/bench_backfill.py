@@ -334,13 +334,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--points", type=int, default=1000, help="documents for the throughput runs")
+    parser.add_argument("--points", type=int, default=2000, help="documents for the throughput runs")
     parser.add_argument("--model", default=MINILM, help="sentence-transformers model, or 'hash'")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--writers", type=int, default=2)
-    parser.add_argument("--embed-window", type=int, default=1024, help="the backfill's embed window")
+    parser.add_argument("--writers", type=int, default=BackfillOptions().writers)
+    parser.add_argument(
+        "--embed-window", type=int, default=BackfillOptions().embed_window, help="the backfill's embed window"
+    )
     parser.add_argument("--repeat", type=int, default=3, help="interleaved repetitions (median kept)")
-    parser.add_argument("--latency-ms", type=float, nargs="*", default=[0.0, 20.0])
+    parser.add_argument("--latency-ms", type=float, nargs="*", default=[0.0, 20.0, 50.0])
     parser.add_argument("--rss-sizes", type=int, nargs="*", default=[20_000, 200_000])
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the results here")

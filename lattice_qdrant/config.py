@@ -73,9 +73,9 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     batch_size: int = Field(default=64, ge=1, le=10_000)
-    writers: int = Field(default=2, ge=1, le=64)
-    queue_depth: int = Field(default=16, ge=1, le=1024)
-    embed_window: int = Field(default=1024, ge=1, le=100_000)
+    writers: int = Field(default=4, ge=1, le=64)
+    queue_depth: int = Field(default=8, ge=1, le=1024)
+    embed_window: int = Field(default=2048, ge=1, le=100_000)
     max_rate: float | None = Field(default=None, gt=0)
     delay: float = Field(default=0.0, ge=0)
     max_text_chars: int = Field(default=20_000, ge=1)

@@ -40,6 +40,7 @@ from lattice_qdrant.backfill import (
     BackfillReport,
     Shard,
     clear_failures,
+    embed_queue_size,
     estimate,
     estimate_tokens,
     list_failures,
@@ -645,13 +646,14 @@ def test_every_write_holds_at_most_batch_size_points(
 def in_flight_batches(options: BackfillOptions) -> int:
     """The most batches a run holds at once: the reader's, two queues, the embedder's window (the
     batch it took and the waiting ones it merged) and one per writer."""
-    window = min(options.queue_depth + 1, max(1, options.embed_window // options.batch_size))
-    return 1 + 2 * options.queue_depth + window + options.writers
+    waiting = embed_queue_size(options)
+    window = min(waiting + 1, max(1, options.embed_window // options.batch_size))
+    return 1 + waiting + window + options.queue_depth + options.writers
 
 
 def test_queues_and_the_work_in_flight_stay_bounded(start: Start, modern: HashEmbedder) -> None:
     migration = start(n=120)
-    options = BackfillOptions(batch_size=5, writers=1, queue_depth=2)
+    options = BackfillOptions(batch_size=5, writers=1, queue_depth=2, embed_window=10)
     seen: list[tuple[int, int, int]] = []
 
     def on_progress(progress: BackfillProgress) -> None:
@@ -684,7 +686,7 @@ def test_queues_and_the_work_in_flight_stay_bounded(start: Start, modern: HashEm
     assert max(depth for stage, depth in metrics.depths if stage == "embed") == options.queue_depth
 
 
-@pytest.mark.parametrize("window", [5, 12, 1000])
+@pytest.mark.parametrize("window", [5, 12, 20, 40])
 def test_the_embedder_takes_the_waiting_batches_together_up_to_the_window(
     start: Start, lattice: lq.LatticeClient, modern: HashEmbedder, window: int
 ) -> None:
@@ -692,21 +694,22 @@ def test_the_embedder_takes_the_waiting_batches_together_up_to_the_window(
     gate = threading.Event()
     slow = SlowEmbedder(modern, gate=gate)
     options = BackfillOptions(batch_size=5, writers=1, queue_depth=3, embed_window=window)
+    waiting = embed_queue_size(options)  # the queue holds a whole window (40: 7 batches, not 3)
+    assert waiting == max(3, window // 5 - 1)
 
     def open_gate(progress: BackfillProgress) -> None:
-        if progress.queue_embed == options.queue_depth:  # the reader filled the queue
+        if progress.queue_embed == waiting:  # the reader filled the queue
             gate.set()
 
     report = run_backfill(migration, slow, options, on_progress=open_gate)
     assert report.written == 60
     assert_backfilled(lattice.client, migration.collection, modern)
     assert sum(slow.sizes) == 60
-    # whole batches, never more than the window (unless one batch is bigger), nor than can wait (the
-    # batch taken and the queue behind it)
-    biggest = options.batch_size * min(max(1, window // options.batch_size), options.queue_depth + 1)
+    # whole batches, never more than the window (unless one batch is bigger)
+    biggest = options.batch_size * max(1, window // options.batch_size)
     assert max(slow.sizes) <= biggest
     # the first call after the gate finds the queue full: it takes all of it (up to the window)
-    assert max(slow.sizes) >= min(biggest, options.queue_depth * options.batch_size)
+    assert max(slow.sizes) >= min(biggest, waiting * options.batch_size)
     texts = [r.payload["text"] for r in all_points(lattice.client, migration.collection).values()]
     assert report.tokens == sum(estimate_tokens(t) for t in texts)
 
@@ -786,7 +789,7 @@ def test_a_stop_event_stops_the_run_and_the_next_run_finishes_the_rest(
 ) -> None:
     n = 200
     migration = start(n=n)
-    options = BackfillOptions(batch_size=10, writers=1, queue_depth=2)
+    options = BackfillOptions(batch_size=10, writers=1, queue_depth=2, embed_window=30)
     first = stop_after_first_write(migration, modern, monkeypatch, options)
     assert 0 < first.written < n
     # only the batches in flight when it was stopped were finished
@@ -808,7 +811,10 @@ def test_a_run_stopped_by_its_stop_event_says_so(
 ) -> None:
     migration = start(n=200)
     report = stop_after_first_write(
-        migration, modern, monkeypatch, BackfillOptions(batch_size=10, writers=1, queue_depth=2)
+        migration,
+        modern,
+        monkeypatch,
+        BackfillOptions(batch_size=10, writers=1, queue_depth=2, embed_window=30),
     )
     assert report.covered < report.total
     assert report.stopped_by == "stop"
@@ -830,7 +836,7 @@ def test_a_failing_progress_callback_leaves_no_pipeline_running(
     before = set(threading.enumerate())
     try:
         with pytest.raises(RuntimeError, match="progress bar"):
-            options = BackfillOptions(batch_size=10, writers=1, queue_depth=1)
+            options = BackfillOptions(batch_size=10, writers=1, queue_depth=1, embed_window=20)
             run_backfill(migration, modern, options, on_progress=on_progress)
         leftover = [
             t
@@ -1377,7 +1383,9 @@ def test_a_pause_from_another_process_stops_the_run(
 
     with monkeypatch.context() as patch:
         Writes(patch, migration.store, before=hold)
-        options = BackfillOptions(batch_size=10, writers=1, queue_depth=1, heartbeat_interval=0.1)
+        options = BackfillOptions(
+            batch_size=10, writers=1, queue_depth=1, embed_window=20, heartbeat_interval=0.1
+        )
         report = run_backfill(migration, modern, options, stop=stop, on_progress=on_progress)
     assert report.stopped_by == "paused"
     assert report.covered < 100
@@ -1464,7 +1472,8 @@ def test_completion_survives_a_concurrent_stale_progress(
 
 def test_options_defaults_and_freezing() -> None:
     options = BackfillOptions()
-    assert (options.batch_size, options.writers, options.queue_depth, options.embed_window) == (64, 2, 16, 1024)
+    defaults = (options.batch_size, options.writers, options.queue_depth, options.embed_window)
+    assert defaults == (64, 4, 8, 2048)
     assert options.max_rate is None and options.until is None and options.shard is None
     assert options.priorities == () and not options.retry_failed
     with pytest.raises(ValidationError):
