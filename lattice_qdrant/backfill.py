@@ -283,6 +283,8 @@ class _Batch:
     ids: list[Any]
     texts: list[str]
     vectors: NDArray[np.float32] | None = None
+    #: which of the run's scopes (priorities first) it was read from: windows never mix two
+    scope: int = 0
 
 
 _DONE = object()
@@ -523,7 +525,7 @@ class _Run:
         options = self.options
         dispatched = 0
         next_slot = time.monotonic()
-        for scope in self.scopes():
+        for index, scope in enumerate(self.scopes()):
             for page in self.store.iter_points(
                 self.plan.data_collection,
                 flt=scope,
@@ -562,7 +564,7 @@ class _Run:
                     self.progress.read += len(ids)
                     self.in_flight += 1
                 self.metrics.batch_seconds(self.collection, "read", time.perf_counter() - started)
-                self._put(self.embed_q, _Batch(ids=ids, texts=texts))
+                self._put(self.embed_q, _Batch(ids=ids, texts=texts, scope=index))
                 dispatched += len(ids)
                 self.metrics.queue_depth(self.collection, "embed", self.embed_q.qsize())
                 if options.max_rate:
@@ -612,16 +614,21 @@ class _Run:
     # ----------------------------------------------------------------- embedder
 
     def embed(self) -> None:
-        """Embedder thread: texts -> vectors, isolating the points that fail.
+        """Embedder stage: texts -> vectors, isolating the points that fail.
 
-        Whole batches already waiting are taken together, up to ``embed_window`` texts, and embedded in one
-        call: a sentence-transformers model sorts a call's texts by length, so a longer window pads less.
-        The vectors are split back into the reader's batches for the writers.
+        Whole batches already waiting (from the same priority scope) are taken together, up to
+        ``embed_window`` texts, sorted by length
+        (longest first) and embedded ``batch_size`` texts at a time. A sentence-transformers model sorts
+        one call's texts the same way and pads each forward pass to its longest text, so these are the
+        forward passes of one call over the whole window, padding far less than the reader's pages would;
+        and the writers get work, and progress moves, batch by batch.
         """
         done = False
+        carry: _Batch | None = None  # the first batch of the next scope, met while filling a window
         try:
             while not done:
-                item = self._get(self.embed_q)
+                item = carry if carry is not None else self._get(self.embed_q)
+                carry = None
                 if item is _DONE:
                     break
                 window = [item]
@@ -633,17 +640,18 @@ class _Run:
                     if more is _DONE:
                         done = True
                         break
+                    if more.scope != item.scope:  # priorities stay in order
+                        carry = more
+                        break
                     window.append(more)
-                self.metrics.active(self.collection, "embed", 1)
-                started = time.perf_counter()
-                try:
-                    batches = self._embed_window(window)
-                finally:
-                    self.metrics.active(self.collection, "embed", -1)
-                elapsed = time.perf_counter() - started
-                for _ in window:  # each batch of the window spent that time in the stage
-                    self.metrics.batch_seconds(self.collection, "embed", elapsed)
-                for batch in batches:
+                for batch in self._by_length(window):
+                    self.metrics.active(self.collection, "embed", 1)
+                    started = time.perf_counter()
+                    try:
+                        batch = self._embed_batch(batch)
+                    finally:
+                        self.metrics.active(self.collection, "embed", -1)
+                    self.metrics.batch_seconds(self.collection, "embed", time.perf_counter() - started)
                     if batch.ids:
                         self._put(self.write_q, batch)
                         self.metrics.queue_depth(self.collection, "write", self.write_q.qsize())
@@ -657,28 +665,22 @@ class _Run:
             for _ in range(self.options.writers):
                 self._put_done(self.write_q)
 
-    def _embed_window(self, window: list[_Batch]) -> list[_Batch]:
-        """Embed several batches in one call; on an embedder error, batch by batch (then point by point)."""
+    def _by_length(self, window: list[_Batch]) -> list[_Batch]:
+        """The window's points regrouped into batches of ``batch_size``, longest texts first."""
         if len(window) == 1:
-            return [self._embed_batch(window[0])]
-        limit = self.options.max_text_chars
-        try:
-            vectors = embed_checked(
-                self.embedder, [t[:limit] for batch in window for t in batch.texts], self.plan.target
-            )
-        except EmbedderError as exc:
-            log.warning(
-                "%s: embedding %d batches failed (%s); retrying each", self.collection, len(window), exc
-            )
-            return [self._embed_batch(batch) for batch in window]
-        self._count_texts(window)
-        out = []
-        start = 0
-        for batch in window:
-            end = start + len(batch.ids)
-            out.append(_Batch(ids=batch.ids, texts=batch.texts, vectors=vectors[start:end]))
-            start = end
-        return out
+            return window
+        points = sorted(
+            ((pid, text) for batch in window for pid, text in zip(batch.ids, batch.texts, strict=True)),
+            key=lambda point: -len(point[1]),
+        )
+        size = self.options.batch_size
+        batches = [
+            _Batch(ids=[pid for pid, _ in points[i : i + size]], texts=[t for _, t in points[i : i + size]])
+            for i in range(0, len(points), size)
+        ]
+        with self.lock:  # the work in flight is counted in batches
+            self.in_flight += len(batches) - len(window)
+        return batches
 
     def _count_texts(self, batches: Sequence[_Batch]) -> None:
         """Count the truncated texts and the tokens embedded."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import os
 import random
@@ -165,6 +166,7 @@ class SlowEmbedder:
         self.name = inner.name
         self.calls = 0
         self.sizes: list[int] = []  # texts per call, after the check
+        self.texts: list[str] = []  # every text embedded after the check, in call order
 
     @property
     def dimension(self) -> int:
@@ -175,6 +177,7 @@ class SlowEmbedder:
         if self.calls == 1:
             return self.inner.embed(texts)
         self.sizes.append(len(texts))
+        self.texts.extend(texts)
         if self.gate is not None:
             self.gate.wait(timeout=self.timeout)
         if self.seconds:
@@ -686,8 +689,17 @@ def test_queues_and_the_work_in_flight_stay_bounded(start: Start, modern: HashEm
     assert max(depth for stage, depth in metrics.depths if stage == "embed") == options.queue_depth
 
 
+def longest_sorted_run(texts: Sequence[str]) -> int:
+    """The most consecutive texts whose lengths never grow."""
+    best = run = 1
+    for before, after in itertools.pairwise(texts):
+        run = run + 1 if len(after) <= len(before) else 1
+        best = max(best, run)
+    return best
+
+
 @pytest.mark.parametrize("window", [5, 12, 20, 40])
-def test_the_embedder_takes_the_waiting_batches_together_up_to_the_window(
+def test_the_embedder_sorts_the_waiting_batches_together_by_length(
     start: Start, lattice: lq.LatticeClient, modern: HashEmbedder, window: int
 ) -> None:
     migration = start(n=60)
@@ -696,22 +708,27 @@ def test_the_embedder_takes_the_waiting_batches_together_up_to_the_window(
     options = BackfillOptions(batch_size=5, writers=1, queue_depth=3, embed_window=window)
     waiting = embed_queue_size(options)  # the queue holds a whole window (40: 7 batches, not 3)
     assert waiting == max(3, window // 5 - 1)
+    window_batches = max(1, window // options.batch_size)
 
     def open_gate(progress: BackfillProgress) -> None:
-        if progress.queue_embed == waiting:  # the reader filled the queue
+        if progress.queue_embed == waiting or progress.read == 60:  # the reader filled the queue
             gate.set()
 
     report = run_backfill(migration, slow, options, on_progress=open_gate)
     assert report.written == 60
     assert_backfilled(lattice.client, migration.collection, modern)
-    assert sum(slow.sizes) == 60
-    # whole batches, never more than the window (unless one batch is bigger)
-    biggest = options.batch_size * max(1, window // options.batch_size)
-    assert max(slow.sizes) <= biggest
-    # the first call after the gate finds the queue full: it takes all of it (up to the window)
-    assert max(slow.sizes) >= min(biggest, waiting * options.batch_size)
     texts = [r.payload["text"] for r in all_points(lattice.client, migration.collection).values()]
+    assert sorted(slow.texts) == sorted(texts)  # each point embedded once
+    assert max(slow.sizes) <= options.batch_size  # calls of a batch, whatever the window
     assert report.tokens == sum(estimate_tokens(t) for t in texts)
+    if window_batches == 1:
+        assert slow.texts == texts  # no window: the reader's pages as they came, in id order
+    else:
+        # The embedder took k batches before the gate and, after it, the queue full behind them: one of
+        # the two windows holds at least min(window, queue, 6 of the 12) batches, all sorted longest first.
+        least = min(window_batches, waiting, 6) * options.batch_size
+        assert longest_sorted_run(slow.texts) >= least
+        assert longest_sorted_run(texts) < 2 * options.batch_size  # (the pages themselves are not sorted)
 
 
 def test_max_rate_throttles_the_reader(start: Start, modern: HashEmbedder) -> None:
