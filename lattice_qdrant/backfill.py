@@ -82,6 +82,9 @@ log = logging.getLogger(__name__)
 
 _FAILURE = "failure"
 _HEARTBEAT = "backfill"
+#: Seconds the embedder waits for batches to fill its window before it embeds what it has: at the start
+#: the reader has read one page, and embedding that alone would sort nothing.
+_WINDOW_WAIT = 0.5
 #: A run stops making passes after this many (each pass only redoes points whose text changed under it).
 _MAX_PASSES = 10
 
@@ -632,9 +635,11 @@ class _Run:
                 if item is _DONE:
                     break
                 window = [item]
-                while len(window) < self.window_batches:
+                # Wait a little for a window to fill (the reader starts, or refills, faster than it embeds).
+                deadline = time.monotonic() + _WINDOW_WAIT
+                while len(window) < self.window_batches and not self.stop.is_set():
                     try:
-                        more = self.embed_q.get_nowait()
+                        more = self.embed_q.get(timeout=max(0.0, deadline - time.monotonic()))
                     except queue.Empty:
                         break
                     if more is _DONE:
