@@ -687,10 +687,9 @@ class _Run:
             self.in_flight += len(batches) - len(window)
         return batches
 
-    def _count_texts(self, batches: Sequence[_Batch]) -> None:
+    def _count_texts(self, texts: Sequence[str]) -> None:
         """Count the truncated texts and the tokens embedded."""
         limit = self.options.max_text_chars
-        texts = [t for batch in batches for t in batch.texts]
         with self.lock:
             self.progress.truncated += sum(1 for t in texts if len(t) > limit)
             self.progress.tokens += sum(estimate_tokens(t[:limit]) for t in texts)
@@ -698,7 +697,7 @@ class _Run:
     def _embed_batch(self, batch: _Batch) -> _Batch:
         limit = self.options.max_text_chars
         cut = [t[:limit] for t in batch.texts]
-        self._count_texts([batch])
+        self._count_texts(batch.texts)
         try:
             vectors = embed_checked(self.embedder, cut, self.plan.target)
             return _Batch(ids=batch.ids, texts=batch.texts, vectors=vectors)

@@ -438,13 +438,17 @@ class Migration:
             return complete[0]
         for cut_off in mine:  # a start cut off during its backup
             backups.delete_backup(self.store, cut_off.backup_id, force=True)
+        return self._back_up_source(plan, _REEMBED_REASON)
+
+    def _back_up_source(self, plan: MigrationPlan, reason: str) -> backups.Manifest:
+        """Back up every point's source vector (streaming) with ``reason``; return the manifest."""
         manifest = backups.create_backup(
             self.store,
             self.collection,
             plan.source_vector,
             model=plan.source.qualified_id,
             text_field=plan.text_field,
-            reason=_REEMBED_REASON,
+            reason=reason,
         )
         log.info("%s: backed up %d source vectors as %s", self.collection, manifest.count, manifest.backup_id)
         return manifest
@@ -622,16 +626,7 @@ class Migration:
                 and manifest.created_at >= cutover_at
             ):
                 return manifest.backup_id
-        manifest = backups.create_backup(
-            self.store,
-            self.collection,
-            plan.source_vector,
-            model=plan.source.qualified_id,
-            text_field=plan.text_field,
-            reason="finalize",
-        )
-        log.info("%s: backed up %d source vectors as %s", self.collection, manifest.count, manifest.backup_id)
-        return manifest.backup_id
+        return self._back_up_source(plan, "finalize").backup_id
 
     def restore(self, backup_id: str | None = None) -> backups.RestoreReport:
         """Undo a finalize: re-create the source vector from its backup and reopen the rollback window.
