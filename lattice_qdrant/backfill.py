@@ -82,9 +82,8 @@ log = logging.getLogger(__name__)
 
 _FAILURE = "failure"
 _HEARTBEAT = "backfill"
-#: Seconds the embedder waits for batches to fill its window before it embeds what it has: at the start
-#: the reader has read one page, and embedding that alone would sort nothing.
-_WINDOW_WAIT = 0.5
+#: points the reader asks for in one request (whole batches; see :func:`read_page_size`)
+_READ_PAGE = 512
 #: A run stops making passes after this many (each pass only redoes points whose text changed under it).
 _MAX_PASSES = 10
 
@@ -92,6 +91,15 @@ _MAX_PASSES = 10
 def embed_queue_size(options: BackfillOptions) -> int:
     """Batches that can wait for the embedder: ``queue_depth``, or enough to fill an embed window."""
     return max(options.queue_depth, options.embed_window // options.batch_size - 1)
+
+
+def read_page_size(options: BackfillOptions) -> int:
+    """Points the reader asks for at once: whole batches, up to ``_READ_PAGE`` points (or one batch).
+
+    Pages larger than a batch cost fewer requests on a server, and fewer whole-collection filter scans
+    in local mode (which evaluates a scroll's filter on every point of the collection, whatever the page).
+    """
+    return options.batch_size * max(1, _READ_PAGE // options.batch_size)
 
 
 def estimate_tokens(text: str) -> int:
@@ -532,52 +540,57 @@ class _Run:
             for page in self.store.iter_points(
                 self.plan.data_collection,
                 flt=scope,
-                page_size=options.batch_size,
+                page_size=read_page_size(options),
                 with_payload=[self.plan.text_field],
             ):
                 if self.stop.is_set():
                     return dispatched
                 started = time.perf_counter()
-                ids: list[Any] = []
-                texts: list[str] = []
-                bad: list[tuple[Any, str]] = []
-                for record in page:
-                    if options.shard is not None and (
-                        shard_of(record.id, options.shard.count) != options.shard.index
-                    ):
-                        continue
-                    if str(record.id) in self.failed_ids:
-                        continue
-                    value = (record.payload or {}).get(self.plan.text_field)
-                    if not isinstance(value, str) or not value.strip():
-                        what = (
-                            "missing" if value is None else "empty" if isinstance(value, str) else "not text"
-                        )
-                        bad.append((record.id, f"text field {self.plan.text_field!r} is {what}"))
-                        continue
-                    ids.append(record.id)
-                    texts.append(value)
-                self.record_failures(bad)
-                if not ids:
-                    continue
-                ids, texts = self._apply_budgets(ids, texts)
-                if not ids:
-                    return dispatched
-                with self.lock:
-                    self.progress.read += len(ids)
-                    self.in_flight += 1
-                self.metrics.batch_seconds(self.collection, "read", time.perf_counter() - started)
-                self._put(self.embed_q, _Batch(ids=ids, texts=texts, scope=index))
-                dispatched += len(ids)
-                self.metrics.queue_depth(self.collection, "embed", self.embed_q.qsize())
-                if options.max_rate:
-                    next_slot = max(next_slot, time.monotonic()) + len(ids) / options.max_rate
-                    self._sleep_until(next_slot)
-                if options.delay:
-                    self._sleep_until(time.monotonic() + options.delay)
-                if self.stop.is_set():
-                    return dispatched
+                ids, texts = self._texts_of(page)
+                for at in range(0, len(ids), options.batch_size):
+                    batch_ids, batch_texts = self._apply_budgets(
+                        ids[at : at + options.batch_size], texts[at : at + options.batch_size]
+                    )
+                    if not batch_ids:
+                        return dispatched
+                    with self.lock:
+                        self.progress.read += len(batch_ids)
+                        self.in_flight += 1
+                    self.metrics.batch_seconds(self.collection, "read", time.perf_counter() - started)
+                    self._put(self.embed_q, _Batch(ids=batch_ids, texts=batch_texts, scope=index))
+                    started = time.perf_counter()
+                    dispatched += len(batch_ids)
+                    self.metrics.queue_depth(self.collection, "embed", self.embed_q.qsize())
+                    if options.max_rate:
+                        next_slot = max(next_slot, time.monotonic()) + len(batch_ids) / options.max_rate
+                        self._sleep_until(next_slot)
+                    if options.delay:
+                        self._sleep_until(time.monotonic() + options.delay)
+                    if self.stop.is_set():
+                        return dispatched
         return dispatched
+
+    def _texts_of(self, page: Sequence[models.Record]) -> tuple[list[Any], list[str]]:
+        """The ids and texts of a page's points this worker embeds; a point without usable text is recorded
+        as failed (and skipped by later passes)."""
+        options = self.options
+        ids: list[Any] = []
+        texts: list[str] = []
+        bad: list[tuple[Any, str]] = []
+        for record in page:
+            if options.shard is not None and shard_of(record.id, options.shard.count) != options.shard.index:
+                continue
+            if str(record.id) in self.failed_ids:
+                continue
+            value = (record.payload or {}).get(self.plan.text_field)
+            if not isinstance(value, str) or not value.strip():
+                what = "missing" if value is None else "empty" if isinstance(value, str) else "not text"
+                bad.append((record.id, f"text field {self.plan.text_field!r} is {what}"))
+                continue
+            ids.append(record.id)
+            texts.append(value)
+        self.record_failures(bad)
+        return ids, texts
 
     def _sleep_until(self, when: float) -> None:
         while not self.stop.is_set():
@@ -635,11 +648,12 @@ class _Run:
                 if item is _DONE:
                     break
                 window = [item]
-                # Wait a little for a window to fill (the reader starts, or refills, faster than it embeds).
-                deadline = time.monotonic() + _WINDOW_WAIT
+                # Take what is waiting, without waiting for more: the reader reads faster than a model
+                # embeds, so past the first page the queue holds a whole window whenever the embedder
+                # comes back to it, and waiting at the end of a pass would only idle.
                 while len(window) < self.window_batches and not self.stop.is_set():
                     try:
-                        more = self.embed_q.get(timeout=max(0.0, deadline - time.monotonic()))
+                        more = self.embed_q.get_nowait()
                     except queue.Empty:
                         break
                     if more is _DONE:
