@@ -7,8 +7,12 @@
    called with the backfill's embed window (the same grouping the backfill's embedder stage makes). The
    pipeline hides reading and writing behind embedding; the second ratio tells what the machinery costs.
 2. **Backfill vs a naive loop** (scroll -> encode -> update_vectors, one batch after the other) on the same
-   collection. With ``--latency-ms`` every Qdrant request is delayed as a remote server's would be, for
-   both contenders alike; local mode answers in microseconds, a server over a network does not.
+   collection. At 0 ms both run on local mode as users run it (the embedded default). With
+   ``--latency-ms`` they talk to a stand-in for a server: local mode behind a delay on every request, as
+   a remote server's would be, for both contenders alike (local mode answers in microseconds, a server
+   over a network does not). The stand-in serves one request at a time, and checks a conditional write
+   point by point against that point's own clause, as a server's id index does (local mode would try
+   every clause on every point, on the client's CPU).
 3. **Peak RSS for 20k vs 200k points** with the cheap hash embedder, each size in its own process, reading
    from a synthetic collection served by an in-process stand-in for a server (local mode keeps every point
    in the process's memory, which would measure Qdrant, not the backfill).
@@ -64,6 +68,29 @@ class _Delayed:
         self._latency = latency
         self._serve = threading.RLock()
 
+    def update_vectors(self, collection_name: str, points: Sequence[Any], **kwargs: Any) -> Any:
+        """A conditional write whose clauses each name their own point, checked as a server checks it.
+
+        A server finds a point's clause through its id index; local mode tries every clause on every
+        point, a cost that grows with the square of the request and would be charged to the client's CPU.
+        The request is served in slices of 16 points, each with its own points' clauses: the same outcome.
+        """
+        flt = kwargs.pop("update_filter", None)
+        if self._latency:
+            time.sleep(self._latency)
+        own = _own_clauses(flt)
+        with self._serve:
+            if own is None:
+                return self._inner.update_vectors(collection_name, points, update_filter=flt, **kwargs)
+            result = None
+            for at in range(0, len(points), 16):
+                part = points[at : at + 16]
+                ids = {p.id for p in part}
+                clauses = [c for point_id, c in own if point_id in ids]
+                sliced = flt.model_copy(update={"should": clauses}) if flt is not None else None
+                result = self._inner.update_vectors(collection_name, part, update_filter=sliced, **kwargs)
+            return result
+
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._inner, name)
         if not callable(attr):
@@ -76,6 +103,23 @@ class _Delayed:
                 return attr(*args, **kwargs)
 
         return served
+
+
+def _own_clauses(flt: models.Filter | None) -> list[tuple[Any, models.Filter]] | None:
+    """``(point id, clause)`` for each ``should`` clause of ``flt`` that names one point by id, or ``None``
+    unless every clause does."""
+    if flt is None or not isinstance(flt.should, list) or not flt.should:
+        return None
+    out: list[tuple[Any, models.Filter]] = []
+    for clause in flt.should:
+        if not isinstance(clause, models.Filter):
+            return None
+        must = clause.must
+        first = must[0] if isinstance(must, list) and must else None
+        if not isinstance(first, models.HasIdCondition) or len(first.has_id) != 1:
+            return None
+        out.append((first.has_id[0], clause))
+    return out
 
 
 def _collection(texts: Sequence[str], name: str) -> QdrantClient:
@@ -147,7 +191,8 @@ def _throughput(args: argparse.Namespace, embedder: Embedder, label: str) -> dic
                 rows[what].append(n / (time.perf_counter() - started))
                 continue
             client = _collection(texts, "bench")
-            delayed = _Delayed(client, args.latency_ms / 1000)
+            # 0 ms: local mode as users run it (the embedded default); otherwise a stand-in for a server
+            delayed: Any = _Delayed(client, args.latency_ms / 1000) if args.latency_ms else client
             migration = _migrating(delayed, "bench", embedder)
             vector = migration.plan.target_vector
             started = time.perf_counter()
