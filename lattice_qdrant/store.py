@@ -412,9 +412,7 @@ class Store:
         for field, schema in wanted.items():
             if field in existing:
                 continue
-            with warnings.catch_warnings():
-                # Local mode warns that indexes do nothing there; a server needs them.
-                warnings.filterwarnings("ignore", message="Payload indexes have no effect")
+            with self._local_index_warning_muted():
                 self._call(
                     f"create the {schema.value} payload index on {field!r}",
                     self.client.create_payload_index,
@@ -426,6 +424,20 @@ class Store:
                 )
             created.append(field)
         return created
+
+    @contextlib.contextmanager
+    def _local_index_warning_muted(self) -> Iterator[None]:
+        """Local mode warns that payload indexes do nothing there (a server needs them): mute that.
+
+        ``warnings.catch_warnings`` swaps the process's filters and is not thread-safe, so it only runs in
+        local mode (a server never warns), under the local lock that serialises every Store over the client.
+        """
+        if not self.is_local:
+            yield
+            return
+        with self._lock, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Payload indexes have no effect")
+            yield
 
     def check_in_place(self, collection: str, source_vector: str) -> VectorInfo:
         """Check the collection can take a parallel named vector; return the source vector.

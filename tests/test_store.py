@@ -14,12 +14,14 @@ import logging
 import sys
 import threading
 import uuid
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 from qdrant_client import QdrantClient, models
+from qdrant_client.common import client_warnings
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from lattice_qdrant.embedders import HashEmbedder
@@ -258,6 +260,40 @@ def test_ensure_payload_indexes_refuses_an_index_of_another_type(
     assert isinstance(caught.value, StoreError)
     # Nothing at all was requested, not even the index of the other, unconflicted field.
     assert proxy.requests("create_payload_index") == []
+
+
+def test_ensure_payload_indexes_mutes_local_modes_warning_and_restores_the_filters(
+    backend: str, store: Store, coll: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if backend != "local":
+        pytest.skip("local mode's warning")
+    monkeypatch.setattr(client_warnings, "SEEN_MESSAGES", set())  # qdrant-client warns once per process
+    before = list(warnings.filters)
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        store.ensure_payload_indexes(coll)
+        assert [str(w.message) for w in seen if "Payload indexes" in str(w.message)] == []
+        # the filters are back: the application's own call warns (qdrant-client warns once per process)
+        monkeypatch.setattr(client_warnings, "SEEN_MESSAGES", set())
+        store.client.create_payload_index(coll, field_name="other", field_schema=KEYWORD)
+        assert any("Payload indexes have no effect" in str(w.message) for w in seen)
+    assert warnings.filters == before
+
+
+def test_ensure_payload_indexes_leaves_the_warning_filters_alone_on_a_server(
+    qdrant: QdrantClient, names: Any, coll: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # catch_warnings swaps the process's filters (not thread-safe): a server, which never warns, gets none
+    def refuse() -> None:
+        raise AssertionError("catch_warnings used on a server")
+
+    proxy = RecordingClient(qdrant, version="1.18.0")
+    store = Store(proxy, control_collection=names("control"))  # type: ignore[arg-type]
+    monkeypatch.setattr(warnings, "catch_warnings", refuse)
+
+    assert store.ensure_payload_indexes(coll) == [MODEL_FIELD, VERSION_FIELD]
+    assert index_requests(proxy) == [(coll, MODEL_FIELD, KEYWORD, True), (coll, VERSION_FIELD, INTEGER, True)]
 
 
 def test_ensure_payload_indexes_on_the_backend_itself(qdrant: QdrantClient, store: Store, coll: str) -> None:
