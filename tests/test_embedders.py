@@ -19,6 +19,7 @@ import pytest
 from numpy.typing import NDArray
 
 from lattice_qdrant import embedders as embedders_module
+from lattice_qdrant.corpus import python_docs
 from lattice_qdrant.embedders import (
     MINILM,
     Embedder,
@@ -611,7 +612,17 @@ class TestSentenceTransformerFake:
             assert embedder.name == name
             assert embedder.spec("minilm").name == name
 
-    @pytest.mark.parametrize("kwargs", [{"model": " "}, {"batch_size": 0}, {"max_length": 0}], ids=str)
+    @pytest.mark.parametrize(
+        "kwargs",
+        [
+            {"model": " "},
+            {"batch_size": 0},
+            {"max_length": 0},
+            {"tokens_per_pass": 0},
+            {"tokens_per_pass": -5},
+        ],
+        ids=str,
+    )
     def test_invalid_parameters(self, kwargs: dict[str, Any]) -> None:
         arguments: dict[str, Any] = {"model": "some/model", **kwargs}
         with pytest.raises(EmbedderError):
@@ -620,6 +631,153 @@ class TestSentenceTransformerFake:
     def test_single_string_refused(self) -> None:
         with pytest.raises(EmbedderError, match="single str"):
             SentenceTransformerEmbedder("some/model").embed("abc")
+
+
+class FakeTokenizer:
+    """One token per word plus two special tokens, as a wordpiece tokenizer counts plain words."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    def __call__(self, inputs: list[str], **kwargs: Any) -> dict[str, list[list[int]]]:
+        self.calls.append(kwargs)
+        assert kwargs["return_attention_mask"] is False
+        assert kwargs["return_token_type_ids"] is False
+        rows = [[0] * (len(text.split()) + 2) for text in inputs]
+        if kwargs["truncation"]:
+            rows = [row[: kwargs["max_length"]] for row in rows]
+        return {"input_ids": rows}
+
+
+def _words(n: int, tag: int) -> str:
+    """A text of ``n`` words whose first word carries ``tag``."""
+    return " ".join([f"t{tag}"] + ["w"] * (n - 1))
+
+
+class TestTokenBudgetPasses:
+    """``tokens_per_pass`` packs forward passes by padded tokens, longest texts first."""
+
+    def _embedder(self, fake_st: type[FakeSentenceTransformer], **kwargs: Any) -> tuple[Any, Any]:
+        embedder = SentenceTransformerEmbedder("some/model", **kwargs)
+        embedder.load()
+        model = fake_st.instances[-1]
+        model.tokenizer = FakeTokenizer()
+        passes: list[tuple[list[str], int]] = []
+
+        def encode(inputs: list[str], **kw: Any) -> NDArray[np.float64]:
+            passes.append((list(inputs), kw["batch_size"]))
+            # each row says which text it embeds
+            return np.array([[float(text.split()[0][1:])] * 8 for text in inputs])
+
+        model.encode = encode
+        return embedder, passes
+
+    def test_longest_first_rows_in_order(self, fake_st: type[FakeSentenceTransformer]) -> None:
+        embedder, passes = self._embedder(fake_st, tokens_per_pass=40)
+        words = [1, 30, 5, 5, 5, 10, 2]  # tokens: 3, 32, 7, 7, 7, 12, 4
+        texts = [_words(n, i) for i, n in enumerate(words)]
+        vectors = embedder.embed(texts)
+        np.testing.assert_array_equal(vectors[:, 0], np.arange(len(texts), dtype=np.float32))
+        assert vectors.dtype == np.float32
+        assert vectors.flags["C_CONTIGUOUS"]
+        tags = [[int(text.split()[0][1:]) for text in inputs] for inputs, _ in passes]
+        # 40 // 32 = 1 text; 40 // 12 = 3 texts; 40 // 7 = 5 texts, of which three remain
+        assert tags == [[1], [5, 2, 3], [4, 6, 0]]
+        assert [size for _, size in passes] == [1, 3, 3]  # each pass is one forward pass
+
+    def test_every_pass_fits_the_budget(self, fake_st: type[FakeSentenceTransformer]) -> None:
+        embedder, passes = self._embedder(fake_st, tokens_per_pass=64)
+        sizes = [1, 2, 3, 5, 8, 13, 21, 34, 55, 3, 1, 7, 7, 2, 40, 9] * 5
+        texts = [_words(n, i) for i, n in enumerate(sizes)]
+        vectors = embedder.embed(texts)
+        np.testing.assert_array_equal(vectors[:, 0], np.arange(len(texts), dtype=np.float32))
+        seen = sorted(int(text.split()[0][1:]) for inputs, _ in passes for text in inputs)
+        assert seen == list(range(len(texts)))  # every text exactly once
+        for inputs, _ in passes:
+            tokens = [len(text.split()) + 2 for text in inputs]
+            assert tokens == sorted(tokens, reverse=True)
+            assert len(inputs) == 1 or len(inputs) * tokens[0] <= 64
+
+    def test_text_over_the_budget_runs_alone(self, fake_st: type[FakeSentenceTransformer]) -> None:
+        embedder, passes = self._embedder(fake_st, tokens_per_pass=4)
+        embedder.embed([_words(30, 0), _words(30, 1), _words(1, 2)])
+        assert [len(inputs) for inputs, _ in passes] == [1, 1, 1]
+
+    def test_tokens_counted_as_the_model_truncates(self, fake_st: type[FakeSentenceTransformer]) -> None:
+        embedder, passes = self._embedder(fake_st, tokens_per_pass=1024, max_length=256)
+        embedder.embed([_words(1000, i) for i in range(8)])
+        assert [len(inputs) for inputs, _ in passes] == [4, 4]  # 1024 // 256, not 1024 // 1002
+        tokenizer = fake_st.instances[-1].tokenizer
+        assert tokenizer.calls[-1]["truncation"] is True
+        assert tokenizer.calls[-1]["max_length"] == 256
+
+    def test_prompt_is_counted(self, fake_st: type[FakeSentenceTransformer]) -> None:
+        embedder, passes = self._embedder(fake_st, tokens_per_pass=10, prompt="t9 ")
+        embedder.embed(["a", "b b b"])  # with the prompt: 4 and 6 tokens
+        assert passes == [(["t9 b b b"], 1), (["t9 a"], 1)]
+
+    def test_none_runs_fixed_passes(self, fake_st: type[FakeSentenceTransformer]) -> None:
+        embedder, passes = self._embedder(fake_st, tokens_per_pass=None, batch_size=3)
+        texts = [_words(n, i) for i, n in enumerate([1, 30, 5])]
+        embedder.embed(texts)
+        assert passes == [(texts, 3)]  # one call; the model makes its passes of batch_size
+        assert fake_st.instances[-1].tokenizer.calls == []
+
+    def test_model_without_tokenizer_runs_fixed_passes(self, fake_st: type[FakeSentenceTransformer]) -> None:
+        embedder, passes = self._embedder(fake_st, tokens_per_pass=8)
+        del fake_st.instances[-1].tokenizer
+        texts = [_words(n, i) for i, n in enumerate([1, 30, 5])]
+        embedder.embed(texts)
+        assert passes == [(texts, 16)]
+
+    def test_single_text_is_not_tokenized_twice(self, fake_st: type[FakeSentenceTransformer]) -> None:
+        embedder, passes = self._embedder(fake_st, tokens_per_pass=8)
+        embedder.embed([_words(3, 0)])
+        assert fake_st.instances[-1].tokenizer.calls == []
+        assert len(passes) == 1
+
+    def test_passes_tells_the_passes_embed_runs(self, fake_st: type[FakeSentenceTransformer]) -> None:
+        embedder, passes = self._embedder(fake_st, tokens_per_pass=40)
+        texts = [_words(n, i) for i, n in enumerate([1, 30, 5, 5, 5, 10, 2])]
+        planned = embedder.passes(texts)
+        assert planned == [[1], [5, 2, 3], [4, 6, 0]]
+        assert passes == []  # planning embeds nothing
+        for group in planned:  # each planned pass, embedded alone, is one forward pass
+            embedder.embed([texts[i] for i in group])
+        assert [len(inputs) for inputs, _ in passes] == [len(group) for group in planned]
+        assert all(size >= len(inputs) for inputs, size in passes)  # one forward pass per call
+
+    def test_fixed_passes_are_runs_in_the_order_given(self, fake_st: type[FakeSentenceTransformer]) -> None:
+        embedder, _ = self._embedder(fake_st, tokens_per_pass=None, batch_size=3)
+        texts = [_words(n, i) for i, n in enumerate([1, 30, 5, 5, 5, 10, 2])]
+        assert embedder.passes(texts) == [[0, 1, 2], [3, 4, 5], [6]]
+        assert embedder.passes([]) == []
+        assert embedder.passes(["one"]) == [[0]]
+
+    def test_passes_refuses_a_single_string(self, fake_st: type[FakeSentenceTransformer]) -> None:
+        embedder, _ = self._embedder(fake_st)
+        with pytest.raises(EmbedderError, match="single str"):
+            embedder.passes("abc")
+
+    def test_passes_wraps_a_tokenizer_failure(self, fake_st: type[FakeSentenceTransformer]) -> None:
+        embedder, _ = self._embedder(fake_st, tokens_per_pass=8)
+
+        def broken(inputs: list[str], **kwargs: Any) -> Any:
+            raise ValueError("tokenizer exploded")
+
+        fake_st.instances[-1].tokenizer = broken
+        with pytest.raises(EmbedderError, match="failed to tokenize 2 texts: tokenizer exploded"):
+            embedder.passes(["a", "b"])
+
+    def test_tokenizer_failure_is_wrapped(self, fake_st: type[FakeSentenceTransformer]) -> None:
+        embedder, _ = self._embedder(fake_st, tokens_per_pass=8)
+
+        def broken(inputs: list[str], **kwargs: Any) -> Any:
+            raise ValueError("tokenizer exploded")
+
+        fake_st.instances[-1].tokenizer = broken
+        with pytest.raises(EmbedderError, match="tokenizer exploded"):
+            embedder.embed(["a", "b"])
 
 
 class TestMissingDependencies:
@@ -727,3 +885,16 @@ class TestMiniLM:
         rebuilt = embedder_for(spec)
         assert isinstance(rebuilt, SentenceTransformerEmbedder)
         np.testing.assert_allclose(embed_checked(rebuilt, texts, spec), minilm.embed(texts), atol=1e-6)
+
+    def test_token_passes_match_fixed_passes(self, minilm: SentenceTransformerEmbedder) -> None:
+        # Packing passes by tokens changes only padding, which the attention mask hides: the same
+        # vectors, row for row, as fixed passes and as each text embedded alone.
+        texts = [d.text for d in python_docs(40)]
+        assert len({len(t) for t in texts}) > 10  # a mixed corpus: passes of different widths
+        fixed = SentenceTransformerEmbedder(MINILM, tokens_per_pass=None)
+        packed = SentenceTransformerEmbedder(MINILM, tokens_per_pass=256)
+        expected = fixed.embed(texts)
+        np.testing.assert_allclose(packed.embed(texts), expected, atol=1e-5)
+        np.testing.assert_allclose(minilm.embed(texts), expected, atol=1e-5)
+        alone = np.stack([fixed.embed([t])[0] for t in texts[:5]])
+        np.testing.assert_allclose(packed.embed(texts[:5]), alone, atol=1e-5)
