@@ -148,10 +148,11 @@ class BackfillOptions(BaseModel):
         writers: concurrent writers (each holds one batch).
         queue_depth: batches waiting for the writers, and at least as many waiting for the embedder (which
             queue holds a whole embed window).
-        embed_window: most texts embedded in one call: whole batches already waiting are merged up to
-            this many, so the model can group texts of similar length (sentence-transformers sorts a call by
-            length and pads each forward pass to its longest text). A run killed redoes what is in flight:
-            about two windows and ``queue_depth + writers`` batches.
+        embed_window: most texts the embedder sorts together: whole batches already waiting are merged up
+            to this many and embedded in the forward passes of one call over them all (longest texts first,
+            packed by the model's ``tokens_per_pass``), so each pass holds texts of similar length and pads
+            little. Writers still get ``batch_size`` points at a time, pass by pass. A run killed redoes
+            what is in flight: about two windows and ``queue_depth + writers`` batches.
         max_rate: ceiling in points per second (``None``: as fast as it goes).
         delay: seconds to wait after reading each batch.
         max_text_chars: longer texts are truncated to this many characters before embedding.
@@ -633,11 +634,9 @@ class _Run:
         """Embedder stage: texts -> vectors, isolating the points that fail.
 
         Whole batches already waiting (from the same priority scope) are taken together, up to
-        ``embed_window`` texts, sorted by length
-        (longest first) and embedded ``batch_size`` texts at a time. A sentence-transformers model sorts
-        one call's texts the same way and pads each forward pass to its longest text, so these are the
-        forward passes of one call over the whole window, padding far less than the reader's pages would;
-        and the writers get work, and progress moves, batch by batch.
+        ``embed_window`` texts, and embedded as one window (see :meth:`_embed_window`): a model pads each
+        forward pass to its longest text, and a window sorted by length pads far less than the reader's
+        pages would, while the writers still get work, and progress still moves, pass by pass.
         """
         done = False
         carry: _Batch | None = None  # the first batch of the next scope, met while filling a window
@@ -663,19 +662,7 @@ class _Run:
                         carry = more
                         break
                     window.append(more)
-                for batch in self._by_length(window):
-                    self.metrics.active(self.collection, "embed", 1)
-                    started = time.perf_counter()
-                    try:
-                        batch = self._embed_batch(batch)
-                    finally:
-                        self.metrics.active(self.collection, "embed", -1)
-                    self.metrics.batch_seconds(self.collection, "embed", time.perf_counter() - started)
-                    if batch.ids:
-                        self._put(self.write_q, batch)
-                        self.metrics.queue_depth(self.collection, "write", self.write_q.qsize())
-                    else:
-                        self._batch_done()
+                self._embed_window(window)
         except _Stop:
             pass
         except BaseException as exc:
@@ -684,22 +671,60 @@ class _Run:
             for _ in range(self.options.writers):
                 self._put_done(self.write_q)
 
-    def _by_length(self, window: list[_Batch]) -> list[_Batch]:
-        """The window's points regrouped into batches of ``batch_size``, longest texts first."""
-        if len(window) == 1:
-            return window
-        points = sorted(
-            ((pid, text) for batch in window for pid, text in zip(batch.ids, batch.texts, strict=True)),
-            key=lambda point: -len(point[1]),
-        )
+    def _embed_window(self, window: list[_Batch]) -> None:
+        """Embed a window's points in forward passes over all of them, and hand the writers batches.
+
+        The points are sorted by length, longest first, and embedded one forward pass per call, with
+        the passes the embedder would make of one call over the whole window (its ``passes`` method,
+        if it has one; otherwise runs of ``batch_size``). Writers get ``batch_size`` points as soon
+        as that many are embedded, so writes and progress move pass by pass.
+        """
+        points = [(pid, text) for batch in window for pid, text in zip(batch.ids, batch.texts, strict=True)]
+        if len(window) > 1:  # one batch alone keeps the reader's order
+            points.sort(key=lambda point: -len(point[1]))
         size = self.options.batch_size
-        batches = [
-            _Batch(ids=[pid for pid, _ in points[i : i + size]], texts=[t for _, t in points[i : i + size]])
-            for i in range(0, len(points), size)
-        ]
-        with self.lock:  # the work in flight is counted in batches
-            self.in_flight += len(batches) - len(window)
-        return batches
+        ids: list[Any] = []
+        texts: list[str] = []
+        rows: list[NDArray[np.float32]] = []
+        for group in self._passes([text for _, text in points]):
+            batch = _Batch(ids=[points[i][0] for i in group], texts=[points[i][1] for i in group])
+            self.metrics.active(self.collection, "embed", 1)
+            started = time.perf_counter()
+            try:
+                batch = self._embed_batch(batch)
+            finally:
+                self.metrics.active(self.collection, "embed", -1)
+            self.metrics.batch_seconds(self.collection, "embed", time.perf_counter() - started)
+            if batch.vectors is not None:
+                ids += batch.ids
+                texts += batch.texts
+                rows += list(batch.vectors)
+            while len(ids) >= size:
+                self._hand_over(ids[:size], texts[:size], rows[:size])
+                del ids[:size], texts[:size], rows[:size]
+        if ids:
+            self._hand_over(ids, texts, rows)
+        self._batch_done(len(window))  # the window's batches are now the writers' batches
+
+    def _passes(self, texts: list[str]) -> list[list[int]]:
+        """Indexes of ``texts`` (longest first) per embed call: the embedder's forward passes."""
+        limit = self.options.max_text_chars
+        plan = getattr(self.embedder, "passes", None)
+        if callable(plan) and len(texts) > 1:
+            try:
+                passes: list[list[int]] = plan([t[:limit] for t in texts])
+                return passes
+            except EmbedderError as exc:  # embedding will fail too, point by point, and say why
+                log.warning("%s: planning forward passes failed (%s)", self.collection, exc)
+        size = self.options.batch_size
+        return [list(range(i, min(i + size, len(texts)))) for i in range(0, len(texts), size)]
+
+    def _hand_over(self, ids: list[Any], texts: list[str], rows: list[NDArray[np.float32]]) -> None:
+        """Queue one batch of embedded points for the writers (counted in flight until written)."""
+        with self.lock:
+            self.in_flight += 1
+        self._put(self.write_q, _Batch(ids=list(ids), texts=list(texts), vectors=np.stack(rows)))
+        self.metrics.queue_depth(self.collection, "write", self.write_q.qsize())
 
     def _count_texts(self, texts: Sequence[str]) -> None:
         """Count the truncated texts and the tokens embedded."""

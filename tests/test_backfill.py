@@ -731,6 +731,91 @@ def test_the_embedder_sorts_the_waiting_batches_together_by_length(
         assert longest_sorted_run(texts) < 2 * options.batch_size  # (the pages themselves are not sorted)
 
 
+class PlanningEmbedder(SlowEmbedder):
+    """A slow embedder that plans its own forward passes, as a sentence-transformers one packed by tokens
+    does: longest first, as many texts per pass as fit in ``budget`` characters (at least one)."""
+
+    def __init__(self, inner: HashEmbedder, budget: int, gate: threading.Event | None = None) -> None:
+        super().__init__(inner, gate=gate)
+        self.budget = budget
+        self.planned: list[list[str]] = []  # texts per planned pass, in order
+        self.fail_planning = False
+
+    def passes(self, texts: Sequence[str]) -> list[list[int]]:
+        if self.fail_planning:
+            raise lq.EmbedderError("the tokenizer choked")
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        passes: list[list[int]] = []
+        while order:
+            width = max(1, self.budget // len(texts[order[0]]))
+            passes.append(order[:width])
+            order = order[width:]
+        self.planned += [[texts[i] for i in group] for group in passes]
+        return passes
+
+
+def test_each_embed_call_is_one_planned_pass_over_the_whole_window(
+    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    migration = start(n=60)
+    writes = Writes(monkeypatch, migration.store)
+    gate = threading.Event()
+    embedder = PlanningEmbedder(modern, budget=700, gate=gate)
+    options = BackfillOptions(batch_size=5, writers=1, queue_depth=3, embed_window=40)
+    waiting = embed_queue_size(options)
+
+    def open_gate(progress: BackfillProgress) -> None:
+        if progress.queue_embed == waiting or progress.read == 60:
+            gate.set()
+
+    report = run_backfill(migration, embedder, options, on_progress=open_gate)
+    assert report.written == 60
+    assert_backfilled(lattice.client, migration.collection, modern)
+    # every call is one pass the embedder planned, in the planned order, and every point is embedded once
+    calls = list(itertools.accumulate(embedder.sizes))
+    assert [
+        embedder.texts[end - size : end] for size, end in zip(embedder.sizes, calls, strict=True)
+    ] == embedder.planned
+    assert sorted(embedder.texts) == sorted(
+        r.payload["text"] for r in all_points(lattice.client, migration.collection).values()
+    )
+    # passes span batches: the window was planned as a whole, wider than a batch where texts are short
+    assert max(embedder.sizes) > options.batch_size
+    # and the writers still get batches of batch_size points, each point once
+    assert max(len(call) for call in writes.calls) == options.batch_size
+    assert sorted(writes.ids) == list(range(60))
+
+
+def test_a_failing_pass_plan_falls_back_to_batches(
+    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder, caplog: pytest.LogCaptureFixture
+) -> None:
+    migration = start(n=30)
+    embedder = PlanningEmbedder(modern, budget=700)
+    embedder.fail_planning = True
+    report = run_backfill(migration, embedder, BackfillOptions(batch_size=5, embed_window=40))
+    assert (report.written, report.failed) == (30, 0)
+    assert_backfilled(lattice.client, migration.collection, modern)
+    assert max(embedder.sizes) <= 5
+    assert "planning forward passes failed" in caplog.text and "the tokenizer choked" in caplog.text
+
+
+def test_a_bad_text_in_a_wide_pass_fails_alone(
+    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder
+) -> None:
+    migration = start(n=30)
+    docs = migration.collection
+    lattice.client.set_payload(docs, payload={"text": "poison in a pass"}, points=[7])
+
+    class Planned(PoisonedEmbedder):
+        def passes(self, texts: Sequence[str]) -> list[list[int]]:
+            return [list(range(len(texts)))]  # one pass for the whole window
+
+    report = run_backfill(migration, Planned(modern), BackfillOptions(batch_size=5, embed_window=40))
+    assert (report.written, report.failed) == (29, 1)
+    assert [f.point_id for f in list_failures(lattice.store, docs)] == [7]
+    assert_backfilled(lattice.client, docs, modern, ids=[i for i in range(30) if i != 7])
+
+
 def test_max_rate_throttles_the_reader(start: Start, modern: HashEmbedder) -> None:
     migration = start(n=120)
     max_rate = 150.0
