@@ -1,6 +1,6 @@
 """Backfill benchmark: ratios measured side by side in one run, on the same data (not a test).
 
-``scripts/bench`` runs it. Three comparisons:
+``scripts/bench`` runs it. Four comparisons:
 
 1. **Backfill vs the embedder alone**: points per second of ``run_backfill`` against the embedder's own
    ``encode`` on the same texts, called with the backfill's batch size (all-MiniLM-L6-v2 by default), and
@@ -13,7 +13,9 @@
    over a network does not). The stand-in serves one request at a time, and checks a conditional write
    point by point against that point's own clause, as a server's id index does (local mode would try
    every clause on every point, on the client's CPU).
-3. **Peak RSS for 20k vs 200k points** with the cheap hash embedder, each size in its own process, reading
+3. **Forward passes** (a sentence-transformers model only): the embedder's fixed passes of ``batch_size``
+   texts against its passes packed by tokens, on the same texts, in calls of a batch and of a window.
+4. **Peak RSS for 20k vs 200k points** with the cheap hash embedder, each size in its own process, reading
    from a synthetic collection served by an in-process stand-in for a server (local mode keeps every point
    in the process's memory, which would measure Qdrant, not the backfill).
 """
@@ -226,6 +228,33 @@ def _throughput(args: argparse.Namespace, embedder: Embedder, label: str) -> dic
     }
 
 
+def _passes(args: argparse.Namespace, packed: SentenceTransformerEmbedder) -> list[dict[str, Any]]:
+    """The embedder alone: fixed passes of ``batch_size`` texts against passes packed by tokens, on the
+    same texts, in calls of the backfill's batch size and of its embed window."""
+    texts = [d.text for d in python_docs(args.points)]
+    fixed = SentenceTransformerEmbedder(packed.name, tokens_per_pass=None, batch_size=packed.batch_size)
+    fixed.embed(texts[:8])  # load and warm up
+    packed.embed(texts[:8])
+    steps = (args.batch_size, args.embed_window)
+    runs: dict[tuple[int, str], list[float]] = {}
+    for rep in range(args.repeat):
+        order = [(step, name) for step in steps for name in ("fixed", "packed")]
+        for step, name in order if rep % 2 == 0 else order[::-1]:
+            embedder = fixed if name == "fixed" else packed
+            started = time.perf_counter()
+            for i in range(0, len(texts), step):
+                embedder.embed(texts[i : i + step])
+            runs.setdefault((step, name), []).append(len(texts) / (time.perf_counter() - started))
+    rows = []
+    for step in steps:
+        fixed_pps = statistics.median(runs[(step, "fixed")])
+        packed_pps = statistics.median(runs[(step, "packed")])
+        rows.append(
+            {"call": step, "fixed_pps": fixed_pps, "packed_pps": packed_pps, "ratio": packed_pps / fixed_pps}
+        )
+    return rows
+
+
 # --------------------------------------------------------------------------- memory
 
 
@@ -424,6 +453,19 @@ def main(argv: list[str] | None = None) -> int:
                     f"{row['backfill_vs_naive']:>14.2f}x"
                 )
                 _out(cells)
+            if isinstance(embedder, SentenceTransformerEmbedder):
+                _out(
+                    f"\nforward passes of {model}: fixed passes of {embedder.batch_size} texts vs packed by "
+                    f"tokens ({embedder.tokens_per_pass} padded tokens per pass), same texts, "
+                    f"median of {args.repeat} interleaved runs (points/s)"
+                )
+                _out(f"{'texts per call':>16} {'fixed':>9} {'packed':>9} {'packed/fixed':>13}")
+                results["passes"] = _passes(args, embedder)
+                for row in results["passes"]:
+                    _out(
+                        f"{row['call']:>16} {row['fixed_pps']:>9.1f} {row['packed_pps']:>9.1f} "
+                        f"{row['ratio']:>12.2f}x"
+                    )
     if args.rss_sizes:
         _out("\npeak RSS of a backfill (hash embedder, 384-d, batch 256; synthetic server-side collection)")
         rows = _rss(args.rss_sizes)

@@ -607,7 +607,7 @@ def backfill(
     writers: Annotated[int | None, typer.Option(help="Concurrent writers.")] = None,
     queue_depth: Annotated[int | None, typer.Option(help="Batches waiting between stages.")] = None,
     embed_window: Annotated[
-        int | None, typer.Option(help="Most texts per embedder call (waiting batches are merged).")
+        int | None, typer.Option(help="Most texts sorted by length and embedded together.")
     ] = None,
     max_rate: Annotated[float | None, typer.Option(help="Ceiling in points per second.")] = None,
     delay: Annotated[float | None, typer.Option(help="Seconds to wait between batches.")] = None,

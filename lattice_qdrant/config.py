@@ -54,7 +54,7 @@ class Settings(BaseModel):
         batch_size: points per backfill batch.
         writers: concurrent backfill writers.
         queue_depth: batches waiting between backfill stages.
-        embed_window: most texts per embedder call (batches waiting are merged, to pad less).
+        embed_window: most texts sorted by length and embedded together (waiting batches merged).
         max_rate: backfill ceiling in points per second (unset: no ceiling).
         delay: seconds to wait between backfill batches.
         max_text_chars: longer texts are truncated before embedding.

