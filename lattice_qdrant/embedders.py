@@ -19,6 +19,7 @@ any process can embed with a registered model from its spec alone; :func:`check_
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import re
@@ -351,6 +352,11 @@ class SentenceTransformerEmbedder:
         self._lock = threading.Lock()
         self._model: Any = None
         self._dimension: int | None = None
+        # A private copy of the model's tokenizer counts tokens, under its own lock: a fast tokenizer
+        # keeps its truncation and padding settings as state, and a call with other settings than the
+        # model's would change them under a concurrent encode (which then gets an unpadded batch).
+        self._counter: Any = None
+        self._counter_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"SentenceTransformerEmbedder({self.name!r}, device={self.device!r})"
@@ -480,20 +486,23 @@ class SentenceTransformerEmbedder:
     def _packed(self, inputs: list[str]) -> list[list[int]] | None:
         """Rows of ``inputs`` per forward pass, packed by ``tokens_per_pass``; ``None`` for fixed passes.
 
-        Token counts come from the model's own tokenizer, truncated as the model truncates; a model
-        without a tokenizer runs fixed passes."""
+        Token counts come from a copy of the model's own tokenizer, truncated as the model truncates; a
+        model without a tokenizer runs fixed passes."""
         budget = self.tokens_per_pass
         tokenizer = getattr(self._model, "tokenizer", None)
         if budget is None or tokenizer is None or len(inputs) <= 1:
             return None
         limit = getattr(self._model, "max_seq_length", None)
-        ids = tokenizer(
-            inputs,
-            truncation=limit is not None,
-            max_length=limit,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-        )["input_ids"]
+        with self._counter_lock:
+            if self._counter is None:
+                self._counter = copy.deepcopy(tokenizer)
+            ids = self._counter(
+                inputs,
+                truncation=limit is not None,
+                max_length=limit,
+                return_attention_mask=False,
+                return_token_type_ids=False,
+            )["input_ids"]
         tokens = [max(1, len(row)) for row in ids]
         order = sorted(range(len(inputs)), key=lambda i: -tokens[i])
         passes: list[list[int]] = []

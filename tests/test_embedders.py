@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 import types
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -636,11 +636,17 @@ class TestSentenceTransformerFake:
 class FakeTokenizer:
     """One token per word plus two special tokens, as a wordpiece tokenizer counts plain words."""
 
-    def __init__(self) -> None:
-        self.calls: list[dict[str, Any]] = []
+    def __init__(self, calls: list[dict[str, Any]] | None = None, *, is_copy: bool = False) -> None:
+        self.calls: list[dict[str, Any]] = [] if calls is None else calls  # shared with copies
+        self.is_copy = is_copy
+        self.copies = 0
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> FakeTokenizer:
+        self.copies += 1
+        return FakeTokenizer(self.calls, is_copy=True)
 
     def __call__(self, inputs: list[str], **kwargs: Any) -> dict[str, list[list[int]]]:
-        self.calls.append(kwargs)
+        self.calls.append({**kwargs, "on_copy": self.is_copy})
         assert kwargs["return_attention_mask"] is False
         assert kwargs["return_token_type_ids"] is False
         rows = [[0] * (len(text.split()) + 2) for text in inputs]
@@ -697,6 +703,20 @@ class TestTokenBudgetPasses:
             tokens = [len(text.split()) + 2 for text in inputs]
             assert tokens == sorted(tokens, reverse=True)
             assert len(inputs) == 1 or len(inputs) * tokens[0] <= 64
+
+    def test_tokens_are_counted_on_a_private_copy_of_the_tokenizer(
+        self, fake_st: type[FakeSentenceTransformer]
+    ) -> None:
+        # The model's tokenizer keeps truncation and padding as state: counting with other settings on it
+        # would change them under a concurrent encode.
+        embedder, _ = self._embedder(fake_st, tokens_per_pass=40)
+        texts = [_words(n, i) for i, n in enumerate([1, 30, 5])]
+        embedder.embed(texts)
+        embedder.passes(texts)
+        tokenizer = fake_st.instances[-1].tokenizer
+        assert len(tokenizer.calls) == 2
+        assert all(call["on_copy"] for call in tokenizer.calls)
+        assert tokenizer.copies == 1  # copied once, on first use
 
     def test_text_over_the_budget_runs_alone(self, fake_st: type[FakeSentenceTransformer]) -> None:
         embedder, passes = self._embedder(fake_st, tokens_per_pass=4)
@@ -883,6 +903,37 @@ class TestMiniLM:
         rebuilt = embedder_for(spec)
         assert isinstance(rebuilt, SentenceTransformerEmbedder)
         np.testing.assert_allclose(embed_checked(rebuilt, texts, spec), minilm.embed(texts), atol=1e-6)
+
+    def test_counting_tokens_does_not_disturb_a_concurrent_encode(
+        self, minilm: SentenceTransformerEmbedder
+    ) -> None:
+        # Counting on the model's own tokenizer switched its padding off while another thread tokenized a
+        # batch for encode, which then failed for want of padding.
+        texts = [d.text for d in python_docs(600)]
+        model = minilm._model  # the tokenizer call sentence-transformers makes before each forward pass
+        errors: list[BaseException] = []
+
+        def run(work: Callable[[], object]) -> None:
+            try:
+                for _ in range(25):
+                    work()
+            except BaseException as exc:
+                errors.append(exc)
+
+        encode_side = threading.Thread(
+            target=run,
+            args=(
+                lambda: model.tokenizer(
+                    texts, padding=True, truncation="longest_first", max_length=256, return_tensors="pt"
+                ),
+            ),
+        )
+        count_side = threading.Thread(target=run, args=(lambda: minilm.passes(texts),))
+        encode_side.start()
+        count_side.start()
+        encode_side.join()
+        count_side.join()
+        assert errors == []
 
     def test_token_passes_match_fixed_passes(self, minilm: SentenceTransformerEmbedder) -> None:
         # Packing passes by tokens changes only padding, which the attention mask hides: the same
