@@ -1008,8 +1008,8 @@ def write_target_vectors(
         store.set_payload(
             collection, {MODEL_FIELD: plan.target.model_id, VERSION_FIELD: plan.target.version}, list(stored)
         )
-    # Ours took effect where the stored vector is the one we wrote (a server may normalise cosine vectors).
-    # (compared as a re-embedding is: a server may store cosine vectors normalised)
+    # Ours took effect where the stored vector is the one we wrote, compared as a re-embedding is (a server
+    # may store cosine vectors normalised).
     return [
         pid
         for pid in ids
