@@ -47,7 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from qdrant_client import models
 
 from .coordinator import Migration
-from .embedders import Embedder, embed_checked
+from .embedders import Embedder, embed_checked, fixed_passes
 from .errors import (
     ConcurrentTransitionError,
     EmbedderError,
@@ -710,14 +710,13 @@ class _Run:
         """Indexes of ``texts`` (longest first) per embed call: the embedder's forward passes."""
         limit = self.options.max_text_chars
         plan = getattr(self.embedder, "passes", None)
-        if callable(plan) and len(texts) > 1:
+        if callable(plan):
             try:
                 passes: list[list[int]] = plan([t[:limit] for t in texts])
                 return passes
             except EmbedderError as exc:  # embedding will fail too, point by point, and say why
                 log.warning("%s: planning forward passes failed (%s)", self.collection, exc)
-        size = self.options.batch_size
-        return [list(range(i, min(i + size, len(texts)))) for i in range(0, len(texts), size)]
+        return fixed_passes(len(texts), self.options.batch_size)
 
     def _hand_over(self, ids: list[Any], texts: list[str], rows: list[NDArray[np.float32]]) -> None:
         """Queue one batch of embedded points for the writers (counted in flight until written)."""

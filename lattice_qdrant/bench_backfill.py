@@ -177,6 +177,14 @@ def _naive(client: Any, name: str, vector: str, embedder: Embedder, batch: int) 
             return done
 
 
+def _embed_rate(embedder: Embedder, texts: Sequence[str], step: int) -> float:
+    """Points per second of the embedder alone, called ``step`` texts at a time."""
+    started = time.perf_counter()
+    for i in range(0, len(texts), step):
+        embedder.embed(texts[i : i + step])
+    return len(texts) / (time.perf_counter() - started)
+
+
 def _throughput(args: argparse.Namespace, embedder: Embedder, label: str) -> dict[str, Any]:
     texts = [d.text for d in python_docs(args.points)]
     n = len(texts)
@@ -187,10 +195,7 @@ def _throughput(args: argparse.Namespace, embedder: Embedder, label: str) -> dic
         for what in order if rep % 2 == 0 else order[::-1]:
             if what in ("encode", "window"):
                 step = args.batch_size if what == "encode" else args.embed_window
-                started = time.perf_counter()
-                for i in range(0, n, step):
-                    embedder.embed(texts[i : i + step])
-                rows[what].append(n / (time.perf_counter() - started))
+                rows[what].append(_embed_rate(embedder, texts, step))
                 continue
             client = _collection(texts, "bench")
             # 0 ms: local mode as users run it (the embedded default); otherwise a stand-in for a server
@@ -241,10 +246,7 @@ def _passes(args: argparse.Namespace, packed: SentenceTransformerEmbedder) -> li
         order = [(step, name) for step in steps for name in ("fixed", "packed")]
         for step, name in order if rep % 2 == 0 else order[::-1]:
             embedder = fixed if name == "fixed" else packed
-            started = time.perf_counter()
-            for i in range(0, len(texts), step):
-                embedder.embed(texts[i : i + step])
-            runs.setdefault((step, name), []).append(len(texts) / (time.perf_counter() - started))
+            runs.setdefault((step, name), []).append(_embed_rate(embedder, texts, step))
     rows = []
     for step in steps:
         fixed_pps = statistics.median(runs[(step, "fixed")])

@@ -42,6 +42,7 @@ __all__ = [
     "check_embedder",
     "embed_checked",
     "embedder_for",
+    "fixed_passes",
 ]
 
 MINILM: str = "sentence-transformers/all-MiniLM-L6-v2"
@@ -92,6 +93,11 @@ def _refuse_single_string(texts: Sequence[str]) -> None:
     # A str is itself a Sequence[str]: embedding it would silently embed each character.
     if isinstance(texts, str):
         raise EmbedderError("embed() takes a sequence of texts, not a single str; wrap it in a list")
+
+
+def fixed_passes(n: int, size: int) -> list[list[int]]:
+    """Indexes ``0..n-1`` in runs of ``size``: the passes of an embedder that does not pack by tokens."""
+    return [list(range(i, min(i + size, n))) for i in range(0, n, size)]
 
 
 class HashEmbedder:
@@ -427,7 +433,7 @@ class SentenceTransformerEmbedder:
         dimension = self.dimension
         if len(texts) == 0:
             return np.zeros((0, dimension), dtype=np.float32)
-        inputs = [self.prompt + text for text in texts] if self.prompt else list(texts)
+        inputs = self._inputs(texts)
         try:
             passes = self._packed(inputs)
             if passes is None:
@@ -471,17 +477,18 @@ class SentenceTransformerEmbedder:
         """
         _refuse_single_string(texts)
         self.load()
-        inputs = [self.prompt + text for text in texts] if self.prompt else list(texts)
+        inputs = self._inputs(texts)
         try:
             packed = self._packed(inputs)
         except Exception as exc:
             raise EmbedderError(
                 f"sentence-transformers model {self.name!r} failed to tokenize {len(inputs)} texts: {exc}"
             ) from exc
-        if packed is not None:
-            return packed
-        size = self.batch_size
-        return [list(range(i, min(i + size, len(inputs)))) for i in range(0, len(inputs), size)]
+        return packed if packed is not None else fixed_passes(len(inputs), self.batch_size)
+
+    def _inputs(self, texts: Sequence[str]) -> list[str]:
+        """The texts as the model sees them: with the prompt, if any."""
+        return [self.prompt + text for text in texts] if self.prompt else list(texts)
 
     def _packed(self, inputs: list[str]) -> list[list[int]] | None:
         """Rows of ``inputs`` per forward pass, packed by ``tokens_per_pass``; ``None`` for fixed passes.
