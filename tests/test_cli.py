@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import socket
+import subprocess
+import threading
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,6 +18,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from lattice_qdrant import cli as cli_module
+from lattice_qdrant.backfill import BackfillProgress
 from lattice_qdrant.cli import app
 from lattice_qdrant.embedders import HashEmbedder
 
@@ -344,3 +352,132 @@ def test_status_shows_rate_and_eta_while_a_backfill_runs(
         gate.set()
         worker.join(30)
     assert commands.status(session, [docs])[0].workers == []
+
+
+# -- the backfill command: several collections, signals, progress, metrics ------------------------------
+
+
+def _planned_and_started(cli: Run, *collections: str) -> None:
+    for name in collections:
+        cli("plan", name, "--source", "legacy", "--target", "modern", "--source-vector", "legacy")
+        cli("start", name)
+
+
+def test_backfill_names_several_collections_in_one_run(registered: Run, legacy: HashEmbedder) -> None:
+    cli, docs = registered, registered.docs
+    other = f"{docs}_b"
+    client = cli.qdrant()
+    fill_collection(client, other, legacy, n=25)
+    client.close()
+    _planned_and_started(cli, docs, other)
+    out = cli("backfill", docs, other, "--batch-size", "8").output
+    assert f"{docs}: wrote 60 vectors" in out and "coverage 100.0% (60 of 60); done" in out
+    assert f"{other}: wrote 25 vectors" in out and "coverage 100.0% (25 of 25); done" in out
+    assert out.index(f"{docs}: wrote") < out.index(f"{other}: wrote")  # in the order named
+    reports = json.loads(cli("status", docs, other, "--json").output)
+    assert [(r["collection"], r["coverage"], r["status"]) for r in reports] == [
+        (docs, 1.0, "completed"),
+        (other, 1.0, "completed"),
+    ]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_a_signal_stops_the_backfill_command_with_a_message_and_the_next_run_finishes(
+    registered: Run, monkeypatch: pytest.MonkeyPatch, signum: signal.Signals
+) -> None:
+    cli, docs = registered, registered.docs
+    _planned_and_started(cli, docs)
+    # whatever arrives after the command restored its handlers must not end the test run
+    previous = signal.signal(signum, lambda *_: None)
+    sent = threading.Event()
+    report = cli_module._Reporter.__call__
+
+    def signal_once_written(self: Any, progress: Any) -> None:
+        if progress.written and not sent.is_set():
+            sent.set()
+            os.kill(os.getpid(), signum)
+        report(self, progress)
+
+    monkeypatch.setattr(cli_module._Reporter, "__call__", signal_once_written)
+    try:
+        result = cli("backfill", docs, "--batch-size", "5", "--max-rate", "30")
+    finally:
+        signal.signal(signum, previous)
+    assert sent.is_set()
+    said = result.output + (result.stderr if result.stderr_bytes is not None else "")
+    assert f"{signal.Signals(signum).name}: stopping after the batches in flight" in said
+    assert "run the same command again to carry on" in said
+    assert "stopped by a signal; run again to carry on" in result.output
+    covered = json.loads(cli("status", docs, "--json").output)[0]["covered"]
+    assert 0 < covered < 60
+    assert signal.getsignal(signum) is previous  # the command put the handlers back
+    monkeypatch.setattr(cli_module._Reporter, "__call__", report)
+    assert "coverage 100.0% (60 of 60); done" in cli("backfill", docs).output
+
+
+def _progress(collection: str, **numbers: int) -> BackfillProgress:
+    return BackfillProgress(collection=collection, todo=numbers.pop("todo", 100), **numbers)
+
+
+def test_progress_off_a_terminal_is_structured_log_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    reporter = cli_module._Reporter(interval=0.0)
+    reporter.tty = False
+    reporter(_progress("docs", written=40, read=50, failed=2))
+    line = capsys.readouterr().err.strip()
+    assert re.fullmatch(
+        r"backfill collection=docs written=40 remaining=\d+ failed=2 rate=[\d.]+/s eta=(\d+s|unknown)", line
+    ), line
+    quiet = cli_module._Reporter(interval=3600.0)
+    quiet.tty = False
+    quiet(_progress("docs", written=1))
+    quiet(_progress("docs", written=2))  # within the interval: no second line
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    reporter.close()
+
+
+def test_progress_on_a_terminal_is_a_bar_per_collection() -> None:
+    reporter = cli_module._Reporter()
+    reporter.tty = True
+    try:
+        reporter(_progress("docs", todo=100, written=30, failed=5))
+        reporter(_progress("docs", todo=100, written=60, failed=5))
+        reporter(_progress("articles", todo=10, written=4))
+        tasks = reporter._progress.tasks
+        assert [(t.description, t.total, t.completed) for t in tasks] == [
+            ("docs", 100, 65),
+            ("articles", 10, 4),
+        ]
+        assert all("rate" in t.fields for t in tasks)
+    finally:
+        reporter.close()
+
+
+def test_metrics_port_serves_prometheus_metrics_of_the_run(registered: Run) -> None:
+    pytest.importorskip("prometheus_client")
+    cli, docs = registered, registered.docs
+    _planned_and_started(cli, docs)
+    with socket.socket() as probe:  # a free port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cli("backfill", docs, "--metrics-port", str(port))
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    assert re.search(rf'lattice_backfill_points_total\{{collection="{docs}"\}} 60\.0', text), text[:2000]
+    assert "lattice_backfill_batch_seconds" in text and "lattice_backfill_queue_depth" in text
+
+
+def test_scripts_backfill_is_the_backfill_command() -> None:
+    root = Path(__file__).parent.parent
+    if not (root / ".venv" / ".lattice-qdrant-installed").is_file():
+        pytest.skip("scripts/backfill builds .venv first: run scripts/test once")
+    done = subprocess.run(
+        ["bash", str(root / "scripts" / "backfill"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Usage: lattice-qdrant backfill [OPTIONS]" in done.stdout
+    assert "Collections to backfill, in order." in done.stdout
+    assert "--shard" in done.stdout and "--metrics-port" in done.stdout and "--dry-run" in done.stdout
