@@ -481,3 +481,29 @@ def test_scripts_backfill_is_the_backfill_command() -> None:
     assert "Usage: lattice-qdrant backfill [OPTIONS]" in done.stdout
     assert "Collections to backfill, in order." in done.stdout
     assert "--shard" in done.stdout and "--metrics-port" in done.stdout and "--dry-run" in done.stdout
+
+
+def test_status_lists_failed_points_and_retry_failed_writes_them_once_fixed(registered: Run) -> None:
+    cli, docs = registered, registered.docs
+    client = cli.qdrant()
+    client.set_payload(docs, payload={"text": "   "}, points=[3])
+    client.delete_payload(docs, keys=["text"], points=[4])
+    client.close()
+    _planned_and_started(cli, docs)
+
+    out = cli("backfill", docs, "--batch-size", "8").output
+    assert "wrote 58 vectors" in out and "2 failed" in out and "coverage 96.7% (58 of 60)" in out
+    status = cli("status", docs).output
+    assert re.search(r"failed\s+2 point\(s\): 3 \([^)]*empty[^)]*\), 4 \([^)]*missing[^)]*\)", status), status
+    failures = json.loads(cli("status", docs, "--json").output)[0]["failures"]
+    assert [f["point_id"] for f in failures] == [3, 4]
+
+    # a plain run skips what was recorded; --retry-failed tries again, and fixed points are written
+    assert "wrote 0 vectors" in cli("backfill", docs).output
+    client = cli.qdrant()
+    client.set_payload(docs, payload={"text": "now it has text"}, points=[3, 4])
+    client.close()
+    out = cli("backfill", docs, "--retry-failed").output
+    assert "wrote 2 vectors" in out and "0 failed" in out and "coverage 100.0% (60 of 60); done" in out
+    report = json.loads(cli("status", docs, "--json").output)[0]
+    assert (report["failed"], report["failures"]) == (0, [])
