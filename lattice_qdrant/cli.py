@@ -20,7 +20,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any
@@ -493,10 +493,13 @@ def _parse_priority(text: str) -> models.Filter:
 class _Reporter:
     """Progress on a terminal (a rich bar), or structured log lines every few seconds otherwise."""
 
-    def __init__(self, interval: float = 5.0) -> None:
+    def __init__(self, interval: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.interval = interval
         self.tty = sys.stderr.isatty()
-        self._last = 0.0
+        self._clock = clock
+        # None until the first line: the monotonic clock starts near 0 on a machine that just booted, so
+        # "never printed" must not be spelled as a time.
+        self._last: float | None = None
         self._progress: Any = None
         self._task: Any = None
         self._collection: str | None = None
@@ -505,8 +508,8 @@ class _Reporter:
         if self.tty:
             self._bar(p)
             return
-        now = time.monotonic()
-        if now - self._last >= self.interval:
+        now = self._clock()
+        if self._last is None or now - self._last >= self.interval:
             self._last = now
             eta = f"{p.eta:.0f}s" if p.eta is not None else "unknown"
             typer.echo(

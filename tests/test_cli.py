@@ -435,6 +435,23 @@ def test_progress_off_a_terminal_is_structured_log_lines(capsys: pytest.CaptureF
     reporter.close()
 
 
+@pytest.mark.parametrize("uptime", [0.0, 10.0, 3599.0, 86_400.0])
+def test_first_progress_line_prints_whatever_the_machine_uptime(
+    uptime: float, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The monotonic clock counts from boot: a machine up for less than the interval printed nothing at first.
+    now = [uptime]
+    reporter = cli_module._Reporter(interval=3600.0, clock=lambda: now[0])
+    reporter.tty = False
+    reporter(_progress("docs", written=1))
+    now[0] += 10.0
+    reporter(_progress("docs", written=2))  # within the interval
+    now[0] += 3600.0
+    reporter(_progress("docs", written=3))  # the interval has passed
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert [line.split()[2] for line in lines] == ["written=1", "written=3"]
+
+
 def test_progress_on_a_terminal_is_a_bar_per_collection() -> None:
     reporter = cli_module._Reporter()
     reporter.tty = True
