@@ -17,10 +17,14 @@ from pathlib import Path
 from qdrant_client import QdrantClient, models
 
 import lattice_qdrant as lq
-from lattice_qdrant.corpus import QUERIES, python_docs
 from lattice_qdrant.embedders import MINILM, HashEmbedder
 
 ROOT = Path(__file__).resolve().parent.parent
+# The corpus lives with the benchmarks, outside the package (not in the wheel): import it from this checkout,
+# so ``python scripts/demo.py`` works from any directory.
+sys.path.insert(0, str(ROOT))
+from benchmarks.corpus import QUERIES, python_docs  # noqa: E402
+
 COLLECTION = "pydocs"
 WINDOW = 5  # seconds of rollback window, so the demo can finalize without --force
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from lattice_qdrant import bench_backfill, bench_quality
+from benchmarks import backfill as bench_backfill
+from benchmarks import quality as bench_quality
 
 
 def test_backfill_benchmark_reports_every_ratio(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

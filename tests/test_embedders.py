@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
+from benchmarks.corpus import python_docs
 from lattice_qdrant import embedders as embedders_module
-from lattice_qdrant.corpus import python_docs
 from lattice_qdrant.embedders import (
     MINILM,
     Embedder,

@@ -25,7 +25,8 @@ import simsimd
 from numpy.typing import NDArray
 from qdrant_client import QdrantClient, models
 
-from lattice_qdrant import bench_kernels, kernels
+from benchmarks import kernels as bench_kernels
+from lattice_qdrant import kernels
 from lattice_qdrant.errors import ConfigError, VectorValidationError
 from lattice_qdrant.kernels import higher_is_better, pairwise, rank, scores, to_matrix
 from lattice_qdrant.spec import Distance

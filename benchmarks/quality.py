@@ -1,6 +1,6 @@
 """Search quality through a migration, measured on a real corpus with the real model (not a test).
 
-``scripts/bench quality`` runs it. The corpus is Python's own documentation (:mod:`lattice_qdrant.corpus`),
+``scripts/bench quality`` runs it. The corpus is Python's own documentation (:mod:`benchmarks.corpus`),
 the source model a bag-of-words hash embedder, the target all-MiniLM-L6-v2. Point ids are a seeded random
 permutation, so a partial backfill covers a random share of every module. For each coverage it reports
 recall@k of:
@@ -11,7 +11,7 @@ recall@k of:
 * the target vector at full coverage (the goal).
 
 Relevance: a document is relevant to a question when its module is one the question names
-(:data:`~lattice_qdrant.corpus.QUERIES`); recall@k is the share of the top k that is relevant, over
+(:data:`~benchmarks.corpus.QUERIES`); recall@k is the share of the top k that is relevant, over
 ``min(k, relevant)``.
 """
 
@@ -30,9 +30,9 @@ import numpy as np
 from numpy.typing import NDArray
 from qdrant_client import QdrantClient, models
 
-from .client import LatticeClient, wrap
-from .corpus import QUERIES, Document, python_docs
-from .embedders import MINILM, Embedder, HashEmbedder, SentenceTransformerEmbedder
+from benchmarks.corpus import QUERIES, Document, python_docs
+from lattice_qdrant.client import LatticeClient, wrap
+from lattice_qdrant.embedders import MINILM, Embedder, HashEmbedder, SentenceTransformerEmbedder
 
 __all__ = ["main"]
 

@@ -1,6 +1,6 @@
 """Benchmark the rescoring kernels: simsimd against the numpy reference, side by side in one run.
 
-Run it as ``scripts/bench kernels`` (or ``python -m lattice_qdrant.bench_kernels``); it is a measurement,
+Run it as ``scripts/bench kernels`` (or ``python -m benchmarks.kernels``); it is a measurement,
 not a test. For every size ``k x d`` (candidates x dimension), normalised and raw vectors, and each
 distance, it times :func:`lattice_qdrant.kernels.scores` with both backends and prints the medians and
 their ratio (``numpy / simsimd``: above 1 means simsimd is faster). A second pair of columns times what a

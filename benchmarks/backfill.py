@@ -39,14 +39,16 @@ import numpy as np
 from numpy.typing import NDArray
 from qdrant_client import QdrantClient, models
 
-from .backfill import BackfillOptions, run_backfill
-from .client import wrap
-from .corpus import python_docs
-from .embedders import MINILM, Embedder, HashEmbedder, SentenceTransformerEmbedder
+from benchmarks.corpus import python_docs
+from lattice_qdrant.backfill import BackfillOptions, run_backfill
+from lattice_qdrant.client import wrap
+from lattice_qdrant.embedders import MINILM, Embedder, HashEmbedder, SentenceTransformerEmbedder
+from lattice_qdrant.state import Start
 
 __all__ = ["main"]
 
 SOURCE_DIM = 64
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _out(text: str = "") -> None:
@@ -381,7 +383,7 @@ def _rss_child(n: int) -> None:
     migration = lattice.plan(
         "synthetic", source=legacy.spec("legacy"), target=embedder.spec("target"), source_vector="legacy"
     )
-    migration.apply(__import__("lattice_qdrant").state.Start(processed=0, total=n))
+    migration.apply(Start(processed=0, total=n))
     before = _peak_kib()
     started = time.perf_counter()
     report = run_backfill(migration, embedder, BackfillOptions(batch_size=256, writers=2))
@@ -396,7 +398,8 @@ def _rss(sizes: Sequence[int]) -> list[dict[str, Any]]:
     out = []
     for n in sizes:
         result = subprocess.run(
-            [sys.executable, "-m", "lattice_qdrant.bench_backfill", "--rss-child", str(n)],
+            [sys.executable, "-m", "benchmarks.backfill", "--rss-child", str(n)],
+            cwd=ROOT,  # where ``benchmarks`` imports from, whatever the caller's directory
             check=True,
             capture_output=True,
             text=True,
