@@ -64,7 +64,9 @@ class _Delayed:
     _CALLS = frozenset(
         {"scroll", "update_vectors", "set_payload", "retrieve", "count", "upsert", "query_points"}
     )
-    #: not local mode as far as the Store can tell: it takes no lock, this class does
+    #: not local mode as far as the Store can tell: it takes no lock, this class does. The Store sniffs
+    #: ``type(client._client).__name__ == "QdrantLocal"``; ``None`` here spoofs a server. To become a store
+    #: fake once the store has a protocol.
     _client = None
 
     def __init__(self, client: QdrantClient, latency: float) -> None:
@@ -267,6 +269,10 @@ class _SyntheticServer:
 
     Texts are made from the point id on demand; the only per-point state is one "has the target vector"
     flag, as a server would keep on its own side. The control collection goes to a real local client.
+
+    The Store takes this for local mode (and serialises its calls): ``_client`` is looked up through
+    ``__getattr__`` on the control client, whose ``_client`` is a ``QdrantLocal``. To become a store fake
+    once the store has a protocol.
     """
 
     def __init__(self, n: int, target_dim: int) -> None:
