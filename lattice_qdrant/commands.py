@@ -27,12 +27,18 @@ from .client import LatticeClient, wrap
 from .config import Settings, load_settings
 from .coordinator import Migration
 from .embedders import Embedder, check_embedder, embedder_for
-from .errors import ConfigError, LatticeError, MigrationNotFoundError, ModelNotFoundError
+from .errors import ConfigError, LatticeError, MigrationNotFoundError, ModelNotFoundError, ServerVersionError
 from .metrics import NO_METRICS, BackfillMetrics
 from .plan import MigrationPlan, Strategy
 from .spec import ModelSpec
 from .state import MigrationState, Phase, Status, format_duration
-from .store import IN_PLACE_MIN_VERSION, PAYLOAD_INDEXES, RetryPolicy, stamp_filter
+from .store import (
+    CONDITIONAL_WRITES_MIN_VERSION,
+    IN_PLACE_MIN_VERSION,
+    PAYLOAD_INDEXES,
+    RetryPolicy,
+    stamp_filter,
+)
 
 __all__ = [
     "Connection",
@@ -608,6 +614,37 @@ def format_bytes(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
+def _server_finding(
+    version: tuple[int, int, int] | None, strategy: Strategy, unreadable: ServerVersionError | None
+) -> tuple[str, str]:
+    """The doctor's verdict and detail on the server's version for ``strategy``.
+
+    Every strategy needs 1.17+ (the migration records' compare-and-set and the backfill's stale-proof
+    writes rely on ``update_mode``, which older servers drop silently); in place needs 1.18+ (adding a
+    named vector to a live collection). A server whose version cannot be read fails, as planning does.
+    """
+    if unreadable is not None:
+        return "fail", str(unreadable)
+    if version is None:
+        return "ok", "local mode (qdrant-client): conditional writes work; named vectors can be added"
+    found = ".".join(map(str, version))
+    needed = ".".join(map(str, CONDITIONAL_WRITES_MIN_VERSION[:2]))
+    in_place = strategy == Strategy.IN_PLACE
+    if version < CONDITIONAL_WRITES_MIN_VERSION:
+        return "fail", (
+            f"Qdrant {found} found, {needed}+ needed by every strategy: older servers silently ignore "
+            "update_mode, so the migration's compare-and-set and the backfill's stale-proof writes would "
+            "not hold; upgrade the server" + (" (to 1.18+ for in place)" if in_place else "")
+        )
+    if in_place and version < IN_PLACE_MIN_VERSION:
+        return "fail", (
+            f"Qdrant {found} found, 1.18+ needed to add a named vector to a live collection: upgrade, or "
+            "use the blue-green strategy"
+        )
+    needs = "in-place named vectors need 1.18+" if in_place else f"{strategy.value} needs {needed}+"
+    return "ok", f"Qdrant {found} ({needs})"
+
+
 def doctor(
     session: Session,
     collection: str,
@@ -631,8 +668,11 @@ def doctor(
         findings.append(Finding(check, verdict, detail))
 
     # the server
+    unreadable: ServerVersionError | None = None
     try:
         version = store.server_version()
+    except ServerVersionError as exc:
+        version, unreadable = None, exc
     except LatticeError as exc:
         add("server", "fail", f"cannot reach Qdrant: {exc}")
         return DoctorReport(collection, findings)
@@ -641,19 +681,7 @@ def doctor(
     except MigrationNotFoundError:
         planned = None
     reembed = planned is not None and planned.reembed
-    if version is None:
-        add("server", "ok", "local mode (qdrant-client): named vectors can be added in place")
-    elif reembed:
-        add("server", "ok", f"Qdrant {'.'.join(map(str, version))} (a re-embed works on any version)")
-    elif version < IN_PLACE_MIN_VERSION:
-        add(
-            "server",
-            "fail",
-            f"Qdrant {'.'.join(map(str, version))} cannot add a named vector to a live collection "
-            "(needs 1.18+): upgrade, or use the blue-green strategy",
-        )
-    else:
-        add("server", "ok", f"Qdrant {'.'.join(map(str, version))} (in-place named vectors need 1.18+)")
+    add("server", *_server_finding(version, planned.strategy if planned else Strategy.IN_PLACE, unreadable))
 
     # what to check against
     source_spec: ModelSpec | None = None

@@ -136,14 +136,17 @@ def _source_vector(store: Store, plan: MigrationPlan) -> VectorInfo:
 def plan_migration(store: Store, plan: MigrationPlan) -> Migration:
     """Record a new migration for ``plan.collection`` and register both models.
 
-    Checks before anything is written that the collection exists and that its source vector matches the
-    source spec. A collection whose previous migration was cancelled or finalized can be planned again.
+    Checks before anything is written that the server honours conditional writes (Qdrant 1.17+, every
+    strategy), that the collection exists and that its source vector matches the source spec. A
+    collection whose previous migration was cancelled or finalized can be planned again.
 
     Raises:
+        ServerVersionError: the server is older than 1.17, or reports no readable version.
         MigrationExistsError: the collection has an unfinished migration.
         ModelConflictError: a model spec conflicts with the registry.
         StoreError: the collection or its source vector does not fit the plan.
     """
+    store.check_conditional_writes(plan.collection)
     source = _source_vector(store, plan)
     if source.size != plan.source.dimension or source.distance != plan.source.distance:
         raise StoreError(

@@ -28,6 +28,7 @@ catch qdrant-client's own exceptions::
         ├── PointNotFoundError        points named by a write do not exist
         ├── VectorConflictError       a named vector exists with another size or distance
         ├── IndexConflictError        a payload index exists with another type
+        ├── ServerVersionError        the server is too old (or reports no readable version)
         └── InPlaceUnsupportedError   the collection cannot take a parallel named vector
             └── UnnamedVectorError    the collection's only vector is the unnamed default one
 """
@@ -57,6 +58,7 @@ __all__ = [
     "PointNotFoundError",
     "QualityGateError",
     "RollbackWindowOpenError",
+    "ServerVersionError",
     "StoreError",
     "ThresholdNotMetError",
     "TransientStoreError",
@@ -295,11 +297,35 @@ class IndexConflictError(StoreError):
     """A payload index already exists on the field with another type."""
 
 
+class ServerVersionError(StoreError):
+    """The Qdrant server is older than lattice-qdrant needs, or reports no version that can be read.
+
+    Every strategy needs 1.17+: the compare-and-set of the migration records and the backfill's
+    stale-proof writes rely on ``update_mode`` (and ``update_filter``), which older servers drop silently.
+
+    Attributes:
+        found: the version the server reports, ``None`` when none could be read.
+        needed: the oldest version that works.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        found: tuple[int, int, int] | None,
+        needed: tuple[int, int, int],
+        collection: str | None = None,
+    ) -> None:
+        super().__init__(message, collection=collection)
+        self.found = found
+        self.needed = needed
+
+
 class InPlaceUnsupportedError(StoreError):
     """The collection cannot take the target model as a parallel named vector.
 
     The message names the blue-green strategy (a new collection and an alias switch), which works on
-    any server version and any vector layout.
+    Qdrant 1.17+ and any vector layout.
     """
 
 

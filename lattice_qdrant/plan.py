@@ -23,10 +23,10 @@ class Strategy(StrEnum):
 
     #: a parallel named vector in the same collection (Qdrant 1.18+)
     IN_PLACE = "in_place"
-    #: a new collection and an alias switch (any server version)
+    #: a new collection and an alias switch (Qdrant 1.17+)
     BLUE_GREEN = "blue_green"
     #: the target vectors overwrite the source vectors under the same name, point by point, after a backup
-    #: (any server version, the unnamed vector too; same dimension and distance only)
+    #: (Qdrant 1.17+, the unnamed vector too; same dimension and distance only)
     REEMBED = "reembed"
 
 

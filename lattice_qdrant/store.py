@@ -16,6 +16,10 @@ Design notes, for a real server first (local mode is a convenience, not the refe
   ``token``, then read back: the write took effect exactly when the stored token is ours. This is a
   compare-and-set that works on every backend, because Qdrant does not say which points a conditional write
   skipped.
+* Servers before 1.17 drop ``update_mode`` silently (and before 1.15.4 ``update_filter``): an
+  ``INSERT_ONLY`` becomes a plain upsert, so two writers would both win. Every conditional write, and
+  planning, first checks the server's version (:meth:`Store.check_conditional_writes`); local mode
+  implements both fields and has no version.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from .errors import (
     IndexConflictError,
     InPlaceUnsupportedError,
     PointNotFoundError,
+    ServerVersionError,
     StoreError,
     TransientStoreError,
     UnnamedVectorError,
@@ -89,6 +94,9 @@ _CONTROL_INDEXES: dict[str, models.PayloadSchemaType] = {
 }
 #: Named vectors can be added to a live collection from this server version on.
 IN_PLACE_MIN_VERSION = (1, 18, 0)
+#: Conditional writes hold from this server version on (``update_mode``; ``update_filter`` since 1.15.4):
+#: older servers drop the fields silently, so every strategy needs it.
+CONDITIONAL_WRITES_MIN_VERSION = (1, 17, 0)
 _TOKEN_HISTORY = 256
 _NAMESPACE = uuid.UUID("6f1d3c8e-2b7a-4c55-9a43-0c7f1b6a9e21")
 _BLUE_GREEN = "use the blue-green strategy (a new collection and an alias switch) instead"
@@ -132,6 +140,7 @@ class RetryPolicy:
 
 
 _TRANSIENT_HTTP = {408, 429, 500, 502, 503, 504}
+_TRANSIENT_GRPC = {"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED"}
 _POINT_ID = re.compile(r"[Pp]oint with id ([0-9a-fA-F-]+)")
 
 
@@ -147,6 +156,11 @@ def _grpc_code(exc: BaseException) -> str | None:
         with contextlib.suppress(Exception):
             return str(getattr(code(), "name", code()))
     return None
+
+
+def _version_text(version: Sequence[int]) -> str:
+    """``(1, 17, 0)`` -> ``"1.17.0"``."""
+    return ".".join(map(str, version))
 
 
 def _message_of(exc: BaseException) -> str:
@@ -178,7 +192,7 @@ def translate(
     if (
         isinstance(exc, ResponseHandlingException | TimeoutError | ConnectionError)
         or status in _TRANSIENT_HTTP
-        or code in {"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED"}
+        or code in _TRANSIENT_GRPC
         or type(exc).__module__.startswith("httpx")
         or type(exc).__module__.startswith("httpcore")
     ):
@@ -287,6 +301,7 @@ class Store:
         self.control_collection = control_collection
         self.retry = retry or RetryPolicy()
         self._control_ready = False
+        self._conditional_writes_ok = False
         inner = getattr(client, "_client", None)
         self._local = type(inner).__name__ == "QdrantLocal"
         self._lock: contextlib.AbstractContextManager[Any] = (
@@ -342,15 +357,56 @@ class Store:
         return self._local
 
     def server_version(self) -> tuple[int, int, int] | None:
-        """The server's version, or ``None`` in local mode (which follows the client's features)."""
+        """The server's version, or ``None`` in local mode (which follows the client's features).
+
+        Raises:
+            ServerVersionError: the server reports no version that can be read. That is refused rather
+                than guessed: below 1.17 conditional writes would silently become plain ones.
+        """
         if self.is_local:
             return None
         info = self._call("read the server version", self.client.info)
-        parts = re.findall(r"\d+", str(getattr(info, "version", "")))
+        reported = str(getattr(info, "version", "") or "")
+        parts = re.findall(r"\d+", reported)
         if len(parts) < 2:
-            return None
+            raise ServerVersionError(
+                f"the server reports no readable version ({reported!r}), so lattice-qdrant cannot tell "
+                f"whether it is Qdrant {_version_text(CONDITIONAL_WRITES_MIN_VERSION[:2])}+, which every "
+                "strategy needs (older servers silently ignore the conditional writes it relies on); "
+                "point the client at the Qdrant server itself (GET / answers with its version), not at "
+                "something in front of it that answers differently",
+                found=None,
+                needed=CONDITIONAL_WRITES_MIN_VERSION,
+            )
         major, minor, *rest = (int(p) for p in parts[:3])
         return (major, minor, rest[0] if rest else 0)
+
+    def check_conditional_writes(self, collection: str | None = None) -> None:
+        """Refuse a server that would silently ignore conditional writes (older than 1.17).
+
+        The migration records' compare-and-set (``INSERT_ONLY`` / ``UPDATE_ONLY``) and the backfill's
+        stale-proof writes (``update_filter``) need them; local mode implements them. Read once per store
+        when it passes.
+
+        Raises:
+            ServerVersionError: the server is older than 1.17, or reports no readable version.
+        """
+        if self._conditional_writes_ok:
+            return
+        version = self.server_version()
+        if version is not None and version < CONDITIONAL_WRITES_MIN_VERSION:
+            needed = _version_text(CONDITIONAL_WRITES_MIN_VERSION[:2])
+            raise ServerVersionError(
+                f"Qdrant {_version_text(version)} found, {needed}+ needed: servers before {needed} "
+                "silently ignore update_mode (and before 1.15.4 update_filter), so the compare-and-set "
+                "of the migration records would let two writers both win and the backfill could "
+                f"overwrite fresher vectors; every strategy needs {needed}+ (in place: "
+                f"{_version_text(IN_PLACE_MIN_VERSION[:2])}+): upgrade the server",
+                found=version,
+                needed=CONDITIONAL_WRITES_MIN_VERSION,
+                collection=collection,
+            )
+        self._conditional_writes_ok = True
 
     # ----------------------------------------------------------------- collections
 
@@ -445,6 +501,7 @@ class Store:
         Raises:
             UnnamedVectorError: the collection has only the unnamed default vector.
             InPlaceUnsupportedError: the server is older than 1.18.
+            ServerVersionError: the server reports no readable version.
             StoreError: the source vector does not exist.
         """
         vectors = self.vectors(collection)
@@ -465,8 +522,9 @@ class Store:
         version = self.server_version()
         if version is not None and version < IN_PLACE_MIN_VERSION:
             raise InPlaceUnsupportedError(
-                f"the server is Qdrant {'.'.join(map(str, version))}; adding a named vector to a live "
-                f"collection needs 1.18 or newer; upgrade the server or {_BLUE_GREEN}",
+                f"Qdrant {_version_text(version)} found, {_version_text(IN_PLACE_MIN_VERSION[:2])}+ needed: "
+                f"adding a named vector to a live collection needs 1.18 or newer; upgrade the server or "
+                f"{_BLUE_GREEN}",
                 collection=collection,
             )
         return vectors[source_vector]
@@ -527,12 +585,18 @@ class Store:
         update_mode: models.UpdateMode | None = None,
         **kwargs: Any,
     ) -> models.UpdateResult:
-        """Upsert whole points (every named vector the point should keep must be in it)."""
+        """Upsert whole points (every named vector the point should keep must be in it).
+
+        A conditional upsert (``update_filter``, ``update_mode``) is refused on a server older than 1.17,
+        which would write it unconditionally.
+        """
         extra = dict(kwargs)
         if update_filter is not None:
             extra["update_filter"] = update_filter
         if update_mode is not None:
             extra["update_mode"] = update_mode
+        if update_filter is not None or update_mode is not None:
+            self.check_conditional_writes(collection)
         result: models.UpdateResult = self._call(
             "upsert points",
             self.client.upsert,
@@ -552,10 +616,12 @@ class Store:
         update_filter: models.Filter | None = None,
         **kwargs: Any,
     ) -> models.UpdateResult:
-        """Write only the named vectors given, leaving payload and other vectors alone."""
+        """Write only the named vectors given, leaving payload and other vectors alone (conditionally with
+        ``update_filter``: refused on a server older than 1.17)."""
         extra = dict(kwargs)
         if update_filter is not None:
             extra["update_filter"] = update_filter
+            self.check_conditional_writes(collection)
         result: models.UpdateResult = self._call(
             "update vectors",
             self.client.update_vectors,
@@ -587,6 +653,8 @@ class Store:
                 result = self.update_vectors(collection, points, update_filter=update_filter, **kwargs)
                 self.set_payload(collection, payload, stamp_ids)
                 return result
+        if update_filter is not None:
+            self.check_conditional_writes(collection)
         results = self._call(
             "update vectors and model stamps",
             self.client.batch_update_points,
@@ -783,6 +851,7 @@ class Store:
     ) -> list[Any]:
         ids = [p.id for p in points]
         selector = models.Filter(must=[models.HasIdCondition(has_id=ids), condition])
+        self.check_conditional_writes(collection)
         self._call(
             "write vectors and model stamps",
             self.client.batch_update_points,
@@ -984,8 +1053,10 @@ class Store:
     def insert_record(self, kind: str, key: str, payload: dict[str, Any]) -> bool:
         """Create a record if no record has that key; return whether ours was written.
 
-        The payload gets ``kind``, ``key``, ``epoch`` 1 and a fresh ``token``.
+        The payload gets ``kind``, ``key``, ``epoch`` 1 and a fresh ``token``. Refused on a server older
+        than 1.17 (:class:`ServerVersionError`), before anything is created.
         """
+        self.check_conditional_writes()
         self.ensure_control()
         token = uuid.uuid4().hex
         body = {
@@ -1017,7 +1088,12 @@ class Store:
         Returns:
             the stored payload when this call's write took effect, or ``None`` when the record had moved
             on (or vanished) first; in that case nothing was changed by this call.
+
+        Raises:
+            ServerVersionError: the server is older than 1.17 (it would replace the record whatever its
+                epoch).
         """
+        self.check_conditional_writes()
         self.ensure_control()
         token = uuid.uuid4().hex
         expected_epoch = int(expected["epoch"])

@@ -306,6 +306,98 @@ def test_doctor_recommends_blue_green_on_a_server_older_than_1_18(
     assert not report.safe
 
 
+def posing_as(qdrant: Any, version: str) -> Any:
+    """The real client, reporting itself as a Qdrant server of ``version``."""
+    from qdrant_client import models
+
+    class Server:
+        _client = None  # not qdrant-client's local mode
+
+        def info(self) -> Any:
+            return models.VersionInfo(title="qdrant", version=version)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(qdrant, name)
+
+    return Server()
+
+
+@pytest.mark.parametrize(
+    ("strategy", "version", "verdict", "says"),
+    [
+        ("in_place", "1.16.3", "fail", "Qdrant 1.16.3 found, 1.17+ needed by every strategy"),
+        ("blue_green", "1.16.3", "fail", "Qdrant 1.16.3 found, 1.17+ needed by every strategy"),
+        ("reembed", "1.15.4", "fail", "Qdrant 1.15.4 found, 1.17+ needed by every strategy"),
+        ("in_place", "1.17.3", "fail", "Qdrant 1.17.3 found, 1.18+ needed"),
+        ("blue_green", "1.17.0", "ok", "Qdrant 1.17.0 (blue_green needs 1.17+)"),
+        ("reembed", "1.17.3", "ok", "Qdrant 1.17.3 (reembed needs 1.17+)"),
+        ("in_place", "1.18.0", "ok", "Qdrant 1.18.0 (in-place named vectors need 1.18+)"),
+        ("blue_green", "dev", "fail", "no readable version ('dev')"),
+    ],
+)
+def test_doctor_checks_the_server_version_the_plan_needs(
+    qdrant: Any,
+    names: Any,
+    legacy: HashEmbedder,
+    source_spec: Any,
+    target_spec: Any,
+    strategy: str,
+    version: str,
+    verdict: str,
+    says: str,
+) -> None:
+    from lattice_qdrant import commands
+    from lattice_qdrant.config import Settings
+    from lattice_qdrant.plan import Strategy
+
+    docs = names("docs")
+    fill_collection(qdrant, docs, legacy, n=5)
+    settings = Settings(control_collection=names("control"))
+    # planned where planning works; the doctor then asks the server that is there now
+    local = commands.Session(settings=settings, client=qdrant)
+    commands.register_model(local, source_spec)
+    commands.register_model(local, HashEmbedder(64, salt="newer").spec("legacy", 2))
+    commands.register_model(local, target_spec)
+    target = "legacy:v2" if strategy == "reembed" else "modern"
+    commands.plan(
+        local, docs, source="legacy:v1", target=target, source_vector="legacy", strategy=Strategy(strategy)
+    )
+
+    session = commands.Session(settings=settings, client=posing_as(qdrant, version))
+    report = commands.doctor(session, docs)
+
+    server = next(f for f in report.findings if f.check == "server")
+    assert server.verdict == verdict, server.detail
+    assert says in server.detail
+    if verdict == "fail":
+        assert not report.safe
+
+
+def test_doctor_without_a_plan_on_a_server_older_than_1_17(
+    qdrant: Any, names: Any, legacy: HashEmbedder, source_spec: Any, target_spec: Any
+) -> None:
+    from lattice_qdrant import commands
+    from lattice_qdrant.config import Settings
+
+    docs = names("docs")
+    fill_collection(qdrant, docs, legacy, n=5)
+    settings = Settings(control_collection=names("control"))
+    local = commands.Session(settings=settings, client=qdrant)
+    commands.register_model(local, source_spec)
+    commands.register_model(local, target_spec)
+
+    session = commands.Session(settings=settings, client=posing_as(qdrant, "1.16.3"))
+    report = commands.doctor(session, docs, source="legacy", target="modern", source_vector="legacy")
+
+    server = next(f for f in report.findings if f.check == "server")
+    assert server.verdict == "fail"
+    assert "Qdrant 1.16.3 found, 1.17+ needed by every strategy" in server.detail
+    assert "update_mode" in server.detail and "to 1.18+ for in place" in server.detail
+    assert not report.safe
+    # the other checks still run
+    assert {"collection", "source vector", "target vector"} <= {f.check for f in report.findings}
+
+
 def test_status_shows_rate_and_eta_while_a_backfill_runs(
     lattice: Any, names: Any, legacy: HashEmbedder, modern: HashEmbedder, source_spec: Any, target_spec: Any
 ) -> None:

@@ -94,6 +94,101 @@ def test_a_second_plan_is_refused_until_the_first_is_finished(
     assert again.snapshot().epoch > 2
 
 
+class PosingServer:
+    """The real client, posing as a Qdrant server of ``version`` (what ``info()`` reports)."""
+
+    _client = None  # not qdrant-client's local mode
+
+    def __init__(self, real: QdrantClient, version: str) -> None:
+        self._real = real
+        self.version = version
+
+    def info(self) -> models.VersionInfo:
+        return models.VersionInfo(title="qdrant - vector search engine", version=self.version)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+STRATEGIES = ["in_place", "blue_green", "reembed"]
+
+
+def plan_with(
+    client: lq.LatticeClient, docs: str, strategy: str, source: lq.ModelSpec, target: lq.ModelSpec
+) -> lq.Migration:
+    """A plan of ``strategy`` from ``source`` (a re-embed keeps the source's shape: version 2 of it)."""
+    if strategy == "reembed":
+        target = HashEmbedder(source.dimension, salt="newer").spec(source.model_id, 2)
+    return client.plan(docs, source=source, target=target, source_vector="legacy", strategy=strategy)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("version", ["1.16.3", "1.15.4", "1.12.0"])
+def test_every_strategy_is_refused_at_plan_on_a_server_older_than_1_17(
+    qdrant: QdrantClient,
+    names: Any,
+    legacy: HashEmbedder,
+    source_spec: lq.ModelSpec,
+    target_spec: lq.ModelSpec,
+    strategy: str,
+    version: str,
+) -> None:
+    # such a server drops update_mode: two planners would both win, the backfill would overwrite
+    docs = names("docs")
+    fill_collection(qdrant, docs, legacy, n=3)
+    old = make_lattice(PosingServer(qdrant, version), names)
+
+    with pytest.raises(lq.ServerVersionError) as caught:
+        plan_with(old, docs, strategy, source_spec, target_spec)
+
+    assert f"Qdrant {version} found, 1.17+ needed" in str(caught.value)
+    assert caught.value.collection == docs
+    # nothing was written: no control collection, no model registered
+    assert not qdrant.collection_exists(names("control"))
+    with pytest.raises(lq.MigrationNotFoundError):
+        make_lattice(qdrant, names).migration(docs)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_every_strategy_is_refused_at_plan_on_a_server_of_unknown_version(
+    qdrant: QdrantClient,
+    names: Any,
+    legacy: HashEmbedder,
+    source_spec: lq.ModelSpec,
+    target_spec: lq.ModelSpec,
+    strategy: str,
+) -> None:
+    docs = names("docs")
+    fill_collection(qdrant, docs, legacy, n=3)
+    unknown = make_lattice(PosingServer(qdrant, "unknown"), names)
+
+    with pytest.raises(lq.ServerVersionError, match="no readable version"):
+        plan_with(unknown, docs, strategy, source_spec, target_spec)
+
+    assert not qdrant.collection_exists(names("control"))
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("version", ["1.17.0", "1.18.2"])
+def test_every_strategy_plans_on_a_server_of_1_17_or_newer(
+    qdrant: QdrantClient,
+    names: Any,
+    legacy: HashEmbedder,
+    source_spec: lq.ModelSpec,
+    target_spec: lq.ModelSpec,
+    strategy: str,
+    version: str,
+) -> None:
+    docs = names("docs")
+    fill_collection(qdrant, docs, legacy, n=3)
+    server = make_lattice(PosingServer(qdrant, version), names)
+
+    migration = plan_with(server, docs, strategy, source_spec, target_spec)
+
+    assert migration.state.status == lq.Status.PLANNED
+    assert migration.plan.strategy == strategy
+
+
 def test_full_lifecycle_in_place(
     planned: lq.Migration, lattice: lq.LatticeClient, modern: HashEmbedder
 ) -> None:

@@ -30,6 +30,7 @@ from lattice_qdrant.errors import (
     IndexConflictError,
     InPlaceUnsupportedError,
     PointNotFoundError,
+    ServerVersionError,
     StoreError,
     TransientStoreError,
     UnnamedVectorError,
@@ -123,7 +124,8 @@ class RecordingClient:
 
     def info(self) -> models.VersionInfo:
         if self.version is None:
-            return self._real.info()
+            return self._invoke("info", self._real.info, (), {})
+        self.calls.append(("info", (), {}))
         return models.VersionInfo(title="qdrant - vector search engine", version=self.version)
 
     def requests(self, name: str) -> list[dict[str, Any]]:
@@ -384,9 +386,8 @@ def test_check_in_place_refuses_a_server_older_than_1_18(
 
     assert not isinstance(caught.value, UnnamedVectorError)
     message = str(caught.value)
-    assert "1.18" in message
+    assert f"{version} found, 1.18+ needed" in message
     assert "blue-green" in message
-    assert version in message
     assert caught.value.collection == coll
 
 
@@ -401,13 +402,150 @@ def test_check_in_place_accepts_a_server_of_1_18_or_newer(
 
 @pytest.mark.parametrize(
     ("version", "parsed"),
-    [("1.17.3", (1, 17, 3)), ("1.18", (1, 18, 0)), ("v1.19.1-rc2", (1, 19, 1)), ("dev", None)],
+    [("1.17.3", (1, 17, 3)), ("1.18", (1, 18, 0)), ("v1.19.1-rc2", (1, 19, 1))],
 )
 def test_server_version_parses_the_reported_version(
     qdrant: QdrantClient, names: Any, version: str, parsed: tuple[int, int, int] | None
 ) -> None:
     store = Store(RecordingClient(qdrant, version=version), control_collection=names("c"))  # type: ignore[arg-type]
     assert store.server_version() == parsed
+
+
+@pytest.mark.parametrize("version", ["dev", "", "1"])
+def test_a_server_version_that_cannot_be_read_is_refused_not_guessed(
+    qdrant: QdrantClient, names: Any, version: str
+) -> None:
+    # None means local mode; a server that hides its version may be older than 1.17
+    store = Store(RecordingClient(qdrant, version=version), control_collection=names("c"))  # type: ignore[arg-type]
+
+    with pytest.raises(ServerVersionError) as caught:
+        store.server_version()
+
+    assert (caught.value.found, caught.value.needed) == (None, (1, 17, 0))
+    assert repr(version) in str(caught.value)
+    assert "1.17+" in str(caught.value)
+    with pytest.raises(ServerVersionError):
+        store.check_conditional_writes()
+
+
+# --------------------------------------------------------------------------- conditional writes: 1.17+
+
+
+@pytest.mark.parametrize(
+    ("version", "parsed"), [("1.16.3", (1, 16, 3)), ("1.15.4", (1, 15, 4)), ("1.9.9", (1, 9, 9))]
+)
+def test_check_conditional_writes_refuses_a_server_older_than_1_17(
+    qdrant: QdrantClient, names: Any, version: str, parsed: tuple[int, int, int]
+) -> None:
+    store = Store(RecordingClient(qdrant, version=version), control_collection=names("c"))  # type: ignore[arg-type]
+
+    with pytest.raises(ServerVersionError) as caught:
+        store.check_conditional_writes("docs")
+
+    assert (caught.value.found, caught.value.needed) == (parsed, (1, 17, 0))
+    assert caught.value.collection == "docs"
+    message = str(caught.value)
+    assert f"Qdrant {version} found, 1.17+ needed" in message
+    assert "update_mode" in message
+    assert "upgrade the server" in message
+
+
+@pytest.mark.parametrize("version", ["1.17.0", "1.17.1", "1.18.2", "2.0.0", None])
+def test_check_conditional_writes_accepts_1_17_and_local_mode_reading_the_version_once(
+    qdrant: QdrantClient, names: Any, version: str | None
+) -> None:
+    proxy = RecordingClient(qdrant, version=version)
+    store = Store(proxy, control_collection=names("c"))  # type: ignore[arg-type]
+    assert store.is_local is (version is None)
+
+    store.check_conditional_writes()
+    store.check_conditional_writes()
+
+    assert proxy.count_calls("info") == (0 if version is None else 1)
+
+
+def _insert_record(store: Store, coll: str) -> Any:
+    return store.insert_record("migration", coll, {"collection": coll})
+
+
+def _replace_record(store: Store, coll: str) -> Any:
+    return store.replace_record("migration", coll, {"collection": coll}, expected={"epoch": 1})
+
+
+def _conditional_upsert(store: Store, coll: str) -> Any:
+    point = models.PointStruct(id=100, vector={"legacy": vector_of(64)}, payload={})
+    return store.upsert(coll, [point], update_mode=models.UpdateMode.INSERT_ONLY)
+
+
+def _filtered_upsert(store: Store, coll: str) -> Any:
+    point = models.PointStruct(id=1, vector={"legacy": vector_of(64)}, payload={})
+    return store.upsert(coll, [point], update_filter=models.Filter(must=[models.HasIdCondition(has_id=[1])]))
+
+
+def _stale_proof_update(store: Store, coll: str) -> Any:
+    return store.update_if_unchanged(coll, "text", {1: ("no longer the text", {"legacy": vector_of(64)})})
+
+
+def _stamped_write(store: Store, coll: str) -> Any:
+    return store.write_stamped(
+        coll, "legacy", "text", {1: ("no longer the text", vector_of(64))}, ("m", 2), distance=Distance.COSINE
+    )
+
+
+def _stamped_update(store: Store, coll: str) -> Any:
+    points = [models.PointVectors(id=1, vector={"legacy": vector_of(64)})]
+    flt = models.Filter(must=[models.HasIdCondition(has_id=[1])])
+    return store.update_vectors_stamped(coll, points, ("m", 2), [1], update_filter=flt)
+
+
+CONDITIONAL_WRITES = [
+    _insert_record,
+    _replace_record,
+    _conditional_upsert,
+    _filtered_upsert,
+    _stale_proof_update,
+    _stamped_write,
+    _stamped_update,
+]
+
+
+@pytest.mark.parametrize("write", CONDITIONAL_WRITES, ids=lambda f: f.__name__.strip("_"))
+def test_a_conditional_write_is_refused_on_a_server_older_than_1_17_before_anything_is_sent(
+    qdrant: QdrantClient, names: Any, coll: str, write: Callable[[Store, str], Any]
+) -> None:
+    # a 1.16 server would drop update_mode / update_filter and write unconditionally
+    proxy = RecordingClient(qdrant, version="1.16.3")
+    control = names("control")
+    store = Store(proxy, control_collection=control)  # type: ignore[arg-type]
+
+    with pytest.raises(ServerVersionError, match=r"1\.16\.3 found, 1\.17\+ needed"):
+        write(store, coll)
+
+    sent = {name for name, _, _ in proxy.calls}
+    assert not sent & {"upsert", "update_vectors", "batch_update_points", "set_payload", "create_collection"}
+    assert not qdrant.collection_exists(control)
+
+
+@pytest.mark.parametrize("write", CONDITIONAL_WRITES, ids=lambda f: f.__name__.strip("_"))
+def test_a_conditional_write_goes_through_on_1_17(
+    qdrant: QdrantClient, names: Any, coll: str, write: Callable[[Store, str], Any]
+) -> None:
+    store = Store(RecordingClient(qdrant, version="1.17.0"), control_collection=names("control"))  # type: ignore[arg-type]
+    if write is _replace_record:
+        _insert_record(store, coll)
+    write(store, coll)
+
+
+def test_an_unconditional_write_still_goes_through_on_an_old_server(
+    qdrant: QdrantClient, names: Any, coll: str
+) -> None:
+    # the wrapper passes writes to collections without a migration through, whatever the version
+    proxy = RecordingClient(qdrant, version="1.12.0")
+    store = Store(proxy, control_collection=names("control"))  # type: ignore[arg-type]
+
+    store.upsert(coll, [models.PointStruct(id=100, vector={"legacy": vector_of(64)}, payload={})])
+
+    assert proxy.count_calls("upsert") == 1
 
 
 def test_server_version_of_the_backend(backend: str, store: Store) -> None:
