@@ -1264,17 +1264,47 @@ class Store:
                 collection=collection,
                 vector=name,
             )
+        except CollectionNotFoundError:
+            raise
         except StoreError as exc:
             cause = exc.__cause__
             if isinstance(cause, UnexpectedResponse) and cause.status_code in (404, 405):
-                raise InPlaceUnsupportedError(
-                    f"the server does not support adding a named vector ({_message_of(cause)}); "
-                    f"it needs Qdrant 1.18+; {_BLUE_GREEN}",
-                    collection=collection,
-                    vector=name,
-                ) from exc
+                raise self._vector_endpoint_refused(collection, name, _message_of(cause)) from exc
             raise
         return True
+
+    def _vector_endpoint_refused(self, collection: str, name: str, said: str) -> StoreError:
+        """The error for a 404/405 to adding a named vector: "too old" only when the version says so.
+
+        A server before 1.18 has no such endpoint; on a newer one the answer came from something else (a
+        proxy or gateway in front of Qdrant, a URL with a wrong path prefix), which an upgrade would not
+        fix.
+        """
+        needed = _version_text(IN_PLACE_MIN_VERSION[:2])
+        endpoint = f"PUT /collections/{collection}/vectors/{name}"
+        try:
+            version = self.server_version()
+        except StoreError as exc:
+            why = (
+                f"and the server's version cannot be read ({exc}), so whether it predates {needed} (which "
+                f"added {endpoint}) is unknown"
+            )
+        else:
+            if version is not None and version < IN_PLACE_MIN_VERSION:
+                return InPlaceUnsupportedError(
+                    f"the server does not support adding a named vector ({said}): Qdrant "
+                    f"{_version_text(version)} found, {needed}+ needed; upgrade the server or {_BLUE_GREEN}",
+                    collection=collection,
+                    vector=name,
+                )
+            where = "local mode" if version is None else f"the server reports Qdrant {_version_text(version)}"
+            why = f"but {where}, which has {endpoint}: this is not a missing feature"
+        return StoreError(
+            f"adding the named vector was refused ({said}), {why}; check the URL (a path prefix) and any "
+            "proxy or gateway in front of Qdrant that may block or reroute that request",
+            collection=collection,
+            vector=name,
+        )
 
     # ----------------------------------------------------------------- blue-green: collections and aliases
 

@@ -649,8 +649,9 @@ def test_ensure_vector_without_create_vector_name_in_the_client(
 
 @pytest.mark.parametrize("status", [404, 405])
 def test_ensure_vector_on_a_server_without_the_endpoint(
-    proxy: RecordingClient, names: Any, coll: str, target_spec: ModelSpec, status: int
+    qdrant: QdrantClient, names: Any, coll: str, target_spec: ModelSpec, status: int
 ) -> None:
+    proxy = RecordingClient(qdrant, version="1.17.3")
     proxy.always_fail["create_vector_name"] = http_error(status)
     store = Store(proxy, control_collection=names("control"), retry=NO_WAIT)  # type: ignore[arg-type]
 
@@ -659,10 +660,65 @@ def test_ensure_vector_on_a_server_without_the_endpoint(
 
     message = str(caught.value)
     assert "blue-green" in message
-    assert "1.18" in message
+    assert "1.17.3 found, 1.18+ needed" in message
+    assert str(status) in message
     assert caught.value.collection == coll
     assert caught.value.vector == "modern-v1"
     assert proxy.count_calls("create_vector_name") == 1
+
+
+@pytest.mark.parametrize("status", [404, 405])
+@pytest.mark.parametrize("version", ["1.18.0", "1.19.1", None])
+def test_ensure_vector_refused_by_a_server_that_has_the_endpoint_says_what_it_was(
+    qdrant: QdrantClient, names: Any, coll: str, target_spec: ModelSpec, status: int, version: str | None
+) -> None:
+    # a proxy or a URL prefix answered: "upgrade to 1.18" would send the operator the wrong way
+    proxy = RecordingClient(qdrant, version=version)
+    proxy.always_fail["create_vector_name"] = http_error(status, b"<html>no such route</html>")
+    store = Store(proxy, control_collection=names("control"), retry=NO_WAIT)  # type: ignore[arg-type]
+
+    with pytest.raises(StoreError) as caught:
+        store.ensure_vector(coll, "modern-v1", target_spec)
+
+    assert type(caught.value) is StoreError
+    message = str(caught.value)
+    assert f"HTTP {status}: <html>no such route</html>" in message
+    assert (f"Qdrant {version}" if version else "local mode") in message
+    assert "not a missing feature" in message
+    assert "proxy" in message
+    assert f"PUT /collections/{coll}/vectors/modern-v1" in message
+    assert (caught.value.collection, caught.value.vector) == (coll, "modern-v1")
+
+
+def test_ensure_vector_refused_by_a_server_of_unknown_version(
+    qdrant: QdrantClient, names: Any, coll: str, target_spec: ModelSpec
+) -> None:
+    proxy = RecordingClient(qdrant, version="dev")
+    proxy.always_fail["create_vector_name"] = http_error(404)
+    store = Store(proxy, control_collection=names("control"), retry=NO_WAIT)  # type: ignore[arg-type]
+
+    with pytest.raises(StoreError) as caught:
+        store.ensure_vector(coll, "modern-v1", target_spec)
+
+    assert type(caught.value) is StoreError
+    assert "version cannot be read" in str(caught.value)
+    assert "is unknown" in str(caught.value)
+
+
+def test_ensure_vector_on_a_missing_collection_says_so(
+    qdrant: QdrantClient, names: Any, coll: str, target_spec: ModelSpec
+) -> None:
+    # a server's 404 for a collection deleted meanwhile is not "too old"
+    proxy = RecordingClient(qdrant, version="1.17.3")
+    proxy.always_fail["create_vector_name"] = http_error(
+        404, server_error_body(f"Not found: Collection `{coll}` doesn't exist!")
+    )
+    store = Store(proxy, control_collection=names("control"), retry=NO_WAIT)  # type: ignore[arg-type]
+
+    with pytest.raises(CollectionNotFoundError) as caught:
+        store.ensure_vector(coll, "modern-v1", target_spec)
+
+    assert caught.value.collection == coll
 
 
 def test_ensure_vector_passes_other_refusals_through(
