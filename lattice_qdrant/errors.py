@@ -29,6 +29,7 @@ catch qdrant-client's own exceptions::
         ├── VectorConflictError       a named vector exists with another size or distance
         ├── IndexConflictError        a payload index exists with another type
         ├── ServerVersionError        the server is too old (or reports no readable version)
+        ├── StorageFullError          the server has no room for writes (disk full, quota reached)
         └── InPlaceUnsupportedError   the collection cannot take a parallel named vector
             └── UnnamedVectorError    the collection's only vector is the unnamed default one
 """
@@ -59,6 +60,7 @@ __all__ = [
     "QualityGateError",
     "RollbackWindowOpenError",
     "ServerVersionError",
+    "StorageFullError",
     "StoreError",
     "ThresholdNotMetError",
     "TransientStoreError",
@@ -278,7 +280,8 @@ class StoreError(LatticeError):
 
 
 class TransientStoreError(StoreError):
-    """A failure worth retrying: timeout, connection error, HTTP 408, 429, 500, 502, 503 or 504."""
+    """A failure worth retrying: timeout, connection error, rate limit, HTTP 408, 429, 500, 502, 503 or 504
+    (a server without room for writes is :class:`StorageFullError` instead, whatever its code)."""
 
 
 class CollectionNotFoundError(StoreError):
@@ -319,6 +322,15 @@ class ServerVersionError(StoreError):
         super().__init__(message, collection=collection)
         self.found = found
         self.needed = needed
+
+
+class StorageFullError(StoreError):
+    """The server refuses writes for lack of room: its disk is full, or its disk (or memory) quota is
+    reached.
+
+    Not transient, unlike a rate limit (gRPC gives both ``RESOURCE_EXHAUSTED``): retrying does not help
+    until room is made. The message names the cause, what the server said, and the fix.
+    """
 
 
 class InPlaceUnsupportedError(StoreError):

@@ -4,8 +4,9 @@ Everything that touches Qdrant goes through :class:`Store`: schema changes on th
 (payload indexes, the parallel named vector), point reads and writes, and the control collection that holds
 the migration records and the model registry. Errors from qdrant-client (HTTP, gRPC and local mode alike)
 are translated here into the library's error tree with the collection, vector name and point ids involved,
-and transient failures (timeouts, connection errors, HTTP 408/429/500/502/503/504) are retried with
-exponential backoff and jitter.
+and transient failures (timeouts, connection errors, rate limits, HTTP 408/429/500/502/503/504) are retried
+with exponential backoff and jitter. A server without room for writes (a full disk, a quota reached) is
+not transient, though gRPC gives it the rate limit's code: it raises :class:`StorageFullError` at once.
 
 Design notes, for a real server first (local mode is a convenience, not the reference):
 
@@ -38,6 +39,7 @@ from typing import Any
 
 import numpy as np
 from qdrant_client import QdrantClient, models
+from qdrant_client.common.client_exceptions import ResourceExhaustedResponse
 from qdrant_client.http import models as rest
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 from tenacity import (
@@ -54,6 +56,7 @@ from .errors import (
     InPlaceUnsupportedError,
     PointNotFoundError,
     ServerVersionError,
+    StorageFullError,
     StoreError,
     TransientStoreError,
     UnnamedVectorError,
@@ -141,7 +144,22 @@ class RetryPolicy:
 
 _TRANSIENT_HTTP = {408, 429, 500, 502, 503, 504}
 _TRANSIENT_GRPC = {"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED"}
+#: qdrant-client raises ResourceExhaustedResponse for a rate limit that names a Retry-After
+_TRANSIENT_TYPES = (ResponseHandlingException, ResourceExhaustedResponse, TimeoutError, ConnectionError)
 _POINT_ID = re.compile(r"[Pp]oint with id ([0-9a-fA-F-]+)")
+#: What a server without room for writes says: ``No space left on device`` (a full disk, HTTP 500 or gRPC
+#: INTERNAL), ``Insufficient storage: Disk usage is at 97% ...`` (the quota of 1.19+, HTTP 507 or gRPC
+#: RESOURCE_EXHAUSTED, the rate limit's code, with the metadata key below), strict mode's disk usage limit;
+#: local mode's SQLite says ``database or disk is full``.
+_NO_ROOM = (
+    "no space left on device",
+    "insufficient storage",
+    "disk usage",
+    "max_disk_usage_percent",
+    "database or disk is full",
+)
+_NO_ROOM_GRPC_KEY = "qdrant-insufficient-storage"
+_INSUFFICIENT_STORAGE = 507
 
 
 def _status_of(exc: BaseException) -> int | None:
@@ -158,9 +176,46 @@ def _grpc_code(exc: BaseException) -> str | None:
     return None
 
 
+def _grpc_metadata_keys(exc: BaseException) -> set[str]:
+    trailing = getattr(exc, "trailing_metadata", None)
+    if not callable(trailing) or not type(exc).__module__.startswith("grpc"):
+        return set()
+    with contextlib.suppress(Exception):
+        return {str(getattr(item, "key", None) or item[0]).lower() for item in trailing() or ()}
+    return set()
+
+
 def _version_text(version: Sequence[int]) -> str:
     """``(1, 17, 0)`` -> ``"1.17.0"``."""
     return ".".join(map(str, version))
+
+
+def _no_room(exc: BaseException, lowered: str) -> bool:
+    """Whether the server refused for lack of room (disk full, disk or memory quota): not transient."""
+    return (
+        _status_of(exc) == _INSUFFICIENT_STORAGE
+        or _NO_ROOM_GRPC_KEY in _grpc_metadata_keys(exc)
+        or any(marker in lowered for marker in _NO_ROOM)
+    )
+
+
+def _no_room_message(action: str, message: str, lowered: str) -> str:
+    if "memory" in lowered and "disk" not in lowered and "space" not in lowered:
+        cause = "Qdrant takes no more writes: its memory quota is reached"
+        fix = (
+            "free memory (delete points or collections, keep vectors on disk) or raise "
+            "max_resident_memory_percent"
+        )
+    else:
+        cause = "Qdrant takes no more writes: its disk is full, or at its disk usage limit"
+        fix = (
+            "free disk space (old backups: lattice-qdrant backups list / delete; unused "
+            "collections), give it more disk, or raise max_disk_usage_percent"
+        )
+    return (
+        f"{action} failed: {cause} (the server said: {message}); retrying does not help: {fix}, then run "
+        "the command again (a backfill resumes where it stopped)"
+    )
 
 
 def _message_of(exc: BaseException) -> str:
@@ -189,8 +244,14 @@ def translate(
     code = _grpc_code(exc)
     context: dict[str, Any] = {"collection": collection, "vector": vector, "point_ids": point_ids}
     text = f"{action} failed: {message}"
+    if _no_room(exc, lowered):
+        # before the transient codes: gRPC says RESOURCE_EXHAUSTED for a rate limit and a full disk alike
+        return StorageFullError(_no_room_message(action, message, lowered), **context)
+    if code == "RESOURCE_EXHAUSTED" and "larger than max" in lowered:
+        # gRPC's own message size limit: the same request fails again
+        return StoreError(f"{text}; send smaller batches", **context)
     if (
-        isinstance(exc, ResponseHandlingException | TimeoutError | ConnectionError)
+        isinstance(exc, _TRANSIENT_TYPES)
         or status in _TRANSIENT_HTTP
         or code in _TRANSIENT_GRPC
         or type(exc).__module__.startswith("httpx")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import sqlite3
 import sys
 import threading
 import uuid
@@ -22,6 +23,7 @@ import httpx
 import pytest
 from qdrant_client import QdrantClient, models
 from qdrant_client.common import client_warnings
+from qdrant_client.common.client_exceptions import ResourceExhaustedResponse
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from lattice_qdrant.embedders import HashEmbedder
@@ -31,6 +33,7 @@ from lattice_qdrant.errors import (
     InPlaceUnsupportedError,
     PointNotFoundError,
     ServerVersionError,
+    StorageFullError,
     StoreError,
     TransientStoreError,
     UnnamedVectorError,
@@ -953,18 +956,23 @@ def test_translate_a_missing_integer_point_on_a_server_keeps_the_callers_id() ->
 
 
 class _FakeGrpcError(Exception):
-    """Looks like a ``grpc.RpcError`` to the translator (module and ``code()``/``details()``)."""
+    """Looks like a ``grpc.RpcError`` to the translator (module and ``code()``/``details()``/
+    ``trailing_metadata()``)."""
 
-    def __init__(self, code: str, details: str) -> None:
+    def __init__(self, code: str, details: str, metadata: tuple[tuple[str, str], ...] = ()) -> None:
         super().__init__(details)
         self._code = code
         self._details = details
+        self._metadata = metadata
 
     def code(self) -> Any:
         return type("Code", (), {"name": self._code})()
 
     def details(self) -> str:
         return self._details
+
+    def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self._metadata
 
 
 _FakeGrpcError.__module__ = "grpc._channel"
@@ -983,6 +991,115 @@ def test_translate_grpc_errors(code: str, details: str, kind: type[StoreError]) 
     error = translate(_FakeGrpcError(code, details), action="count points", collection="docs")
     assert type(error) is kind
     assert details in str(error) or kind is CollectionNotFoundError
+
+
+# What Qdrant sends (lib/shard/src/quota/check.rs and local_shard/shard_ops.rs in its source, 1.18-1.19).
+RATE_LIMITED = (
+    "Rate limiting exceeded: Write rate limit exceeded: Operation requires 64 tokens but only 3.0 were "
+    "available. Retry after 2s"
+)
+DISK_QUOTA = (
+    "Insufficient storage: Disk usage is at 97% of total capacity, exceeding the configured limit of 95%. "
+    "Help: Reduce disk usage (e.g. delete points or drop collections), or raise `max_disk_usage_percent` "
+    "in the global quota config."
+)
+MEMORY_QUOTA = (
+    "Insufficient storage: Resident memory usage is at 93% of total memory, exceeding the configured limit "
+    "of 90%. Help: Reduce memory usage (e.g. delete points or drop collections), or raise "
+    "`max_resident_memory_percent` in the global quota config."
+)
+WAL_DISK_FULL = (
+    "Service internal error: No space left on device: WAL buffer size exceeds available disk space"
+)
+NO_ROOM = (("qdrant-insufficient-storage", "1"),)  # the metadata that tells a quota from a rate limit
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        _FakeGrpcError("RESOURCE_EXHAUSTED", RATE_LIMITED),
+        _FakeGrpcError("RESOURCE_EXHAUSTED", "", (("retry-after", "2"),)),
+        http_error(429, server_error_body(RATE_LIMITED)),
+        ResourceExhaustedResponse(RATE_LIMITED, 2),  # what qdrant-client raises when Retry-After is given
+    ],
+    ids=["grpc", "grpc-bare", "http-429", "client-retry-after"],
+)
+def test_a_rate_limit_is_transient(exc: BaseException) -> None:
+    error = translate(exc, action="upsert points", collection="docs")
+    assert type(error) is TransientStoreError
+
+
+@pytest.mark.parametrize(
+    ("exc", "hint"),
+    [
+        (_FakeGrpcError("RESOURCE_EXHAUSTED", DISK_QUOTA, NO_ROOM), "disk"),
+        (_FakeGrpcError("RESOURCE_EXHAUSTED", DISK_QUOTA), "disk"),
+        (_FakeGrpcError("RESOURCE_EXHAUSTED", "quota", NO_ROOM), "disk"),
+        (_FakeGrpcError("RESOURCE_EXHAUSTED", MEMORY_QUOTA, NO_ROOM), "memory"),
+        (_FakeGrpcError("INTERNAL", WAL_DISK_FULL), "disk"),
+        (http_error(507, server_error_body(DISK_QUOTA)), "disk"),
+        (http_error(507, server_error_body(MEMORY_QUOTA)), "memory"),
+        (http_error(500, server_error_body(WAL_DISK_FULL)), "disk"),
+        (http_error(500, server_error_body("File IO error: No space left on device (os error 28)")), "disk"),
+        (OSError(28, "No space left on device"), "disk"),  # local mode with path=
+        (sqlite3.OperationalError("database or disk is full"), "disk"),
+    ],
+    ids=[
+        "grpc-quota",
+        "grpc-quota-text",
+        "grpc-marker",
+        "grpc-memory",
+        "grpc-wal",
+        "http-507",
+        "http-507-memory",
+        "http-500-wal",
+        "http-500-io",
+        "local-oserror",
+        "local-sqlite",
+    ],
+)
+def test_a_server_without_room_is_not_transient_and_says_what_to_do(exc: BaseException, hint: str) -> None:
+    # gRPC gives a full disk the rate limit's code; retrying it only hammers a full server
+    error = translate(exc, action="upsert points", collection="docs", point_ids=[1])
+
+    assert type(error) is StorageFullError
+    assert not isinstance(error, TransientStoreError)
+    assert (error.collection, error.point_ids) == ("docs", [1])
+    message = str(error)
+    assert "retrying does not help" in message
+    if hint == "disk":
+        assert "disk is full" in message and "max_disk_usage_percent" in message
+        assert "backups" in message
+    else:
+        assert "memory quota" in message and "max_resident_memory_percent" in message
+    detail = _FakeGrpcError.details(exc) if isinstance(exc, _FakeGrpcError) else ""
+    assert detail in message  # what the server said
+
+
+def test_a_message_above_grpc_size_limit_is_not_transient() -> None:
+    exc = _FakeGrpcError("RESOURCE_EXHAUSTED", "Received message larger than max (5242880 vs. 4194304)")
+    error = translate(exc, action="upsert points", collection="docs")
+    assert type(error) is StoreError
+    assert "smaller batches" in str(error)
+
+
+def test_a_full_disk_is_not_retried(proxy: RecordingClient, names: Any, coll: str) -> None:
+    proxy.always_fail["upsert"] = _FakeGrpcError("RESOURCE_EXHAUSTED", DISK_QUOTA, NO_ROOM)
+    store = Store(proxy, control_collection=names("control"), retry=NO_WAIT)  # type: ignore[arg-type]
+
+    with pytest.raises(StorageFullError):
+        store.upsert(coll, [models.PointStruct(id=100, vector={"legacy": vector_of(64)}, payload={})])
+
+    assert proxy.count_calls("upsert") == 1
+
+
+def test_a_rate_limit_is_retried(proxy: RecordingClient, names: Any, coll: str) -> None:
+    proxy.failures["upsert"] = [_FakeGrpcError("RESOURCE_EXHAUSTED", RATE_LIMITED)]
+    store = Store(proxy, control_collection=names("control"), retry=NO_WAIT)  # type: ignore[arg-type]
+
+    store.upsert(coll, [models.PointStruct(id=100, vector={"legacy": vector_of(64)}, payload={})])
+
+    assert proxy.count_calls("upsert") == 2
 
 
 @pytest.mark.parametrize(
