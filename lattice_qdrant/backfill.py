@@ -55,11 +55,10 @@ from .errors import (
     LatticeError,
     MigrationError,
 )
-from .kernels import vectors_match
 from .metrics import NO_METRICS, BackfillMetrics
 from .plan import MigrationPlan
 from .state import Status
-from .store import MODEL_FIELD, VERSION_FIELD, Coverage, Store, stamp_filter
+from .store import MODEL_FIELD, VERSION_FIELD, Coverage, Store, stamp_filter, stored_as_written
 
 __all__ = [
     "BackfillOptions",
@@ -1007,13 +1006,9 @@ def write_target_vectors(
         store.set_payload(
             collection, {MODEL_FIELD: plan.target.model_id, VERSION_FIELD: plan.target.version}, list(stored)
         )
-    # Ours took effect where the stored vector is the one we wrote, compared as a re-embedding is (a server
-    # may store cosine vectors normalised).
-    return [
-        pid
-        for pid in ids
-        if pid in stored and vectors_match(stored[pid], pending[pid][1], plan.target.distance, 1e-5)[0]
-    ]
+    # Ours took effect where the stored vector is the one we wrote (as a server stores it).
+    distance = plan.target.distance
+    return [pid for pid in ids if pid in stored and stored_as_written(stored[pid], pending[pid][1], distance)]
 
 
 def _not(flt: models.Filter) -> models.Filter:

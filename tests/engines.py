@@ -38,6 +38,10 @@ _DISTANCES = {
     "Dot": (models.Distance.DOT, qe.Distance.Dot),
     "Euclid": (models.Distance.EUCLID, qe.Distance.Euclid),
 }
+_DATATYPES = {
+    "float32": (models.Datatype.FLOAT32, qe.VectorStorageDatatype.Float32),
+    "float16": (models.Datatype.FLOAT16, qe.VectorStorageDatatype.Float16),
+}
 _SCHEMAS = {
     "keyword": (models.PayloadSchemaType.KEYWORD, qe.PayloadSchemaType.Keyword),
     "integer": (models.PayloadSchemaType.INTEGER, qe.PayloadSchemaType.Integer),
@@ -83,7 +87,8 @@ class Engine:
 
     name: str
 
-    def create(self, vectors: Mapping[str, tuple[int, str]]) -> None:
+    def create(self, vectors: Mapping[str, tuple[int, str]], *, datatype: str | None = None) -> None:
+        """A collection (a shard) with these dense vectors, stored as ``datatype`` (``"float16"``)."""
         raise NotImplementedError
 
     def index(self, field: str, schema: str) -> None:
@@ -176,9 +181,10 @@ class LocalEngine(Engine):
     def __init__(self) -> None:
         self.client = QdrantClient(":memory:")
 
-    def create(self, vectors: Mapping[str, tuple[int, str]]) -> None:
+    def create(self, vectors: Mapping[str, tuple[int, str]], *, datatype: str | None = None) -> None:
+        stored = None if datatype is None else _DATATYPES[datatype][0]
         params = {
-            name: models.VectorParams(size=size, distance=_DISTANCES[distance][0])
+            name: models.VectorParams(size=size, distance=_DISTANCES[distance][0], datatype=stored)
             for name, (size, distance) in vectors.items()
         }
         self.client.create_collection(
@@ -286,9 +292,10 @@ class EdgeEngine(Engine):
         self.path = path
         self.shard: Any = None
 
-    def create(self, vectors: Mapping[str, tuple[int, str]]) -> None:
+    def create(self, vectors: Mapping[str, tuple[int, str]], *, datatype: str | None = None) -> None:
+        stored = None if datatype is None else _DATATYPES[datatype][1]
         params = {
-            name: qe.EdgeVectorParams(size=size, distance=_DISTANCES[distance][1])
+            name: qe.EdgeVectorParams(size=size, distance=_DISTANCES[distance][1], datatype=stored)
             for name, (size, distance) in vectors.items()
         }
         config = qe.EdgeConfig(vectors=params[""] if list(params) == [""] else params)

@@ -26,7 +26,7 @@ import pytest
 from engines import COLLECTION, EdgeEngine, Engine, LocalEngine, Rec
 from qdrant_client import models
 
-from lattice_qdrant.backfill import _missing_filter, shard_of
+from lattice_qdrant.backfill import _missing_filter, shard_of, write_target_vectors
 from lattice_qdrant.errors import PointNotFoundError
 from lattice_qdrant.kernels import vectors_match
 from lattice_qdrant.spec import Distance
@@ -716,3 +716,61 @@ def test_write_stamped_when_the_stored_vector_already_is_ours(engines: Pair) -> 
     local, edge = both(engines, scenario)
     assert local == [1, 2, 3]
     assert edge == [2, 3]
+
+
+# ----------------------------------------------------------------------------- float16 storage
+
+
+def _float16_scenario(e: Engine) -> Any:
+    rng = np.random.default_rng(7)
+    written = {i: rng.normal(size=8).tolist() for i in range(1, 6)}
+    e.create({"v": (8, "Dot")}, datatype="float16")
+    e.upsert([(i, {"v": v}, None) for i, v in written.items()])
+    return written, e.retrieve(list(written))
+
+
+def test_float16_vectors_are_stored_rounded(engines: Pair) -> None:
+    """Divergence: a vector stored as ``float16`` comes back rounded to 11 significant bits on the engine
+    (relative error up to 5e-4); local mode keeps float32 whatever the datatype."""
+    (written, local), (_, edge) = both(engines, _float16_scenario)
+    for i, v in written.items():
+        np.testing.assert_allclose(local[i].vectors["v"], v, rtol=1e-6)
+        assert edge[i].vectors["v"] == np.asarray(v, dtype=np.float16).astype(np.float64).tolist()
+        assert not vectors_match(edge[i].vectors["v"], v, Distance.DOT, 1e-5)[0]  # float32's tolerance
+
+
+def test_write_stamped_on_float16_vectors(engines: Pair) -> None:
+    """A re-embed of a collection storing ``Dot`` vectors as ``float16``: the engine stores the written
+    vectors rounded, and the ``Store`` still recognises them as its own (it reported none written there)."""
+
+    def scenario(e: Engine) -> Any:
+        rng = np.random.default_rng(3)
+        e.create({"v": (8, "Dot")}, datatype="float16")
+        e.upsert([(i, {"v": rng.normal(size=8).tolist()}, {"text": f"text {i}"}) for i in range(1, 6)])
+        pending = {i: (f"text {i}", rng.normal(size=8).tolist()) for i in range(1, 6)}
+        written = e.store().write_stamped(COLLECTION, "v", "text", pending, ("m9", 3), distance=Distance.DOT)
+        return sorted(written), sorted(
+            pid for pid, r in e.retrieve(range(1, 6)).items() if r.payload.get(MODEL_FIELD)
+        )
+
+    local, edge = both(engines, scenario)
+    assert local == edge == ([1, 2, 3, 4, 5], [1, 2, 3, 4, 5])
+
+
+def test_backfill_writes_on_a_float16_target_vector(engines: Pair) -> None:
+    """The in-place backfill's write into a target vector stored as ``float16`` (one the user created
+    beforehand): every point counts as written on the engine too."""
+    target = SimpleNamespace(model_id="m9", version=3, distance=Distance.EUCLID)
+    plan = SimpleNamespace(
+        data_collection=COLLECTION, reembed=False, target=target, target_vector="dst", text_field="text"
+    )
+
+    def scenario(e: Engine) -> Any:
+        rng = np.random.default_rng(5)
+        e.create({"src": (8, "Dot"), "dst": (8, "Euclid")}, datatype="float16")
+        e.upsert([(i, {"src": rng.normal(size=8).tolist()}, {"text": f"text {i}"}) for i in range(1, 6)])
+        pending = {i: (f"text {i}", rng.normal(size=8).astype(np.float32)) for i in range(1, 6)}
+        return sorted(write_target_vectors(e.store(), plan, pending))
+
+    local, edge = both(engines, scenario)
+    assert local == edge == [1, 2, 3, 4, 5]
