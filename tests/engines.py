@@ -491,6 +491,12 @@ class EdgeClient:
             raise
 
     @staticmethod
+    def info() -> models.VersionInfo:
+        # The shard code of qdrant-edge 0.9 has update modes and conditional updates: a server of 1.18 or
+        # later as far as the library's version checks are concerned.
+        return models.VersionInfo(title="qdrant-edge", version="1.18.0")
+
+    @staticmethod
     def _done() -> models.UpdateResult:
         return models.UpdateResult(operation_id=0, status=models.UpdateStatus.COMPLETED)
 
