@@ -16,7 +16,7 @@ Design notes, for a real server first (local mode is a convenience, not the refe
   conditional upsert (``update_filter`` on the epoch it was read at, ``UPDATE_ONLY``) carrying a fresh
   ``token``, then read back: the write took effect exactly when the stored token is ours. This is a
   compare-and-set that works on every backend, because Qdrant does not say which points a conditional write
-  skipped.
+  skipped. The read-back also settles a write whose reply was lost (it raised, yet took effect).
 * Servers before 1.17 drop ``update_mode`` silently (and before 1.15.4 ``update_filter``): an
   ``INSERT_ONLY`` becomes a plain upsert, so two writers would both win. Every conditional write, and
   planning, first checks the server's version (:meth:`Store.check_conditional_writes`); local mode
@@ -1118,15 +1118,22 @@ class Store:
             out.extend(dict(r.payload or {}) for r in page)
         return out
 
-    def insert_record(self, kind: str, key: str, payload: dict[str, Any]) -> bool:
+    def insert_record(
+        self, kind: str, key: str, payload: dict[str, Any], *, token: str | None = None
+    ) -> bool:
         """Create a record if no record has that key; return whether ours was written.
 
-        The payload gets ``kind``, ``key``, ``epoch`` 1 and a fresh ``token``. Refused on a server older
-        than 1.17 (:class:`ServerVersionError`), before anything is created.
+        The payload gets ``kind``, ``key``, ``epoch`` 1 and ``token`` (a fresh one unless given). A write
+        whose reply is lost (it raised after its retries) is told from the token read back.
+
+        Raises:
+            ServerVersionError: the server is older than 1.17 (checked before anything is created).
+            TransientStoreError: the write failed and no record was found, or the read-back failed (the
+                write may have taken effect: the record's ``token`` tells).
         """
         self.check_conditional_writes()
         self.ensure_control()
-        token = uuid.uuid4().hex
+        token = token or uuid.uuid4().hex
         body = {
             **payload,
             "kind": kind,
@@ -1136,22 +1143,46 @@ class Store:
             "tokens": [token],
             "updated_at": time.time(),
         }
-        self.upsert(
-            self.control_collection,
-            [models.PointStruct(id=record_id(kind, key), vector={}, payload=body)],
-            update_mode=models.UpdateMode.INSERT_ONLY,
-            ordering=models.WriteOrdering.STRONG,
-        )
+        try:
+            self.upsert(
+                self.control_collection,
+                [models.PointStruct(id=record_id(kind, key), vector={}, payload=body)],
+                update_mode=models.UpdateMode.INSERT_ONLY,
+                ordering=models.WriteOrdering.STRONG,
+            )
+        except TransientStoreError:
+            # its reply may be lost: the record read back says whether it took effect
+            stored = self.get_record(kind, key)
+            if stored is None:
+                raise
+            return stored.get("token") == token
         stored = self.get_record(kind, key)
         return stored is not None and stored.get("token") == token
 
     def replace_record(
-        self, kind: str, key: str, payload: dict[str, Any], *, expected: dict[str, Any]
+        self,
+        kind: str,
+        key: str,
+        payload: dict[str, Any],
+        *,
+        expected: dict[str, Any],
+        token: str | None = None,
     ) -> dict[str, Any] | None:
         """Compare-and-set: replace the record if it is still the one read as ``expected``.
 
         The write is conditional on ``expected``'s epoch; the record keeps the tokens of its last writes,
-        so a win is recognised even when another process has already moved the record on after us.
+        so a win is recognised even when another process has already moved the record on after us. The
+        same holds for a write whose reply was lost: when the conditional upsert raises after its retries
+        (the write may have taken effect, and a retry of one that did is skipped by the condition), the
+        record is read back all the same, and the token says what happened.
+
+        Args:
+            kind: the record's kind.
+            key: the record's key.
+            payload: the new payload.
+            expected: the record as read; the write only applies if it is still at this epoch.
+            token: this write's token (a fresh one unless given); a caller that keeps it can tell later,
+                from the record's ``tokens``, whether a write that raised took effect.
 
         Returns:
             the stored payload when this call's write took effect, or ``None`` when the record had moved
@@ -1160,10 +1191,13 @@ class Store:
         Raises:
             ServerVersionError: the server is older than 1.17 (it would replace the record whatever its
                 epoch).
+            TransientStoreError: the write failed and the record is still at ``expected``'s epoch (nothing
+                was changed, unless the request is still on its way), or the read-back failed (the outcome
+                is unknown: the record's ``tokens`` tell, once it can be read).
         """
         self.check_conditional_writes()
         self.ensure_control()
-        token = uuid.uuid4().hex
+        token = token or uuid.uuid4().hex
         expected_epoch = int(expected["epoch"])
         history = [str(t) for t in expected.get("tokens", [])][: _TOKEN_HISTORY - 1]
         body = {
@@ -1176,22 +1210,30 @@ class Store:
             "updated_at": time.time(),
         }
         # In local mode the write and its read-back happen under one lock, so nobody moves in between.
+        failure: TransientStoreError | None = None
         with self._lock:
-            self.upsert(
-                self.control_collection,
-                [models.PointStruct(id=record_id(kind, key), vector={}, payload=body)],
-                update_filter=models.Filter(
-                    must=[models.FieldCondition(key="epoch", match=models.MatchValue(value=expected_epoch))]
-                ),
-                update_mode=models.UpdateMode.UPDATE_ONLY,
-                ordering=models.WriteOrdering.STRONG,
-            )
+            try:
+                self.upsert(
+                    self.control_collection,
+                    [models.PointStruct(id=record_id(kind, key), vector={}, payload=body)],
+                    update_filter=models.Filter(
+                        must=[
+                            models.FieldCondition(key="epoch", match=models.MatchValue(value=expected_epoch))
+                        ]
+                    ),
+                    update_mode=models.UpdateMode.UPDATE_ONLY,
+                    ordering=models.WriteOrdering.STRONG,
+                )
+            except TransientStoreError as exc:
+                failure = exc  # the write may have taken effect with its reply lost: read back
             stored = self.get_record(kind, key)
         if stored is None:
             return None
         tokens = stored.get("tokens", [])
         if token in tokens:
             return stored if stored.get("token") == token else body
+        if failure is not None and int(stored.get("epoch", 0)) == expected_epoch:
+            raise failure  # not written (yet): nobody else moved the record either
         if int(stored.get("epoch", 0)) - expected_epoch >= len(tokens):
             raise StoreError(
                 f"cannot tell whether the update of {kind} {key!r} took effect: "
@@ -1225,14 +1267,21 @@ class Store:
             collection=self.control_collection,
         )
 
-    def append_event(self, collection: str, payload: dict[str, Any]) -> None:
-        """Append an entry to a collection's migration history (never overwritten)."""
+    def append_event(self, collection: str, payload: dict[str, Any], *, event_id: str | None = None) -> None:
+        """Append an entry to a collection's migration history (never overwritten by another entry).
+
+        Args:
+            collection: the migrated collection.
+            payload: the entry.
+            event_id: the entry's own id (a transition's token): appending it again writes the same point,
+                so an entry is recorded once however often it is appended. A fresh id unless given.
+        """
         self.ensure_control()
         self.upsert(
             self.control_collection,
             [
                 models.PointStruct(
-                    id=str(uuid.uuid4()),
+                    id=record_id("event", event_id) if event_id else str(uuid.uuid4()),
                     vector={},
                     payload={**payload, "kind": "event", "collection": collection},
                 )

@@ -1535,6 +1535,102 @@ def _replace_while_others_move_on(
     assert won["epoch"] == 2
 
 
+def lose_next_reply(proxy: RecordingClient, name: str, *, retries: int) -> None:
+    """The next call of ``name`` takes effect, then raises as a lost reply does; the ``retries`` calls after
+    it raise before reaching Qdrant."""
+
+    def lost() -> None:
+        proxy.failures[name] = [ConnectionError("connection reset by peer") for _ in range(retries)]
+        raise ConnectionError("connection reset by peer (after the write took effect)")
+
+    proxy.after[name] = lost
+
+
+@pytest.mark.parametrize("retries", [2, 0], ids=["every retry fails", "the retry is skipped"])
+def test_a_replace_whose_reply_is_lost_is_recognised_as_won(
+    qdrant: QdrantClient, proxy: RecordingClient, names: Any, retries: int
+) -> None:
+    """The conditional write took effect but the call raised: after its retries failed too, or after a
+    retry that the moved epoch skipped. The read-back finds the token: the write won."""
+    control = names("control")
+    other = Store(qdrant, control_collection=control)
+    other.insert_record("migration", "docs", {"n": 1})
+    first = other.get_record("migration", "docs")
+    assert first is not None
+    ours = Store(proxy, control_collection=control, retry=RetryPolicy(3, 0.0, 0.0, 0.0))  # type: ignore[arg-type]
+    lose_next_reply(proxy, "upsert", retries=retries)
+
+    won = ours.replace_record("migration", "docs", {"n": 2}, expected=first, token="mine")
+
+    assert proxy.count_calls("upsert") == 1 + max(retries, 1)
+    assert won is not None and (won["n"], won["epoch"], won["token"]) == (2, 2, "mine")
+    assert other.get_record("migration", "docs") == won
+
+
+def test_a_replace_that_never_reached_qdrant_raises_and_changes_nothing(
+    qdrant: QdrantClient, proxy: RecordingClient, names: Any
+) -> None:
+    control = names("control")
+    other = Store(qdrant, control_collection=control)
+    other.insert_record("migration", "docs", {"n": 1})
+    first = other.get_record("migration", "docs")
+    assert first is not None
+    ours = Store(proxy, control_collection=control, retry=RetryPolicy(3, 0.0, 0.0, 0.0))  # type: ignore[arg-type]
+    proxy.always_fail["upsert"] = ConnectionError("connection refused")
+
+    with pytest.raises(TransientStoreError, match="connection refused"):
+        ours.replace_record("migration", "docs", {"n": 2}, expected=first)
+
+    assert other.get_record("migration", "docs") == first
+
+
+def test_a_replace_that_failed_after_another_writer_moved_on_lost(
+    qdrant: QdrantClient, proxy: RecordingClient, names: Any
+) -> None:
+    """The write failed and the record is at another epoch without our token: the condition on the epoch
+    read keeps our write from ever applying, so it lost (rather than 'try again')."""
+    control = names("control")
+    other = Store(qdrant, control_collection=control)
+    other.insert_record("migration", "docs", {"n": 1})
+    first = other.get_record("migration", "docs")
+    assert first is not None
+    moved = other.replace_record("migration", "docs", {"n": 3}, expected=first)
+    ours = Store(proxy, control_collection=control, retry=RetryPolicy(3, 0.0, 0.0, 0.0))  # type: ignore[arg-type]
+    proxy.always_fail["upsert"] = ConnectionError("connection refused")
+
+    assert ours.replace_record("migration", "docs", {"n": 2}, expected=first) is None
+    assert other.get_record("migration", "docs") == moved
+
+
+def test_an_insert_whose_reply_is_lost_is_recognised(
+    qdrant: QdrantClient, proxy: RecordingClient, names: Any
+) -> None:
+    control = names("control")
+    ours = Store(proxy, control_collection=control, retry=RetryPolicy(3, 0.0, 0.0, 0.0))  # type: ignore[arg-type]
+    ours.ensure_control()
+    lose_next_reply(proxy, "upsert", retries=2)
+
+    assert ours.insert_record("migration", "docs", {"n": 1}, token="mine") is True
+
+    stored = Store(qdrant, control_collection=control).get_record("migration", "docs")
+    assert stored is not None and (stored["n"], stored["token"]) == (1, "mine")
+    # a second insert whose reply is lost finds another's record: it did not write
+    lose_next_reply(proxy, "upsert", retries=2)
+    assert ours.insert_record("migration", "docs", {"n": 2}) is False
+    assert Store(qdrant, control_collection=control).get_record("migration", "docs") == stored
+
+
+def test_an_event_appended_again_under_its_id_is_recorded_once(store: Store) -> None:
+    store.append_event("docs", {"event": "cutover", "token": "t1"}, event_id="t1")
+    store.append_event("docs", {"event": "cutover", "token": "t1"}, event_id="t1")
+    store.append_event("docs", {"event": "note"})
+    store.append_event("docs", {"event": "note"})
+
+    events = sorted(e["event"] for e in store.list_records("event", collection="docs"))
+
+    assert events == ["cutover", "note", "note"]
+
+
 # --------------------------------------------------------------------------- points
 
 
