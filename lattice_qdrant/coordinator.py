@@ -3,7 +3,9 @@
 The record (plan, state, epoch) lives in the control collection; each transition reads it, computes the next
 state with the pure :func:`~lattice_qdrant.state.transition`, and writes it back with a compare-and-set on the
 epoch. Of two processes applying events at once, exactly one wins; the other gets
-:class:`~lattice_qdrant.errors.ConcurrentTransitionError` and nothing of its event is applied.
+:class:`~lattice_qdrant.errors.ConcurrentTransitionError` and nothing of its event is applied. A write whose
+reply is lost is recognised by its token, and each transition's history entry travels in the record it wrote,
+so it is recorded exactly once (see :meth:`Migration.apply`).
 
 Routing reads a cached copy of the record that is at most ``refresh_interval`` seconds old (2 s by
 default): every process wrapping a client on the same Qdrant routes the same way within that bound. The
@@ -21,6 +23,7 @@ import contextlib
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +41,7 @@ from .errors import (
     QualityGateError,
     RollbackWindowOpenError,
     StoreError,
+    TransientStoreError,
 )
 from .plan import MigrationPlan
 from .registry import ModelRegistry
@@ -78,6 +82,8 @@ _REEMBED_REASON = "reembed"
 NAME_KIND = "migration_name"
 #: Seconds a process may route by a cached state before reading it again.
 DEFAULT_REFRESH_INTERVAL = 2.0
+#: The record's copy of the history entry of the transition that wrote it (see ``Migration.apply``).
+_LAST_EVENT = "last_event"
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,41 @@ class Routing:
     query: QueryRoute
     query_vector: str
     write_vectors: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Unsettled:
+    """A write of the state that raised before its outcome was known (its reply and read-back failed)."""
+
+    event: str
+    token: str
+    state: MigrationState
+    entry: dict[str, Any] | None
+
+
+def _history_entry(
+    name: str, before: MigrationState | None, after: MigrationState, epoch: int, at: float, token: str
+) -> dict[str, Any]:
+    """The history entry of a transition; its id is derived from the token of the write that made it."""
+    return {
+        "event": name,
+        "from": before.label if before is not None else None,
+        "to": after.label,
+        "epoch": epoch,
+        "at": at,
+        "token": token,
+    }
+
+
+def _keep_history(store: Store, collection: str, record: dict[str, Any]) -> None:
+    """Append the history entry a record carries, before a write replaces the record (idempotent).
+
+    Raises:
+        StoreError: the append failed; nothing was changed, and the entry is still in the record.
+    """
+    entry = record.get(_LAST_EVENT)
+    if isinstance(entry, dict) and entry.get("token"):
+        store.append_event(collection, entry, event_id=str(entry["token"]))
 
 
 def _snapshot(record: dict[str, Any]) -> Snapshot:
@@ -158,27 +199,32 @@ def plan_migration(store: Store, plan: MigrationPlan) -> Migration:
     registry = ModelRegistry(store)
     registry.register(plan.source)
     registry.register(plan.target)
+    migration = Migration(store, plan.collection)
+    token = uuid.uuid4().hex
+    entry = _history_entry("plan", None, MigrationState(), 1, migration.clock(), token)
     body = {
         "collection": plan.collection,
         "plan": plan.to_payload(),
         "state": MigrationState().to_dict(),
+        _LAST_EVENT: entry,
     }
-    if not store.insert_record(_KIND, plan.collection, body):
+    if not store.insert_record(_KIND, plan.collection, body, token=token):
         existing = store.get_record(_KIND, plan.collection)
         if existing is None:
             raise StoreError("the migration record vanished while planning", collection=plan.collection)
         snap = _snapshot(existing)
         if not snap.state.terminal:
             raise MigrationExistsError(plan.collection, snap.state.label)
-        if store.replace_record(_KIND, plan.collection, body, expected=existing) is None:
+        _keep_history(store, plan.collection, existing)
+        entry = body[_LAST_EVENT] = {**entry, "epoch": snap.epoch + 1}
+        if store.replace_record(_KIND, plan.collection, body, expected=existing, token=token) is None:
             raise ConcurrentTransitionError(plan.collection, "plan", snap.epoch, snap.epoch + 1)
     if plan.blue_green:
         # the alias and the target collection name the same migration (the wrapper looks them up)
         for name in (plan.alias, plan.target_collection):
             if name:
                 store.put_record(NAME_KIND, name, {"collection": plan.collection})
-    migration = Migration(store, plan.collection)
-    migration._record_event("plan", None, MigrationState(), migration.snapshot(refresh=True).epoch)
+    migration._append_history(entry)
     return migration
 
 
@@ -209,6 +255,8 @@ class Migration:
         self._read_at = 0.0
         self._coverage: Coverage | None = None
         self._coverage_at = 0.0
+        self._unsettled: _Unsettled | None = None
+        self._appended: str | None = None  # the token of the last history entry this object appended
 
     # ----------------------------------------------------------------- reading
 
@@ -311,8 +359,16 @@ class Migration:
         return rollback_window_left(snap.state, snap.plan.policy, self.clock())
 
     def history(self) -> list[dict[str, Any]]:
-        """Every recorded transition of this collection, oldest first (read-only)."""
+        """Every recorded transition of this collection, oldest first, each once (read-only).
+
+        The last transition's entry is also read from the record, which carries it: it is listed even when
+        its append was cut off.
+        """
         events = self.store.list_records("event", collection=self.collection)
+        record = self.store.get_record(_KIND, self.collection)
+        carried = record.get(_LAST_EVENT) if record is not None else None
+        if isinstance(carried, dict) and carried.get("token") not in {e.get("token") for e in events}:
+            events.append({**carried, "kind": "event", "collection": self.collection})
         return sorted(events, key=lambda e: (e.get("epoch", 0), e.get("at", 0.0)))
 
     # ----------------------------------------------------------------- writing
@@ -322,29 +378,88 @@ class Migration:
 
         ``backup_id`` records a re-embed's backup in the same write (kept by every later event).
 
+        A write whose reply was lost (it raised after its retries, yet took effect) is this call's success:
+        the record read back holds its token. When even the read-back fails, ``TransientStoreError`` is
+        raised, and the next call of the same event on this object returns the state that write made if it
+        took effect (instead of a refusal such as "already cut over"), or applies the event if it did not.
+
+        Each transition's history entry is recorded once: the record written carries it (so it is not lost
+        if this process stops right after the write), it is appended under the write's token (appending it
+        again changes nothing), and the next transition appends it before replacing the record.
+
         Raises:
             TransitionError: the event is not allowed (or a guard refused it).
             ConcurrentTransitionError: another process changed the state between our read and write.
+            TransientStoreError: Qdrant kept failing; whether the state was written is not known.
         """
         snap = self.snapshot(refresh=True)
+        done = self._settled(event.name, snap)
+        if done is not None:
+            return done
         new_state = transition(snap.state, event, snap.plan.policy)
-        body = {
+        token = uuid.uuid4().hex
+        body: dict[str, Any] = {
             "collection": self.collection,
             "plan": snap.record["plan"],
             "state": new_state.to_dict(),
         }
         if backup_id or snap.backup_id:
             body["backup_id"] = backup_id or snap.backup_id
-        stored = self.store.replace_record(_KIND, self.collection, body, expected=snap.record)
+        entry: dict[str, Any] | None = None
+        if not isinstance(event, Progress) or new_state.status != snap.state.status:
+            # progress is recorded every few seconds by a backfill; only a change of status is history
+            entry = _history_entry(event.name, snap.state, new_state, snap.epoch + 1, self.clock(), token)
+            carried = snap.record.get(_LAST_EVENT)
+            if not (isinstance(carried, dict) and carried.get("token") == self._appended):
+                _keep_history(self.store, self.collection, snap.record)
+            body[_LAST_EVENT] = entry
+        elif _LAST_EVENT in snap.record:
+            body[_LAST_EVENT] = snap.record[_LAST_EVENT]
+        try:
+            stored = self.store.replace_record(
+                _KIND, self.collection, body, expected=snap.record, token=token
+            )
+        except TransientStoreError:
+            with self._lock:
+                self._unsettled = _Unsettled(event.name, token, new_state, entry)
+            raise
         if stored is None:
             latest = self.snapshot(refresh=True)
             raise ConcurrentTransitionError(self.collection, event.name, snap.epoch, latest.epoch)
         self._remember(_snapshot(stored))
-        if not isinstance(event, Progress) or new_state.status != snap.state.status:
-            # progress is recorded every few seconds by a backfill; only a change of status is history
-            self._record_event(event.name, snap.state, new_state, snap.epoch + 1)
+        if entry is not None:
+            self._append_history(entry)
         log.info("%s: %s -> %s (%s)", self.collection, snap.state.label, new_state.label, event.name)
         return new_state
+
+    def _settled(self, name: str, snap: Snapshot) -> MigrationState | None:
+        """The state an earlier ``name`` of this object wrote, if it raised with its outcome unknown and
+        the write took effect (``snap``'s tokens hold it); ``None`` otherwise.
+
+        A call of ``name`` consumes that memory (whether or not the write took effect, the call is then the
+        retry it stands for); calls of other events leave it.
+        """
+        with self._lock:
+            pending = self._unsettled
+            if pending is None or pending.event != name:
+                return None
+            self._unsettled = None
+        if pending.token not in snap.record.get("tokens", []):
+            return None
+        log.info("%s: %s had taken effect (its reply was lost)", self.collection, name)
+        if pending.entry is not None:
+            self._append_history(pending.entry)
+        return pending.state
+
+    def _append_history(self, entry: dict[str, Any]) -> None:
+        """Append a transition's history entry under its token; a failure is logged (the record carries
+        the entry until the next transition appends it)."""
+        try:
+            self.store.append_event(self.collection, entry, event_id=str(entry["token"]))
+        except StoreError as exc:
+            log.warning("%s: could not record %s in the history: %s", self.collection, entry["event"], exc)
+            return
+        self._appended = str(entry["token"])
 
     def _record_event(
         self, name: str, before: MigrationState | None, after: MigrationState, epoch: int
@@ -409,6 +524,9 @@ class Migration:
         """
         plan, state = snap.plan, snap.state
         if state.status != Status.PLANNED or state.phase != Phase.STABLE:
+            done = self._settled("start", snap)  # a start of ours whose reply was lost
+            if done is not None:
+                return done
             raise InvalidTransitionError(state.label, "start", "it has already started")
         found = _source_vector(self.store, plan)
         if found.size != plan.target.dimension or found.distance != plan.target.distance:
@@ -551,7 +669,10 @@ class Migration:
         plan = snap.plan
         if plan.compare_margin is None:
             return
-        transition(snap.state, event, plan.policy)  # the lifecycle's own refusals come first
+        try:
+            transition(snap.state, event, plan.policy)  # the lifecycle's own refusals come first
+        except InvalidTransitionError:
+            return  # apply refuses it the same way (or finds that a cutover of ours already took effect)
         reason = quality_gate(
             self.store.get_record(_COMPARISON, self.collection),
             plan.compare_margin,

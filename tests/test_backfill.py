@@ -1555,11 +1555,11 @@ def test_completion_survives_a_concurrent_stale_progress(
     original = migration.store.replace_record
     raced: list[bool] = []
 
-    def replace_record(kind: str, key: str, payload: dict[str, Any], *, expected: dict[str, Any]) -> Any:
+    def replace_record(kind: str, key: str, payload: dict[str, Any], **kwargs: Any) -> Any:
         if payload.get("state", {}).get("status") == "completed" and not raced:
             raced.append(True)
             other.apply(Progress(processed=stale.covered, total=stale.total))
-        return original(kind, key, payload, expected=expected)
+        return original(kind, key, payload, **kwargs)
 
     monkeypatch.setattr(migration.store, "replace_record", replace_record)
     # no heartbeats: the run's final progress is its only completion attempt

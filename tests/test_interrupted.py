@@ -1,0 +1,410 @@
+"""Transitions cut off midway or whose reply was lost: each is finished by running it again, a write that
+took effect is its caller's success, and its history entry is recorded exactly once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from qdrant_client import QdrantClient, models
+
+import lattice_qdrant as lq
+from lattice_qdrant.compare import RECORD_KIND as COMPARISON
+from lattice_qdrant.embedders import HashEmbedder
+from lattice_qdrant.store import RetryPolicy
+
+from conftest import fill_collection
+
+#: no waiting between the store's retries
+QUICK = RetryPolicy(attempts=3, initial=0.0, maximum=0.0, jitter=0.0)
+
+
+class Faults:
+    """A ``QdrantClient`` proxy for the store's client that loses replies and fails calls on demand.
+
+    ``lose_write()``: the next write of the migration record that changes its state (status or phase) takes
+    effect, then raises as a lost reply does; the next ``retries`` upserts into the control collection raise
+    too (so the store's retries of it fail), and so do the next ``reads`` reads of it.
+    ``lose_append(event)``: the same for the append of ``event``'s history entry.
+    ``fail[name]``: every call of ``name`` raises that exception.
+    """
+
+    def __init__(self, real: QdrantClient, control: str) -> None:
+        self._real = real
+        self.control = control
+        self.target: str | None = None
+        self.retries = 0
+        self.reads = 0
+        self.lost = 0
+        self.fail: dict[str, BaseException] = {}
+        self._retries_left = 0
+        self._reads_left = 0
+
+    def lose_write(self, *, retries: int, reads: int = 0) -> None:
+        self.target, self.retries, self.reads = "migration", retries, reads
+
+    def lose_append(self, event: str, *, retries: int) -> None:
+        self.target, self.retries, self.reads = event, retries, 0
+
+    def _label(self, point_id: Any) -> str | None:
+        found = self._real.retrieve(self.control, [point_id], with_payload=True)
+        state = (found[0].payload or {}).get("state") if found else None
+        return lq.MigrationState.from_dict(state).label if state else None
+
+    def _targeted(self, points: Any) -> bool:
+        for point in points:
+            payload = point.payload or {}
+            if payload.get("kind") == "migration" and self.target == "migration":
+                if lq.MigrationState.from_dict(payload["state"]).label != self._label(point.id):
+                    return True
+            elif payload.get("kind") == "event" and payload.get("event") == self.target:
+                return True
+        return False
+
+    def upsert(self, collection_name: str, points: Any, **kwargs: Any) -> Any:
+        if "upsert" in self.fail:
+            raise self.fail["upsert"]
+        if collection_name == self.control:
+            if self._retries_left:
+                self._retries_left -= 1
+                raise ConnectionError("connection reset by peer")
+            if self._targeted(points):
+                self._real.upsert(collection_name, points, **kwargs)
+                self.target, self.lost = None, self.lost + 1
+                self._retries_left, self._reads_left = self.retries, self.reads
+                raise ConnectionError("connection reset by peer (after the write took effect)")
+        return self._real.upsert(collection_name, points, **kwargs)
+
+    def retrieve(self, collection_name: str, *args: Any, **kwargs: Any) -> Any:
+        if collection_name == self.control and self._reads_left:
+            self._reads_left -= 1
+            raise ConnectionError("connection reset by peer")
+        return self._real.retrieve(collection_name, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self.fail:
+            error = self.fail[name]
+
+            def failing(*args: Any, **kwargs: Any) -> Any:
+                raise error
+
+            return failing
+        return getattr(self._real, name)
+
+
+@pytest.fixture
+def faults(lattice: lq.LatticeClient, monkeypatch: pytest.MonkeyPatch) -> Faults:
+    proxy = Faults(lattice.store.client, lattice.store.control_collection)
+    monkeypatch.setattr(lattice.store, "client", proxy)
+    monkeypatch.setattr(lattice.store, "retry", QUICK)
+    return proxy
+
+
+Make = Callable[..., lq.Migration]
+
+
+@pytest.fixture
+def make(
+    lattice: lq.LatticeClient,
+    names: Any,
+    legacy: HashEmbedder,
+    source_spec: lq.ModelSpec,
+    target_spec: lq.ModelSpec,
+) -> Make:
+    """``make(strategy, **plan)``: a collection of 20 points and its planned migration."""
+
+    def plan(strategy: str = "in_place", **kwargs: Any) -> lq.Migration:
+        docs = names("docs")
+        fill_collection(lattice.client, docs, legacy, n=20)
+        target = target_spec
+        if strategy == "reembed":
+            target = HashEmbedder(legacy.dimension, ngrams=2, salt="newer").spec("newer", 1)
+        if strategy == "blue_green":
+            kwargs.setdefault("target_collection", names("docs_new"))
+            kwargs.setdefault("alias", names("live"))
+        return lattice.plan(
+            docs,
+            source=source_spec,
+            target=target,
+            source_vector="legacy",
+            strategy=strategy,
+            rollback_window=3600,
+            **kwargs,
+        )
+
+    return plan
+
+
+def fill_target(migration: lq.Migration, embedder: HashEmbedder) -> None:
+    """Give every point its target vector behind the coordinator's back (its state does not know)."""
+    client, plan = migration.store.client, migration.plan
+    records, _ = client.scroll(plan.data_collection, limit=1000, with_payload=True)
+    vectors = embedder.embed([str((r.payload or {})["text"]) for r in records])
+    client.update_vectors(
+        plan.data_collection,
+        [
+            models.PointVectors(id=r.id, vector={plan.target_vector: v.tolist()})
+            for r, v in zip(records, vectors, strict=True)
+        ],
+    )
+
+
+def record_comparison(migration: lq.Migration) -> None:
+    """A labelled shadow comparison that opens the quality gate."""
+    plan = migration.plan
+    migration.store.put_record(
+        COMPARISON,
+        migration.collection,
+        {
+            "source": plan.source.qualified_id,
+            "target": plan.target.qualified_id,
+            "k": 10,
+            "labelled": 20,
+            "queries": 20,
+            "source_recall": 0.8,
+            "target_recall": 0.8,
+        },
+    )
+
+
+def events(migration: lq.Migration) -> list[str]:
+    return [str(e["event"]) for e in migration.history()]
+
+
+def tokens_are_unique(migration: lq.Migration) -> bool:
+    tokens = [e["token"] for e in migration.history() if "token" in e]
+    return len(tokens) == len(set(tokens))
+
+
+@dataclass(frozen=True)
+class Case:
+    strategy: str
+    setup: tuple[str, ...]
+    call: Callable[[lq.Migration], Any]
+    event: str
+    plan: tuple[tuple[str, Any], ...] = ()
+
+
+CASES = {
+    "start": Case("in_place", (), lambda m: m.start(), "start"),
+    "start-blue-green": Case("blue_green", (), lambda m: m.start(), "start"),
+    "start-reembed": Case("reembed", (), lambda m: m.start(), "start"),
+    "pause": Case("in_place", ("start",), lambda m: m.pause("maintenance"), "pause"),
+    "resume": Case("in_place", ("start", "pause"), lambda m: m.resume(), "resume"),
+    "error": Case("in_place", ("start",), lambda m: m.fail("the embedder crashed"), "error"),
+    "progress": Case("in_place", ("start", "fill"), lambda m: m.progress(), "progress"),
+    "cutover": Case("in_place", ("start",), lambda m: m.cutover(force=True), "cutover"),
+    "cutover-gated": Case(
+        "in_place",
+        ("start", "fill", "compare"),
+        lambda m: m.cutover(),
+        "cutover",
+        (("compare_margin", 0.05),),
+    ),
+    "cutover-blue-green": Case("blue_green", ("start",), lambda m: m.cutover(force=True), "cutover"),
+    "rollback": Case("in_place", ("start", "cutover"), lambda m: m.rollback(), "rollback"),
+    "rollback-blue-green": Case("blue_green", ("start", "cutover"), lambda m: m.rollback(), "rollback"),
+    "finalize": Case("in_place", ("start", "cutover"), lambda m: m.finalize(force=True), "finalize"),
+    "reopen": Case("in_place", ("start", "cutover", "finalize"), lambda m: m.restore(), "reopen"),
+    "cancel": Case("in_place", ("start",), lambda m: m.cancel(), "cancel"),
+    "cancel-blue-green": Case("blue_green", ("start",), lambda m: m.cancel(), "cancel"),
+    "cancel-reembed": Case("reembed", ("start",), lambda m: m.cancel(), "cancel"),
+}
+
+
+def prepared(case: Case, make: Make, modern: HashEmbedder) -> lq.Migration:
+    migration = make(case.strategy, **dict(case.plan))
+    steps: dict[str, Callable[[], Any]] = {
+        "start": migration.start,
+        "pause": lambda: migration.pause("maintenance"),
+        "fill": lambda: fill_target(migration, modern),
+        "compare": lambda: record_comparison(migration),
+        "cutover": lambda: migration.cutover(force=True),
+        "finalize": lambda: migration.finalize(force=True),
+    }
+    for step in case.setup:
+        steps[step]()
+    return migration
+
+
+def check_done_once(migration: lq.Migration, case: Case, before: list[str], result: Any) -> None:
+    """The transition took effect once, its caller got the state it wrote, and its history entry is there
+    exactly once."""
+    after = events(migration)
+    assert after.count(case.event) == before.count(case.event) + 1, after
+    assert tokens_are_unique(migration)
+    entry = [e for e in migration.history() if e["event"] == case.event][-1]
+    final = migration.snapshot(refresh=True)
+    assert entry["to"] == final.state.label
+    if isinstance(result, lq.MigrationState):
+        assert result == final.state
+    plan = final.plan
+    if plan.blue_green:
+        wanted = plan.collection if final.state.phase != lq.Phase.ROLLBACK_WINDOW else plan.data_collection
+        assert migration.store.alias_target(plan.alias or "") == wanted
+        if case.event == "cancel":
+            assert not migration.store.collection_exists(plan.data_collection)
+    elif case.event == "cancel" and not plan.reembed:
+        assert plan.target_vector not in migration.store.vectors(migration.collection)
+
+
+# --------------------------------------------------------------------------- lost replies
+
+
+@pytest.mark.parametrize("retried", ["retries fail", "the retry is skipped"])
+@pytest.mark.parametrize("name", list(CASES))
+def test_a_transition_whose_reply_is_lost_is_its_callers_success(
+    name: str, retried: str, make: Make, modern: HashEmbedder, faults: Faults
+) -> None:
+    """The write took effect but the call raised: ``retries fail`` (every retry fails too, so the store's
+    call raises after its retries) or ``the retry is skipped`` (the retry reaches Qdrant, whose condition on
+    the epoch skips it as the write moved the record on). The caller still gets the new state."""
+    case = CASES[name]
+    migration = prepared(case, make, modern)
+    before = events(migration)
+    faults.lose_write(retries=QUICK.attempts - 1 if retried == "retries fail" else 0)
+
+    result = case.call(migration)
+
+    assert faults.lost == 1
+    check_done_once(migration, case, before, result)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_a_transition_whose_read_back_is_lost_too_is_finished_by_calling_it_again(
+    name: str, make: Make, modern: HashEmbedder, faults: Faults
+) -> None:
+    """The write took effect, its reply and the read-back after it failed: the call cannot know and says
+    so; called again, it recognises its own write (or finds its work done) instead of refusing."""
+    case = CASES[name]
+    migration = prepared(case, make, modern)
+    before = events(migration)
+    epoch = migration.snapshot(refresh=True).epoch
+    faults.lose_write(retries=QUICK.attempts - 1, reads=QUICK.attempts)
+
+    with pytest.raises(lq.TransientStoreError):
+        case.call(migration)
+    assert faults.lost == 1
+    written = migration.snapshot(refresh=True)
+    assert written.epoch > epoch
+    assert events(migration).count(case.event) == before.count(case.event) + 1  # carried by the record
+
+    result = case.call(migration)
+
+    check_done_once(migration, case, before, result)
+    assert migration.snapshot(refresh=True).epoch == written.epoch  # nothing was applied twice
+
+
+def test_a_lost_write_is_not_taken_for_a_later_one(make: Make, faults: Faults) -> None:
+    """The memory of an unknown outcome only stands for a retry: once settled, the event applies anew."""
+    migration = make()
+    migration.start()
+    faults.lose_write(retries=QUICK.attempts - 1, reads=QUICK.attempts)
+    with pytest.raises(lq.TransientStoreError):
+        migration.pause("first")
+    assert migration.pause("first").reason == "first"  # the retry: the first pause took effect
+    migration.resume()
+    assert migration.pause("second").reason == "second"
+    assert events(migration).count("pause") == 2
+
+
+def test_a_write_that_did_not_take_effect_is_applied_by_the_retry(make: Make, faults: Faults) -> None:
+    migration = make()
+    migration.start()
+    epoch = migration.snapshot(refresh=True).epoch
+    faults.fail["upsert"] = ConnectionError("connection refused")
+    with pytest.raises(lq.TransientStoreError):
+        migration.pause("maintenance")
+    del faults.fail["upsert"]
+    assert migration.snapshot(refresh=True).epoch == epoch
+
+    assert migration.pause("maintenance").status == lq.Status.PAUSED
+    assert migration.snapshot(refresh=True).epoch == epoch + 1
+    assert events(migration).count("pause") == 1
+
+
+def test_another_process_retrying_a_cutover_of_unknown_outcome_is_told_it_is_done(
+    make: Make, lattice: lq.LatticeClient, faults: Faults
+) -> None:
+    """From another process (a second ``lattice-qdrant cutover``), the cutover that took effect is found in
+    the state: the refusal names it, and the history has it once."""
+    migration = make()
+    migration.start()
+    faults.lose_write(retries=QUICK.attempts - 1, reads=QUICK.attempts)
+    with pytest.raises(lq.TransientStoreError):
+        migration.cutover(force=True)
+    other = lq.Migration(lattice.store, migration.collection, refresh_interval=0)
+    with pytest.raises(lq.InvalidTransitionError, match="already cut over"):
+        other.cutover(force=True)
+    assert events(other).count("cutover") == 1
+
+
+@pytest.mark.parametrize("replanned", [False, True], ids=["plan", "plan again"])
+def test_a_plan_whose_reply_is_lost_is_recorded_once(
+    replanned: bool,
+    lattice: lq.LatticeClient,
+    names: Any,
+    legacy: HashEmbedder,
+    source_spec: lq.ModelSpec,
+    target_spec: lq.ModelSpec,
+    faults: Faults,
+) -> None:
+    docs = names("docs")
+    fill_collection(lattice.client, docs, legacy, n=5)
+    if replanned:
+        lattice.plan(docs, source=source_spec, target=target_spec, source_vector="legacy").cancel()
+    faults.lose_write(retries=QUICK.attempts - 1)
+
+    migration = lattice.plan(docs, source=source_spec, target=target_spec, source_vector="legacy")
+
+    assert faults.lost == 1
+    assert migration.snapshot(refresh=True).state.status == lq.Status.PLANNED
+    assert events(migration) == (["plan", "cancel", "plan"] if replanned else ["plan"])
+    assert tokens_are_unique(migration)
+
+
+# --------------------------------------------------------------------------- the history, exactly once
+
+
+def test_the_history_entry_of_a_process_killed_after_its_write_is_kept(
+    make: Make, lattice: lq.LatticeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed between the write of the state and the append of its history entry: the record carries the
+    entry, so the history lists it, and the next transition appends it."""
+    migration = make()
+    migration.start()
+
+    def killed(*args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(lattice.store, "append_event", killed)
+        with pytest.raises(KeyboardInterrupt):
+            migration.cutover(force=True)
+    assert migration.snapshot(refresh=True).state.phase == lq.Phase.ROLLBACK_WINDOW
+    assert events(migration).count("cutover") == 1
+
+    other = lq.Migration(lattice.store, migration.collection, refresh_interval=0)
+    other.rollback()
+    appended = [e["event"] for e in lattice.store.list_records("event", collection=migration.collection)]
+    assert appended.count("cutover") == 1 and appended.count("rollback") == 1
+    assert events(migration).count("cutover") == 1
+
+
+def test_a_history_entry_appended_twice_is_recorded_once(
+    make: Make, lattice: lq.LatticeClient, faults: Faults
+) -> None:
+    """The append of an entry took effect but its reply was lost: the next transition appends it again,
+    under the same id."""
+    migration = make()
+    migration.start()
+    faults.lose_append("cutover", retries=QUICK.attempts - 1)
+    migration.cutover(force=True)  # the entry's append fails for the caller; the transition does not
+    assert faults.lost == 1
+    migration.rollback()
+    appended = [e["event"] for e in lattice.store.list_records("event", collection=migration.collection)]
+    assert appended.count("cutover") == 1
+    assert events(migration).count("cutover") == 1
+    assert tokens_are_unique(migration)
