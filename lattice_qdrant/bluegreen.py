@@ -41,9 +41,11 @@ from .state import MigrationState, QueryRoute, query_route
 from .store import MODEL_FIELD, PAYLOAD_INDEXES, VERSION_FIELD, Store, VectorInfo
 
 __all__ = [
+    "clean_up_cancel",
     "copy_back",
     "copy_complete",
     "copy_points",
+    "forget_copy",
     "prepare",
     "query_collection",
     "recreate_source",
@@ -200,6 +202,21 @@ def copy_points(store: Store, plan: MigrationPlan, *, page_size: int = 256) -> i
         removed,
     )
     return copied
+
+
+def forget_copy(store: Store, plan: MigrationPlan) -> None:
+    """Forget the recorded copy into the target collection (a new plan's copy starts afresh)."""
+    store.delete_record(_COPY, plan.collection)
+
+
+def clean_up_cancel(store: Store, plan: MigrationPlan, state: MigrationState, *, drop_target: bool) -> None:
+    """After cancel: the alias back on the source collection, the copy forgotten (dual-writes have stopped,
+    so a kept target collection is no longer a complete copy) and the target collection dropped unless
+    kept. Idempotent: a cancel cut off halfway is finished by running it again."""
+    sync_alias(store, plan, state)
+    forget_copy(store, plan)
+    if drop_target:
+        store.drop_collection(plan.data_collection)
 
 
 def _remove_deleted(store: Store, origin: str, copy: str, page_size: int) -> int:

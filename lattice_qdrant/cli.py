@@ -426,11 +426,18 @@ def cancel(
     ctx: typer.Context,
     collection: CollectionArg,
     keep_target: Annotated[
-        bool, typer.Option(help="Keep the target named vector instead of dropping it.")
+        bool,
+        typer.Option(
+            help="Keep the target named vector (blue-green: the target collection) instead of dropping it."
+        ),
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Abandon the migration: writes go back to the source vector only (a re-embed: use restore)."""
+    """Abandon the migration: writes go back to the source vector only (a re-embed: use restore).
+
+    Run again on a cancelled migration, it finishes a cancel that was cut off (the target is dropped
+    unless --keep-target is given).
+    """
     with _session(ctx) as session:
         _show([commands.cancel(session, collection, keep_target=keep_target)], as_json)
 

@@ -431,6 +431,7 @@ def cancel(session: Session, collection: str, *, keep_target: bool = False) -> S
     """Abandon the migration: writes go back to the source only; the target vector is dropped.
 
     A re-embed is refused while points hold the target model: :func:`restore` undoes it (and cancels).
+    Run on a cancelled migration, it finishes the clean-up of a cancel that was cut off.
     """
     session.migration(collection).cancel(drop_target=not keep_target)
     return _status_of(session, collection)

@@ -224,6 +224,7 @@ def plan_migration(store: Store, plan: MigrationPlan) -> Migration:
         for name in (plan.alias, plan.target_collection):
             if name:
                 store.put_record(NAME_KIND, name, {"collection": plan.collection})
+        bluegreen.forget_copy(store, plan)  # a copy recorded for an earlier plan is not this plan's
     migration._append_history(entry)
     return migration
 
@@ -603,30 +604,38 @@ class Migration:
     def cancel(self, *, drop_target: bool = True) -> MigrationState:
         """Abandon the migration: writes go back to the source only.
 
+        On a migration already cancelled, only the clean-up is done, so a cancel cut off after recording
+        its state (killed, or a failure while dropping the target) is finished by calling it again, with
+        the ``drop_target`` of that call: the target vector (in place) or the target collection
+        (blue-green) is dropped unless it is false, and the alias is put back on the source collection.
+
         Args:
-            drop_target: also delete the target named vector (its vectors are lost).
+            drop_target: also delete the target named vector, or blue-green the target collection (its
+                vectors are lost); ``False`` keeps it, also when finishing a cancel.
 
         Raises:
             MigrationError: a re-embed with points holding the target model: their source vectors were
                 overwritten, so cancelling would leave two models under one name; :meth:`restore` writes
-                them back from the backup and cancels.
+                them back from the backup and cancels (and, run again, finishes a restore cut off).
         """
-        plan = self.plan
+        snap = self.snapshot(refresh=True)
+        plan, state = snap.plan, snap.state
+        cancelled = state.status == Status.CANCELLED
         if plan.reembed:
             held = self.coverage().covered
             if held:
                 raise InvalidTransitionError(
-                    self.state.label,
+                    state.label,
                     "cancel",
                     f"{held} point(s) hold the target model's vector in place of the source's; restore them "
-                    f"from the backup first (lattice-qdrant restore {self.collection}), which also cancels",
+                    f"from the backup {'' if cancelled else 'first '}(lattice-qdrant restore "
+                    f"{self.collection}), which {'finishes the cancel' if cancelled else 'also cancels'}",
                 )
-            return self.apply(Cancel())
-        state = self.apply(Cancel())
+            return state if cancelled else self.apply(Cancel())
+        if not cancelled:
+            state = self.apply(Cancel())
         if plan.blue_green:
-            bluegreen.sync_alias(self.store, plan, state)
-            if drop_target:
-                self.store.drop_collection(plan.data_collection)
+            bluegreen.clean_up_cancel(self.store, plan, state, drop_target=drop_target)
         elif drop_target:
             self.store.drop_vector(self.collection, plan.target_vector)
         return state

@@ -11,9 +11,11 @@ import pytest
 from qdrant_client import QdrantClient, models
 
 import lattice_qdrant as lq
+from lattice_qdrant import backups, bluegreen
+from lattice_qdrant.backfill import BackfillOptions, run_backfill
 from lattice_qdrant.compare import RECORD_KIND as COMPARISON
 from lattice_qdrant.embedders import HashEmbedder
-from lattice_qdrant.store import RetryPolicy
+from lattice_qdrant.store import RetryPolicy, Store
 
 from conftest import fill_collection
 
@@ -408,3 +410,193 @@ def test_a_history_entry_appended_twice_is_recorded_once(
     assert appended.count("cutover") == 1
     assert events(migration).count("cutover") == 1
     assert tokens_are_unique(migration)
+
+
+# --------------------------------------------------------------------------- cancel, cut off
+
+
+def target_exists(migration: lq.Migration) -> bool:
+    plan = migration.plan
+    if plan.blue_green:
+        return migration.store.collection_exists(plan.data_collection)
+    return plan.target_vector in migration.store.vectors(migration.collection)
+
+
+def cut_off_cancel(migration: lq.Migration, faults: Faults, fault: BaseException) -> None:
+    """Run a cancel that records its state, then fails (or is killed) dropping the target."""
+    drop = "delete_collection" if migration.plan.blue_green else "delete_vector_name"
+    faults.fail[drop] = fault
+    with pytest.raises(lq.TransientStoreError if isinstance(fault, ConnectionError) else type(fault)):
+        migration.cancel()
+    del faults.fail[drop]
+    assert migration.snapshot(refresh=True).state.status == lq.Status.CANCELLED
+    assert target_exists(migration)
+
+
+@pytest.mark.parametrize("fault", [ConnectionError("connection reset"), KeyboardInterrupt()], ids=repr)
+@pytest.mark.parametrize("strategy", ["in_place", "blue_green"])
+def test_a_cancel_cut_off_after_recording_its_state_is_finished_by_running_it_again(
+    strategy: str, fault: BaseException, make: Make, faults: Faults
+) -> None:
+    migration = make(strategy)
+    migration.start()
+    cut_off_cancel(migration, faults, fault)
+
+    state = migration.cancel()
+
+    assert state == migration.snapshot(refresh=True).state and state.status == lq.Status.CANCELLED
+    assert not target_exists(migration)
+    assert events(migration).count("cancel") == 1
+    assert migration.routing().write == lq.WriteRoute.LEGACY
+    if strategy == "blue_green":
+        assert migration.store.alias_target(migration.plan.alias or "") == migration.collection
+    # and again: nothing left to do
+    assert migration.cancel() == state
+
+
+@pytest.mark.parametrize("strategy", ["in_place", "blue_green"])
+def test_finishing_a_cancel_with_keep_target_keeps_the_target(
+    strategy: str, make: Make, faults: Faults
+) -> None:
+    """The clean-up follows the call that finishes it: ``drop_target=False`` leaves the target in place (and
+    a later plain cancel drops it)."""
+    migration = make(strategy)
+    migration.start()
+    cut_off_cancel(migration, faults, ConnectionError("connection reset"))
+
+    assert migration.cancel(drop_target=False).status == lq.Status.CANCELLED
+    assert target_exists(migration)
+    migration.cancel()
+    assert not target_exists(migration)
+    assert events(migration).count("cancel") == 1
+
+
+def test_a_cancel_cut_off_during_a_blue_green_copy_is_finished(
+    make: Make, monkeypatch: pytest.MonkeyPatch, faults: Faults
+) -> None:
+    """A start killed while copying into the target collection, then a cancel killed before the drop."""
+    migration = make("blue_green")
+    real = bluegreen.copy_points
+
+    def killed(store: Any, plan: Any, **kwargs: Any) -> int:
+        real(store, plan, page_size=7)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bluegreen, "copy_points", killed)
+    with pytest.raises(KeyboardInterrupt):
+        migration.start()
+    cut_off_cancel(migration, faults, KeyboardInterrupt())
+    migration.cancel()
+    assert not target_exists(migration)
+    assert migration.store.alias_target(migration.plan.alias or "") == migration.collection
+
+
+@pytest.mark.parametrize("finished", [True, False], ids=["cancel finished", "cancel cut off"])
+def test_a_blue_green_planned_again_after_a_cancel_copies_again(
+    finished: bool, make: Make, lattice: lq.LatticeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy recorded for the cancelled plan is not the new plan's, even when the cancel that should have
+    forgotten it was cut off before its clean-up."""
+    migration = make("blue_green")
+    migration.start()
+    plan = migration.plan
+    if finished:
+        migration.cancel()
+    else:
+
+        def killed(*args: Any, **kwargs: Any) -> None:
+            raise KeyboardInterrupt
+
+        with monkeypatch.context() as patch:
+            patch.setattr(lattice.store, "append_event", killed)  # right after the state is written
+            with pytest.raises(KeyboardInterrupt):
+                migration.cancel()
+        lattice.client.delete_collection(plan.data_collection)  # by hand, instead of cancelling again
+    again = lattice.plan(
+        plan.collection,
+        source=plan.source,
+        target=plan.target,
+        source_vector=plan.source_vector,
+        strategy="blue_green",
+        target_collection=plan.target_collection,
+        alias=plan.alias,
+    )
+    again.start()
+    assert lattice.client.count(plan.data_collection).count == 20
+
+
+def test_a_cancelled_reembed_is_cancelled_again_without_a_refusal(
+    make: Make, lattice: lq.LatticeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    migration = make("reembed")
+    migration.start()
+
+    def killed(*args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(lattice.store, "append_event", killed)
+        with pytest.raises(KeyboardInterrupt):
+            migration.cancel()
+    state = migration.cancel()
+    assert state.status == lq.Status.CANCELLED
+    assert events(migration).count("cancel") == 1
+
+
+def test_a_cancelled_reembed_whose_restore_was_cut_off_points_to_restore(
+    make: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    migration = make("reembed")
+    migration.start()
+    newer = HashEmbedder(migration.plan.target.dimension, ngrams=2, salt="newer")
+    run_backfill(migration, newer, BackfillOptions(max_points=8, batch_size=4))
+    monkeypatch.setattr(migration, "refresh_interval", 0.0)
+    real = backups.restore
+
+    def killed(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(backups, "restore", killed)
+    with pytest.raises(KeyboardInterrupt):
+        migration.restore()
+    monkeypatch.setattr(backups, "restore", real)
+    assert migration.snapshot(refresh=True).state.status == lq.Status.CANCELLED
+    with pytest.raises(lq.InvalidTransitionError, match=r"8 point\(s\).*lattice-qdrant restore.*finishes"):
+        migration.cancel()
+    assert migration.restore().verified
+    assert migration.cancel().status == lq.Status.CANCELLED
+
+
+def test_the_cli_finishes_a_cancel_cut_off(
+    cli: Any, legacy: HashEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docs = cli.docs
+    client = cli.qdrant()
+    fill_collection(client, docs, legacy, n=10)
+    client.close()
+    cli("models", "register", "legacy", "--name", "hash:bow-1-legacy", "--dimension", "64")
+    cli("models", "register", "modern", "--name", "hash:bow-2-modern", "--dimension", "96")
+    cli("plan", docs, "--source", "legacy", "--target", "modern", "--source-vector", "legacy")
+    cli("start", docs)
+
+    def dropped_off(self: Store, collection: str, name: str) -> bool:
+        raise lq.TransientStoreError("delete the named vector failed: connection reset")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Store, "drop_vector", dropped_off)
+        failed = cli("cancel", docs, code=1)
+    assert "connection reset" in failed.output
+
+    def vectors() -> set[str]:
+        client = cli.qdrant()
+        try:
+            return set(client.get_collection(docs).config.params.vectors or {})
+        finally:
+            client.close()
+
+    assert vectors() == {"legacy", "modern-v1"}
+    out = cli("cancel", docs, "--keep-target").output
+    assert "cancelled/stable" in out and "writes: legacy" in out
+    assert vectors() == {"legacy", "modern-v1"}
+    assert "cancelled/stable" in cli("cancel", docs).output
+    assert vectors() == {"legacy"}
