@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
@@ -39,7 +40,15 @@ from .plan import MigrationPlan, Strategy
 from .registry import ModelRegistry
 from .spec import ModelSpec
 from .state import QueryRoute, Status, WriteRoute
-from .store import CONTROL_COLLECTION, MODEL_FIELD, VERSION_FIELD, RetryPolicy, Store, stamp_filter
+from .store import (
+    CONTROL_COLLECTION,
+    MODEL_FIELD,
+    VERSION_FIELD,
+    RetryPolicy,
+    Store,
+    stamp_filter,
+    stamp_selector,
+)
 
 __all__ = ["LatticeClient", "wrap"]
 
@@ -305,7 +314,17 @@ class LatticeClient:
             texts = [(p.payload or {}).get(plan.text_field) for p in structs]
             splits = [_split(p.vector, plan, required) for p in structs]
             roles, extras = self._resolve(migration, [p.id for p in structs], splits, required, texts)
-            self._back_up_sources(migration, [p.id for p in structs], roles, texts, required)
+            narrowed = self._back_up_sources(
+                migration,
+                [p.id for p in structs],
+                roles,
+                texts,
+                required,
+                _update_filter(kwargs),
+                kwargs.get("update_mode"),
+                inserts=True,
+            )
+            options = kwargs if narrowed is None else {**kwargs, "update_filter": narrowed}
             result: models.UpdateResult | None = None
             for collection, vectors_of, stamp in _destinations(plan, collection_name, required):
                 batch = [
@@ -320,7 +339,7 @@ class LatticeClient:
                     )
                     for i, p in enumerate(structs)
                 ]
-                result = self.store.upsert(collection, batch, **kwargs)
+                result = self.store.upsert(collection, batch, **options)
             if result is None:  # pragma: no cover - every route has a destination
                 raise StoreError("no destination for the write", collection=collection_name)
             return result
@@ -409,13 +428,23 @@ class LatticeClient:
         roles: Sequence[dict[str, list[float]]],
         texts: Sequence[Any],
         required: tuple[str, ...],
-    ) -> None:
+        update_filter: models.Filter | None = None,
+        update_mode: models.UpdateMode | None = None,
+        *,
+        inserts: bool = False,
+    ) -> models.Filter | None:
         """A re-embed's dual-write keeps only the target vector under the shared name: the source vector
-        goes into the migration's backup first, as the point's entry, so a restore gives it back."""
+        goes into the migration's backup first, as the point's entry, so a restore gives it back.
+
+        A write made conditional by the caller (``update_filter``, or an upsert's ``update_mode``; an
+        upsert ``inserts`` missing ids) backs up only the points it would write now, and returns the
+        condition to write with: the caller's, narrowed to those points, so no point is written without its
+        entry. ``None``: write with the caller's arguments unchanged.
+        """
         snap = migration.snapshot()
         plan = snap.plan
         if not plan.reembed or len(required) < 2:
-            return
+            return None
         entries = {
             pid: (
                 role["source"],
@@ -425,8 +454,15 @@ class LatticeClient:
             for pid, role, text in zip(ids, roles, texts, strict=True)
             if "source" in role
         }
+        narrowed: models.Filter | None = None
+        if update_filter is not None or update_mode is not None:
+            written = self._written_now(plan.collection, ids, update_filter, update_mode, inserts=inserts)
+            keys = {_id_key(pid) for pid in written}
+            entries = {pid: entry for pid, entry in entries.items() if _id_key(pid) in keys}
+            must: list[models.Condition] = [models.HasIdCondition(has_id=written)]
+            narrowed = models.Filter(must=must + ([update_filter] if update_filter is not None else []))
         if not entries:
-            return
+            return narrowed
         if snap.backup_id is None:
             raise MigrationError(
                 f"the re-embed of {migration.collection!r} records no backup, so a write cannot keep its "
@@ -439,6 +475,38 @@ class LatticeClient:
             with self._lock:
                 self._manifests[snap.backup_id] = manifest
         backups.record_entries(self.store, manifest, entries)
+        return narrowed
+
+    def _written_now(
+        self,
+        collection: str,
+        ids: Sequence[Any],
+        update_filter: models.Filter | None,
+        update_mode: models.UpdateMode | None,
+        *,
+        inserts: bool,
+    ) -> list[Any]:
+        """The ids a write conditional on ``update_filter`` / ``update_mode`` would write now (read-only).
+
+        Existing points are written when they match the filter (and the mode is not ``INSERT_ONLY``);
+        an upsert (``inserts``) also inserts missing ids, unless the mode is ``UPDATE_ONLY``.
+        """
+        existing = {_id_key(r.id) for r in self.store.retrieve(collection, ids, with_payload=False)}
+        present = [pid for pid in ids if _id_key(pid) in existing]
+        missing = [pid for pid in ids if _id_key(pid) not in existing] if inserts else []
+        if update_mode == models.UpdateMode.INSERT_ONLY:
+            return missing
+        matched = present
+        if update_filter is not None and present:
+            found, _ = self.store.scroll(
+                collection,
+                flt=models.Filter(must=[models.HasIdCondition(has_id=present), update_filter]),
+                limit=len(present),
+                with_payload=False,
+            )
+            keys = {_id_key(r.id) for r in found}
+            matched = [pid for pid in present if _id_key(pid) in keys]
+        return matched if update_mode == models.UpdateMode.UPDATE_ONLY else matched + missing
 
     def _embed_unrouted(self, points: Sequence[models.PointStruct]) -> list[models.PointStruct]:
         """Embed ``models.Document`` values whose ``model`` names a registered embedder."""
@@ -469,6 +537,14 @@ class LatticeClient:
 
         While dual-writing, a point whose update gives one of the two routed vectors gets the other one
         embedded from its stored text, so the two never disagree; without text the batch is rejected.
+
+        An ``update_filter`` makes the write conditional, and the model stamp follows the same condition:
+        only the points written are stamped (a re-embed backs up only those). A filter requiring a vector
+        this write sets to be missing (``must_not`` ``has_vector``) is refused, since the stamp, applied
+        after the vectors, could not tell the points written; filter on the payload instead.
+
+        Raises:
+            VectorValidationError: a point or the ``update_filter`` is refused; nothing was written.
         """
         migration = self._migration_for(collection_name)
         if migration is None:
@@ -495,16 +571,24 @@ class LatticeClient:
             roles, extras = self._resolve(
                 migration, [p.id for p in points], splits, required, texts, fill=touched, hint=hint
             )
-            self._back_up_sources(migration, [p.id for p in points], roles, texts, required)
-            result: models.UpdateResult | None = None
+            # the model that wrote the routed vectors, as an upsert stamps it
+            routed = [p.id for i, p in enumerate(points) if roles[i]]
+            writes = []
             for collection, vectors_of, stamp in _destinations(plan, collection_name, required):
                 batch = [
                     models.PointVectors(id=p.id, vector=vectors_of(roles[i], extras[i]))
                     for i, p in enumerate(points)
                 ]
-                batch = [b for b in batch if b.vector]
-                # the model that wrote the routed vectors, as an upsert stamps it
-                routed = [p.id for i, p in enumerate(points) if roles[i]]
+                writes.append((collection, [b for b in batch if b.vector], stamp))
+            # a caller's update_filter makes the write conditional: the stamp follows the same condition
+            caller = _update_filter(kwargs)
+            if caller is not None:
+                _check_update_filter(caller, {n for _, batch, _ in writes for n in _vector_names(batch)})
+            ids = [p.id for p in points]
+            narrowed = self._back_up_sources(migration, ids, roles, texts, required, caller)
+            options = kwargs if narrowed is None else {**kwargs, "update_filter": narrowed}
+            result: models.UpdateResult | None = None
+            for collection, batch, stamp in writes:
                 if plan.reembed and batch:
                     # the stamp says which model the shared name holds: with the vectors, in one request
                     result = self.store.update_vectors_stamped(
@@ -512,14 +596,16 @@ class LatticeClient:
                         batch,
                         (stamp.model_id, stamp.version) if routed else None,
                         routed,
-                        **kwargs,
+                        **options,
                     )
                     continue
                 if batch:
-                    result = self.store.update_vectors(collection, batch, **kwargs)
+                    result = self.store.update_vectors(collection, batch, **options)
                 if routed:
                     self.store.set_payload(
-                        collection, {MODEL_FIELD: stamp.model_id, VERSION_FIELD: stamp.version}, routed
+                        collection,
+                        {MODEL_FIELD: stamp.model_id, VERSION_FIELD: stamp.version},
+                        stamp_selector(routed, options.get("update_filter")),
                     )
             if result is None:
                 raise VectorValidationError([(None, "nothing to update: no vector of this collection given")])
@@ -764,6 +850,80 @@ def _schema_moved(exc: StoreError) -> bool:
     return "not existing vector" in text or (
         "vector" in text and ("does not exist" in text or "not found" in text)
     )
+
+
+def _id_key(point_id: Any) -> Any:
+    """An id as Qdrant gives it back (an int, or a UUID in canonical form), to compare ids."""
+    if isinstance(point_id, int):
+        return point_id
+    try:
+        return str(uuid.UUID(str(point_id)))
+    except ValueError:
+        return str(point_id)
+
+
+def _update_filter(kwargs: dict[str, Any]) -> models.Filter | None:
+    """The caller's ``update_filter`` as a REST filter (a gRPC one is converted in place), or ``None``."""
+    found = kwargs.get("update_filter")
+    if found is None or isinstance(found, models.Filter):
+        return found
+    from qdrant_client.conversions.conversion import GrpcToRest
+
+    kwargs["update_filter"] = converted = GrpcToRest.convert_filter(found)
+    return converted
+
+
+def _vector_names(batch: Sequence[models.PointVectors]) -> set[str]:
+    """The vector names a batch of ``update_vectors`` writes (``""``: the unnamed vector)."""
+    return {n for p in batch for n in (p.vector if isinstance(p.vector, dict) else {"": None})}
+
+
+def _negated_vectors(flt: models.Filter, negated: bool = False) -> set[str]:
+    """Vector names whose ``has_vector`` the filter reads negated (under an odd number of ``must_not``)."""
+    out: set[str] = set()
+
+    def listed(value: Any) -> list[Any]:
+        return [] if value is None else list(value) if isinstance(value, list) else [value]
+
+    def walk(condition: Any, negated: bool) -> None:
+        if isinstance(condition, models.Filter):
+            positive = listed(condition.must) + listed(condition.should)
+            if condition.min_should is not None:
+                positive += condition.min_should.conditions
+            for item in positive:
+                walk(item, negated)
+            for item in listed(condition.must_not):
+                walk(item, not negated)
+        elif isinstance(condition, models.NestedCondition):
+            walk(condition.nested.filter, negated)
+        elif isinstance(condition, models.HasVectorCondition) and negated:
+            out.add(condition.has_vector)
+
+    walk(flt, negated)
+    return out
+
+
+def _check_update_filter(flt: models.Filter, written: set[str]) -> None:
+    """Refuse a caller's ``update_filter`` the model stamp cannot follow.
+
+    The stamp goes, after the vector write, to the points matching the same filter; that is exactly the
+    points written unless the filter reads a vector the write sets. Reading one as present (``must``) still
+    holds after the write; reading one as missing (``must_not`` ``has_vector``) no longer does for the points
+    just written, so they would keep the old model's stamp.
+    """
+    clash = sorted(_negated_vectors(flt) & written)
+    if clash:
+        shown = ", ".join(repr(n) for n in clash)
+        raise VectorValidationError(
+            [
+                (
+                    None,
+                    f"the update_filter requires the vector {shown} to be missing, and this write sets it: "
+                    "the model stamp of the points written could not follow the filter; filter on the "
+                    f"payload instead (for instance {MODEL_FIELD!r} / {VERSION_FIELD!r})",
+                )
+            ]
+        )
 
 
 def _is_dense(value: Any) -> bool:

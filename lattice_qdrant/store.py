@@ -76,6 +76,7 @@ __all__ = [
     "VectorInfo",
     "same_text",
     "stamp_filter",
+    "stamp_selector",
     "stored_as_written",
     "vector_value",
 ]
@@ -319,6 +320,22 @@ def stamp_filter(model_id: str, version: int) -> models.Filter:
             models.FieldCondition(key=VERSION_FIELD, match=models.MatchValue(value=version)),
         ]
     )
+
+
+def stamp_selector(ids: Sequence[Any], update_filter: models.Filter | None) -> models.Filter | list[Any]:
+    """The points a stamp goes to after a write of ``ids`` made conditional by ``update_filter``.
+
+    Without a filter, the ids themselves. With one, the filter "one of ``ids`` and matching
+    ``update_filter``": a conditional write skips the points that do not match and does not say which, so
+    the stamp must follow the same condition. Evaluated after the vector write, that is the condition the
+    write saw as long as the filter does not read what the write changed (a ``has_vector`` of a vector it
+    sets, negated; the wrapper refuses those). A payload operation with a filter on an unindexed field is
+    refused by a server in strict mode (``unindexed_filtering_update=false``), unlike the ``update_filter``
+    of the vector write.
+    """
+    if update_filter is None:
+        return list(ids)
+    return models.Filter(must=[models.HasIdCondition(has_id=list(ids)), update_filter])
 
 
 def vector_value(record: Any, name: str) -> list[float] | None:
@@ -712,17 +729,28 @@ class Store:
         **kwargs: Any,
     ) -> models.UpdateResult:
         """``update_vectors`` and the model stamp of ``stamp_ids``, in one request on a server (in order, not
-        one transaction); in local mode one after the other under the local lock."""
+        one transaction); in local mode one after the other under the local lock.
+
+        With ``update_filter`` the vector write is conditional, and Qdrant does not say which points it wrote:
+        the stamp then goes to the points of ``stamp_ids`` that match the same filter
+        (:func:`stamp_selector`), after the vector write, which changes nothing a payload filter reads.
+        """
         if stamp is None or not stamp_ids:
             return self.update_vectors(collection, points, update_filter=update_filter, **kwargs)
         payload = {MODEL_FIELD: stamp[0], VERSION_FIELD: stamp[1]}
+        selector = stamp_selector(stamp_ids, update_filter)
         if self.is_local:
             with self._lock:
                 result = self.update_vectors(collection, points, update_filter=update_filter, **kwargs)
-                self.set_payload(collection, payload, stamp_ids)
+                self.set_payload(collection, payload, selector)
                 return result
         if update_filter is not None:
             self.check_conditional_writes(collection)
+        set_payload = (
+            models.SetPayload(payload=payload, filter=selector)
+            if isinstance(selector, models.Filter)
+            else models.SetPayload(payload=payload, points=selector)
+        )
         results = self._call(
             "update vectors and model stamps",
             self.client.batch_update_points,
@@ -731,9 +759,7 @@ class Store:
                 models.UpdateVectorsOperation(
                     update_vectors=models.UpdateVectors(points=list(points), update_filter=update_filter)
                 ),
-                models.SetPayloadOperation(
-                    set_payload=models.SetPayload(payload=payload, points=list(stamp_ids))
-                ),
+                models.SetPayloadOperation(set_payload=set_payload),
             ],
             collection=collection,
             point_ids=[p.id for p in points],

@@ -120,6 +120,29 @@ def test_full_blue_green_lifecycle_on_an_unnamed_vector_collection(
     assert blue.coverage().total == qdrant.count(target, exact=True).count
 
 
+def test_a_conditional_update_is_stamped_in_each_collection_only_where_it_wrote(
+    blue: lq.Migration, lattice: lq.LatticeClient, legacy: HashEmbedder, modern: HashEmbedder
+) -> None:
+    plan = blue.plan
+    qdrant = lattice.client
+    blue.start()
+    colls = {plan.collection: (legacy, "legacy"), plan.data_collection: (modern, "modern")}
+    before = {c: {r.id: r for r in qdrant.retrieve(c, range(4), with_vectors=True)} for c in colls}
+    first_two = models.Filter(must=[models.FieldCondition(key="n", range=models.Range(lt=2))])
+    lattice.update_vectors(
+        plan.collection,
+        [models.PointVectors(id=i, vector=models.Document(text="rewritten", model="m")) for i in range(4)],
+        update_filter=first_two,
+    )
+    for coll, (embedder, model_id) in colls.items():
+        now = {r.id: r for r in qdrant.retrieve(coll, range(4), with_vectors=True)}
+        for pid in (0, 1):
+            assert same_direction(now[pid].vector, embedder.embed(["rewritten"])[0])
+            assert now[pid].payload[MODEL_FIELD] == model_id
+        for pid in (2, 3):
+            assert now[pid] == before[coll][pid], (coll, pid)
+
+
 def test_copy_never_overwrites_a_dual_write_and_drops_points_deleted_meanwhile(
     blue: lq.Migration, lattice: lq.LatticeClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:

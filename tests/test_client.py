@@ -322,3 +322,60 @@ def test_a_vector_query_is_routed_when_mixed_mode_is_only_the_plans_default(
     with pytest.raises(lq.VectorValidationError, match="mixed mode embeds the query"):
         lattice.query_points(docs, vector, limit=1, mode="mixed")
     assert lattice.query_points(docs, models.Document(text="cat", model="m"), limit=2).points
+
+
+def group_is(value: str) -> models.Filter:
+    return models.Filter(must=[models.FieldCondition(key="group", match=models.MatchValue(value=value))])
+
+
+def test_update_vectors_stamps_only_the_points_its_update_filter_let_through(
+    lattice: lq.LatticeClient, migrating: lq.Migration, legacy: HashEmbedder, modern: HashEmbedder
+) -> None:
+    docs, target = migrating.collection, migrating.plan.target_vector
+    lattice.client.set_payload(docs, {"group": "a"}, points=[0, 1])
+    lattice.client.set_payload(docs, {"group": "b"}, points=[2, 3])
+    before = {pid: stored(lattice.client, docs, pid) for pid in range(4)}
+    new = legacy.embed(["rewritten"])[0].tolist()
+    lattice.update_vectors(
+        docs,
+        [models.PointVectors(id=i, vector={"legacy": new}) for i in range(4)],
+        update_filter=group_is("a"),
+    )
+    for pid in (0, 1):  # written: both vectors, and the target's stamp
+        rec = stored(lattice.client, docs, pid)
+        assert same_direction(rec.vector["legacy"], new)
+        assert same_direction(rec.vector[target], modern.embed([rec.payload["text"]])[0])
+        assert (rec.payload[MODEL_FIELD], rec.payload[VERSION_FIELD]) == ("modern", 1)
+    for pid in (2, 3):  # the filter left them alone: vectors and payload as they were, no stamp
+        assert stored(lattice.client, docs, pid) == before[pid]
+        assert MODEL_FIELD not in before[pid].payload
+    # a filter reading a vector present holds after the write: the stamp follows it
+    present = models.Filter(must=[models.HasVectorCondition(has_vector="legacy"), group_is("b")])
+    lattice.update_vectors(docs, [models.PointVectors(id=2, vector={"legacy": new})], update_filter=present)
+    assert stored(lattice.client, docs, 2).payload[MODEL_FIELD] == "modern"
+
+
+@pytest.mark.parametrize(
+    ("flt", "stamp"),
+    [
+        (models.Filter(must_not=[models.HasVectorCondition(has_vector="modern-v1")]), None),
+        (
+            models.Filter(must=[models.Filter(must_not=[models.HasVectorCondition(has_vector="legacy")])]),
+            "modern",
+        ),
+    ],
+)
+def test_an_update_filter_requiring_a_written_vector_missing_is_refused(
+    lattice: lq.LatticeClient, migrating: lq.Migration, legacy: HashEmbedder, flt: models.Filter, stamp: Any
+) -> None:
+    docs = migrating.collection
+    before = stored(lattice.client, docs, 5)
+    point = models.PointVectors(id=5, vector={"legacy": legacy.embed(["x"])[0].tolist()})
+    with pytest.raises(lq.VectorValidationError, match=r"requires the vector '.+' to be missing") as err:
+        lattice.update_vectors(docs, [point], update_filter=flt)
+    assert "nothing was written" in str(err.value)
+    assert stored(lattice.client, docs, 5) == before
+    # negated twice it reads the vector as present, which the write keeps true: point 5 has the source
+    # vector but not yet the target's, so it is written (and stamped) only by the second
+    lattice.update_vectors(docs, [point], update_filter=models.Filter(must_not=[flt]))
+    assert stored(lattice.client, docs, 5).payload.get(MODEL_FIELD) == stamp

@@ -504,6 +504,78 @@ def test_writes_during_the_migration_are_restored_from_their_backup_entries(
     assert target_held(qdrant, docs, migration.plan.target) == set()
 
 
+class PosingAsServer:
+    """The real client, taken for a server by the store (which then takes its one-request write paths)."""
+
+    _client = None
+
+    def __init__(self, real: QdrantClient) -> None:
+        self._real = real
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+@pytest.mark.parametrize("server_path", [False, True], ids=["local-path", "server-path"])
+def test_a_conditional_write_stamps_and_backs_up_only_the_points_it_wrote(
+    qdrant: QdrantClient,
+    names: Any,
+    legacy: HashEmbedder,
+    newer: HashEmbedder,
+    source_spec: lq.ModelSpec,
+    newer_spec: lq.ModelSpec,
+    server_path: bool,
+) -> None:
+    lattice = make_lattice(PosingAsServer(qdrant) if server_path else qdrant, names)
+    assert lattice.store.is_local is not server_path
+    docs = names("docs")
+    fill_collection(qdrant, docs, legacy, n=8)
+    stamp_some(qdrant, docs, source_spec, [0, 2, 4, 6])
+    qdrant.set_payload(docs, {"group": "a"}, points=[0, 1])
+    qdrant.set_payload(docs, {"group": "b"}, points=[2, 3, 4, 5, 6, 7])
+    migration = lattice.plan(
+        docs, source=source_spec, target=newer_spec, source_vector="legacy", strategy="reembed"
+    )
+    migration.start()
+    original = records(qdrant, docs)
+    only_a = models.Filter(must=[models.FieldCondition(key="group", match=models.MatchValue(value="a"))])
+
+    def doc(text: str) -> models.Document:
+        return models.Document(text=text, model="m")
+
+    rewritten = {"legacy": doc("rewritten")}
+    lattice.update_vectors(
+        docs, [models.PointVectors(id=i, vector=rewritten) for i in range(4)], update_filter=only_a
+    )
+    # upserts the filter or the mode turn away, and a new id the filter lets through (it inserts)
+    upserted = {"text": "upserted", "group": "b"}
+    lattice.upsert(
+        docs, [models.PointStruct(id=4, vector=doc("upserted"), payload=upserted)], update_filter=only_a
+    )
+    lattice.upsert(docs, [models.PointStruct(id=5, vector=doc("upserted"), payload=upserted)],
+                   update_mode=models.UpdateMode.INSERT_ONLY)  # fmt: skip
+    lattice.upsert(docs, [models.PointStruct(id=50, vector=doc("inserted"), payload={"text": "inserted"})],
+                   update_filter=only_a)  # fmt: skip
+    now = records(qdrant, docs)
+    for pid in (0, 1):  # written: the target's vector, and its stamp
+        assert same_direction(vector_of(now[pid], "legacy"), newer.embed(["rewritten"])[0])
+        assert stamp_of(now[pid]) == ("modern", 1)
+    assert stamp_of(now[50]) == ("modern", 1)
+    for pid in (2, 3, 4, 5, 6, 7):  # turned away: vector, payload and stamp as they were
+        assert now[pid] == original[pid], pid
+
+    # the backup took entries for the written points only: a restore gives every other point its own
+    report = migration.restore()
+    assert report.verified and report.skipped_changed.count == 0
+    back = records(qdrant, docs)
+    for pid in (0, 1):
+        assert same_direction(vector_of(back[pid], "legacy"), legacy.embed(["rewritten"])[0])
+    assert same_direction(vector_of(back[50], "legacy"), legacy.embed(["inserted"])[0])
+    for pid in (2, 3, 4, 5, 6, 7):
+        assert same_direction(vector_of(back[pid], "legacy"), vector_of(original[pid], "legacy")), pid
+        assert stamp_of(back[pid]) == stamp_of(original[pid])
+
+
 # --------------------------------------------------------------------------- bad inputs and refusals
 
 
