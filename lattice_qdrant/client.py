@@ -56,6 +56,12 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _TEXT_TYPES = (models.Document,)
+_EMPTY_DOCUMENT = "models.Document has empty text"
+
+
+def _blank(text: Any) -> bool:
+    """Whether a text gives an embedder nothing to embed (empty, whitespace, or not a string)."""
+    return not isinstance(text, str) or not text.strip()
 
 
 def wrap(
@@ -379,6 +385,7 @@ class LatticeClient:
                 continue
             given, extra = split
             out: dict[str, list[float]] = {}
+            blank: list[str] = []
             must = fill[index] if fill is not None else True
             for role in required:
                 spec, name = specs[role], names[role]
@@ -402,13 +409,22 @@ class LatticeClient:
                             )
                         )
                 elif isinstance(found, _TEXT_TYPES):
-                    pending[role].append((index, found.text))
+                    if _blank(found.text):
+                        # like empty payload text: embedding nothing would write a meaningless vector
+                        blank.append(name)
+                    else:
+                        pending[role].append((index, found.text))
                 else:
                     checked = _check_vector(found, spec, name)
                     if isinstance(checked, str):
                         problems.append((pid, checked))
                     else:
                         out[role] = checked
+            if blank:  # one problem per point, though a Document may stand for both vectors
+                shown = ", ".join(repr(n) for n in dict.fromkeys(blank))
+                problems.append(
+                    (pid, f"{_EMPTY_DOCUMENT} (vector {shown}); give the text to embed, or the vector")
+                )
             roles.append(out)
             extras.append(extra)
         if problems:
@@ -509,7 +525,21 @@ class LatticeClient:
         return matched if update_mode == models.UpdateMode.UPDATE_ONLY else matched + missing
 
     def _embed_unrouted(self, points: Sequence[models.PointStruct]) -> list[models.PointStruct]:
-        """Embed ``models.Document`` values whose ``model`` names a registered embedder."""
+        """Embed ``models.Document`` values whose ``model`` names a registered embedder.
+
+        Raises:
+            VectorValidationError: such a Document has empty text; nothing was written.
+        """
+        blank = [
+            (point.id, f"{_EMPTY_DOCUMENT} (vector {name!r}); give the text to embed, or the vector")
+            for point in points
+            for name, value in (
+                point.vector.items() if isinstance(point.vector, dict) else [("", point.vector)]
+            )
+            if isinstance(value, _TEXT_TYPES) and value.model in self._embedders and _blank(value.text)
+        ]
+        if blank:
+            raise VectorValidationError(blank)
         out = []
         for point in points:
             vector = point.vector
@@ -681,10 +711,19 @@ class LatticeClient:
             **kwargs: passed to ``query_points`` (``limit``, ``query_filter``, ``with_payload``, ...).
 
         Raises:
-            VectorValidationError: the query vector does not fit the routed model, or mixed mode got a
-                vector instead of text.
+            VectorValidationError: the query vector does not fit the routed model, mixed mode got a
+                vector instead of text, or the query text is empty.
         """
         migration = self._migration_for(collection_name)
+        nearest = query.nearest if isinstance(query, models.NearestQuery) else query
+        if (
+            isinstance(nearest, _TEXT_TYPES)
+            and _blank(nearest.text)
+            and (migration is not None or nearest.model in self._embedders)
+        ):
+            raise VectorValidationError(
+                [(None, f"the query's {_EMPTY_DOCUMENT}, so there is nothing to search for; give the text")]
+            )
         if migration is None:
             prepared = self._embed_unrouted_query(query)
             if using is not None:
@@ -839,7 +878,13 @@ class LatticeClient:
     def query_text(
         self, collection_name: str, text: str, *, limit: int = 10, **kwargs: Any
     ) -> rest.QueryResponse:
-        """Search with plain text, embedded with the routed model."""
+        """Search with plain text, embedded with the routed model.
+
+        Raises:
+            VectorValidationError: the text is empty.
+        """
+        if _blank(text):
+            raise VectorValidationError([(None, "the query text is empty: there is nothing to search for")])
         return self.query_points(
             collection_name, models.Document(text=text, model="lattice"), limit=limit, **kwargs
         )

@@ -379,3 +379,68 @@ def test_an_update_filter_requiring_a_written_vector_missing_is_refused(
     # vector but not yet the target's, so it is written (and stamped) only by the second
     lattice.update_vectors(docs, [point], update_filter=models.Filter(must_not=[flt]))
     assert stored(lattice.client, docs, 5).payload.get(MODEL_FIELD) == stamp
+
+
+@pytest.mark.parametrize("text", ["", "  \n\t"])
+@pytest.mark.parametrize("form", ["document", "per-vector"])
+def test_a_document_with_empty_text_rejects_the_whole_batch_before_anything_is_written(
+    lattice: lq.LatticeClient, migrating: lq.Migration, legacy: HashEmbedder, text: str, form: str
+) -> None:
+    docs, target = migrating.collection, migrating.plan.target_vector
+    empty = models.Document(text=text, model="m")
+    vector: Any = empty if form == "document" else {"legacy": legacy.embed(["x"])[0].tolist(), target: empty}
+    good = models.PointStruct(
+        id=300, vector=models.Document(text="fine", model="m"), payload={"text": "fine"}
+    )
+    bad = models.PointStruct(id=301, vector=vector, payload={"text": "fine"})
+    before = {r.id: r for r in lattice.client.scroll(docs, limit=100, with_vectors=True)[0]}
+    with pytest.raises(lq.VectorValidationError, match="nothing was written") as err:
+        lattice.upsert(docs, [good, bad])
+    assert [pid for pid, _ in err.value.problems] == [301]  # once, though the Document stands for both
+    assert "models.Document has empty text" in err.value.problems[0][1]
+    # update_vectors too: the good point of the batch keeps what it had
+    with pytest.raises(lq.VectorValidationError, match="empty text"):
+        lattice.update_vectors(
+            docs,
+            [
+                models.PointVectors(id=0, vector={"legacy": models.Document(text="fine", model="m")}),
+                models.PointVectors(id=1, vector={"legacy": empty}),
+            ],
+        )
+    after = {r.id: r for r in lattice.client.scroll(docs, limit=100, with_vectors=True)[0]}
+    assert after == before
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        models.Document(text="", model="m"),
+        models.Document(text="   ", model="m"),
+        models.NearestQuery(nearest=models.Document(text=" ", model="m")),
+    ],
+)
+@pytest.mark.parametrize("mode", [None, "routed", "mixed"])
+def test_a_query_with_empty_text_is_refused(
+    lattice: lq.LatticeClient, migrating: lq.Migration, query: Any, mode: Any
+) -> None:
+    with pytest.raises(lq.VectorValidationError, match="empty text, so there is nothing to search for"):
+        lattice.query_points(migrating.collection, query, mode=mode, limit=3)
+
+
+def test_empty_text_is_refused_on_a_collection_without_a_migration_too(
+    qdrant: QdrantClient, names: Any, legacy: HashEmbedder
+) -> None:
+    lattice = make_lattice(qdrant, names, embedders={"legacy": legacy})
+    docs = names("plain")
+    qdrant.create_collection(
+        docs, vectors_config=models.VectorParams(size=64, distance=models.Distance.COSINE)
+    )
+    empty = models.Document(text="", model="legacy")
+    with pytest.raises(lq.VectorValidationError, match="empty text"):
+        lattice.upsert(docs, [models.PointStruct(id=1, vector=models.Document(text="ok", model="legacy")),
+                              models.PointStruct(id=2, vector=empty)])  # fmt: skip
+    assert qdrant.count(docs, exact=True).count == 0
+    with pytest.raises(lq.VectorValidationError, match="nothing to search for"):
+        lattice.query_points(docs, empty)
+    with pytest.raises(lq.VectorValidationError, match="nothing to search for"):
+        lattice.query_text(docs, " ")
