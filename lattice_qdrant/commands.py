@@ -722,7 +722,7 @@ def doctor(
             "vectors",
             "fail",
             "the only vector is the unnamed default vector: in-place migration is refused; "
-            "use the blue-green strategy",
+            "use the blue-green strategy, or the re-embed for a target of the same dimension and distance",
         )
     if source_vector is not None:
         found = vectors.get(source_vector)

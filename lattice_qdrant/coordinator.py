@@ -41,9 +41,10 @@ from .errors import (
     QualityGateError,
     RollbackWindowOpenError,
     StoreError,
+    TextFieldError,
     TransientStoreError,
 )
-from .plan import MigrationPlan
+from .plan import MigrationPlan, Strategy
 from .registry import ModelRegistry
 from .spec import Distance
 from .state import (
@@ -174,20 +175,51 @@ def _source_vector(store: Store, plan: MigrationPlan) -> VectorInfo:
     return found
 
 
+#: Points ``plan`` and ``start`` sample for the text field.
+_TEXT_SAMPLE = 64
+
+
+def _check_text_field(store: Store, collection: str, text_field: str, sample: int = _TEXT_SAMPLE) -> None:
+    """Refuse a ``text_field`` that no sampled point holds text in (read-only).
+
+    The first ``sample`` points are read with their payload. An empty collection passes, and so does a
+    sample where some points hold text and others do not (``doctor`` reports how many).
+
+    Raises:
+        TextFieldError: the sample is not empty and no point of it holds text in ``text_field``.
+    """
+    page, _ = store.scroll(collection, limit=sample, with_payload=True)
+    if not page:
+        return
+    for record in page:
+        text = (record.payload or {}).get(text_field)
+        if isinstance(text, str) and text.strip():
+            return
+    fields = sorted({key for record in page for key in (record.payload or {})})
+    raise TextFieldError(collection, text_field, len(page), fields)
+
+
 def plan_migration(store: Store, plan: MigrationPlan) -> Migration:
     """Record a new migration for ``plan.collection`` and register both models.
 
     Checks before anything is written that the server honours conditional writes (Qdrant 1.17+, every
-    strategy), that the collection exists and that its source vector matches the source spec. A
-    collection whose previous migration was cancelled or finalized can be planned again.
+    strategy), that the collection exists and that its source vector matches the
+    source spec, that an in-place plan can add its vector (:meth:`Store.check_in_place`), that a sample of
+    points holds text in ``text_field``, that neither model conflicts with the registry and that no
+    unfinished migration exists. A collection whose previous migration was cancelled or finalized can be
+    planned again.
 
     Raises:
         ServerVersionError: the server is older than 1.17, or reports no readable version.
         MigrationExistsError: the collection has an unfinished migration.
-        ModelConflictError: a model spec conflicts with the registry.
+        ModelConflictError: a model spec conflicts with the registry (neither model is registered).
+        UnnamedVectorError: an in-place plan on a collection with only the unnamed vector.
+        TextFieldError: no sampled point holds text in ``text_field``.
         StoreError: the collection or its source vector does not fit the plan.
     """
     store.check_conditional_writes(plan.collection)
+    if plan.strategy == Strategy.IN_PLACE:
+        store.check_in_place(plan.collection, plan.source_vector)
     source = _source_vector(store, plan)
     if source.size != plan.source.dimension or source.distance != plan.source.distance:
         raise StoreError(
@@ -196,7 +228,14 @@ def plan_migration(store: Store, plan: MigrationPlan) -> Migration:
             collection=plan.collection,
             vector=plan.source_vector,
         )
+    _check_text_field(store, plan.collection, plan.text_field)
     registry = ModelRegistry(store)
+    # every refusal before the first write: a conflicting target must not leave the source registered
+    registry.check(plan.source)
+    registry.check(plan.target)
+    existing = store.get_record(_KIND, plan.collection)
+    if existing is not None and not _snapshot(existing).state.terminal:
+        raise MigrationExistsError(plan.collection, _snapshot(existing).state.label)
     registry.register(plan.source)
     registry.register(plan.target)
     migration = Migration(store, plan.collection)
@@ -484,9 +523,14 @@ class Migration:
 
         Creates the payload indexes and the target named vector (both idempotent, so a crash halfway is
         repaired by calling ``start`` again), then records the coverage counted from the data.
+
+        Raises:
+            TextFieldError: no sampled point holds text in the plan's ``text_field``; nothing was changed.
         """
         snap = self.snapshot(refresh=True)
         plan = snap.plan
+        if snap.state.status == Status.PLANNED:
+            _check_text_field(self.store, plan.collection, plan.text_field)
         if plan.blue_green:
             return self._start_blue_green(snap.state)
         if plan.reembed:

@@ -7,6 +7,7 @@ catch qdrant-client's own exceptions::
     LatticeError
     ├── ConfigError                   a configuration value is wrong (names the key)
     │   └── PlanError                 a migration plan is inconsistent (also a ValueError)
+    │       └── TextFieldError        no sampled point holds text in the plan's text field
     ├── ModelError                    model specs and the model registry
     │   ├── ModelConflictError        another spec is registered under the same id and version
     │   └── ModelNotFoundError        no spec registered under that id / version
@@ -62,6 +63,7 @@ __all__ = [
     "ServerVersionError",
     "StorageFullError",
     "StoreError",
+    "TextFieldError",
     "ThresholdNotMetError",
     "TransientStoreError",
     "TransitionError",
@@ -95,6 +97,33 @@ class PlanError(ConfigError, ValueError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, key="plan")
+
+
+class TextFieldError(PlanError):
+    """No sampled point of the collection holds text in the plan's ``text_field``.
+
+    Raised by ``plan`` (nothing is recorded) and ``start`` (nothing is changed): the backfill embeds that
+    field, so with the wrong name every point would become a failure record.
+
+    Attributes:
+        collection: the collection sampled.
+        field: the ``text_field`` asked for.
+        sampled: how many points were sampled.
+        fields: the payload fields the sampled points have, sorted.
+    """
+
+    def __init__(self, collection: str, field: str, sampled: int, fields: Sequence[str]) -> None:
+        found = ", ".join(repr(f) for f in fields) if fields else "none (the points have no payload)"
+        super().__init__(
+            f"none of the {sampled} sampled points of {collection!r} holds text in the payload field "
+            f"{field!r}, which the backfill embeds; the sample's payload fields: {found}. Plan with "
+            "text_field (--text-field) naming the field that holds the text"
+        )
+        self.key = "text_field"
+        self.collection = collection
+        self.field = field
+        self.sampled = sampled
+        self.fields = list(fields)
 
 
 class ModelError(LatticeError):

@@ -50,6 +50,18 @@ class ModelRegistry:
             # Another process registered this key between our read and our insert: compare with it.
         return False
 
+    def check(self, spec: ModelSpec) -> None:
+        """Refuse a spec that :meth:`register` would refuse, writing nothing. Read-only.
+
+        Raises:
+            ModelConflictError: another spec holds the same ``model_id`` and ``version``.
+        """
+        stored = self.store.get_record(_KIND, _key(spec.model_id, spec.version))
+        if stored is not None:
+            registered = ModelSpec.from_payload(stored["spec"])
+            if registered != spec:
+                raise ModelConflictError(spec.model_id, spec.version, _describe(registered), _describe(spec))
+
     def get(self, model_id: str, version: int | None = None) -> ModelSpec:
         """The spec of ``model_id`` at ``version`` (the highest version when ``None``). Read-only.
 

@@ -594,7 +594,9 @@ class Store:
             raise UnnamedVectorError(
                 "the collection's only vector is the unnamed default vector, and adding a named vector "
                 "beside it in place is not something lattice-qdrant relies on (servers convert the "
-                f"layout implicitly); {_BLUE_GREEN}, which copies into a collection with named vectors",
+                "layout implicitly); use the blue-green strategy (--strategy blue_green: a new collection "
+                "and an alias switch), or, for a target of the same dimension and distance, the re-embed "
+                '(--strategy reembed --source-vector "": the vector overwritten point by point)',
                 collection=collection,
             )
         if source_vector not in vectors:

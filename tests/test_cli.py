@@ -118,6 +118,16 @@ def test_the_lifecycle_through_the_cli(registered: Run) -> None:
     client.close()
 
 
+def test_plan_refuses_a_text_field_the_points_do_not_have(registered: Run) -> None:
+    cli, docs = registered, registered.docs
+    args = ("plan", docs, "--source", "legacy", "--target", "modern", "--source-vector", "legacy")
+    out = cli(*args, "--text-field", "body", code=2).output
+    assert "none of the 60 sampled points" in out and "'body'" in out
+    assert "payload fields: 'text'" in out and "--text-field" in out
+    assert "no migration" in cli("status", docs, code=1).output
+    assert f"{docs}: planned/stable" in cli(*args).output
+
+
 def test_pause_resume_cancel(registered: Run) -> None:
     cli, docs = registered, registered.docs
     cli("plan", docs, "--source", "legacy", "--target", "modern", "--source-vector", "legacy")

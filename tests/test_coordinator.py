@@ -94,6 +94,127 @@ def test_a_second_plan_is_refused_until_the_first_is_finished(
     assert again.snapshot().epoch > 2
 
 
+def control_records(lattice: lq.LatticeClient) -> dict[str, list[dict[str, Any]]]:
+    """Every record of the control collection, by kind (what a refused plan must not leave behind)."""
+    if not lattice.client.collection_exists(lattice.store.control_collection):
+        return {}
+    found, _ = lattice.client.scroll(lattice.store.control_collection, limit=1000, with_payload=True)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for record in found:
+        out.setdefault(str((record.payload or {}).get("kind")), []).append(dict(record.payload or {}))
+    return out
+
+
+def test_a_plan_whose_target_conflicts_registers_neither_model(
+    lattice: lq.LatticeClient,
+    names: Any,
+    legacy: HashEmbedder,
+    source_spec: lq.ModelSpec,
+    target_spec: lq.ModelSpec,
+) -> None:
+    docs = names("docs")
+    fill_collection(lattice.client, docs, legacy, n=4)
+    other = HashEmbedder(32, salt="other").spec("modern", 1)  # another spec under the target's id and version
+    lattice.registry.register(other)
+    with pytest.raises(lq.ModelConflictError, match="'modern' version 1 is already registered"):
+        lattice.plan(docs, source=source_spec, target=target_spec, source_vector="legacy")
+    assert lattice.registry.list() == [other]  # the source was not registered either
+    assert set(control_records(lattice)) == {"model"}
+    with pytest.raises(lq.MigrationNotFoundError):
+        lattice.migration(docs)
+
+
+def test_a_plan_refused_because_one_exists_registers_nothing(
+    planned: lq.Migration, lattice: lq.LatticeClient, source_spec: lq.ModelSpec, modern: HashEmbedder
+) -> None:
+    newer = modern.spec("modern", 2)
+    with pytest.raises(lq.MigrationExistsError):
+        lattice.plan(planned.collection, source=source_spec, target=newer, source_vector="legacy")
+    assert newer not in lattice.registry.list()
+
+
+def test_an_in_place_plan_on_the_unnamed_vector_is_refused_at_plan(
+    lattice: lq.LatticeClient, names: Any, legacy: HashEmbedder, source_spec: lq.ModelSpec, target_spec: Any
+) -> None:
+    docs = names("docs")
+    qdrant = lattice.client
+    qdrant.create_collection(
+        docs, vectors_config=models.VectorParams(size=64, distance=models.Distance.COSINE)
+    )
+    qdrant.upsert(
+        docs, [models.PointStruct(id=1, vector=legacy.embed(["a"])[0].tolist(), payload={"text": "a"})]
+    )
+    with pytest.raises(lq.UnnamedVectorError) as err:
+        lattice.plan(docs, source=source_spec, target=target_spec, source_vector="")
+    message = str(err.value)
+    assert "--strategy blue_green" in message and "--strategy reembed" in message
+    assert control_records(lattice) == {}  # nothing recorded, nothing registered
+    assert qdrant.get_collection(docs).config.params.vectors.size == 64  # the layout is untouched
+
+
+@pytest.mark.parametrize(
+    ("payloads", "fields"),
+    [
+        ([{"text": f"t{i}", "title": "x"} for i in range(5)], ["text", "title"]),
+        ([{"title": "only a title"}, {}, {"title": "x", "body": None}], ["body", "title"]),
+        ([None, {}], []),
+    ],
+    ids=["wrong-name", "some-without-payload", "no-payload"],
+)
+def test_a_text_field_no_sampled_point_holds_is_refused_at_plan(
+    lattice: lq.LatticeClient,
+    names: Any,
+    source_spec: lq.ModelSpec,
+    target_spec: lq.ModelSpec,
+    payloads: list[Any],
+    fields: list[str],
+) -> None:
+    docs = names("docs")
+    qdrant = lattice.client
+    qdrant.create_collection(
+        docs, vectors_config={"legacy": models.VectorParams(size=64, distance=models.Distance.COSINE)}
+    )
+    qdrant.upsert(docs, [models.PointStruct(id=i, vector={"legacy": [0.1] * 64}, payload=p)
+                         for i, p in enumerate(payloads)])  # fmt: skip
+    with pytest.raises(lq.TextFieldError) as err:
+        lattice.plan(docs, source=source_spec, target=target_spec, source_vector="legacy", text_field="body")
+    assert isinstance(err.value, lq.PlanError) and err.value.key == "text_field"
+    assert (err.value.field, err.value.fields, err.value.sampled) == ("body", fields, len(payloads))
+    message = str(err.value)
+    assert f"none of the {len(payloads)} sampled points" in message and "'body'" in message
+    assert ", ".join(repr(f) for f in fields) in message if fields else "no payload" in message
+    assert control_records(lattice) == {}  # nothing recorded, nothing registered
+
+
+def test_a_text_field_some_points_hold_and_an_empty_collection_pass(
+    lattice: lq.LatticeClient, names: Any, source_spec: lq.ModelSpec, target_spec: lq.ModelSpec
+) -> None:
+    some, empty = names("some"), names("empty")
+    for coll in (some, empty):
+        lattice.client.create_collection(
+            coll, vectors_config={"legacy": models.VectorParams(size=64, distance=models.Distance.COSINE)}
+        )
+    payloads = [{"text": "has text"}, {"text": "  "}, {}, {"other": 1}]
+    lattice.client.upsert(some, [models.PointStruct(id=i, vector={"legacy": [0.1] * 64}, payload=p)
+                                 for i, p in enumerate(payloads)])  # fmt: skip
+    for coll in (some, empty):
+        migration = lattice.plan(coll, source=source_spec, target=target_spec, source_vector="legacy")
+        assert migration.start().phase == lq.Phase.MIGRATING
+
+
+def test_start_refuses_a_text_field_no_sampled_point_holds_and_changes_nothing(
+    planned: lq.Migration, lattice: lq.LatticeClient
+) -> None:
+    docs = planned.collection
+    # the text moved to another field after the plan (or the plan was recorded before plan checked it)
+    lattice.client.overwrite_payload(docs, {"body": "moved"}, points=models.Filter())
+    with pytest.raises(lq.TextFieldError, match=r"'text'.*'body'"):
+        planned.start()
+    assert planned.snapshot(refresh=True).state.status == lq.Status.PLANNED
+    assert set(lattice.client.get_collection(docs).config.params.vectors) == {"legacy"}
+    assert [e["event"] for e in planned.history()] == ["plan"]
+
+
 class PosingServer:
     """The real client, posing as a Qdrant server of ``version`` (what ``info()`` reports)."""
 

@@ -352,10 +352,8 @@ def test_a_collection_with_only_the_unnamed_vector(
          for i, (t, v) in enumerate(zip(texts, legacy.embed(texts), strict=True))],
     )  # fmt: skip
     original = records(qdrant, docs, name="")
-    with pytest.raises(lq.UnnamedVectorError):
-        lattice.plan(docs, source=source_spec, target=HashEmbedder(96).spec("wide", 1), source_vector="")\
-            .start()  # fmt: skip
-    lattice.migration(docs).cancel()
+    with pytest.raises(lq.UnnamedVectorError, match="reembed"):
+        lattice.plan(docs, source=source_spec, target=HashEmbedder(96).spec("wide", 1), source_vector="")
     migration = lattice.plan(
         docs, source=source_spec, target=newer_spec, source_vector="", strategy="reembed"
     )

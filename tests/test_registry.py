@@ -88,6 +88,19 @@ def test_another_spec_under_the_same_id_and_version_conflicts(
     assert registry.list() == [registered]
 
 
+def test_check_refuses_what_register_would_and_writes_nothing(
+    qdrant: QdrantClient, control: str, registry: ModelRegistry
+) -> None:
+    registry.check(minilm())  # nothing registered yet: fine, and nothing is created
+    assert not qdrant.collection_exists(control)
+    registry.register(minilm())
+    registry.check(minilm())
+    registry.check(minilm(version=2, dimension=768))
+    with pytest.raises(ModelConflictError, match="already registered"):
+        registry.check(minilm(dimension=768))
+    assert registry.list() == [minilm()]
+
+
 def test_a_changed_configuration_under_a_new_version_registers(registry: ModelRegistry) -> None:
     registry.register(minilm())
     assert registry.register(minilm(version=2, max_length=512)) is True
