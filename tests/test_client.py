@@ -353,6 +353,14 @@ def test_update_vectors_stamps_only_the_points_its_update_filter_let_through(
     present = models.Filter(must=[models.HasVectorCondition(has_vector="legacy"), group_is("b")])
     lattice.update_vectors(docs, [models.PointVectors(id=2, vector={"legacy": new})], update_filter=present)
     assert stored(lattice.client, docs, 2).payload[MODEL_FIELD] == "modern"
+    # a gRPC filter means the same
+    from qdrant_client.conversions.conversion import RestToGrpc
+
+    points = [models.PointVectors(id=i, vector={"legacy": new}) for i in (3, 4)]
+    lattice.client.set_payload(docs, {"group": "c"}, points=[4])
+    lattice.update_vectors(docs, points, update_filter=RestToGrpc.convert_filter(group_is("c")))
+    assert MODEL_FIELD not in stored(lattice.client, docs, 3).payload
+    assert stored(lattice.client, docs, 4).payload[MODEL_FIELD] == "modern"
 
 
 @pytest.mark.parametrize(
