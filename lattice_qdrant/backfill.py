@@ -56,6 +56,7 @@ from .errors import (
     MigrationError,
 )
 from .metrics import NO_METRICS, BackfillMetrics
+from .options import Duration, documented
 from .plan import MigrationPlan
 from .state import Status
 from .store import MODEL_FIELD, VERSION_FIELD, Coverage, Store, stamp_filter, stored_as_written
@@ -64,6 +65,7 @@ __all__ = [
     "BackfillOptions",
     "BackfillProgress",
     "BackfillReport",
+    "BackfillSettings",
     "DryRunReport",
     "Failure",
     "Shard",
@@ -139,49 +141,83 @@ class Shard(BaseModel):
         return f"{self.index}/{self.count}"
 
 
-class BackfillOptions(BaseModel):
-    """How a backfill runs. Every field has a ``LATTICE_QDRANT_*`` twin in the CLI's configuration.
+@documented
+class BackfillSettings(BaseModel):
+    """How fast and in what sizes a backfill runs: the options the configuration also sets.
 
-    Attributes:
-        batch_size: points per read, embed and write.
-        writers: concurrent writers (each holds one batch).
-        queue_depth: batches waiting for the writers, and at least as many waiting for the embedder (which
-            queue holds a whole embed window).
-        embed_window: most texts the embedder sorts together: whole batches already waiting are merged up
-            to this many and embedded in the forward passes of one call over them all (longest texts first,
-            packed by the model's ``tokens_per_pass``), so each pass holds texts of similar length and pads
-            little. Writers still get ``batch_size`` points at a time, pass by pass. A run killed redoes
-            what is in flight: about two windows and ``queue_depth + writers`` batches.
-        max_rate: ceiling in points per second (``None``: as fast as it goes).
-        delay: seconds to wait after reading each batch.
-        max_text_chars: longer texts are truncated to this many characters before embedding.
-        until: stop once this percentage of points has the target vector.
-        max_points: stop after this many points were read in this run.
-        max_tokens: stop once the estimated tokens embedded in this run reach this budget.
-        shard: take only this worker's share of the points.
-        priorities: filters backfilled first, in order, before the rest.
-        retry_failed: try again the points recorded as failed.
-        heartbeat_interval: seconds between this worker's progress records (for ``status``).
-        progress_interval: seconds between coverage counts recorded in the shared state.
+    :class:`~lattice_qdrant.config.Settings` inherits these fields, so each has a ``LATTICE_QDRANT_*``
+    variable and a config-file key of its name; the CLI's ``backfill`` and ``migrate`` take them as options.
     """
 
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
-    batch_size: int = Field(default=64, ge=1, le=10_000)
-    writers: int = Field(default=4, ge=1, le=64)
-    queue_depth: int = Field(default=8, ge=1, le=1024)
-    embed_window: int = Field(default=2048, ge=1, le=100_000)
-    max_rate: float | None = Field(default=None, gt=0)
-    delay: float = Field(default=0.0, ge=0)
-    max_text_chars: int = Field(default=20_000, ge=1)
-    until: float | None = Field(default=None, gt=0, le=100)
-    max_points: int | None = Field(default=None, ge=1)
-    max_tokens: int | None = Field(default=None, ge=1)
-    shard: Shard | None = None
-    priorities: tuple[models.Filter, ...] = ()
-    retry_failed: bool = False
-    heartbeat_interval: float = Field(default=2.0, gt=0)
-    progress_interval: float = Field(default=30.0, gt=0)
+    batch_size: int = Field(
+        default=64,
+        ge=1,
+        le=10_000,
+        description="Points per backfill batch (read, embedded and written together).",
+    )
+    writers: int = Field(
+        default=4, ge=1, le=64, description="Concurrent backfill writers (each holds one batch)."
+    )
+    queue_depth: int = Field(default=8, ge=1, le=1024, description="Batches waiting between backfill stages.")
+    embed_window: int = Field(
+        default=2048,
+        ge=1,
+        le=100_000,
+        description="Most texts sorted by length and embedded together (waiting batches merged).",
+    )
+    max_rate: float | None = Field(
+        default=None, gt=0, description="Backfill ceiling in points per second (unset: no ceiling)."
+    )
+    delay: Duration = Field(
+        default=0.0,
+        ge=0,
+        description="Time to wait after reading each batch (seconds, or 90s, 30m, 24h, 7d).",
+    )
+    max_text_chars: int = Field(
+        default=20_000,
+        ge=1,
+        description="Longer texts are truncated to this many characters before embedding.",
+    )
+
+
+@documented
+class BackfillOptions(BackfillSettings):
+    """How a backfill runs: :class:`BackfillSettings` and the bounds and scope of one run.
+
+    ``queue_depth`` batches wait for the writers, and at least as many for the embedder (that queue holds a
+    whole embed window). The embedder sorts together up to ``embed_window`` texts: whole batches already
+    waiting are merged up to this many and embedded in the forward passes of one call over them all (longest
+    texts first, packed by the model's ``tokens_per_pass``), so each pass holds texts of similar length and
+    pads little. Writers still get ``batch_size`` points at a time, pass by pass. A run killed redoes what is
+    in flight: about two windows and ``queue_depth + writers`` batches.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    until: float | None = Field(
+        default=None, gt=0, le=100, description="Stop once this percentage of points has the target vector."
+    )
+    max_points: int | None = Field(
+        default=None, ge=1, description="Stop after this many points were read in this run."
+    )
+    max_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="Stop once the estimated tokens embedded in this run reach this budget.",
+    )
+    shard: Shard | None = Field(default=None, description="Take only this worker's share of the points.")
+    priorities: tuple[models.Filter, ...] = Field(
+        default=(), description="Filters backfilled first, in order, before the rest."
+    )
+    retry_failed: bool = Field(default=False, description="Try again the points recorded as failed.")
+    heartbeat_interval: float = Field(
+        default=2.0, gt=0, description="Seconds between this worker's progress records (for ``status``)."
+    )
+    progress_interval: float = Field(
+        default=30.0, gt=0, description="Seconds between coverage counts recorded in the shared state."
+    )
 
 
 @dataclass(frozen=True)

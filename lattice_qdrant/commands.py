@@ -456,16 +456,14 @@ def finalize(session: Session, collection: str, *, force: bool = False) -> Statu
 
 
 def backfill_options(session: Session, **overrides: Any) -> bf.BackfillOptions:
-    """Backfill options from the settings, with ``overrides`` (``None`` values ignored)."""
-    s = session.settings
+    """Backfill options: the :class:`~.backfill.BackfillSettings` fields from the settings, and
+    ``overrides`` (any :class:`~.backfill.BackfillOptions` field; ``None`` values ignored).
+
+    Raises:
+        ValueError: an option is out of bounds (a ``pydantic.ValidationError``).
+    """
     values: dict[str, Any] = {
-        "batch_size": s.batch_size,
-        "writers": s.writers,
-        "queue_depth": s.queue_depth,
-        "embed_window": s.embed_window,
-        "max_rate": s.max_rate,
-        "delay": s.delay,
-        "max_text_chars": s.max_text_chars,
+        name: getattr(session.settings, name) for name in bf.BackfillSettings.model_fields
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     return bf.BackfillOptions(**values)

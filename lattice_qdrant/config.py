@@ -12,89 +12,71 @@ accept seconds or a suffix: ``90s``, ``30m``, ``24h``, ``7d``. A bad value is a
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError
 
+from .backfill import BackfillSettings
 from .errors import ConfigError
+from .options import Duration, documented, parse_duration
 
 __all__ = ["ENV_PREFIX", "Settings", "load_settings", "parse_duration"]
 
 ENV_PREFIX = "LATTICE_QDRANT_"
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
-_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
-def parse_duration(value: str | float | int) -> float:
-    """Seconds from ``90``, ``"90s"``, ``"30m"``, ``"24h"`` or ``"7d"``.
-
-    Raises:
-        ValueError: the value is not a duration.
-    """
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a duration")
-    if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError(f"{value!r} is negative")
-        return float(value)
-    found = _DURATION.match(value)
-    if not found:
-        raise ValueError(f"{value!r} is not a duration (use seconds, or 90s, 30m, 24h, 7d)")
-    return float(found.group(1)) * _UNITS[found.group(2)]
-
-
-class Settings(BaseModel):
+@documented
+class Settings(BackfillSettings):
     """Migration defaults. Every field can be set in the file, the environment or on the command line.
 
-    Attributes:
-        batch_size: points per backfill batch.
-        writers: concurrent backfill writers.
-        queue_depth: batches waiting between backfill stages.
-        embed_window: most texts sorted by length and embedded together (waiting batches merged).
-        max_rate: backfill ceiling in points per second (unset: no ceiling).
-        delay: seconds to wait between backfill batches.
-        max_text_chars: longer texts are truncated before embedding.
-        retries: attempts for a transient Qdrant failure (exponential backoff with jitter).
-        backup_policy: whether vectors are backed up before a destructive step (``always``/``never``).
-        rollback_window: seconds after cutover before finalize is allowed.
-        cutover_threshold: coverage (0-1) required for cutover.
-        query_threshold: coverage (0-1) at which queries move to the target before cutover.
-        text_field: payload field holding the text.
-        control_collection: collection holding migration records and the model registry.
-        refresh_interval: seconds a process routes by a cached migration state.
-        compare_margin: gate cutover on the last shadow comparison: the target's recall may fall at most
-            this far below the source's (unset: no gate).
+    The backfill's fields are :class:`~lattice_qdrant.backfill.BackfillSettings`'s, inherited with their
+    types, bounds, defaults and descriptions.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    batch_size: int = Field(default=64, ge=1, le=10_000)
-    writers: int = Field(default=4, ge=1, le=64)
-    queue_depth: int = Field(default=8, ge=1, le=1024)
-    embed_window: int = Field(default=2048, ge=1, le=100_000)
-    max_rate: float | None = Field(default=None, gt=0)
-    delay: float = Field(default=0.0, ge=0)
-    max_text_chars: int = Field(default=20_000, ge=1)
-    retries: int = Field(default=5, ge=1, le=100)
-    backup_policy: Literal["always", "never"] = "always"
-    rollback_window: float = Field(default=86400.0, ge=0)
-    cutover_threshold: float = Field(default=0.99, ge=0, le=1)
-    query_threshold: float | None = Field(default=None, ge=0, le=1)
-    text_field: str = Field(default="text", min_length=1)
-    control_collection: str = Field(default="lattice_qdrant", min_length=1)
-    refresh_interval: float = Field(default=2.0, ge=0)
-    compare_margin: float | None = Field(default=None, ge=0, le=1)
-
-    @field_validator("rollback_window", "delay", "refresh_interval", mode="before")
-    @classmethod
-    def _duration(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return parse_duration(value)
-        return value
+    retries: int = Field(
+        default=5,
+        ge=1,
+        le=100,
+        description="Attempts for a transient Qdrant failure (exponential backoff with jitter).",
+    )
+    backup_policy: Literal["always", "never"] = Field(
+        default="always", description="Whether vectors are backed up before a destructive step."
+    )
+    rollback_window: Duration = Field(
+        default=86400.0, ge=0, description="Time after cutover before finalize is allowed (e.g. 24h)."
+    )
+    cutover_threshold: float = Field(
+        default=0.99, ge=0, le=1, description="Coverage (0-1) needed for cutover."
+    )
+    query_threshold: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Coverage (0-1) at which queries move to the target before cutover.",
+    )
+    text_field: str = Field(default="text", min_length=1, description="Payload field holding the text.")
+    control_collection: str = Field(
+        default="lattice_qdrant",
+        min_length=1,
+        description="Collection holding migration records and the model registry.",
+    )
+    refresh_interval: Duration = Field(
+        default=2.0,
+        ge=0,
+        description="Time a process routes by a cached migration state (seconds, or 90s, 30m, 24h, 7d).",
+    )
+    compare_margin: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Refuse cutover while the last comparison has the target's recall more than this below "
+        "the source's (0-1).",
+    )
 
 
 def _read_file(path: Path) -> dict[str, Any]:

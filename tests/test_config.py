@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from lattice_qdrant.backfill import BackfillOptions, BackfillSettings
+from lattice_qdrant.commands import Connection, Session, backfill_options
 from lattice_qdrant.config import Settings, load_settings, parse_duration
 from lattice_qdrant.errors import ConfigError
 
@@ -92,3 +95,50 @@ def test_compare_margin_comes_from_the_environment(tmp_path: Path) -> None:
     assert load_settings(env={"LATTICE_QDRANT_COMPARE_MARGIN": "0.05"}, cwd=tmp_path).compare_margin == 0.05
     with pytest.raises(ConfigError, match="compare_margin"):
         load_settings(env={"LATTICE_QDRANT_COMPARE_MARGIN": "2"}, cwd=tmp_path)
+
+
+def _declared(field: Any) -> tuple[Any, ...]:
+    """What a field is: its type, default, bounds and description."""
+    return (field.annotation, field.default, field.metadata, field.description)
+
+
+def test_settings_hold_every_backfill_setting_as_the_backfill_declares_it() -> None:
+    for name, field in BackfillSettings.model_fields.items():
+        assert name in Settings.model_fields, f"Settings lacks the backfill setting {name!r}"
+        assert _declared(Settings.model_fields[name]) == _declared(field), name
+        assert _declared(BackfillOptions.model_fields[name]) == _declared(field), name
+
+
+def test_every_setting_and_option_is_described() -> None:
+    for model in (Settings, BackfillOptions):
+        for name, field in model.model_fields.items():
+            assert field.description, f"{model.__name__}.{name} has no description"
+            assert f"    {name}: " in (model.__doc__ or ""), f"{model.__name__}'s docstring lacks {name}"
+
+
+def test_every_backfill_setting_comes_from_the_environment(tmp_path: Path) -> None:
+    env = {"LATTICE_QDRANT_" + name.upper(): "7" for name in BackfillSettings.model_fields}
+    settings = load_settings(env=env, cwd=tmp_path)
+    assert all(getattr(settings, name) == 7 for name in BackfillSettings.model_fields)
+
+
+def test_backfill_options_take_every_backfill_setting(tmp_path: Path) -> None:
+    values = {"batch_size": 3, "writers": 2, "queue_depth": 5, "embed_window": 9, "max_rate": 11.0}
+    values |= {"delay": 0.5, "max_text_chars": 13}
+    assert set(values) == set(BackfillSettings.model_fields)
+    session = Session(Connection(path=":memory:"), Settings(**values))
+    try:
+        options = backfill_options(session, writers=None, until=50)
+    finally:
+        session.close()
+    assert {name: getattr(options, name) for name in values} == values
+    assert options.until == 50
+
+
+def test_durations_are_accepted_wherever_a_duration_is_set() -> None:
+    assert BackfillOptions(delay="2s").delay == 2.0
+    assert Settings(delay="1m", refresh_interval="5s", rollback_window="1h").model_dump(
+        include={"delay", "refresh_interval", "rollback_window"}
+    ) == {"delay": 60.0, "refresh_interval": 5.0, "rollback_window": 3600.0}
+    with pytest.raises(ValueError, match="not a duration"):
+        BackfillOptions(delay="soon")
