@@ -13,6 +13,8 @@ the result. Library errors become one line on stderr and an exit code (``--trace
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import logging
 import os
@@ -20,20 +22,26 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Annotated, Any
+from enum import Enum
+from types import MappingProxyType
+from typing import Annotated, Any, TypeVar, cast
 
 import typer
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 from qdrant_client import models
 
 from . import commands
-from .backfill import BackfillProgress, BackfillReport, Shard
+from .backfill import BackfillOptions, BackfillProgress, BackfillReport, BackfillSettings, Shard
 from .commands import Connection, Session, StatusReport
-from .config import load_settings, parse_duration
+from .config import Settings, load_settings
 from .errors import ConfigError, LatticeError, TransitionError
 from .metrics import NO_METRICS
+from .options import choices, is_duration, plain, value_type
+from .plan import PlanOptions
 from .state import format_duration
 from .verify import VerifyReport
 
@@ -157,6 +165,101 @@ def _session(ctx: typer.Context, **overrides: Any) -> Iterator[Session]:
         _fail(ctx, exc, EXIT_ERROR)
     finally:
         session.close()
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class _Table:
+    """Command-line options made from a pydantic model's fields, written nowhere else.
+
+    A command parameter annotated ``Annotated[Mapping[str, Any], _Table(Model)]`` stands for one
+    ``--kebab-case`` option per field of ``Model`` (but ``exclude``), with the field's description as its
+    help. A field the settings hold (:class:`~lattice_qdrant.config.Settings`) defaults to ``None``, so that
+    an option left out falls back to the environment, the config file and the built-in default, in that
+    order; any other field defaults as the model says, and the help shows it. A duration is given as text
+    (``90s``, ``24h``), a ``Literal`` or enum as its value; the model checks both. The command receives a
+    mapping of the options given (``None`` left out).
+    """
+
+    model: type[BaseModel]
+    exclude: frozenset[str] = frozenset()
+
+    def names(self) -> list[str]:
+        """The fields that are options, in the model's order."""
+        return [name for name in self.model.model_fields if name not in self.exclude]
+
+    def parameters(self) -> list[inspect.Parameter]:
+        """The options as typer reads them from a signature."""
+        return [_option(name, self.model.model_fields[name]) for name in self.names()]
+
+
+def _option(name: str, info: FieldInfo) -> inspect.Parameter:
+    kind = str if is_duration(info) or choices(info) is not None else value_type(info)
+    if info.is_required() or kind not in (str, int, float, bool):
+        raise TypeError(f"the plan or backfill option {name!r} has no command-line form ({info.annotation})")
+    default = None if name in Settings.model_fields else info.get_default(call_default_factory=True)
+    if isinstance(default, Enum):
+        default = default.value
+    option = typer.Option(help=plain(info.description or ""))
+    return inspect.Parameter(
+        name,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        default=default,
+        annotation=Annotated[kind if default is not None else kind | None, option],
+    )
+
+
+def _expand(function: F) -> F:
+    """``function`` with each :class:`_Table` parameter replaced by the table's options, for typer."""
+    signature = inspect.signature(function, eval_str=True)
+    tables: dict[str, _Table] = {}
+    parameters: list[inspect.Parameter] = []
+    for parameter in signature.parameters.values():
+        table = next(
+            (m for m in getattr(parameter.annotation, "__metadata__", ()) if isinstance(m, _Table)), None
+        )
+        if table is None:
+            parameters.append(parameter)
+        else:
+            tables[parameter.name] = table
+            parameters += table.parameters()
+    names = [p.name for p in parameters]
+    if len(set(names)) != len(names):
+        raise TypeError(f"{function.__name__}: an option of a table is also a parameter")
+
+    @functools.wraps(function)
+    def expanded(**kwargs: Any) -> Any:
+        for parameter, table in tables.items():
+            given = {name: kwargs.pop(name) for name in table.names()}
+            kwargs[parameter] = {name: value for name, value in given.items() if value is not None}
+        return function(**kwargs)
+
+    expanded.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    return cast(F, expanded)
+
+
+#: placeholder default of a table parameter: typer always passes the table's options
+_NONE: Mapping[str, Any] = MappingProxyType({})
+#: the options of a plan (:class:`~lattice_qdrant.plan.PlanOptions`)
+PlanOpts = Annotated[Mapping[str, Any], _Table(PlanOptions)]
+#: the backfill options the settings hold (:class:`~lattice_qdrant.backfill.BackfillSettings`)
+TuningOpts = Annotated[Mapping[str, Any], _Table(BackfillSettings)]
+#: a backfill run's options (:class:`~lattice_qdrant.backfill.BackfillOptions`) that are plain values
+BackfillOpts = Annotated[
+    Mapping[str, Any],
+    _Table(
+        BackfillOptions, exclude=frozenset({"shard", "priorities", "heartbeat_interval", "progress_interval"})
+    ),
+]
+
+
+def _backfill_options(session: Session, **values: Any) -> BackfillOptions:
+    try:
+        return commands.backfill_options(session, **values)
+    except ValueError as exc:
+        raise ConfigError(f"invalid backfill option: {exc}") from exc
 
 
 def _echo_json(data: Any) -> None:
@@ -305,6 +408,7 @@ def models_show(
 
 
 @app.command()
+@_expand
 def plan(
     ctx: typer.Context,
     collection: CollectionArg,
@@ -315,63 +419,11 @@ def plan(
         str | None,
         typer.Option(help="Named vector for the target (default: MODEL_ID-vN; reembed: the source vector)."),
     ] = None,
-    text_field: Annotated[str | None, typer.Option(help="Payload field holding the text.")] = None,
-    strategy: Annotated[
-        str,
-        typer.Option(
-            help="in_place (a parallel named vector), blue_green (a new collection, an alias switch) or "
-            "reembed (overwrite the same vector after a backup)."
-        ),
-    ] = "in_place",
-    cutover_threshold: Annotated[
-        float | None, typer.Option(help="Coverage (0-1) needed for cutover.")
-    ] = None,
-    query_threshold: Annotated[
-        float | None, typer.Option(help="Coverage (0-1) at which queries move to the target before cutover.")
-    ] = None,
-    rollback_window: Annotated[
-        str | None, typer.Option(help="Time after cutover before finalize is allowed (e.g. 24h).")
-    ] = None,
-    query_mode: Annotated[
-        str, typer.Option(help="routed (one vector, by the routing) or mixed (before cutover, rescore both).")
-    ] = "routed",
-    missing_policy: Annotated[
-        str, typer.Option(help="Mixed mode, points without the target vector: embed or source_order.")
-    ] = "embed",
-    read_repair: Annotated[
-        bool, typer.Option("--read-repair", help="Mixed mode writes the vectors it embeds on the fly back.")
-    ] = False,
-    compare_margin: Annotated[
-        float | None,
-        typer.Option(
-            help="Refuse cutover while the last comparison has the target's recall more than this "
-            "below the source's (0-1)."
-        ),
-    ] = None,
-    target_collection: Annotated[
-        str | None, typer.Option(help="blue_green: the new collection (default: COLLECTION__TARGETVECTOR).")
-    ] = None,
-    alias: Annotated[
-        str | None,
-        typer.Option(help="blue_green: the alias readers use; cutover moves it to the new collection."),
-    ] = None,
-    copy_source_vector: Annotated[
-        bool,
-        typer.Option(
-            "--copy-source-vector", help="blue_green: keep the source vector in the new collection too."
-        ),
-    ] = False,
+    options: PlanOpts = _NONE,
     as_json: JsonOpt = False,
 ) -> None:
     """Plan a migration of COLLECTION from one registered model to another (nothing changes yet)."""
-    from .plan import Strategy
-
     with _session(ctx) as session:
-        try:
-            window = parse_duration(rollback_window) if rollback_window is not None else None
-            chosen = Strategy(strategy)
-        except ValueError as exc:
-            raise ConfigError(str(exc), key="rollback_window" if rollback_window else "strategy") from exc
         report = commands.plan(
             session,
             collection,
@@ -379,18 +431,7 @@ def plan(
             target=target,
             source_vector=source_vector,
             target_vector=target_vector,
-            text_field=text_field,
-            strategy=chosen,
-            cutover_threshold=cutover_threshold,
-            query_threshold=query_threshold,
-            rollback_window=window,
-            query_mode=query_mode,
-            missing_policy=missing_policy,
-            read_repair=read_repair,
-            compare_margin=compare_margin,
-            target_collection=target_collection,
-            alias=alias,
-            copy_source_vector=copy_source_vector,
+            **options,
         )
         _show([report], as_json)
 
@@ -606,29 +647,16 @@ def _render_backfill(reports: list[BackfillReport], as_json: bool) -> None:
         )
 
 
-BatchOpt = Annotated[int | None, typer.Option(help="Points per batch.")]
-
-
 @app.command()
+@_expand
 def backfill(
     ctx: typer.Context,
     collections: Annotated[list[str], typer.Argument(help="Collections to backfill, in order.")],
-    batch_size: BatchOpt = None,
-    writers: Annotated[int | None, typer.Option(help="Concurrent writers.")] = None,
-    queue_depth: Annotated[int | None, typer.Option(help="Batches waiting between stages.")] = None,
-    embed_window: Annotated[
-        int | None, typer.Option(help="Most texts sorted by length and embedded together.")
-    ] = None,
-    max_rate: Annotated[float | None, typer.Option(help="Ceiling in points per second.")] = None,
-    delay: Annotated[float | None, typer.Option(help="Seconds to wait between batches.")] = None,
-    until: Annotated[float | None, typer.Option(help="Stop at this coverage percentage.")] = None,
-    max_points: Annotated[int | None, typer.Option(help="Stop after this many points.")] = None,
-    max_tokens: Annotated[int | None, typer.Option(help="Stop at this (estimated) token budget.")] = None,
+    run: BackfillOpts = _NONE,
     shard: Annotated[str | None, typer.Option(help="Take share I of N workers (I/N, e.g. 0/3).")] = None,
     priority: Annotated[
         list[str] | None, typer.Option(help="Backfill these first, in order: FIELD=VALUE or a JSON filter.")
     ] = None,
-    retry_failed: Annotated[bool, typer.Option(help="Try again the points recorded as failed.")] = False,
     dry_run: Annotated[
         bool, typer.Option(help="Report points, tokens, time and storage; write nothing.")
     ] = False,
@@ -638,23 +666,12 @@ def backfill(
     """Re-embed the points that lack the target vector; safe to kill and run again at any moment."""
     with _session(ctx) as session:
         try:
-            options = commands.backfill_options(
-                session,
-                batch_size=batch_size,
-                writers=writers,
-                queue_depth=queue_depth,
-                embed_window=embed_window,
-                max_rate=max_rate,
-                delay=delay,
-                until=until,
-                max_points=max_points,
-                max_tokens=max_tokens,
-                shard=Shard.parse(shard) if shard else None,
-                priorities=tuple(_parse_priority(p) for p in priority or ()),
-                retry_failed=retry_failed,
-            )
+            parsed = Shard.parse(shard) if shard else None
         except ValueError as exc:
             raise ConfigError(f"invalid backfill option: {exc}") from exc
+        options = _backfill_options(
+            session, **run, shard=parsed, priorities=tuple(_parse_priority(p) for p in priority or ())
+        )
         if dry_run:
             estimates = commands.dry_run(session, collections, options)
             if as_json:
@@ -680,6 +697,7 @@ def backfill(
 
 
 @app.command()
+@_expand
 def migrate(
     ctx: typer.Context,
     collection: CollectionArg,
@@ -693,8 +711,8 @@ def migrate(
         str | None, typer.Option(help="Named vector holding the source vectors.")
     ] = None,
     target_vector: Annotated[str | None, typer.Option(help="Named vector for the target.")] = None,
-    text_field: Annotated[str | None, typer.Option(help="Payload field holding the text.")] = None,
-    batch_size: BatchOpt = None,
+    plan_options: PlanOpts = _NONE,
+    tuning: TuningOpts = _NONE,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before each step.")] = False,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
@@ -705,7 +723,7 @@ def migrate(
         return yes or typer.confirm(question, default=True)
 
     with _session(ctx) as session:
-        options = commands.backfill_options(session, batch_size=batch_size)
+        options = _backfill_options(session, **tuning)
         with _watched() as (stop, reporter):
             report = commands.migrate(
                 session,
@@ -714,12 +732,12 @@ def migrate(
                 target=target,
                 source_vector=source_vector,
                 target_vector=target_vector,
-                text_field=text_field,
                 confirm=confirm,
                 options=options,
                 stop=stop,
                 on_progress=reporter,
                 force=force,
+                **plan_options,
             )
         _show([report], as_json)
 

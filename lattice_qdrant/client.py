@@ -36,7 +36,7 @@ from .coordinator import DEFAULT_REFRESH_INTERVAL, NAME_KIND, Migration, plan_mi
 from .embedders import Embedder, check_embedder, embed_checked, embedder_for
 from .errors import MigrationError, MigrationNotFoundError, PlanError, StoreError, VectorValidationError
 from .mixed import MissingPolicy, mixed_query
-from .plan import MigrationPlan, Strategy
+from .plan import MigrationPlan, PlanOptions, Strategy
 from .registry import ModelRegistry
 from .spec import ModelSpec
 from .state import QueryRoute, Status, WriteRoute
@@ -173,26 +173,15 @@ class LatticeClient:
         target: ModelSpec,
         source_vector: str,
         target_vector: str | None = None,
-        text_field: str = "text",
-        cutover_threshold: float = 0.99,
-        query_threshold: float | None = None,
-        rollback_window: float = 86400.0,
-        query_mode: Literal["routed", "mixed"] = "routed",
-        missing_policy: MissingPolicy = "embed",
-        read_repair: bool = False,
-        compare_margin: float | None = None,
-        strategy: Strategy | str = Strategy.IN_PLACE,
         target_collection: str | None = None,
-        alias: str | None = None,
-        copy_source_vector: bool = False,
-        backup_policy: Literal["always", "never"] = "always",
+        **options: Any,
     ) -> Migration:
         """Plan moving ``collection`` from ``source`` to ``target``; nothing changes until ``start``.
 
         Registers both models and records the plan in Qdrant. ``target_vector`` defaults to the target
-        spec's :attr:`~lattice_qdrant.spec.ModelSpec.vector_name`. The other settings are the
-        :class:`~lattice_qdrant.plan.MigrationPlan` fields of the same names (``compare_margin`` gates
-        cutover on the last shadow comparison, :mod:`lattice_qdrant.compare`).
+        spec's :attr:`~lattice_qdrant.spec.ModelSpec.vector_name`. ``options`` are the
+        :class:`~lattice_qdrant.plan.PlanOptions` fields (``strategy``, ``cutover_threshold``,
+        ``rollback_window``, ``query_mode``, ``compare_margin``, ...), each defaulting as that model says.
 
         Blue-green (``strategy="blue_green"``): ``target_collection`` defaults to
         ``{collection}__{target vector name}``, and the target vector keeps the source vector's name (so
@@ -203,15 +192,20 @@ class LatticeClient:
         the target must have the source's dimension and distance, and ``backup_policy`` must be ``always``.
 
         Raises:
-            PlanError: the settings do not make a consistent plan (the message says why).
+            PlanError: an option is unknown, or the options do not make a consistent plan (the message says
+                why).
         """
-        strategy = Strategy(strategy)
+        unknown = sorted(set(options) - set(PlanOptions.model_fields))
+        if unknown:
+            known = ", ".join(sorted(PlanOptions.model_fields))
+            raise PlanError(f"unknown plan option(s) {', '.join(unknown)} (known: {known})")
+        strategy = Strategy(options.pop("strategy", Strategy.IN_PLACE))
         if strategy == Strategy.REEMBED and target_vector is None:
             target_vector = source_vector
         if strategy == Strategy.BLUE_GREEN:
             target_collection = target_collection or f"{collection}__{target.vector_name}"
             if target_vector is None:
-                target_vector = target.vector_name if copy_source_vector else source_vector
+                target_vector = target.vector_name if options.get("copy_source_vector") else source_vector
         try:
             plan = MigrationPlan(
                 collection=collection,
@@ -221,17 +215,7 @@ class LatticeClient:
                 target_vector=target.vector_name if target_vector is None else target_vector,
                 strategy=strategy,
                 target_collection=target_collection,
-                alias=alias,
-                copy_source_vector=copy_source_vector,
-                backup_policy=backup_policy,
-                text_field=text_field,
-                cutover_threshold=cutover_threshold,
-                query_threshold=query_threshold,
-                rollback_window=rollback_window,
-                query_mode=query_mode,
-                missing_policy=missing_policy,
-                read_repair=read_repair,
-                compare_margin=compare_margin,
+                **options,
             )
         except ValidationError as exc:
             raise PlanError(

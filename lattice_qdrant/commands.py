@@ -29,7 +29,8 @@ from .coordinator import Migration
 from .embedders import Embedder, check_embedder, embedder_for
 from .errors import ConfigError, LatticeError, MigrationNotFoundError, ModelNotFoundError, ServerVersionError
 from .metrics import NO_METRICS, BackfillMetrics
-from .plan import MigrationPlan, Strategy
+from .options import choices
+from .plan import MigrationPlan, PlanOptions, PlanSettings, Strategy
 from .spec import ModelSpec
 from .state import MigrationState, Phase, Status, format_duration
 from .store import (
@@ -347,63 +348,50 @@ def plan(
     target: str,
     source_vector: str,
     target_vector: str | None = None,
-    text_field: str | None = None,
-    strategy: Strategy = Strategy.IN_PLACE,
-    cutover_threshold: float | None = None,
-    query_threshold: float | None = None,
-    rollback_window: float | None = None,
-    query_mode: str = "routed",
-    missing_policy: str = "embed",
-    read_repair: bool = False,
-    compare_margin: float | None = None,
-    target_collection: str | None = None,
-    alias: str | None = None,
-    copy_source_vector: bool = False,
+    **options: Any,
 ) -> StatusReport:
-    """Plan moving ``collection`` from the registered model ``source`` to ``target``.
+    """Plan a migration of COLLECTION from one registered model to another (nothing changes yet).
 
-    Models are referenced as ``MODEL_ID``, ``MODEL_ID:vN`` or qualified ids; unset thresholds and window
-    come from the settings. ``query_mode``, ``missing_policy`` and ``read_repair`` set up mixed-coverage
-    queries; ``compare_margin`` gates cutover on the last shadow comparison (:func:`compare`).
+    Models are referenced as ``MODEL_ID``, ``MODEL_ID:vN`` or qualified ids. ``options`` are the
+    :class:`~lattice_qdrant.plan.PlanOptions` fields; those left out or ``None`` that the settings hold (the
+    :class:`~lattice_qdrant.plan.PlanSettings` fields: thresholds, window, text field, backup policy,
+    compare margin) come from the settings, the others default as the plan does. ``query_mode``,
+    ``missing_policy`` and ``read_repair`` set up mixed-coverage queries; ``compare_margin`` gates cutover on
+    the last shadow comparison (:func:`compare`).
     """
-    _check_choice("query_mode", query_mode, ("routed", "mixed"))
-    _check_choice("missing_policy", missing_policy, ("embed", "source_order"))
+    given = {name: value for name, value in options.items() if value is not None}
+    for name, info in PlanOptions.model_fields.items():
+        allowed = choices(info)
+        if allowed is not None and name in given:
+            _check_choice(name, str(given[name]), allowed)
+    compare_margin = given.get("compare_margin")
     if compare_margin is not None and not 0.0 <= compare_margin <= 1.0:
         raise ConfigError(
             f"compare_margin must be between 0 and 1, got {compare_margin}", key="compare_margin"
         )
-    if strategy != Strategy.BLUE_GREEN and (target_collection or alias or copy_source_vector):
+    blue_green_only = ("target_collection", "alias", "copy_source_vector")
+    if given.get("strategy", Strategy.IN_PLACE) != Strategy.BLUE_GREEN and any(
+        given.get(name) for name in blue_green_only
+    ):
         raise ConfigError(
             "--target-collection, --alias and --copy-source-vector belong to the blue_green strategy",
             key="strategy",
         )
-    s = session.settings
+    defaults = {name: getattr(session.settings, name) for name in PlanSettings.model_fields}
     session.client.plan(
         collection,
         source=session.client.registry.resolve(source),
         target=session.client.registry.resolve(target),
         source_vector=source_vector,
         target_vector=target_vector,
-        text_field=text_field or s.text_field,
-        cutover_threshold=s.cutover_threshold if cutover_threshold is None else cutover_threshold,
-        query_threshold=s.query_threshold if query_threshold is None else query_threshold,
-        rollback_window=s.rollback_window if rollback_window is None else rollback_window,
-        query_mode=query_mode,  # type: ignore[arg-type]  # checked above
-        missing_policy=missing_policy,  # type: ignore[arg-type]
-        read_repair=read_repair,
-        compare_margin=s.compare_margin if compare_margin is None else compare_margin,
-        strategy=strategy,
-        target_collection=target_collection,
-        alias=alias,
-        copy_source_vector=copy_source_vector,
-        backup_policy=s.backup_policy,
+        **(defaults | given),
     )
     return _status_of(session, collection)
 
 
-def _check_choice(key: str, value: str, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {value!r}", key=key)
+def _check_choice(key: str, value: str, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {value!r}", key=key)
 
 
 def start(session: Session, collection: str) -> StatusReport:
@@ -516,16 +504,18 @@ def migrate(
     target: str | None = None,
     source_vector: str | None = None,
     target_vector: str | None = None,
-    text_field: str | None = None,
     confirm: Callable[[str], bool] = lambda _: True,
     options: bf.BackfillOptions | None = None,
     stop: threading.Event | None = None,
     on_progress: Callable[[bf.BackfillProgress], None] | None = None,
     force: bool = False,
+    **plan_options: Any,
 ) -> StatusReport:
-    """Plan (if needed), start, backfill and cut over in one go, asking ``confirm`` before each step.
+    """Plan (if needed), start, backfill and cut over in one go, asking before each step.
 
-    Each step is skipped when already done, so an interrupted ``migrate`` is simply run again.
+    ``confirm`` is asked before each step. Each step is skipped when already done, so an interrupted
+    ``migrate`` is simply run again. ``plan_options`` (the :class:`~lattice_qdrant.plan.PlanOptions` fields,
+    as for :func:`plan`) apply when the collection has no plan yet; ``options`` run the backfill.
     """
     try:
         migration = session.migration(collection)
@@ -545,7 +535,7 @@ def migrate(
             target=target,
             source_vector=source_vector,
             target_vector=target_vector,
-            text_field=text_field,
+            **plan_options,
         )
         migration = session.migration(collection)
     state = migration.snapshot(refresh=True).state

@@ -15,13 +15,14 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import ConfigDict, Field, ValidationError
 
 from .backfill import BackfillSettings
 from .errors import ConfigError
 from .options import Duration, documented, parse_duration
+from .plan import PlanSettings
 
 __all__ = ["ENV_PREFIX", "Settings", "load_settings", "parse_duration"]
 
@@ -29,11 +30,12 @@ ENV_PREFIX = "LATTICE_QDRANT_"
 
 
 @documented
-class Settings(BackfillSettings):
+class Settings(BackfillSettings, PlanSettings):
     """Migration defaults. Every field can be set in the file, the environment or on the command line.
 
-    The backfill's fields are :class:`~lattice_qdrant.backfill.BackfillSettings`'s, inherited with their
-    types, bounds, defaults and descriptions.
+    The backfill's fields are :class:`~lattice_qdrant.backfill.BackfillSettings`'s and the plan defaults
+    :class:`~lattice_qdrant.plan.PlanSettings`'s, inherited with their types, bounds, defaults and
+    descriptions.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -44,22 +46,6 @@ class Settings(BackfillSettings):
         le=100,
         description="Attempts for a transient Qdrant failure (exponential backoff with jitter).",
     )
-    backup_policy: Literal["always", "never"] = Field(
-        default="always", description="Whether vectors are backed up before a destructive step."
-    )
-    rollback_window: Duration = Field(
-        default=86400.0, ge=0, description="Time after cutover before finalize is allowed (e.g. 24h)."
-    )
-    cutover_threshold: float = Field(
-        default=0.99, ge=0, le=1, description="Coverage (0-1) needed for cutover."
-    )
-    query_threshold: float | None = Field(
-        default=None,
-        ge=0,
-        le=1,
-        description="Coverage (0-1) at which queries move to the target before cutover.",
-    )
-    text_field: str = Field(default="text", min_length=1, description="Payload field holding the text.")
     control_collection: str = Field(
         default="lattice_qdrant",
         min_length=1,
@@ -69,13 +55,6 @@ class Settings(BackfillSettings):
         default=2.0,
         ge=0,
         description="Time a process routes by a cached migration state (seconds, or 90s, 30m, 24h, 7d).",
-    )
-    compare_margin: float | None = Field(
-        default=None,
-        ge=0,
-        le=1,
-        description="Refuse cutover while the last comparison has the target's recall more than this below "
-        "the source's (0-1).",
     )
 
 

@@ -18,12 +18,22 @@ import re
 import textwrap
 from collections.abc import Callable
 from enum import Enum
-from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
+from types import UnionType
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, BeforeValidator
 from pydantic.fields import FieldInfo
 
-__all__ = ["Duration", "choices", "documented", "is_duration", "parse_duration", "plain", "summary"]
+__all__ = [
+    "Duration",
+    "choices",
+    "documented",
+    "is_duration",
+    "parse_duration",
+    "plain",
+    "summary",
+    "value_type",
+]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -64,12 +74,19 @@ def is_duration(field: FieldInfo) -> bool:
     return any(isinstance(m, BeforeValidator) and m.func is _seconds for m in field.metadata)
 
 
+def value_type(field: FieldInfo) -> Any:
+    """The field's type without ``None``: ``int`` for ``int | None``; a union of several types as it is."""
+    kind = field.annotation
+    if get_origin(kind) in (Union, UnionType):
+        args = [a for a in get_args(kind) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return kind
+
+
 def choices(field: FieldInfo) -> tuple[str, ...] | None:
     """The values a ``Literal`` or enum field (optional or not) allows, or ``None`` for any other field."""
-    args = [a for a in get_args(field.annotation) if a is not type(None)] or [field.annotation]
-    if len(args) != 1:
-        return None
-    (kind,) = args
+    kind = value_type(field)
     if get_origin(kind) is Literal:
         return tuple(str(a) for a in get_args(kind))
     if isinstance(kind, type) and issubclass(kind, Enum):

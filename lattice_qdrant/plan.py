@@ -12,10 +12,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .options import Duration, documented
 from .spec import ModelSpec
 from .state import Policy
 
-__all__ = ["MigrationPlan", "Strategy"]
+__all__ = ["MigrationPlan", "PlanOptions", "PlanSettings", "Strategy"]
 
 
 class Strategy(StrEnum):
@@ -30,62 +31,102 @@ class Strategy(StrEnum):
     REEMBED = "reembed"
 
 
-class MigrationPlan(BaseModel):
-    """A collection's move from ``source`` to ``target``.
+@documented
+class PlanSettings(BaseModel):
+    """The plan options whose defaults the configuration sets.
 
-    Attributes:
-        collection: the collection migrated.
-        source: the model whose vectors the collection holds now.
-        target: the model it moves to.
-        source_vector: named vector holding the source vectors.
-        target_vector: named vector the target vectors go to.
-        text_field: payload field holding the text that is embedded.
-        strategy: in place (parallel named vector), blue-green (new collection) or re-embed (the same
-            vector name, overwritten point by point; ``embedding_version`` says which model a point holds).
-        cutover_threshold: coverage (0-1) needed before cutover, unless forced.
-        query_threshold: coverage (0-1) at which queries move to the target before cutover; ``None``
-            keeps them on the source until cutover.
-        rollback_window: seconds after cutover during which finalize is refused, unless forced.
-        query_mode: ``routed`` (search one vector, chosen by the routing) or ``mixed`` (before cutover,
-            rescore candidates of both vectors in the target space; see :mod:`lattice_qdrant.mixed`).
-        missing_policy: in mixed mode, what to do with candidates lacking the target vector: ``embed``
-            them on the fly, or keep their ``source_order``.
-        read_repair: in mixed mode, write the vectors embedded on the fly back.
-        oversample: in mixed mode, each search gathers ``limit * oversample`` candidates.
-        compare_margin: if set, cutover is refused while the last shadow comparison shows the target's
-            recall more than this below the source's (unless forced).
-        target_collection: blue-green: the new collection holding the target vectors.
-        alias: blue-green: the alias readers query through; cutover moves it to ``target_collection``,
-            rollback moves it back.
-        copy_source_vector: blue-green: also copy the source vector into ``target_collection``.
-        backup_policy: ``always`` backs the source vectors up before finalize drops them (restorable with
-            :meth:`~lattice_qdrant.coordinator.Migration.restore`); ``never`` does not. A re-embed always
-            backs them up at start (the backup is its only way back), so it refuses ``never``.
-        created_at: unix time the plan was made.
+    :class:`~lattice_qdrant.config.Settings` inherits these fields, so each has a ``LATTICE_QDRANT_*``
+    variable and a config-file key of its name.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    collection: str = Field(min_length=1)
-    source: ModelSpec
-    target: ModelSpec
-    source_vector: str
-    target_vector: str
-    text_field: str = Field(default="text", min_length=1)
-    strategy: Strategy = Strategy.IN_PLACE
-    cutover_threshold: float = Field(default=0.99, ge=0.0, le=1.0)
-    query_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
-    rollback_window: float = Field(default=86400.0, ge=0.0)
-    query_mode: Literal["routed", "mixed"] = "routed"
-    missing_policy: Literal["embed", "source_order"] = "embed"
-    read_repair: bool = False
-    oversample: int = Field(default=4, ge=1, le=100)
-    compare_margin: float | None = Field(default=None, ge=0.0, le=1.0)
-    target_collection: str | None = None
-    alias: str | None = None
-    copy_source_vector: bool = False
-    backup_policy: Literal["always", "never"] = "always"
-    created_at: float = Field(default_factory=time.time)
+    text_field: str = Field(
+        default="text", min_length=1, description="Payload field holding the text that is embedded."
+    )
+    cutover_threshold: float = Field(
+        default=0.99, ge=0.0, le=1.0, description="Coverage (0-1) needed before cutover, unless forced."
+    )
+    query_threshold: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Coverage (0-1) at which queries move to the target before cutover (unset: they stay on "
+        "the source until cutover).",
+    )
+    rollback_window: Duration = Field(
+        default=86400.0,
+        ge=0.0,
+        description="Time after cutover during which finalize is refused, unless forced (seconds, or 90s, "
+        "30m, 24h, 7d).",
+    )
+    compare_margin: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Refuse cutover (unless forced) while the last shadow comparison has the target's recall "
+        "more than this (0-1) below the source's (unset: no gate).",
+    )
+    backup_policy: Literal["always", "never"] = Field(
+        default="always",
+        description="Whether finalize backs the source vectors up before dropping them (``always``; "
+        "``restore`` puts them back) or not (``never``). A re-embed backs them up at start, its only way "
+        "back, so it refuses ``never``.",
+    )
+
+
+@documented
+class PlanOptions(PlanSettings):
+    """Every option of a plan: what ``client.plan``, ``commands.plan`` and ``lattice-qdrant plan`` take
+    besides the collection, the two models and the vector names."""
+
+    strategy: Strategy = Field(
+        default=Strategy.IN_PLACE,
+        description="``in_place`` (a parallel named vector), ``blue_green`` (a new collection, an alias "
+        "switch) or ``reembed`` (overwrite the same vector point by point after a backup; the payload stamp "
+        "says which model a point holds).",
+    )
+    query_mode: Literal["routed", "mixed"] = Field(
+        default="routed",
+        description="``routed`` (search one vector, chosen by the routing) or ``mixed`` (before cutover, "
+        "rescore candidates of both vectors in the target space).",
+    )
+    missing_policy: Literal["embed", "source_order"] = Field(
+        default="embed",
+        description="Mixed mode, candidates without the target vector: ``embed`` them on the fly, or keep "
+        "their ``source_order``.",
+    )
+    read_repair: bool = Field(
+        default=False, description="Mixed mode writes the vectors it embeds on the fly back."
+    )
+    oversample: int = Field(
+        default=4, ge=1, le=100, description="Mixed mode: each search gathers limit * oversample candidates."
+    )
+    target_collection: str | None = Field(
+        default=None,
+        description="blue_green: the new collection holding the target vectors (default: "
+        "COLLECTION__TARGETVECTOR).",
+    )
+    alias: str | None = Field(
+        default=None,
+        description="blue_green: the alias readers query through; cutover moves it to the new collection, "
+        "rollback moves it back.",
+    )
+    copy_source_vector: bool = Field(
+        default=False, description="blue_green: keep the source vector in the new collection too."
+    )
+
+
+@documented
+class MigrationPlan(PlanOptions):
+    """A collection's move from ``source`` to ``target``: its :class:`PlanOptions` and what moves where."""
+
+    collection: str = Field(min_length=1, description="The collection migrated.")
+    source: ModelSpec = Field(description="The model whose vectors the collection holds now.")
+    target: ModelSpec = Field(description="The model it moves to.")
+    source_vector: str = Field(description="Named vector holding the source vectors.")
+    target_vector: str = Field(description="Named vector the target vectors go to.")
+    created_at: float = Field(default_factory=time.time, description="Unix time the plan was made.")
 
     @model_validator(mode="after")
     def _check(self) -> MigrationPlan:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
@@ -19,9 +20,13 @@ import typer
 from typer.testing import CliRunner
 
 from lattice_qdrant import cli as cli_module
-from lattice_qdrant.backfill import BackfillProgress
+from lattice_qdrant.backfill import BackfillOptions, BackfillProgress, BackfillSettings
 from lattice_qdrant.cli import app
+from lattice_qdrant.client import LatticeClient
 from lattice_qdrant.embedders import HashEmbedder
+from lattice_qdrant.errors import PlanError
+from lattice_qdrant.plan import MigrationPlan, PlanOptions
+from lattice_qdrant.store import Store
 
 from conftest import fill_collection
 
@@ -626,3 +631,101 @@ def test_status_lists_failed_points_and_retry_failed_writes_them_once_fixed(regi
     assert "wrote 2 vectors" in out and "0 failed" in out and "coverage 100.0% (60 of 60); done" in out
     report = json.loads(cli("status", docs, "--json").output)[0]
     assert (report["failed"], report["failures"]) == (0, [])
+
+
+# -- options written once: the plan's and the backfill's fields are the CLI's options -----------------
+
+
+def _flags(command: str) -> set[str]:
+    found = dict(all_commands())[command]
+    return {opt for param in found.params for opt in param.opts}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+PLAN_IDENTITY = {"collection", "source", "target", "source_vector", "target_vector", "created_at"}
+
+
+def test_every_plan_option_is_an_option_of_plan_migrate_and_client_plan() -> None:
+    # a field added to MigrationPlan is an option (PlanOptions), or one of what the plan is about
+    assert set(MigrationPlan.model_fields) == set(PlanOptions.model_fields) | PLAN_IDENTITY
+    for command in ("plan", "migrate"):
+        missing = {_flag(n) for n in PlanOptions.model_fields} - _flags(command)
+        assert not missing, f"lattice-qdrant {command} lacks {sorted(missing)}"
+    assert {"--source", "--target", "--source-vector", "--target-vector"} <= _flags("plan")
+    signature = inspect.signature(LatticeClient.plan)
+    assert {"source", "target", "source_vector", "target_vector"} <= set(signature.parameters)
+    assert signature.parameters["options"].kind is inspect.Parameter.VAR_KEYWORD
+
+
+def test_every_backfill_option_is_an_option_of_backfill_and_migrate() -> None:
+    internal = {"heartbeat_interval", "progress_interval"}
+    flags = {_flag(n) for n in BackfillOptions.model_fields if n not in internal} - {"--priorities"}
+    assert flags | {"--priority"} <= _flags("backfill")
+    assert {_flag(n) for n in BackfillSettings.model_fields} <= _flags("migrate")
+
+
+def test_plan_options_reach_the_stored_plan_from_the_flags_the_env_and_the_defaults(
+    registered: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli, docs = registered, registered.docs
+    other = f"{docs}_b"
+    client = cli.qdrant()
+    client.create_collection(other, vectors_config=client.get_collection(docs).config.params.vectors)
+    client.close()
+    monkeypatch.setenv("LATTICE_QDRANT_BACKUP_POLICY", "never")
+    cli("plan", docs, "--source", "legacy", "--target", "modern", "--source-vector", "legacy",
+        "--oversample", "7", "--query-threshold", "0.5", "--rollback-window", "90m")  # fmt: skip
+    cli("plan", other, "--source", "legacy", "--target", "modern", "--source-vector", "legacy",
+        "--backup-policy", "always")  # fmt: skip
+    client = cli.qdrant()
+    store = Store(client, control_collection=cli.control)
+    first, second = (store.get_record("migration", c)["plan"] for c in (docs, other))
+    client.close()
+    assert (first["oversample"], first["query_threshold"], first["rollback_window"]) == (7, 0.5, 5400.0)
+    assert (first["backup_policy"], second["backup_policy"]) == ("never", "always")  # env, then the flag
+    assert (second["oversample"], second["query_threshold"], second["strategy"]) == (4, None, "in_place")
+
+
+def test_migrate_takes_the_plan_and_backfill_options(registered: Run) -> None:
+    cli, docs = registered, registered.docs
+    args = [
+        "--source",
+        "legacy",
+        "--target",
+        "modern",
+        "--source-vector",
+        "legacy",
+        "--rollback-window",
+        "30m",
+    ]
+    out = cli("migrate", docs, *args, "--writers", "2", "--batch-size", "7", "--yes", "--json").output
+    report = json.loads(out[out.index("[") :])[0]
+    assert report["phase"] == "rollback_window" and 0 < report["rollback_window_left"] <= 1800
+    assert "invalid backfill option" in cli("migrate", docs, "--writers", "0", "--yes", code=2).output
+
+
+def test_backfill_takes_every_backfill_setting(registered: Run) -> None:
+    cli, docs = registered, registered.docs
+    _planned_and_started(cli, docs)
+    out = cli("backfill", docs, "--max-text-chars", "5", "--delay", "0s", "--writers", "1").output
+    assert "wrote 60 vectors" in out and "60 truncated" in out
+
+
+def test_an_unknown_plan_option_is_refused_by_name(lattice: Any, source_spec: Any, target_spec: Any) -> None:
+    with pytest.raises(PlanError, match=r"unknown plan option\(s\) cutover_treshold \(known: alias, "):
+        lattice.plan(
+            "docs", source=source_spec, target=target_spec, source_vector="legacy", cutover_treshold=0.5
+        )
+
+
+def test_client_plan_takes_every_plan_option(lattice: Any, names: Any, legacy: HashEmbedder,
+                                             source_spec: Any, target_spec: Any) -> None:  # fmt: skip
+    docs = names("docs")
+    fill_collection(lattice.client, docs, legacy, n=3)
+    migration = lattice.plan(docs, source=source_spec, target=target_spec, source_vector="legacy",
+                             oversample=9, backup_policy="never", rollback_window="1h")  # fmt: skip
+    assert (migration.plan.oversample, migration.plan.backup_policy) == (9, "never")
+    assert migration.plan.rollback_window == 3600.0

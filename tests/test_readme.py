@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from lattice_qdrant import cli_reference
+from lattice_qdrant.config import ENV_PREFIX, Settings
 
 README = Path(__file__).parent.parent / "README.md"
 
@@ -33,3 +34,10 @@ def test_the_cli_reference_is_generated_from_the_current_help() -> None:
     assert text[start:end] == cli_reference.render(), (
         "the README's CLI reference is out of date: python -m lattice_qdrant.cli_reference --write README.md"
     )
+
+
+def test_the_configuration_example_names_every_setting() -> None:
+    text = README.read_text()
+    example = text[text.index("# lattice-qdrant.toml") :].split("```", 1)[0]
+    for name in Settings.model_fields:
+        assert re.search(rf"^(# )?{name} = .*# {ENV_PREFIX}{name.upper()}", example, re.M), name
