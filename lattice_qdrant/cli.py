@@ -1,7 +1,10 @@
 """``lattice-qdrant``: the command line over :mod:`lattice_qdrant.commands`.
 
 Each command parses its options, calls the matching function of :mod:`lattice_qdrant.commands` and renders
-the result. Library errors become one line on stderr and an exit code (``--traceback`` shows the stack):
+the result. A command's ``--help`` is the first paragraph of that function's docstring, and the plan's and
+the backfill's options are made from the fields of :class:`~lattice_qdrant.plan.PlanOptions` and
+:class:`~lattice_qdrant.backfill.BackfillOptions` (see :class:`_Table`), so neither is written twice. Library
+errors become one line on stderr and an exit code (``--traceback`` shows the stack):
 
 * 0: done
 * 1: an error (Qdrant, a model, a missing migration, ...); ``doctor``: not safe to start; ``verify``:
@@ -40,7 +43,7 @@ from .commands import Connection, Session, StatusReport
 from .config import Settings, load_settings
 from .errors import ConfigError, LatticeError, TransitionError
 from .metrics import NO_METRICS
-from .options import choices, is_duration, plain, value_type
+from .options import choices, is_duration, plain, summary, value_type
 from .plan import PlanOptions
 from .state import format_duration
 from .verify import VerifyReport
@@ -114,7 +117,7 @@ def _root(
     traceback: Annotated[bool, typer.Option("--traceback", help="Show the stack trace of an error.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what happens.")] = False,
 ) -> None:
-    """Move a live Qdrant collection from one embedding model to another."""
+    # (no docstring: the app's help is the Typer's own)
     # The backfill draws its own progress; model loading's bars would tear through it.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     logging.basicConfig(
@@ -240,6 +243,25 @@ def _expand(function: F) -> F:
     return cast(F, expanded)
 
 
+#: each command's function here -> the function of :mod:`lattice_qdrant.commands` whose docstring is its help
+HELP_SOURCES: dict[Callable[..., Any], Callable[..., Any]] = {}
+
+
+def _command(group: typer.Typer, source: Callable[..., Any], name: str | None = None) -> Callable[[F], F]:
+    """Register a command of ``group`` whose ``--help`` is the first paragraph of ``source``'s docstring.
+
+    ``source`` is the :mod:`lattice_qdrant.commands` function the command runs, so the library and the CLI
+    share one text (as alembic's commands do); the command's own function has no docstring.
+    """
+
+    def register(function: F) -> F:
+        HELP_SOURCES[function] = source
+        group.command(name, help=summary(source))(_expand(function))
+        return function
+
+    return register
+
+
 #: placeholder default of a table parameter: typer always passes the table's options
 _NONE: Mapping[str, Any] = MappingProxyType({})
 #: the options of a plan (:class:`~lattice_qdrant.plan.PlanOptions`)
@@ -336,7 +358,7 @@ CollectionArg = Annotated[str, typer.Argument(help="The migrated collection.")]
 # --------------------------------------------------------------------------- models
 
 
-@models_app.command("register")
+@_command(models_app, commands.register_model, "register")
 def models_register(
     ctx: typer.Context,
     model_id: Annotated[str, typer.Argument(help="Short, stable id (e.g. minilm).")],
@@ -355,7 +377,6 @@ def models_register(
     revision: Annotated[str | None, typer.Option(help="Model revision.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Register a model spec in Qdrant (a no-op if the same spec is registered; an error if another is)."""
     with _session(ctx) as session:
         try:
             spec = commands.spec_from_options(
@@ -379,9 +400,8 @@ def models_register(
             typer.echo(f"{'registered' if created else 'already registered'} {spec.qualified_id}")
 
 
-@models_app.command("list")
+@_command(models_app, commands.list_models, "list")
 def models_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """List the registered model specs."""
     with _session(ctx) as session:
         specs = commands.list_models(session)
         if as_json:
@@ -393,13 +413,12 @@ def models_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
             typer.echo(f"{spec.qualified_id:40} {spec.dimension:>5}-d {spec.distance.value:9} {spec.name}")
 
 
-@models_app.command("show")
+@_command(models_app, commands.show_model, "show")
 def models_show(
     ctx: typer.Context,
     ref: Annotated[str, typer.Argument(help="MODEL_ID, MODEL_ID:vN or a qualified id.")],
     as_json: JsonOpt = False,
 ) -> None:
-    """Show one registered model spec with its checksum."""
     with _session(ctx) as session:
         _echo_mapping(commands.show_model(session, ref).to_payload(), as_json)
 
@@ -407,8 +426,7 @@ def models_show(
 # --------------------------------------------------------------------------- lifecycle
 
 
-@app.command()
-@_expand
+@_command(app, commands.plan)
 def plan(
     ctx: typer.Context,
     collection: CollectionArg,
@@ -422,7 +440,6 @@ def plan(
     options: PlanOpts = _NONE,
     as_json: JsonOpt = False,
 ) -> None:
-    """Plan a migration of COLLECTION from one registered model to another (nothing changes yet)."""
     with _session(ctx) as session:
         report = commands.plan(
             session,
@@ -436,33 +453,30 @@ def plan(
         _show([report], as_json)
 
 
-@app.command()
+@_command(app, commands.start)
 def start(ctx: typer.Context, collection: CollectionArg, as_json: JsonOpt = False) -> None:
-    """Add the target named vector and payload indexes, and start dual-writing (re-embed: back up first)."""
     with _session(ctx) as session:
         _show([commands.start(session, collection)], as_json)
 
 
-@app.command()
+@_command(app, commands.pause)
 def pause(
     ctx: typer.Context,
     collection: CollectionArg,
     reason: Annotated[str, typer.Option(help="Why (shown by status).")] = "",
     as_json: JsonOpt = False,
 ) -> None:
-    """Pause the backfill; running workers stop after their batch, writes stay dual."""
     with _session(ctx) as session:
         _show([commands.pause(session, collection, reason)], as_json)
 
 
-@app.command()
+@_command(app, commands.resume)
 def resume(ctx: typer.Context, collection: CollectionArg, as_json: JsonOpt = False) -> None:
-    """Resume a paused or failed migration."""
     with _session(ctx) as session:
         _show([commands.resume(session, collection)], as_json)
 
 
-@app.command()
+@_command(app, commands.cancel)
 def cancel(
     ctx: typer.Context,
     collection: CollectionArg,
@@ -474,41 +488,33 @@ def cancel(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Abandon the migration: writes go back to the source vector only (a re-embed: use restore).
-
-    Run again on a cancelled migration, it finishes a cancel that was cut off (the target is dropped
-    unless --keep-target is given).
-    """
     with _session(ctx) as session:
         _show([commands.cancel(session, collection, keep_target=keep_target)], as_json)
 
 
-@app.command()
+@_command(app, commands.cutover)
 def cutover(
     ctx: typer.Context, collection: CollectionArg, force: ForceOpt = False, as_json: JsonOpt = False
 ) -> None:
-    """Switch queries to the target vector and open the rollback window."""
     with _session(ctx) as session:
         _show([commands.cutover(session, collection, force=force)], as_json)
 
 
-@app.command()
+@_command(app, commands.rollback)
 def rollback(ctx: typer.Context, collection: CollectionArg, as_json: JsonOpt = False) -> None:
-    """Switch queries back to the source vector; writes keep going to both."""
     with _session(ctx) as session:
         _show([commands.rollback(session, collection)], as_json)
 
 
-@app.command()
+@_command(app, commands.finalize)
 def finalize(
     ctx: typer.Context, collection: CollectionArg, force: ForceOpt = False, as_json: JsonOpt = False
 ) -> None:
-    """Drop the source vector after the rollback window: a stable single-model collection."""
     with _session(ctx) as session:
         _show([commands.finalize(session, collection, force=force)], as_json)
 
 
-@app.command()
+@_command(app, commands.status)
 def status(
     ctx: typer.Context,
     collections: Annotated[
@@ -516,7 +522,6 @@ def status(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show phase, models, coverage, failures, backfill rate and ETA, routing and the next step."""
     with _session(ctx) as session:
         _show(commands.status(session, collections), as_json)
 
@@ -647,8 +652,7 @@ def _render_backfill(reports: list[BackfillReport], as_json: bool) -> None:
         )
 
 
-@app.command()
-@_expand
+@_command(app, commands.backfill)
 def backfill(
     ctx: typer.Context,
     collections: Annotated[list[str], typer.Argument(help="Collections to backfill, in order.")],
@@ -663,7 +667,6 @@ def backfill(
     metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics on this port.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Re-embed the points that lack the target vector; safe to kill and run again at any moment."""
     with _session(ctx) as session:
         try:
             parsed = Shard.parse(shard) if shard else None
@@ -696,8 +699,7 @@ def backfill(
         _render_backfill(reports, as_json)
 
 
-@app.command()
-@_expand
+@_command(app, commands.migrate)
 def migrate(
     ctx: typer.Context,
     collection: CollectionArg,
@@ -717,8 +719,6 @@ def migrate(
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Plan, start, backfill and cut over in one go, asking before each step (--yes skips the questions)."""
-
     def confirm(question: str) -> bool:
         return yes or typer.confirm(question, default=True)
 
@@ -742,7 +742,7 @@ def migrate(
         _show([report], as_json)
 
 
-@app.command()
+@_command(app, commands.doctor)
 def doctor(
     ctx: typer.Context,
     collection: CollectionArg,
@@ -758,7 +758,6 @@ def doctor(
     text_field: Annotated[str | None, typer.Option(help="Payload field holding the text.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Check before anything is written that COLLECTION can be migrated in place (exit 0: safe)."""
     with _session(ctx) as session:
         report = commands.doctor(
             session,
@@ -778,7 +777,7 @@ def doctor(
             raise typer.Exit(EXIT_ERROR)
 
 
-@app.command()
+@_command(app, commands.compare)
 def compare(
     ctx: typer.Context,
     collection: CollectionArg,
@@ -798,7 +797,6 @@ def compare(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run queries through both models and report overlap@k, rank correlation, recall@k and nDCG@k."""
     from .compare import parse_ks
 
     with _session(ctx) as session:
@@ -850,7 +848,7 @@ def _render_verify(report: VerifyReport) -> str:
     return "\n".join(lines)
 
 
-@app.command()
+@_command(app, commands.verify)
 def verify(
     ctx: typer.Context,
     collection: CollectionArg,
@@ -874,7 +872,6 @@ def verify(
     text_field: Annotated[str | None, typer.Option(help="Payload field holding the text.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Re-embed points and compare with their stored vectors (exit 1: mismatches remain)."""
     with _session(ctx) as session:
         if all_points and sample is not None:
             raise ConfigError("give --sample N or --all, not both", key="sample")
@@ -909,13 +906,12 @@ def _render_manifest(m: Any) -> str:
     )
 
 
-@backups_app.command("list")
+@_command(backups_app, commands.list_backups, "list")
 def backups_list(
     ctx: typer.Context,
     collection: Annotated[str | None, typer.Argument(help="Only this collection's backups.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """List vector backups, newest first."""
     with _session(ctx) as session:
         found = commands.list_backups(session, collection)
         if as_json:
@@ -927,30 +923,28 @@ def backups_list(
             typer.echo(_render_manifest(m))
 
 
-@backups_app.command("show")
+@_command(backups_app, commands.show_backup, "show")
 def backups_show(
     ctx: typer.Context,
     backup_id: Annotated[str, typer.Argument(help="The backup id (see backups list).")],
     as_json: JsonOpt = False,
 ) -> None:
-    """Show a backup's manifest: counts, checksum, model, and whether it is complete."""
     with _session(ctx) as session:
         _echo_mapping(commands.show_backup(session, backup_id).to_dict(), as_json)
 
 
-@backups_app.command("delete")
+@_command(backups_app, commands.delete_backup, "delete")
 def backups_delete(
     ctx: typer.Context,
     backup_id: Annotated[str, typer.Argument(help="The backup id (see backups list).")],
     force: ForceOpt = False,
 ) -> None:
-    """Delete a backup (refused while a rollback window still needs it, unless --force)."""
     with _session(ctx) as session:
         commands.delete_backup(session, backup_id, force=force)
         typer.echo(f"deleted {backup_id}")
 
 
-@app.command()
+@_command(app, commands.restore)
 def restore(
     ctx: typer.Context,
     collection: CollectionArg,
@@ -967,7 +961,6 @@ def restore(
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Undo a finalize or a whole re-embed from the backup (or roll back chosen points); resumable."""
     with _session(ctx) as session:
         try:
             wanted = [int(x) if x.strip().isdigit() else x.strip() for x in ids.split(",")] if ids else None

@@ -169,17 +169,24 @@ class Session:
 
 
 def register_model(session: Session, spec: ModelSpec) -> bool:
-    """Register a model spec; ``True`` if new, ``False`` if already registered identically."""
+    """Register a model spec in Qdrant (a no-op if the same spec is registered; an error if another is).
+
+    Returns:
+        ``True`` if new, ``False`` if already registered identically.
+    """
     return session.client.registry.register(spec)
 
 
 def list_models(session: Session) -> list[ModelSpec]:
-    """Every registered model spec. Read-only."""
+    """List the registered model specs. Read-only."""
     return session.client.registry.list()
 
 
 def show_model(session: Session, ref: str) -> ModelSpec:
-    """One registered spec by ``MODEL_ID``, ``MODEL_ID:vN`` or its qualified id. Read-only."""
+    """Show one registered model spec with its checksum. Read-only.
+
+    ``ref`` is ``MODEL_ID``, ``MODEL_ID:vN`` or the spec's qualified id.
+    """
     return session.client.registry.resolve(ref)
 
 
@@ -330,7 +337,10 @@ def _status_of(session: Session, collection: str) -> StatusReport:
 
 
 def status(session: Session, collections: Sequence[str] | None = None) -> list[StatusReport]:
-    """The state of each collection's migration (all migrations when none are named). Read-only."""
+    """Show phase, models, coverage, failures, backfill rate and ETA, routing and the next step. Read-only.
+
+    One report per collection named, or per migration when none is.
+    """
     if not collections:
         records = session.store.list_records("migration")
         collections = sorted(str(r["collection"]) for r in records)
@@ -395,7 +405,7 @@ def _check_choice(key: str, value: str, allowed: Sequence[str]) -> None:
 
 
 def start(session: Session, collection: str) -> StatusReport:
-    """Add the target vector and payload indexes, and start dual-writing.
+    """Add the target named vector and payload indexes, and start dual-writing (re-embed: back up first).
 
     A re-embed backs up every source vector first (streaming), then starts dual-writing.
     """
@@ -404,7 +414,7 @@ def start(session: Session, collection: str) -> StatusReport:
 
 
 def pause(session: Session, collection: str, reason: str = "") -> StatusReport:
-    """Pause the backfill (running workers stop after their batch); writes stay dual."""
+    """Pause the backfill; running workers stop after their batch, writes stay dual."""
     session.migration(collection).pause(reason)
     return _status_of(session, collection)
 
@@ -416,17 +426,22 @@ def resume(session: Session, collection: str) -> StatusReport:
 
 
 def cancel(session: Session, collection: str, *, keep_target: bool = False) -> StatusReport:
-    """Abandon the migration: writes go back to the source only; the target vector is dropped.
+    """Abandon the migration: writes go back to the source vector only (a re-embed: use restore). Run
+    again on a cancelled migration, it finishes a cancel that was cut off.
+
+    The target vector is dropped unless ``keep_target``.
 
     A re-embed is refused while points hold the target model: :func:`restore` undoes it (and cancels).
-    Run on a cancelled migration, it finishes the clean-up of a cancel that was cut off.
     """
     session.migration(collection).cancel(drop_target=not keep_target)
     return _status_of(session, collection)
 
 
 def cutover(session: Session, collection: str, *, force: bool = False) -> StatusReport:
-    """Switch queries to the target vector (refused below the coverage threshold unless forced)."""
+    """Switch queries to the target vector and open the rollback window.
+
+    Refused below the coverage threshold (or by the quality gate) unless ``force``.
+    """
     session.migration(collection).cutover(force=force)
     return _status_of(session, collection)
 
@@ -438,7 +453,10 @@ def rollback(session: Session, collection: str) -> StatusReport:
 
 
 def finalize(session: Session, collection: str, *, force: bool = False) -> StatusReport:
-    """Drop the source vector (refused inside the rollback window unless forced)."""
+    """Drop the source vector after the rollback window: a stable single-model collection.
+
+    Refused inside the rollback window unless ``force``.
+    """
     session.migration(collection).finalize(force=force)
     return _status_of(session, collection)
 
@@ -466,7 +484,9 @@ def backfill(
     on_progress: Callable[[bf.BackfillProgress], None] | None = None,
     metrics: BackfillMetrics = NO_METRICS,
 ) -> list[bf.BackfillReport]:
-    """Backfill the target vector of each collection in turn (see :func:`~.backfill.run_backfill`).
+    """Re-embed the points that lack the target vector; safe to kill and run again at any moment.
+
+    Backfills each collection in turn (see :func:`~.backfill.run_backfill`).
 
     A stop (SIGTERM / Ctrl-C) ends the run after the batches in flight; later collections are not started.
     """
@@ -511,7 +531,7 @@ def migrate(
     force: bool = False,
     **plan_options: Any,
 ) -> StatusReport:
-    """Plan (if needed), start, backfill and cut over in one go, asking before each step.
+    """Plan, start, backfill and cut over in one go, asking before each step.
 
     ``confirm`` is asked before each step. Each step is skipped when already done, so an interrupted
     ``migrate`` is simply run again. ``plan_options`` (the :class:`~lattice_qdrant.plan.PlanOptions` fields,
@@ -937,7 +957,7 @@ def verify(
     seed: int = 0,
     text_field: str | None = None,
 ) -> verification.VerifyReport:
-    """Re-embed points and report those whose vectors do not match their recorded model; ``fix`` repairs.
+    """Re-embed points and report those whose vectors do not match their recorded model, or fix them.
 
     Checks a seeded sample of ``sample`` points, or every point with ``all_points``. Which model each
     vector holds comes from the collection's migration plan, or from ``vectors`` (``NAME=MODEL_REF`` items
@@ -972,17 +992,17 @@ def verify(
 
 
 def list_backups(session: Session, collection: str | None = None) -> list[backups.Manifest]:
-    """Vector backups, newest first (of one collection when named). Read-only."""
+    """List vector backups, newest first (of one collection when named). Read-only."""
     return backups.list_backups(session.store, collection)
 
 
 def show_backup(session: Session, backup_id: str) -> backups.Manifest:
-    """One backup's manifest. Read-only."""
+    """Show a backup's manifest: counts, checksum, model, and whether it is complete. Read-only."""
     return backups.get_backup(session.store, backup_id)
 
 
 def delete_backup(session: Session, backup_id: str, *, force: bool = False) -> None:
-    """Delete a backup; refused while a rollback window still needs it, unless ``force``."""
+    """Delete a backup (refused while a rollback window still needs it, unless forced)."""
     manifest = backups.get_backup(session.store, backup_id)
 
     def protected(m: backups.Manifest) -> str | None:
@@ -1020,7 +1040,7 @@ def restore(
     flt: Any = None,
     force: bool = False,
 ) -> RestoreOutcome:
-    """Restore vectors from a backup.
+    """Undo a finalize or a whole re-embed from the backup (or roll back chosen points); resumable.
 
     Without ``ids`` or ``flt``: undo a finalize. The source vector is re-created, writes go to both vectors
     again, the backed-up vectors are written back (points changed since are reported, not clobbered), the

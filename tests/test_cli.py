@@ -25,6 +25,7 @@ from lattice_qdrant.cli import app
 from lattice_qdrant.client import LatticeClient
 from lattice_qdrant.embedders import HashEmbedder
 from lattice_qdrant.errors import PlanError
+from lattice_qdrant.options import summary
 from lattice_qdrant.plan import MigrationPlan, PlanOptions
 from lattice_qdrant.store import Store
 
@@ -67,6 +68,27 @@ def test_every_lifecycle_command_exists_and_has_help() -> None:
         assert command.help and command.help.strip(), f"{name} has no help text"
         result = CliRunner().invoke(app, [*name.split(), "--help"])
         assert result.exit_code == 0 and "Usage:" in result.output, name
+
+
+def test_every_command_s_help_is_its_commands_function_s_docstring() -> None:
+    for name, command in all_commands():
+        function = inspect.unwrap(command.callback)
+        source = cli_module.HELP_SOURCES.get(function)
+        assert source is not None, f"{name} is not registered with cli._command"
+        assert source.__module__ == "lattice_qdrant.commands", name
+        assert command.help == summary(source), name
+        assert function.__doc__ is None, f"{name} has a second docstring; its help is {source.__name__}'s"
+
+
+def test_help_is_the_first_paragraph_of_the_docstring_as_plain_text() -> None:
+    def documented() -> None:
+        """Plan ``collection``'s move with :func:`~lattice_qdrant.commands.plan`
+        (see :mod:`lattice_qdrant.plan`).
+
+        Details for Python callers.
+        """
+
+    assert summary(documented) == "Plan collection's move with plan (see lattice_qdrant.plan)."
 
 
 def test_every_command_is_in_the_readme() -> None:
