@@ -117,7 +117,7 @@ def _root(
     traceback: Annotated[bool, typer.Option("--traceback", help="Show the stack trace of an error.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what happens.")] = False,
 ) -> None:
-    # (no docstring: the app's help is the Typer's own)
+    # No docstring: the app's --help is the Typer's help, written once.
     # The backfill draws its own progress; model loading's bars would tear through it.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     logging.basicConfig(

@@ -360,7 +360,7 @@ def plan(
     target_vector: str | None = None,
     **options: Any,
 ) -> StatusReport:
-    """Plan a migration of COLLECTION from one registered model to another (nothing changes yet).
+    """Plan moving a collection from one registered model to another (nothing changes yet).
 
     Models are referenced as ``MODEL_ID``, ``MODEL_ID:vN`` or qualified ids. ``options`` are the
     :class:`~lattice_qdrant.plan.PlanOptions` fields; those left out or ``None`` that the settings hold (the
