@@ -31,6 +31,7 @@ catch qdrant-client's own exceptions::
         ├── IndexConflictError        a payload index exists with another type
         ├── ServerVersionError        the server is too old (or reports no readable version)
         ├── StorageFullError          the server has no room for writes (disk full, quota reached)
+        ├── StrictModeError           the server's strict mode refused the request (names the setting)
         └── InPlaceUnsupportedError   the collection cannot take a parallel named vector
             └── UnnamedVectorError    the collection's only vector is the unnamed default one
 """
@@ -63,6 +64,7 @@ __all__ = [
     "ServerVersionError",
     "StorageFullError",
     "StoreError",
+    "StrictModeError",
     "TextFieldError",
     "ThresholdNotMetError",
     "TransientStoreError",
@@ -360,6 +362,39 @@ class StorageFullError(StoreError):
     Not transient, unlike a rate limit (gRPC gives both ``RESOURCE_EXHAUSTED``): retrying does not help
     until room is made. The message names the cause, what the server said, and the fix.
     """
+
+
+class StrictModeError(StoreError):
+    """The collection's strict mode refused the request; the message names the setting and the fix.
+
+    A Qdrant server in strict mode checks every request against the collection's ``strict_mode_config``
+    before running any of it, so a refused request changed nothing. lattice-qdrant adapts where it can (it
+    stamps by ids, counts by scrolling, splits batches, indexes the fields it filters on); this error is what
+    is left when it cannot.
+
+    Attributes:
+        setting: the strict-mode setting that refused it (``unindexed_filtering_retrieve``,
+            ``search_allow_exact``, ``upsert_max_batchsize``, ...).
+        field: the payload field an unindexed filter used, when the server names one.
+        limit: the limit the request went over, when the server names one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        setting: str,
+        field: str | None = None,
+        limit: int | None = None,
+        collection: str | None = None,
+        vector: str | None = None,
+        point_ids: Sequence[Any] | None = None,
+    ) -> None:
+        super().__init__(message, collection=collection, vector=vector, point_ids=point_ids)
+        self.setting = setting
+        self.field = field
+        self.limit = limit
+
 
 
 class InPlaceUnsupportedError(StoreError):

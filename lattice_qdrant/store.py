@@ -12,6 +12,13 @@ Design notes, for a real server first (local mode is a convenience, not the refe
 
 * Payload indexes are requested even on local mode, which ignores them: a server in strict mode rejects
   filters on unindexed fields, and the tests record these requests.
+* Strict mode (``strict_mode_config`` of a collection; local mode has none) is met where the library can
+  meet it, and otherwise named: a refusal becomes :class:`StrictModeError` with the setting. A strict server
+  checks a whole request before running any of it, so a refused request changed nothing and is sent again
+  adapted: a re-embed stamps by ids instead of by a filter on the text field
+  (``unindexed_filtering_update``), counts scroll the matching ids (``search_allow_exact``), scroll pages
+  shrink to ``max_query_limit`` and writes are split to ``upsert_max_batchsize``. Each adaptation is
+  remembered per collection for the Store's life.
 * The control collection holds one point per record with an integer ``epoch``; a record is changed by a
   conditional upsert (``update_filter`` on the epoch it was read at, ``UPDATE_ONLY``) carrying a fresh
   ``token``, then read back: the write took effect exactly when the stored token is ours. This is a
@@ -35,7 +42,7 @@ import warnings
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from qdrant_client import QdrantClient, models
@@ -58,6 +65,7 @@ from .errors import (
     ServerVersionError,
     StorageFullError,
     StoreError,
+    StrictModeError,
     TransientStoreError,
     UnnamedVectorError,
     VectorConflictError,
@@ -67,6 +75,7 @@ from .spec import Distance, ModelSpec
 
 __all__ = [
     "CONTROL_COLLECTION",
+    "COUNT_PAGE",
     "MODEL_FIELD",
     "PAYLOAD_INDEXES",
     "VERSION_FIELD",
@@ -82,6 +91,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+_R = TypeVar("_R")
 
 MODEL_FIELD = "embedding_model_id"
 VERSION_FIELD = "embedding_version"
@@ -231,6 +241,83 @@ def _message_of(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+#: Strict-mode settings that are booleans (a refusal means the setting is false).
+_STRICT_FLAGS = ("unindexed_filtering_retrieve", "unindexed_filtering_update", "search_allow_exact")
+#: What ``Limit exceeded N > M for "name"`` names, by setting.
+_STRICT_LIMIT_NAMES = {
+    "upsert limit": "upsert_max_batchsize",
+    "update limit": "upsert_max_batchsize",
+    "limit": "max_query_limit",
+    "search batch size": "search_max_batchsize",
+    "timeout": "max_timeout",
+    "hnsw_ef": "search_max_hnsw_ef",
+    "oversampling": "search_max_oversampling",
+}
+#: The server's other strict-mode refusals (Qdrant's wording, lower-cased) and the setting each names; the
+#: group ``limit`` is the limit in the setting's own unit, where the message gives it.
+_STRICT_TEXTS = (
+    (re.compile(r"filter condition limit reached \(\d+ > (?P<limit>\d+)\)"), "filter_max_conditions"),
+    (re.compile(r"condition size limit reached \(\d+ > (?P<limit>\d+)\)"), "condition_max_size"),
+    (re.compile(r"max points count limit of (?P<limit>\d+)"), "max_points_count"),
+    (re.compile(r"max vector storage size limit of"), "max_collection_vector_size_bytes"),
+    (re.compile(r"max payload storage size limit of"), "max_collection_payload_size_bytes"),
+    (re.compile(r"maximum number of payload indices \((?P<limit>\d+)\)"), "max_payload_index_count"),
+    (re.compile(r"resident memory usage is at .*?limit of (?P<limit>\d+)%"), "max_resident_memory_percent"),
+    (re.compile(r"disk usage is at .*?limit of (?P<limit>\d+)%"), "max_disk_usage_percent"),
+)
+_UNINDEXED = re.compile(r'index required but not found for \\?"(.+?)\\?"', re.IGNORECASE)
+_LIMIT_EXCEEDED = re.compile(r'limit exceeded (\d+) > (\d+) for \\?"([^"\\]+)', re.IGNORECASE)
+_STRICT_FIXES = {
+    "upsert_max_batchsize": "send fewer points per request, or raise upsert_max_batchsize",
+    "max_query_limit": "ask for fewer points per request, or raise max_query_limit",
+    "search_max_batchsize": "send fewer searches per batch, or raise search_max_batchsize",
+    "filter_max_conditions": "use a filter with fewer conditions, or raise filter_max_conditions",
+    "condition_max_size": "select fewer ids or values per condition, or raise condition_max_size",
+    "max_payload_index_count": "drop an unused payload index, or raise max_payload_index_count",
+    "max_resident_memory_percent": "free memory on the node, or raise max_resident_memory_percent",
+    "max_disk_usage_percent": "free disk space on the node, or raise max_disk_usage_percent",
+}
+
+
+def _strict_refusal(message: str, *, reading: bool) -> tuple[str, str | None, int | None] | None:
+    """``(setting, field, limit)`` when ``message`` is a strict-mode refusal, else ``None``."""
+    found = _UNINDEXED.search(message)
+    if found:
+        setting = "unindexed_filtering_retrieve" if reading else "unindexed_filtering_update"
+        return setting, found.group(1), None
+    lowered = message.lower()
+    if "exact search disabled" in lowered:
+        return "search_allow_exact", None, None
+    found = _LIMIT_EXCEEDED.search(message)
+    if found and found.group(3).lower() in _STRICT_LIMIT_NAMES:
+        return _STRICT_LIMIT_NAMES[found.group(3).lower()], None, int(found.group(2))
+    for pattern, setting in _STRICT_TEXTS:
+        hit = pattern.search(lowered)
+        if hit:
+            limit = hit.groupdict().get("limit")
+            return setting, None, int(limit) if limit else None
+    return None
+
+
+def _strict_error(
+    action: str, message: str, refusal: tuple[str, str | None, int | None], context: dict[str, Any]
+) -> StrictModeError:
+    setting, field, limit = refusal
+    if setting in _STRICT_FLAGS:
+        named = f"{setting}=false"
+        fix = (f"create a payload index on {field!r}, or " if field else "") + f"set {setting}=true"
+    else:
+        named, fix = setting, _STRICT_FIXES.get(setting, f"change {setting}")
+    return StrictModeError(
+        f"{action} failed: refused by the collection's strict mode ({named}): {message}; {fix} "
+        "(update_collection(..., strict_mode_config=...))",
+        setting=setting,
+        field=field,
+        limit=limit,
+        **context,
+    )
+
+
 def translate(
     exc: BaseException,
     *,
@@ -238,8 +325,13 @@ def translate(
     collection: str | None = None,
     vector: str | None = None,
     point_ids: Sequence[Any] | None = None,
+    reading: bool = False,
 ) -> StoreError:
-    """Turn an exception raised by qdrant-client into the library's error tree."""
+    """Turn an exception raised by qdrant-client into the library's error tree.
+
+    ``reading`` says the request only reads (a strict-mode refusal of an unindexed filter then names
+    ``unindexed_filtering_retrieve``, otherwise ``unindexed_filtering_update``).
+    """
     message = _message_of(exc)
     lowered = message.lower()
     status = _status_of(exc)
@@ -260,6 +352,9 @@ def translate(
         or type(exc).__module__.startswith("httpcore")
     ):
         return TransientStoreError(text, **context)
+    refusal = _strict_refusal(message, reading=reading) if not isinstance(exc, KeyError) else None
+    if refusal is not None:
+        return _strict_error(action, message, refusal, context)
     if collection is not None and (
         ("collection" in lowered and "not found" in lowered) or "doesn't exist" in lowered
     ):
@@ -283,6 +378,12 @@ def translate(
     return StoreError(text, **context)
 
 
+#: strict-mode settings that can refuse the one-request stamp's filter (the by-ids stamp has none)
+_STAMP_FILTER_SETTINGS = frozenset(
+    {"unindexed_filtering_update", "filter_max_conditions", "condition_max_size"}
+)
+#: Ids per request when counting by scrolling (on a server whose strict mode refuses exact counts).
+COUNT_PAGE = 10_000
 #: points per conditional write in local mode (its cost grows with the square of a request's size)
 _LOCAL_CONDITIONAL_CHUNK = 16
 
@@ -392,6 +493,8 @@ class Store:
         self._lock: contextlib.AbstractContextManager[Any] = (
             _local_lock(client) if self._local else contextlib.nullcontext()
         )
+        # (collection, strict-mode setting) -> how this Store adapted to its refusal (a limit, or True)
+        self._adapted: dict[tuple[str, str], int | bool] = {}
 
     # ----------------------------------------------------------------- plumbing
 
@@ -404,9 +507,11 @@ class Store:
         vector: str | None = None,
         point_ids: Sequence[Any] | None = None,
         retry: bool = True,
+        reading: bool = False,
         **kwargs: Any,
     ) -> Any:
-        """Call qdrant-client, translating errors and retrying the transient ones."""
+        """Call qdrant-client, translating errors and retrying the transient ones (``reading``: the
+        request only reads, see :func:`translate`)."""
 
         def once() -> Any:
             try:
@@ -416,7 +521,12 @@ class Store:
                 raise
             except Exception as exc:
                 raise translate(
-                    exc, action=action, collection=collection, vector=vector, point_ids=point_ids
+                    exc,
+                    action=action,
+                    collection=collection,
+                    vector=vector,
+                    point_ids=point_ids,
+                    reading=reading,
                 ) from exc
 
         if not retry or self.retry.attempts <= 1:
@@ -512,6 +622,20 @@ class Store:
             "read the collection", self.client.get_collection, collection, collection=collection
         )
         return info
+
+    def strict_mode(self, collection: str) -> models.StrictModeConfigOutput | None:
+        """The collection's strict-mode settings when strict mode is on, else ``None`` (always in local
+        mode, which has no strict mode). Read-only."""
+        if self.is_local:
+            return None
+        config = self.collection_info(collection).config.strict_mode_config
+        return config if config is not None and config.enabled else None
+
+    def _adapt(self, collection: str, setting: str, how: int | bool, what: str) -> None:
+        """Remember an adaptation to a strict-mode refusal, and say so once."""
+        if self._adapted.get((collection, setting)) != how:
+            log.info("%s: strict mode (%s): %s", collection, setting, what)
+        self._adapted[(collection, setting)] = how
 
     def vectors(self, collection: str) -> dict[str, VectorInfo]:
         """The collection's dense vectors by name; the unnamed default vector is keyed ``""``."""
@@ -644,16 +768,39 @@ class Store:
     # ----------------------------------------------------------------- points
 
     def count(self, collection: str, flt: models.Filter | None = None) -> int:
-        """Exact number of points matching ``flt`` (read-only)."""
-        result = self._call(
-            "count points",
-            self.client.count,
-            collection,
-            count_filter=flt,
-            exact=True,
-            collection=collection,
+        """Exact number of points matching ``flt`` (read-only).
+
+        A server whose strict mode refuses exact counts (``search_allow_exact=false``) is counted by
+        scrolling the ids of the matching points instead: the same exact number, but one request per
+        10,000 matching points (:data:`COUNT_PAGE`, or ``max_query_limit`` if smaller) instead of one.
+        Qdrant's approximate count (``exact=False``) is not used: it is estimated from index statistics,
+        and for a conjunction such as the re-embed's model stamp it can be far off.
+        """
+        if (collection, "search_allow_exact") not in self._adapted:
+            try:
+                result = self._call(
+                    "count points",
+                    self.client.count,
+                    collection,
+                    count_filter=flt,
+                    exact=True,
+                    collection=collection,
+                    reading=True,
+                )
+                return int(result.count)
+            except StrictModeError as exc:
+                if exc.setting != "search_allow_exact":
+                    raise
+                self._adapt(
+                    collection,
+                    "search_allow_exact",
+                    True,
+                    f"exact counts are refused; counting by scrolling ids ({COUNT_PAGE} per request)",
+                )
+        return sum(
+            len(page)
+            for page in self.iter_points(collection, flt=flt, page_size=COUNT_PAGE, with_payload=False)
         )
-        return int(result.count)
 
     def coverage(self, collection: str, vector: str) -> Coverage:
         """How many points have ``vector``, counted from the data (read-only)."""
@@ -672,7 +819,8 @@ class Store:
         update_mode: models.UpdateMode | None = None,
         **kwargs: Any,
     ) -> models.UpdateResult:
-        """Upsert whole points (every named vector the point should keep must be in it).
+        """Upsert whole points (every named vector the point should keep must be in it); in requests of
+        at most ``upsert_max_batchsize`` points on a server whose strict mode sets it.
 
         A conditional upsert (``update_filter``, ``update_mode``) is refused on a server older than 1.17,
         which would write it unconditionally.
@@ -684,16 +832,20 @@ class Store:
             extra["update_mode"] = update_mode
         if update_filter is not None or update_mode is not None:
             self.check_conditional_writes(collection)
-        result: models.UpdateResult = self._call(
-            "upsert points",
-            self.client.upsert,
-            collection,
-            points=list(points),
-            collection=collection,
-            point_ids=[p.id for p in points],
-            **extra,
-        )
-        return result
+
+        def send(batch: list[models.PointStruct]) -> models.UpdateResult:
+            result: models.UpdateResult = self._call(
+                "upsert points",
+                self.client.upsert,
+                collection,
+                points=batch,
+                collection=collection,
+                point_ids=[p.id for p in batch],
+                **extra,
+            )
+            return result
+
+        return self._in_batches(collection, list(points), send)[-1]
 
     def update_vectors(
         self,
@@ -703,22 +855,51 @@ class Store:
         update_filter: models.Filter | None = None,
         **kwargs: Any,
     ) -> models.UpdateResult:
-        """Write only the named vectors given, leaving payload and other vectors alone (conditionally with
+        """Write only the named vectors given, leaving payload and other vectors alone (in requests of at
+        most ``upsert_max_batchsize`` points on a server whose strict mode sets it; conditionally with
         ``update_filter``: refused on a server older than 1.17)."""
         extra = dict(kwargs)
         if update_filter is not None:
             extra["update_filter"] = update_filter
             self.check_conditional_writes(collection)
-        result: models.UpdateResult = self._call(
-            "update vectors",
-            self.client.update_vectors,
-            collection,
-            points=list(points),
-            collection=collection,
-            point_ids=[p.id for p in points],
-            **extra,
-        )
-        return result
+
+        def send(batch: list[models.PointVectors]) -> models.UpdateResult:
+            result: models.UpdateResult = self._call(
+                "update vectors",
+                self.client.update_vectors,
+                collection,
+                points=batch,
+                collection=collection,
+                point_ids=[p.id for p in batch],
+                **extra,
+            )
+            return result
+
+        return self._in_batches(collection, list(points), send)[-1]
+
+    def _in_batches(self, collection: str, items: list[Any], send: Callable[[list[Any]], _R]) -> list[_R]:
+        """``send`` the items in one request, or in requests of ``upsert_max_batchsize`` items once the
+        collection's strict mode refused a bigger one (nothing of a refused request was written, so it is
+        sent again, split). Returns each request's result (at least one: an empty list is sent too)."""
+        if not items:
+            return [send(items)]
+        results: list[_R] = []
+        at = 0
+        while at < len(items):
+            cap = self._adapted.get((collection, "upsert_max_batchsize"))
+            size = int(cap) if cap else len(items)
+            batch = items[at : at + size]
+            try:
+                results.append(send(batch))
+            except StrictModeError as exc:
+                if exc.setting != "upsert_max_batchsize" or not exc.limit or exc.limit >= len(batch):
+                    raise
+                self._adapt(
+                    collection, "upsert_max_batchsize", exc.limit, f"writing {exc.limit} points per request"
+                )
+                continue
+            at += len(batch)
+        return results
 
     def update_vectors_stamped(
         self,
@@ -748,27 +929,42 @@ class Store:
                 return result
         if update_filter is not None:
             self.check_conditional_writes(collection)
-        set_payload = (
-            models.SetPayload(payload=payload, filter=selector)
-            if isinstance(selector, models.Filter)
-            else models.SetPayload(payload=payload, points=selector)
-        )
-        results = self._call(
-            "update vectors and model stamps",
-            self.client.batch_update_points,
-            collection,
-            update_operations=[
+        written = {p.id for p in points}
+        stamped = set(stamp_ids)
+        unsent = [pid for pid in stamp_ids if pid not in written]  # stamped with the first request
+
+        def send(batch: list[models.PointVectors]) -> models.UpdateResult:
+            ids = [p.id for p in batch]
+            operations: list[Any] = [
                 models.UpdateVectorsOperation(
-                    update_vectors=models.UpdateVectors(points=list(points), update_filter=update_filter)
-                ),
-                models.SetPayloadOperation(set_payload=set_payload),
-            ],
-            collection=collection,
-            point_ids=[p.id for p in points],
-            **kwargs,
-        )
-        last: models.UpdateResult = results[-1]
-        return last
+                    update_vectors=models.UpdateVectors(points=batch, update_filter=update_filter)
+                )
+            ]
+            first = not batch or batch[0] is points[0]
+            mine = [pid for pid in ids if pid in stamped] + (unsent if first else [])
+            if mine:
+                # the caller's update_filter decides which of them were written: the stamp follows it
+                selector = stamp_selector(mine, update_filter)
+                set_payload = (
+                    models.SetPayload(payload=payload, filter=selector)
+                    if isinstance(selector, models.Filter)
+                    else models.SetPayload(payload=payload, points=selector)
+                )
+                operations.append(models.SetPayloadOperation(set_payload=set_payload))
+            results = self._call(
+                "update vectors and model stamps",
+                self.client.batch_update_points,
+                collection,
+                update_operations=operations,
+                collection=collection,
+                point_ids=ids,
+                **kwargs,
+            )
+            last: models.UpdateResult = results[-1]
+            return last
+
+        # a batch too big for upsert_max_batchsize is split (each request still carries its points' stamps)
+        return self._in_batches(collection, list(points), send)[-1]
 
     def set_payload(
         self, collection: str, payload: dict[str, Any], points: models.Filter | Sequence[Any]
@@ -894,17 +1090,27 @@ class Store:
         On a server (``one_request``, the default there) it is **one** ``batch_update_points`` request: a
         conditional ``update_vectors`` then a payload operation whose ``filter`` is the same conditions and
         the ids (a server ignores ``filter`` when ``points`` is given, so only ``filter`` is used). The two
-        operations run in order, but not as one transaction. In local mode a filter selector scans the whole
-        collection, so the conditional ``update_vectors`` is followed by a read-back of the vectors and a
-        stamp by ids of the points whose stored vector is ours, all under the local lock (nothing else of
-        this process runs in between).
+        operations run in order, but not as one transaction.
+
+        Otherwise it is the **by-ids** path: the conditional ``update_vectors``, a read-back of the vectors,
+        and a stamp by ids (``points``, not a filter) of the points whose stored vector is ours, which are
+        exactly the points where the conditional write took effect. Local mode takes it because a filter
+        selector scans the whole collection there (and it runs under the local lock, so nothing else of this
+        process runs in between). A server takes it when its strict mode refuses the one-request stamp
+        (``unindexed_filtering_update=false`` with the text field not keyword-indexed: only
+        ``update_filter`` is exempt from that check; or a filter over ``filter_max_conditions`` /
+        ``condition_max_size``): the refused request changed nothing (a strict server checks every
+        operation of a batch before running any), so it is sent again that way, and this Store keeps that
+        path for the collection. Neither path is a transaction: a write made by someone else between the
+        two operations of the request (keeping the text), or between the read-back and the stamp, gets
+        this stamp. A write through the wrapper carries its own stamp, of the model this phase of the
+        migration writes, which is this one.
 
         Returns:
             the ids where this write took effect: the stored vector is the one given and the stamp is
-            ``stamp`` (read back).
+            ``stamp`` (read back, or written by ids after the read-back).
         """
-        if one_request is None:
-            one_request = not self.is_local
+        auto = one_request is None
         todo = {pid: (text, np.asarray(v, dtype=np.float64).tolist()) for pid, (text, v) in pending.items()}
 
         def write(ids: list[Any]) -> list[Any]:
@@ -916,11 +1122,35 @@ class Store:
                 models.PointVectors(id=pid, vector=todo[pid][1] if name == "" else {name: todo[pid][1]})
                 for pid in ids
             ]
-            how = self._stamped_one_request if one_request else self._stamped_local
+            by_ids = (
+                self.is_local or (collection, "stamp_by_ids") in self._adapted if auto else not one_request
+            )
+            if not by_ids:
+                try:
+                    with self._lock:
+                        return self._stamped_one_request(
+                            collection, name, points, condition, stamp, todo, distance
+                        )
+                except StrictModeError as exc:
+                    if not auto or exc.setting not in _STAMP_FILTER_SETTINGS:
+                        raise
+                    self._adapt(
+                        collection,
+                        "stamp_by_ids",
+                        True,
+                        f"the stamp's filter is refused ({exc.setting}); stamping by ids after a read-back",
+                    )
             with self._lock:
-                return how(collection, name, points, condition, stamp, todo, distance)
+                return self._stamped_by_ids(collection, name, points, condition, stamp, todo, distance)
 
-        return self._skipping_deleted(collection, todo, write)
+        if not todo:
+            return []
+        parts = self._in_batches(
+            collection,
+            list(todo),
+            lambda ids: self._skipping_deleted(collection, {pid: todo[pid] for pid in ids}, write),
+        )
+        return [pid for part in parts for pid in part]
 
     def _stamp_operation(
         self, stamp: tuple[str, int] | None, selector: models.Filter
@@ -978,7 +1208,7 @@ class Store:
             == wanted
         ]
 
-    def _stamped_local(
+    def _stamped_by_ids(
         self,
         collection: str,
         name: str,
@@ -1043,19 +1273,32 @@ class Store:
         with_payload: bool | Sequence[str] = True,
         with_vectors: bool | Sequence[str] = False,
     ) -> tuple[list[models.Record], Any]:
-        """One page of points in id order and the offset of the next page (``None`` at the end)."""
-        records, next_offset = self._call(
-            "scroll points",
-            self.client.scroll,
-            collection,
-            scroll_filter=flt,
-            limit=limit,
-            offset=offset,
-            with_payload=with_payload if isinstance(with_payload, bool) else list(with_payload),
-            with_vectors=with_vectors if isinstance(with_vectors, bool) else list(with_vectors),
-            collection=collection,
-        )
-        return list(records), next_offset
+        """One page of points in id order and the offset of the next page (``None`` at the end).
+
+        At most ``limit`` points: fewer on a server whose strict mode sets a smaller ``max_query_limit``
+        (the page is cut to it; the next offset is right, so paging through works the same).
+        """
+        while True:
+            cap = self._adapted.get((collection, "max_query_limit"))
+            asked = min(limit, int(cap)) if cap else limit
+            try:
+                records, next_offset = self._call(
+                    "scroll points",
+                    self.client.scroll,
+                    collection,
+                    scroll_filter=flt,
+                    limit=asked,
+                    offset=offset,
+                    with_payload=with_payload if isinstance(with_payload, bool) else list(with_payload),
+                    with_vectors=with_vectors if isinstance(with_vectors, bool) else list(with_vectors),
+                    collection=collection,
+                    reading=True,
+                )
+                return list(records), next_offset
+            except StrictModeError as exc:
+                if exc.setting != "max_query_limit" or not exc.limit or exc.limit >= asked:
+                    raise
+                self._adapt(collection, "max_query_limit", exc.limit, f"pages of {exc.limit} points")
 
     def iter_points(
         self,
@@ -1092,6 +1335,7 @@ class Store:
             collection,
             collection=collection,
             vector=kwargs.get("using"),
+            reading=True,
             **kwargs,
         )
         return response
