@@ -16,7 +16,9 @@ Where backups live, and why there
     every vector it receives, in float32, which may move the last bit and break the checksum, while a Dot
     collection stores exactly the bits that were hashed. Each backup point has the original point's id
     and the payload ``{"text", "embedding_model_id", "embedding_version", "model"}`` (plus any ``fields``
-    asked for), where ``model`` is the qualified id of the model that made the vector.
+    asked for), where ``model`` is the qualified id of the model that made the vector. The fields a
+    restore filters on (``entry``, ``model``, ``embedding_model_id``, ``embedding_version``) have payload
+    indexes, so a server in strict mode accepts the filters; an older backup gets them on its first restore.
 
 The manifest
     A control record (kind ``backup``, key the backup id) written **before** the first point is copied,
@@ -69,7 +71,7 @@ from qdrant_client import models
 
 from .errors import MigrationError, RollbackWindowOpenError, StoreError
 from .spec import Distance
-from .store import MODEL_FIELD, VERSION_FIELD, Store, VectorInfo
+from .store import MODEL_FIELD, PAYLOAD_INDEXES, VERSION_FIELD, Store, VectorInfo
 
 __all__ = [
     "BACKUP_VECTOR",
@@ -103,6 +105,13 @@ _ENTRY = "entry"
 _REPLACED = "replaced"
 _ADDED = "added"
 _REPLACES = "replaces"
+#: The payload indexes of a backup collection: a restore filters on ``entry`` and may select by model, and a
+#: server in strict mode (``unindexed_filtering_retrieve=false``) refuses filters on unindexed fields.
+_BACKUP_INDEXES: dict[str, models.PayloadSchemaType] = {
+    **PAYLOAD_INDEXES,
+    "model": models.PayloadSchemaType.KEYWORD,
+    _ENTRY: models.PayloadSchemaType.KEYWORD,
+}
 
 PointId = int | str
 
@@ -486,8 +495,7 @@ def create_backup(
         manifest.backup_collection,
         {BACKUP_VECTOR: VectorInfo(BACKUP_VECTOR, info.size, _stored_distance(info.distance))},
     )
-    # A restore may select by model; a server in strict mode refuses filters on unindexed fields.
-    store.ensure_payload_indexes(manifest.backup_collection)
+    store.ensure_payload_indexes(manifest.backup_collection, _BACKUP_INDEXES)
     checksum = Checksum()
     skipped = 0
     for page in store.iter_points(
@@ -891,6 +899,8 @@ def restore(
         raise MigrationError(
             f"backup {backup_id!r}: its collection {manifest.backup_collection!r} does not exist any more"
         )
+    # a backup made before the backup collections had all their indexes gets them on its first restore
+    store.ensure_payload_indexes(manifest.backup_collection, _BACKUP_INDEXES)
     if full:
         added = models.Filter(must=[models.FieldCondition(key=_ENTRY, match=models.MatchValue(value=_ADDED))])
         held = store.count(manifest.backup_collection) - store.count(manifest.backup_collection, added)

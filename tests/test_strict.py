@@ -18,11 +18,13 @@ from qdrant_client.http.exceptions import UnexpectedResponse
 from strict_server import StrictServer, refusal
 
 import lattice_qdrant as lq
+from lattice_qdrant import backups
+from lattice_qdrant.backfill import BackfillOptions, run_backfill
 from lattice_qdrant.embedders import HashEmbedder
 from lattice_qdrant.errors import StrictModeError, TransientStoreError
 from lattice_qdrant.store import MODEL_FIELD, VERSION_FIELD, RetryPolicy, Store, stamp_filter, translate
 
-from conftest import CORPUS, fill_collection, same_direction
+from conftest import CORPUS, fill_collection, make_lattice, same_direction
 
 NO_WAIT = RetryPolicy(attempts=2, initial=0.0, maximum=0.0, jitter=0.0)
 
@@ -267,3 +269,74 @@ def test_a_count_on_an_unindexed_field_fails_naming_the_setting(
 
     assert (caught.value.setting, caught.value.field) == ("unindexed_filtering_retrieve", "lang")
     assert "create a payload index on 'lang', or set unindexed_filtering_retrieve=true" in str(caught.value)
+
+
+# --------------------------------------------------------------------------- backups and compare
+
+
+def test_backup_collections_index_what_a_restore_filters_on(
+    local: QdrantClient, legacy: HashEmbedder
+) -> None:
+    fill_collection(local, "docs", legacy, n=12)
+    server = StrictServer(local, unindexed_filtering_retrieve=False, search_allow_exact=False)
+    store = Store(server, control_collection="control", retry=NO_WAIT)  # type: ignore[arg-type]
+    manifest = backups.create_backup(store, "docs", "legacy", model="legacy:v1", fields=("lang",))
+    for field in ("entry", "model", MODEL_FIELD, VERSION_FIELD):
+        assert (manifest.backup_collection, field) in server.indexes
+    # a backup made before its collection had the entry index gets it on its first restore
+    del server.indexes[(manifest.backup_collection, "entry")]
+    local.delete_vectors("docs", ["legacy"], points=[0, 1])
+
+    report = backups.restore(store, manifest.backup_id)
+
+    assert (report.restored, report.already, report.verified) == (2, 10, True)
+    assert (manifest.backup_collection, "entry") in server.indexes
+    assert "unindexed_filtering_retrieve" not in refused_settings(server)
+    # a filter the library cannot index for you fails naming the setting and the field
+    lang = models.Filter(must=[models.FieldCondition(key="lang", match=models.MatchValue(value="en"))])
+    with pytest.raises(StrictModeError, match=r"'lang'.*unindexed_filtering_retrieve=true") as caught:
+        backups.restore(store, manifest.backup_id, flt=lang)
+    assert caught.value.setting == "unindexed_filtering_retrieve"
+
+
+# --------------------------------------------------------------------------- a whole re-embed, strict
+
+
+def test_a_reembed_runs_start_to_restore_on_a_strict_server(
+    local: QdrantClient, names: Any, legacy: HashEmbedder, newer: HashEmbedder
+) -> None:
+    server = StrictServer(
+        local,
+        unindexed_filtering_update=False,
+        unindexed_filtering_retrieve=False,
+        search_allow_exact=False,
+        upsert_max_batchsize=16,
+        max_query_limit=100,
+    )
+    docs = names("docs")
+    fill_collection(local, docs, legacy, n=40)
+    original = records(local, docs)
+    lattice = make_lattice(server, names)
+    migration = lattice.plan(docs, source=legacy.spec("legacy", 1), target=newer.spec("modern", 1),
+                             source_vector="legacy", strategy="reembed", cutover_threshold=1.0)  # fmt: skip
+    migration.start()
+
+    report = run_backfill(migration, newer, BackfillOptions(batch_size=20, writers=1))
+
+    assert (report.covered, report.total) == (40, 40)
+    assert migration.coverage() == lq.Coverage(covered=40, total=40)
+    now = records(local, docs)
+    for record in now.values():
+        assert same_direction(record.vector["legacy"], newer.embed([record.payload["text"]])[0])  # type: ignore[index]
+        assert stamp_of(record) == ("modern", 1)
+    migration.cutover()
+    migration.rollback()
+    migration.restore()
+    back = records(local, docs)
+    for pid, record in original.items():
+        assert same_direction(back[pid].vector["legacy"], record.vector["legacy"], atol=1e-6)  # type: ignore[index]
+        assert stamp_of(back[pid]) == (None, None)
+    # every refusal was adapted to: each setting refused once per collection at most
+    settings = refused_settings(server)
+    assert {"unindexed_filtering_update", "search_allow_exact", "upsert_max_batchsize"} <= set(settings)
+    assert "unindexed_filtering_retrieve" not in settings
