@@ -41,7 +41,7 @@ import random
 import re
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,7 +51,7 @@ from numpy.typing import NDArray
 from qdrant_client import models
 
 from .embedders import embed_checked
-from .errors import ConfigError, StoreError
+from .errors import ConfigError, StoreError, StrictModeError
 from .state import QueryRoute, WriteRoute
 from .store import Store, stamp_filter
 
@@ -231,6 +231,10 @@ def sample_queries(
     one scroll of ids, seeded, so the same collection and seed give the same queries); each query is
     :func:`query_from_text` of the point's text and its relevant set is the point itself. Read-only.
 
+    The scroll filters on ``is_empty`` of the text field, which a server in strict mode refuses when the
+    field has no payload index (``unindexed_filtering_retrieve=false``); the scroll then reads every
+    point's text and tests it here instead (the same sample, one read of all the texts).
+
     Raises:
         ConfigError: ``n`` is below 1.
     """
@@ -238,17 +242,13 @@ def sample_queries(
         raise ConfigError(f"the sample size must be at least 1, got {n}", key="sample")
     rng = random.Random(seed)
     chosen: list[Any] = []
-    seen = 0
-    has_text = models.Filter(must_not=[models.IsEmptyCondition(is_empty=models.PayloadField(key=text_field))])
-    for page in store.iter_points(collection, flt=has_text, page_size=1024, with_payload=False):
-        for record in page:
-            seen += 1
-            if len(chosen) < n:
-                chosen.append(record.id)
-            else:
-                slot = rng.randrange(seen)
-                if slot < n:
-                    chosen[slot] = record.id
+    for seen, point_id in enumerate(_ids_with_text(store, collection, text_field), start=1):
+        if len(chosen) < n:
+            chosen.append(point_id)
+        else:
+            slot = rng.randrange(seen)
+            if slot < n:
+                chosen[slot] = point_id
     if not chosen:
         return []
     texts = {
@@ -262,6 +262,24 @@ def sample_queries(
         if query:
             out.append(QuerySpec(query, frozenset({pid})))
     return out
+
+
+def _ids_with_text(store: Store, collection: str, text_field: str) -> Iterator[Any]:
+    """Ids of the points whose ``text_field`` is not empty, in id order (see :func:`sample_queries`)."""
+    has_text = models.Filter(must_not=[models.IsEmptyCondition(is_empty=models.PayloadField(key=text_field))])
+    started = False
+    try:
+        for page in store.iter_points(collection, flt=has_text, page_size=1024, with_payload=False):
+            started = True
+            yield from (record.id for record in page)
+        return
+    except StrictModeError as exc:
+        # a strict server refuses the filter before the first page
+        if exc.setting != "unindexed_filtering_retrieve" or started:
+            raise
+    for page in store.iter_points(collection, page_size=1024, with_payload=[text_field]):
+        # is_empty: the field is missing, null or an empty list
+        yield from (r.id for r in page if (r.payload or {}).get(text_field) not in (None, []))
 
 
 def parse_ks(text: str) -> tuple[int, ...]:

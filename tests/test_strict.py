@@ -20,6 +20,7 @@ from strict_server import StrictServer, refusal
 import lattice_qdrant as lq
 from lattice_qdrant import backups
 from lattice_qdrant.backfill import BackfillOptions, run_backfill
+from lattice_qdrant.compare import sample_queries
 from lattice_qdrant.embedders import HashEmbedder
 from lattice_qdrant.errors import StrictModeError, TransientStoreError
 from lattice_qdrant.store import MODEL_FIELD, VERSION_FIELD, RetryPolicy, Store, stamp_filter, translate
@@ -297,6 +298,22 @@ def test_backup_collections_index_what_a_restore_filters_on(
     with pytest.raises(StrictModeError, match=r"'lang'.*unindexed_filtering_retrieve=true") as caught:
         backups.restore(store, manifest.backup_id, flt=lang)
     assert caught.value.setting == "unindexed_filtering_retrieve"
+
+
+def test_compare_samples_the_same_queries_when_the_text_field_cannot_be_filtered(
+    local: QdrantClient, legacy: HashEmbedder
+) -> None:
+    fill_collection(local, "docs", legacy, n=40)
+    local.set_payload("docs", {"text": None}, points=[1, 2])
+    local.delete_payload("docs", ["text"], points=[3])
+    server = StrictServer(local, unindexed_filtering_retrieve=False)
+    plain = sample_queries(Store(local), "docs", 8, seed=3)
+
+    strict = sample_queries(Store(server), "docs", 8, seed=3)  # type: ignore[arg-type]
+
+    assert strict == plain and len(plain) == 8
+    assert not {1, 2, 3} & {pid for q in strict for pid in q.relevant}
+    assert refused_settings(server) == ["unindexed_filtering_retrieve"]
 
 
 # --------------------------------------------------------------------------- a whole re-embed, strict
