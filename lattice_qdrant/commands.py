@@ -35,9 +35,11 @@ from .spec import ModelSpec
 from .state import MigrationState, Phase, Status, format_duration
 from .store import (
     CONDITIONAL_WRITES_MIN_VERSION,
+    COUNT_PAGE,
     IN_PLACE_MIN_VERSION,
     PAYLOAD_INDEXES,
     RetryPolicy,
+    Store,
     stamp_filter,
 )
 
@@ -654,6 +656,169 @@ def _server_finding(
     return "ok", f"Qdrant {found} ({needs})"
 
 
+def _strict_mode_findings(
+    store: Store,
+    collection: str,
+    *,
+    text_field: str,
+    reembed: bool,
+    total: int,
+    settings: Settings,
+    added_bytes: int = 0,
+    routes_by_coverage: bool = False,
+) -> list[Finding]:
+    """What the collection's strict mode would refuse of a migration, and what lattice-qdrant does about
+    it: each finding names the setting, the step it touches and the fix. Read-only.
+
+    ``added_bytes`` is what the migration adds to the collection's vectors (the target vector in place);
+    ``routes_by_coverage``: queries are routed by a coverage count (the plan has a ``query_threshold``).
+    """
+    check = "strict mode"
+    if store.is_local:
+        return [Finding(check, "ok", "local mode has no strict mode (a server may have it: doctor reads it)")]
+    config = store.strict_mode(collection)
+    if config is None:
+        return [Finding(check, "ok", "off for this collection")]
+    found: list[Finding] = []
+
+    def add(verdict: str, detail: str) -> None:
+        found.append(Finding(check, verdict, detail))
+
+    schema = store.payload_schema(collection)
+    text_index = schema.get(text_field)
+    batch = settings.batch_size
+    if config.unindexed_filtering_update is False:
+        if not reembed:
+            add(
+                "ok",
+                "unindexed_filtering_update=false: the backfill's conditions are an update_filter (not "
+                "checked) and stamps go by ids",
+            )
+        elif text_index == "keyword":
+            add(
+                "ok",
+                f"unindexed_filtering_update=false: the re-embed's stamp filters on {text_field!r}, which "
+                "has a keyword index: one request per batch",
+            )
+        else:
+            add(
+                "warn",
+                f"unindexed_filtering_update=false refuses the re-embed's one-request stamp (it filters on "
+                f"{text_field!r}, which has no keyword index): lattice-qdrant writes the vectors, reads them "
+                f"back and stamps by ids (one more request per batch); a keyword index on {text_field!r} "
+                "keeps the one request",
+            )
+    if config.unindexed_filtering_retrieve is False:
+        detail = (
+            "unindexed_filtering_retrieve=false: the migration's own filters use indexed fields (the model "
+            "stamp, has_vector, the backup's entry and model); filters you give (backfill priorities, "
+            "restore --filter) must use indexed fields too"
+        )
+        if text_index is None:
+            add(
+                "warn",
+                f"{detail}; compare --sample cannot filter on {text_field!r} (no index), so it reads every "
+                "point's text instead",
+            )
+        else:
+            add("ok", detail)
+    if config.search_allow_exact is False:
+        requests = max(1, -(-total // COUNT_PAGE))
+        add(
+            "warn",
+            "search_allow_exact=false refuses exact counts: coverage, status and restore count by scrolling "
+            f"ids instead (still exact, but {requests} request(s) of up to {COUNT_PAGE} ids for this "
+            f"collection's {total} points instead of one)"
+            + (
+                f"; queries route by coverage, counted again every {settings.refresh_interval:g}s"
+                if routes_by_coverage
+                else ""
+            )
+            + "; set search_allow_exact=true for one-request counts",
+        )
+    limit = config.upsert_max_batchsize
+    if limit is not None:
+        if limit < max(batch, 256):
+            add(
+                "warn",
+                f"upsert_max_batchsize={limit} is below the backfill's batch_size ({batch}) or the backup's "
+                f"pages (256): writes are split into requests of {limit} points; a batch_size of {limit} or "
+                "less keeps one write per batch",
+            )
+        else:
+            add("ok", f"upsert_max_batchsize={limit} fits the backfill's batch_size ({batch})")
+    limit = config.max_query_limit
+    if limit is not None:
+        add(
+            "warn" if limit < bf.read_page_size(bf.BackfillOptions(batch_size=batch)) else "ok",
+            f"max_query_limit={limit}: scroll pages are cut to {limit} points where they ask for more "
+            f"(more requests); compare --k and queries asking for more than {limit} results are refused",
+        )
+    if config.search_max_batchsize is not None:
+        add(
+            "ok",
+            f"search_max_batchsize={config.search_max_batchsize}: lattice-qdrant sends no batch searches "
+            "(it bounds your application's)",
+        )
+    conditions, size = config.filter_max_conditions, config.condition_max_size
+    if reembed and (
+        (conditions is not None and conditions < 2 * batch + 3) or (size is not None and size < batch)
+    ):
+        limits = ", ".join(
+            f"{name}={value}"
+            for name, value in (("filter_max_conditions", conditions), ("condition_max_size", size))
+            if value is not None
+        )
+        add(
+            "warn",
+            f"{limits}: the re-embed's one-request stamp filter has about {2 * batch + 3} conditions and "
+            f"{batch} ids; it stamps by ids instead (one more request per batch)",
+        )
+    for setting in ("read_rate_limit", "write_rate_limit"):
+        rate = getattr(config, setting, None)
+        if rate is not None:
+            add(
+                "warn",
+                f"{setting}={rate} per minute: beyond it the server answers HTTP 429, retried with backoff "
+                f"({settings.retries} attempts); the backfill sends two to four requests per batch of "
+                f"{batch} points: cap it with max_rate",
+            )
+    for setting, what in (("max_resident_memory_percent", "memory"), ("max_disk_usage_percent", "disk")):
+        percent = getattr(config, setting, None)
+        if percent is not None:
+            add(
+                "warn",
+                f"{setting}={percent}: writes are refused once the node's {what} use passes {percent}%; "
+                + (
+                    f"the migration adds about {format_bytes(added_bytes)}: keep that much headroom"
+                    if added_bytes
+                    else "keep headroom for the backup collection"
+                ),
+            )
+    cap = config.max_collection_vector_size_bytes
+    if cap is not None and added_bytes:
+        vectors = store.vectors(collection)
+        held = total * sum(v.size for v in vectors.values()) * 4
+        if held + added_bytes > cap:
+            add(
+                "fail",
+                f"max_collection_vector_size_bytes={cap}: the collection's vectors (about "
+                f"{format_bytes(held)}) and the target vector (about {format_bytes(added_bytes)}) exceed it; "
+                "raise it, or use the blue-green strategy",
+            )
+    cap = config.max_payload_index_count
+    missing = [name for name in PAYLOAD_INDEXES if name not in schema]
+    if cap is not None and missing and len(schema) + len(missing) > cap:
+        add(
+            "fail",
+            f"max_payload_index_count={cap}: the collection has {len(schema)} payload indexes and start "
+            f"creates {len(missing)} more ({', '.join(missing)}); raise it, or drop an unused index",
+        )
+    if not found:
+        add("ok", "on; none of its settings touches a migration step")
+    return found
+
+
 def doctor(
     session: Session,
     collection: str,
@@ -827,6 +992,22 @@ def doctor(
                 add("payload indexes", "fail", f"{name!r} is indexed as {have}, needs {kind.value}")
             else:
                 add("payload indexes", "ok", f"{name!r} ({kind.value}) present")
+
+    # strict mode
+    findings.extend(
+        _strict_mode_findings(
+            store,
+            collection,
+            text_field=text_field,
+            reembed=reembed,
+            total=total,
+            settings=session.settings,
+            added_bytes=total * bf.vector_bytes(target_spec.dimension)
+            if target_spec is not None and not reembed
+            else 0,
+            routes_by_coverage=planned is not None and planned.query_threshold is not None,
+        )
+    )
 
     # storage and memory
     if reembed and target_spec is not None:

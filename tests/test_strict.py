@@ -18,9 +18,10 @@ from qdrant_client.http.exceptions import UnexpectedResponse
 from strict_server import StrictServer, refusal
 
 import lattice_qdrant as lq
-from lattice_qdrant import backups
+from lattice_qdrant import backups, commands
 from lattice_qdrant.backfill import BackfillOptions, run_backfill
 from lattice_qdrant.compare import sample_queries
+from lattice_qdrant.config import Settings
 from lattice_qdrant.embedders import HashEmbedder
 from lattice_qdrant.errors import StrictModeError, TransientStoreError
 from lattice_qdrant.store import MODEL_FIELD, VERSION_FIELD, RetryPolicy, Store, stamp_filter, translate
@@ -357,3 +358,85 @@ def test_a_reembed_runs_start_to_restore_on_a_strict_server(
     settings = refused_settings(server)
     assert {"unindexed_filtering_update", "search_allow_exact", "upsert_max_batchsize"} <= set(settings)
     assert "unindexed_filtering_retrieve" not in settings
+
+
+# --------------------------------------------------------------------------- doctor
+
+
+def _doctor(client: Any, names: Any, legacy: HashEmbedder, newer: HashEmbedder, **plan: Any) -> list[Any]:
+    docs = names("docs")
+    session = commands.Session(settings=Settings(control_collection=names("control")), client=client)
+    commands.register_model(session, legacy.spec("legacy", 1))
+    commands.register_model(session, newer.spec("modern", 1))
+    if plan:
+        session.client.plan(docs, source=legacy.spec("legacy", 1), target=newer.spec("modern", 1),
+                            source_vector="legacy", **plan)  # fmt: skip
+        report = commands.doctor(session, docs)
+    else:
+        report = commands.doctor(session, docs, source="legacy", target="modern", source_vector="legacy")
+    return [f for f in report.findings if f.check == "strict mode"]
+
+
+def test_doctor_reports_each_strict_mode_setting_that_touches_a_step(
+    local: QdrantClient, names: Any, legacy: HashEmbedder, newer: HashEmbedder
+) -> None:
+    fill_collection(local, names("docs"), legacy, n=10)
+    server = StrictServer(
+        local,
+        strict={names("docs")},
+        unindexed_filtering_update=False,
+        unindexed_filtering_retrieve=False,
+        search_allow_exact=False,
+        upsert_max_batchsize=10,
+        max_query_limit=100,
+        search_max_batchsize=4,
+        filter_max_conditions=20,
+        read_rate_limit=600,
+        write_rate_limit=120,
+        max_resident_memory_percent=90,
+    )
+
+    found = _doctor(server, names, legacy, newer, strategy="reembed", query_threshold=0.5)
+
+    details = {f.detail.split(" ")[0].split("=")[0]: f for f in found}
+    for setting in ("unindexed_filtering_update", "unindexed_filtering_retrieve", "search_allow_exact",
+                    "upsert_max_batchsize", "max_query_limit", "search_max_batchsize",
+                    "filter_max_conditions", "read_rate_limit", "write_rate_limit",
+                    "max_resident_memory_percent"):  # fmt: skip
+        assert setting in details, (setting, [f.detail for f in found])
+    assert details["unindexed_filtering_update"].verdict == "warn"
+    assert "stamps by ids" in details["unindexed_filtering_update"].detail
+    assert "keyword index on 'text'" in details["unindexed_filtering_update"].detail
+    assert "compare --sample" in details["unindexed_filtering_retrieve"].detail
+    assert "scrolling" in details["search_allow_exact"].detail
+    assert "counted again every" in details["search_allow_exact"].detail  # queries route by coverage
+    assert "requests of 10 points" in details["upsert_max_batchsize"].detail
+    assert "max_rate" in details["write_rate_limit"].detail
+    assert all(f.verdict != "fail" for f in found)  # the library adapts to all of these
+
+
+def test_doctor_fails_what_strict_mode_will_refuse_outright(
+    local: QdrantClient, names: Any, legacy: HashEmbedder, newer: HashEmbedder
+) -> None:
+    fill_collection(local, names("docs"), legacy, n=1000)
+    server = StrictServer(
+        local, strict={names("docs")}, max_collection_vector_size_bytes=300_000, max_payload_index_count=1
+    )
+
+    found = _doctor(server, names, legacy, newer)
+
+    verdicts = {f.detail.split("=")[0]: f.verdict for f in found}
+    assert verdicts == {"max_collection_vector_size_bytes": "fail", "max_payload_index_count": "fail"}
+    assert any("blue-green" in f.detail for f in found)
+
+
+def test_doctor_says_when_strict_mode_is_off_or_absent(
+    local: QdrantClient, names: Any, legacy: HashEmbedder, newer: HashEmbedder
+) -> None:
+    fill_collection(local, names("docs"), legacy, n=5)
+    off = _doctor(StrictServer(local, strict=set()), names, legacy, newer)
+    assert [(f.verdict, f.detail) for f in off] == [("ok", "off for this collection")]
+    on = _doctor(StrictServer(local, strict={names("docs")}), names, legacy, newer)
+    assert [f.verdict for f in on] == ["ok"] and "none of its settings" in on[0].detail
+    absent = _doctor(local, names, legacy, newer)
+    assert [f.verdict for f in absent] == ["ok"] and "local mode has no strict mode" in absent[0].detail
