@@ -11,6 +11,8 @@ runs, with the server's status (HTTP 400) and text (checked against Qdrant's sou
   fitting index: ``Index required but not found for "field" of one of the following types: [...]``.
   ``has_id`` and ``has_vector`` need no index, ``is_empty`` any index, ``match`` on a string a keyword one;
   the ``update_filter`` of ``upsert`` / ``update_vectors`` is not checked.
+* ``filter_max_conditions``: such a filter (read or update) with more conditions, counted as the server
+  counts them: ``Filter condition limit reached (N > M)``.
 * ``search_allow_exact`` false: ``count(exact=True)``: ``Exact search disabled!``.
 * ``upsert_max_batchsize``: ``upsert`` / ``update_vectors`` (also inside ``batch_update_points``) of more
   points: ``Limit exceeded N > M for "upsert limit"`` (``"update limit"``).
@@ -88,6 +90,15 @@ def _unindexed(flt: models.Filter, schema: dict[str, str]) -> tuple[str, list[st
             if found is not None:
                 return found
     return None
+
+
+def _conditions(flt: models.Filter) -> int:
+    """The conditions of a filter as the server counts them (a nested filter counts its own)."""
+    total = 0
+    for group in (flt.must, flt.must_not, flt.should):
+        for condition in [] if group is None else group if isinstance(group, list) else [group]:
+            total += _conditions(condition) if isinstance(condition, models.Filter) else 1
+    return total
 
 
 class StrictServer:
@@ -239,6 +250,13 @@ class StrictServer:
                     f'Index required but not found for "{key}" of one of the following types: '
                     f"[{', '.join(sorted(set(needed)))}]. Help: Create an index for this key or use a "
                     "different filter.",
+                )
+            most = config.filter_max_conditions
+            if flt is not None and most is not None and _conditions(flt) > most:
+                self._refuse(
+                    method,
+                    f"Filter condition limit reached ({_conditions(flt)} > {most}). Help: Reduce the amount "
+                    "of conditions of your filter.",
                 )
         if limit is not None and config.max_query_limit is not None and limit > config.max_query_limit:
             self._refuse(

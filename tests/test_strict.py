@@ -158,12 +158,19 @@ def _check_stamped(qdrant: QdrantClient, written: list[Any], fresh: Any, olds: A
     assert stamp_of(now[3]) == stamp_of(now[5]) == (None, None)
 
 
-def test_the_reembed_stamp_goes_by_ids_when_strict_mode_refuses_its_filter_on_the_text_field(
-    local: QdrantClient, legacy: HashEmbedder, newer: HashEmbedder
+@pytest.mark.parametrize(
+    ("settings", "refused"),
+    [
+        ({"unindexed_filtering_update": False}, "unindexed_filtering_update"),  # on the text field
+        ({"filter_max_conditions": 8}, "filter_max_conditions"),  # two conditions a point
+    ],
+)
+def test_the_reembed_stamp_goes_by_ids_when_strict_mode_refuses_its_filter(
+    local: QdrantClient, legacy: HashEmbedder, newer: HashEmbedder, settings: dict[str, Any], refused: str
 ) -> None:
     texts, fresh = _stamped_scene(local, legacy, newer)
     olds = legacy.embed(texts)
-    server = StrictServer(local, unindexed_filtering_update=False)
+    server = StrictServer(local, **settings)
     store = Store(server)  # type: ignore[arg-type]
     store.ensure_payload_indexes("docs")  # the model fields are indexed, the text field is not
 
@@ -171,8 +178,7 @@ def test_the_reembed_stamp_goes_by_ids_when_strict_mode_refuses_its_filter_on_th
 
     _check_stamped(local, written, fresh, olds)
     # the one request was refused whole (nothing of it ran), then the write went by ids
-    assert refused_settings(server) == ["unindexed_filtering_update"]
-    assert "text" in server.refused[0][1]
+    assert refused_settings(server) == [refused]
     # the Store remembers: the next write goes by ids at once
     server.calls.clear()
     assert store.write_stamped("docs", "legacy", "text", {5: (texts[5], fresh[5])}, ("modern", 1),
