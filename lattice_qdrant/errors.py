@@ -361,7 +361,26 @@ class StorageFullError(StoreError):
 
     Not transient, unlike a rate limit (gRPC gives both ``RESOURCE_EXHAUSTED``): retrying does not help
     until room is made. The message names the cause, what the server said, and the fix.
+
+    Attributes:
+        setting: the strict-mode quota that refused the write (``max_disk_usage_percent``,
+            ``max_resident_memory_percent``), or ``None`` when the disk itself is full.
+        limit: the quota's percentage, when the server names it.
     """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        setting: str | None = None,
+        limit: int | None = None,
+        collection: str | None = None,
+        vector: str | None = None,
+        point_ids: Sequence[Any] | None = None,
+    ) -> None:
+        super().__init__(message, collection=collection, vector=vector, point_ids=point_ids)
+        self.setting = setting
+        self.limit = limit
 
 
 class StrictModeError(StoreError):
@@ -394,7 +413,6 @@ class StrictModeError(StoreError):
         self.setting = setting
         self.field = field
         self.limit = limit
-
 
 
 class InPlaceUnsupportedError(StoreError):

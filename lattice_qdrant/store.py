@@ -168,6 +168,8 @@ _NO_ROOM = (
     "insufficient storage",
     "disk usage",
     "max_disk_usage_percent",
+    "resident memory usage is at",
+    "max_resident_memory_percent",
     "database or disk is full",
 )
 _NO_ROOM_GRPC_KEY = "qdrant-insufficient-storage"
@@ -340,7 +342,11 @@ def translate(
     text = f"{action} failed: {message}"
     if _no_room(exc, lowered):
         # before the transient codes: gRPC says RESOURCE_EXHAUSTED for a rate limit and a full disk alike
-        return StorageFullError(_no_room_message(action, message, lowered), **context)
+        quota = _strict_refusal(message, reading=reading)
+        setting, _, limit = quota if quota is not None else (None, None, None)
+        return StorageFullError(
+            _no_room_message(action, message, lowered), setting=setting, limit=limit, **context
+        )
     if code == "RESOURCE_EXHAUSTED" and "larger than max" in lowered:
         # gRPC's own message size limit: the same request fails again
         return StoreError(f"{text}; send smaller batches", **context)

@@ -23,7 +23,7 @@ from lattice_qdrant.backfill import BackfillOptions, run_backfill
 from lattice_qdrant.compare import sample_queries
 from lattice_qdrant.config import Settings
 from lattice_qdrant.embedders import HashEmbedder
-from lattice_qdrant.errors import StrictModeError, TransientStoreError
+from lattice_qdrant.errors import StorageFullError, StrictModeError, TransientStoreError
 from lattice_qdrant.store import MODEL_FIELD, VERSION_FIELD, RetryPolicy, Store, stamp_filter, translate
 
 from conftest import CORPUS, fill_collection, make_lattice, same_direction
@@ -96,10 +96,6 @@ def refused_settings(server: StrictServer) -> list[str]:
         ("Max points count limit of 1000 reached!", False, "max_points_count", None, 1000),
         ("Max vector storage size limit of 10MB reached!", False, "max_collection_vector_size_bytes", None,
          None),
-        ("Resident memory usage is at 93% of total memory, exceeding the configured limit of 90%. Help: ...",
-         False, "max_resident_memory_percent", None, 90),
-        ("Disk usage is at 97% of total capacity, exceeding the configured limit of 95%. Help: ...", False,
-         "max_disk_usage_percent", None, 95),
     ],
 )  # fmt: skip
 def test_a_strict_mode_refusal_becomes_an_error_naming_the_setting(
@@ -113,6 +109,28 @@ def test_a_strict_mode_refusal_becomes_an_error_naming_the_setting(
     assert "strict mode" in text and setting in text and "update_collection" in text
     if field is not None:
         assert f"create a payload index on {field!r}, or set {setting}=true" in text
+
+
+@pytest.mark.parametrize(
+    ("message", "setting", "limit"),
+    [
+        ("Resident memory usage is at 93% of total memory, exceeding the configured limit of 90%. Help: ...",
+         "max_resident_memory_percent", 90),
+        ("Disk usage is at 97% of total capacity, exceeding the configured limit of 95%. Help: ...",
+         "max_disk_usage_percent", 95),
+        ("Insufficient storage: Disk usage is at 97% of total capacity, exceeding the configured limit of "
+         "95%", "max_disk_usage_percent", 95),
+    ],
+)  # fmt: skip
+def test_a_strict_mode_quota_refusal_is_a_full_store_naming_the_quota(
+    message: str, setting: str, limit: int
+) -> None:
+    # a quota is room running out: not retried (like a full disk), and the quota it hit is named
+    error = translate(refusal(message), action="upsert points", collection="docs")
+
+    assert isinstance(error, StorageFullError) and not isinstance(error, TransientStoreError)
+    assert (error.setting, error.limit, error.collection) == (setting, limit, "docs")
+    assert setting in str(error) and "retrying does not help" in str(error)
 
 
 def test_a_rate_limit_stays_a_transient_failure_and_other_errors_are_not_strict_mode() -> None:
