@@ -52,6 +52,11 @@ from qdrant_client import models
 
 from .embedders import embed_checked
 from .errors import ConfigError, StoreError, StrictModeError
+from .report import CSS as _CSS
+from .report import clip as _clip
+from .report import html_table as _html_table
+from .report import num as _num
+from .report import text_table as _table
 from .state import QueryRoute, WriteRoute
 from .store import Store, stamp_filter
 
@@ -66,6 +71,7 @@ __all__ = [
     "ComparisonReport",
     "QueryOutcome",
     "QuerySpec",
+    "checked_ks",
     "compare",
     "load_queries",
     "ndcg_at_k",
@@ -294,10 +300,15 @@ def parse_ks(text: str) -> tuple[int, ...]:
         raise ConfigError(
             f"--k {text!r}: expected comma-separated integers, e.g. 1,5,10,20", key="k"
         ) from None
-    return _checked_ks(values)
+    return checked_ks(values)
 
 
-def _checked_ks(ks: Iterable[int]) -> tuple[int, ...]:
+def checked_ks(ks: Iterable[int]) -> tuple[int, ...]:
+    """The cut-offs sorted, without repeats.
+
+    Raises:
+        ConfigError: none given, or one is not an integer from 1 to 1000.
+    """
     values = sorted(set(ks))
     if not values:
         raise ConfigError("give at least one k", key="k")
@@ -699,37 +710,6 @@ class ComparisonReport:
         return "\n".join(parts) + "\n"
 
 
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
-
-
-def _clip(text: str, width: int = 90) -> str:
-    return text if len(text) <= width else text[: width - 3] + "..."
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    return [
-        "  " + "  ".join(cell.rjust(w) for cell, w in zip(line, widths, strict=True))
-        for line in [list(headers), *rows]
-    ]
-
-
-def _html_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    e = html.escape
-    head = "".join(f"<th>{e(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-_CSS = (
-    "body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:60em}"
-    "table{border-collapse:collapse;margin:0.5em 0 1.5em}"
-    "th,td{padding:0.2em 0.8em;border-bottom:1px solid #ddd;text-align:right}"
-    "th{background:#f4f4f4}tbody th{text-align:left}td:last-child{text-align:left}"
-    "code{font-size:0.95em}svg{display:block;margin:1em 0}"
-)
-
 # colour, dash pattern, width: wide solid lines under narrow dotted ones, so equal series stay visible.
 _SERIES_STYLE = {
     "overlap": ("#555555", "6 4", 2.0),
@@ -840,7 +820,7 @@ def compare(
         ConfigError: no queries, or a bad ``k``.
         StoreError: the target vector does not exist (the migration has not started, or was cancelled).
     """
-    cutoffs = _checked_ks(ks)
+    cutoffs = checked_ks(ks)
     migration = client.migration(collection)
     snap = migration.snapshot(refresh=True)
     plan = snap.plan
