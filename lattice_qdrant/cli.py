@@ -816,6 +816,84 @@ def compare(
             typer.echo(report.render_text())
 
 
+def _write_html(path: str, page: str) -> None:
+    try:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(page)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the HTML report to {path}: {exc}", key="html") from exc
+    typer.echo(f"wrote the HTML report to {path}", err=True)
+
+
+@_command(app, commands.probe)
+def probe(
+    ctx: typer.Context,
+    collection: Annotated[str, typer.Argument(help="The collection to probe.")],
+    target: Annotated[
+        str,
+        typer.Option(help="The model to probe: registered (MODEL_ID[:vN]) or a sentence-transformers name."),
+    ],
+    source: Annotated[
+        str | None,
+        typer.Option(
+            help="Model of the stored vectors, like --target (default: the migration plan's source)."
+        ),
+    ] = None,
+    source_vector: Annotated[
+        str | None,
+        typer.Option(help="Named vector holding the source vectors (default: the plan's, or the only one)."),
+    ] = None,
+    queries: Annotated[
+        str | None,
+        typer.Option(help='Queries file: JSON lines {"query": ..., "relevant": [ids]} or one text a line.'),
+    ] = None,
+    sample: Annotated[int, typer.Option(help="Points sampled (seeded) and embedded with the target.")] = 1000,
+    known_items: Annotated[
+        int | None,
+        typer.Option(
+            help="Known-item queries drawn from the sample (default: 200 without --queries, else 0)."
+        ),
+    ] = None,
+    k: Annotated[str, typer.Option("--k", help="Cut-offs, comma-separated.")] = "1,5,10,20",
+    margin: Annotated[
+        float, typer.Option(help="Smallest recall@10 gain (0-1) worth migrating for, for the verdict.")
+    ] = 0.02,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the sample, the known-item queries and the bootstrap.")
+    ] = 0,
+    text_field: Annotated[
+        str | None, typer.Option(help="Payload field holding the text (default: the plan's, or the setting).")
+    ] = None,
+    html: Annotated[
+        str | None, typer.Option("--html", help="Also write a self-contained HTML report.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    from .compare import parse_ks
+
+    with _session(ctx) as session:
+        report = commands.probe(
+            session,
+            collection,
+            target=target,
+            source=source,
+            source_vector=source_vector,
+            queries_file=queries,
+            sample=sample,
+            known_items=known_items,
+            ks=parse_ks(k),
+            seed=seed,
+            margin=margin,
+            text_field=text_field,
+        )
+        if html is not None:
+            _write_html(html, report.render_html())
+        if as_json:
+            _echo_json(report.to_dict())
+        else:
+            typer.echo(report.render_text())
+
+
 def _render_verify(report: VerifyReport) -> str:
     """The human form of a :class:`~lattice_qdrant.verify.VerifyReport`."""
     scope = "every point" if report.sample is None else f"a sample of {report.sample} (seed {report.seed})"

@@ -22,15 +22,24 @@ from qdrant_client import QdrantClient
 from . import backfill as bf
 from . import backups
 from . import compare as comparison
+from . import probe as probing
 from . import verify as verification
 from .client import LatticeClient, wrap
 from .config import Settings, load_settings
 from .coordinator import Migration
 from .embedders import Embedder, check_embedder, embedder_for
-from .errors import ConfigError, LatticeError, MigrationNotFoundError, ModelNotFoundError, ServerVersionError
+from .errors import (
+    ConfigError,
+    EmbedderError,
+    LatticeError,
+    MigrationNotFoundError,
+    ModelNotFoundError,
+    ServerVersionError,
+)
 from .metrics import NO_METRICS, BackfillMetrics
 from .options import choices
 from .plan import MigrationPlan, PlanOptions, PlanSettings, Strategy
+from .report import format_bytes
 from .spec import ModelSpec
 from .state import MigrationState, Phase, Status, format_duration
 from .store import (
@@ -66,6 +75,7 @@ __all__ = [
     "parse_vector_models",
     "pause",
     "plan",
+    "probe",
     "register_model",
     "restore",
     "resume",
@@ -616,15 +626,6 @@ class DoctorReport:
         }
 
 
-def format_bytes(n: float) -> str:
-    """``5347737`` -> ``"5.1 MiB"``."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
-
 def _server_finding(
     version: tuple[int, int, int] | None, strategy: Strategy, unreadable: ServerVersionError | None
 ) -> tuple[str, str]:
@@ -1103,6 +1104,121 @@ def compare(
     if record:
         comparison.record_comparison(session.store, report)
     return report
+
+
+# --------------------------------------------------------------------------- probe
+
+
+def probe(
+    session: Session,
+    collection: str,
+    *,
+    target: str,
+    source: str | None = None,
+    source_vector: str | None = None,
+    queries_file: str | None = None,
+    sample: int = probing.DEFAULT_SAMPLE,
+    known_items: int | None = None,
+    ks: Sequence[int] = comparison.DEFAULT_KS,
+    seed: int = 0,
+    margin: float = probing.DEFAULT_MARGIN,
+    text_field: str | None = None,
+) -> probing.ProbeReport:
+    """Tell on a sample, before anything is written, whether migrating to a model pays: recall, nDCG and
+    overlap with confidence intervals, score distributions, time and storage, and a verdict. Read-only.
+
+    The target embeds a seeded sample of ``sample`` points, and both models search that sample (the source
+    among the stored source vectors, the target among the fresh embeddings) with labelled queries from
+    ``queries_file`` (compare's format) or ``known_items`` known-item queries drawn from the sample (see
+    :mod:`lattice_qdrant.probe`, which states the verdict's rule). Models are registered references
+    (``MODEL_ID[:vN]``) or sentence-transformers model names (``org/name``), which need no registration.
+    ``source`` and ``source_vector`` default to the collection's migration plan, when it has one whose
+    source vector still exists; the vector also defaults to the collection's only vector. Nothing is
+    written to the collection or the control collection.
+    """
+    queries = comparison.load_queries(queries_file) if queries_file else []
+    notes: list[str] = []
+    plan: MigrationPlan | None = None
+    if source is None:
+        try:
+            snap = session.migration(collection).snapshot(refresh=True)
+        except MigrationNotFoundError:
+            raise ConfigError(
+                f"say which model {collection!r}'s vectors hold: --source MODEL_REF (a registered model, "
+                "see lattice-qdrant models list); only a migration plan names it otherwise",
+                key="source",
+            ) from None
+        plan = snap.plan
+        if plan.source_vector not in session.store.vectors(collection):
+            raise ConfigError(
+                f"the migration of {collection!r} ({snap.state.label}) names the source model "
+                f"{plan.source.qualified_id} in vector {plan.source_vector!r}, which no longer exists: "
+                "give --source and --source-vector",
+                key="source",
+            )
+        notes.append(
+            f"the source model and vector come from the migration plan ({snap.state.label}): "
+            f"{plan.source.qualified_id} in {plan.source_vector!r}"
+        )
+    source_spec, source_embedder = (
+        (plan.source, session.client.embedder(plan.source))
+        if plan is not None
+        else _probe_model(session, source or "", "source")
+    )
+    target_spec, target_embedder = (
+        (source_spec, source_embedder) if target == source else _probe_model(session, target, "target")
+    )
+    return probing.probe(
+        session.store,
+        collection,
+        source=source_spec,
+        target=target_spec,
+        source_embedder=source_embedder,
+        target_embedder=target_embedder,
+        source_vector=source_vector or (plan.source_vector if plan is not None else None),
+        queries=queries,
+        origin=queries_file,
+        sample=sample,
+        known_items=known_items,
+        ks=ks,
+        seed=seed,
+        margin=margin,
+        text_field=text_field or (plan.text_field if plan is not None else session.settings.text_field),
+        max_text_chars=session.settings.max_text_chars,
+        notes=notes,
+    )
+
+
+def _probe_model(session: Session, ref: str, role: str) -> tuple[ModelSpec, Embedder]:
+    """A registered model (``MODEL_ID[:vN]``) or, for the target, a sentence-transformers name, and its
+    embedder. Reads the registry only: an unregistered model stays unregistered."""
+    try:
+        spec = session.client.registry.resolve(ref)
+    except ModelNotFoundError as exc:
+        registered = ", ".join(f"{s.model_id}:v{s.version}" for s in session.client.registry.list()) or "none"
+        if "/" not in ref:
+            raise ModelNotFoundError(
+                f"--{role} {ref!r}: {exc} (registered: {registered}); give a registered model or a "
+                "sentence-transformers model name (org/name), or register it with lattice-qdrant models "
+                "register"
+            ) from None
+        return _unregistered(ref, role)
+    return spec, session.client.embedder(spec)
+
+
+def _unregistered(name: str, role: str) -> tuple[ModelSpec, Embedder]:
+    """A spec and embedder for a sentence-transformers model named on the command line (loads it)."""
+    base = "".join(c if c.isalnum() or c in "._-" else "-" for c in name.rsplit("/", 1)[-1]).strip("._-")
+    draft = ModelSpec(model_id=base or "model", version=1, dimension=1, name=name)
+    embedder = embedder_for(draft)
+    try:
+        dimension = embedder.dimension
+    except EmbedderError as exc:
+        raise ModelNotFoundError(
+            f"--{role} {name!r} is not a registered model and cannot be loaded as a sentence-transformers "
+            f"model: {exc}"
+        ) from exc
+    return draft.model_copy(update={"dimension": dimension}), embedder
 
 
 # --------------------------------------------------------------------------- verify
