@@ -14,6 +14,7 @@ catch qdrant-client's own exceptions::
     ├── EmbedderError                 an embedder failed, or does not match its spec
     │   └── MissingDependencyError    an optional dependency is missing (names the install command)
     ├── VectorValidationError         a write or query was rejected before anything was sent
+    ├── ProbeError                    the probe has nothing to measure (an empty collection or sample)
     ├── MigrationError                the migration record and its lifecycle
     │   ├── MigrationNotFoundError    the collection has no migration
     │   ├── MigrationExistsError      the collection already has an unfinished migration
@@ -59,6 +60,7 @@ __all__ = [
     "ModelNotFoundError",
     "PlanError",
     "PointNotFoundError",
+    "ProbeError",
     "QualityGateError",
     "RollbackWindowOpenError",
     "ServerVersionError",
@@ -182,6 +184,10 @@ class VectorValidationError(LatticeError):
         )
         more = f" (and {len(self.problems) - 5} more)" if len(self.problems) > 5 else ""
         super().__init__(f"rejected, nothing was written: {shown}{more}")
+
+
+class ProbeError(LatticeError):
+    """The probe has nothing to measure: an empty collection, or no sampled point with a source vector."""
 
 
 class MigrationError(LatticeError):

@@ -64,7 +64,7 @@ from .compare import (
     query_from_text,
 )
 from .embedders import Embedder, embed_checked
-from .errors import ConfigError, LatticeError, TextFieldError
+from .errors import ConfigError, ProbeError, TextFieldError
 from .report import CSS, clip, format_bytes, html_table, num, text_table
 from .spec import Distance, ModelSpec
 from .state import format_duration
@@ -82,7 +82,6 @@ __all__ = [
     "Interval",
     "MigrationCost",
     "ProbeAtK",
-    "ProbeError",
     "ProbeReport",
     "interval",
     "probe",
@@ -116,10 +115,6 @@ LEVEL = 0.95
 _RESAMPLES = 1000
 _SOURCE_CHECK = 16
 _EMBED_CHUNK = 1024
-
-
-class ProbeError(LatticeError):
-    """The probe has nothing to measure: an empty collection, or no sampled point with a source vector."""
 
 
 # --------------------------------------------------------------------------- statistics (pure)

@@ -355,7 +355,7 @@ def test_bad_input_is_refused_clearly(
         probe(source="old", sample=0)
     empty = names("empty")
     qdrant.create_collection(empty, vectors_config={"old": models.VectorParams(size=64, distance="Cosine")})
-    with pytest.raises(pr.ProbeError, match="has no points: there is nothing to probe"):
+    with pytest.raises(lq.ProbeError, match="has no points: there is nothing to probe"):
         probe(collection=empty, source="old")
     unknown = tmp_path / "unknown.jsonl"
     lines = [json.dumps({"query": "a", "relevant": [1, 999]}), json.dumps({"query": "b", "relevant": [1000]})]
