@@ -46,6 +46,7 @@ from .store import (
     VERSION_FIELD,
     RetryPolicy,
     Store,
+    open_store,
     stamp_filter,
     stamp_selector,
 )
@@ -72,6 +73,7 @@ def wrap(
     refresh_interval: float = DEFAULT_REFRESH_INTERVAL,
     retry: RetryPolicy | None = None,
     load_embedders: bool = True,
+    store: Store | None = None,
 ) -> LatticeClient:
     """Wrap a ``QdrantClient`` so its writes and queries follow each collection's migration.
 
@@ -85,6 +87,8 @@ def wrap(
             two processes may route differently after a transition).
         retry: how transient Qdrant failures are retried.
         load_embedders: build an embedder from a registered spec when none was given (loads the model).
+        store: the store to reach Qdrant through instead of the client's own (``control_collection`` and
+            ``retry`` are then the store's): a fake of :mod:`lattice_qdrant.testing`, for instance.
     """
     return LatticeClient(
         client,
@@ -93,6 +97,7 @@ def wrap(
         refresh_interval=refresh_interval,
         retry=retry,
         load_embedders=load_embedders,
+        store=store,
     )
 
 
@@ -111,9 +116,14 @@ class LatticeClient:
         refresh_interval: float = DEFAULT_REFRESH_INTERVAL,
         retry: RetryPolicy | None = None,
         load_embedders: bool = True,
+        store: Store | None = None,
     ) -> None:
         self.client = client
-        self.store = Store(client, control_collection=control_collection, retry=retry)
+        self.store: Store = (
+            store
+            if store is not None
+            else open_store(client, control_collection=control_collection, retry=retry)
+        )
         self.registry = ModelRegistry(self.store)
         self.refresh_interval = refresh_interval
         self.load_embedders = load_embedders

@@ -1,14 +1,11 @@
-"""The store adapter: the only module that calls qdrant-client.
+"""The server backend: a store over a ``QdrantClient`` that talks to a Qdrant server.
 
-Everything that touches Qdrant goes through :class:`Store`: schema changes on the migrated collection
-(payload indexes, the parallel named vector), point reads and writes, and the control collection that holds
-the migration records and the model registry. Errors from qdrant-client (HTTP, gRPC and local mode alike)
-are translated here into the library's error tree with the collection, vector name and point ids involved,
-and transient failures (timeouts, connection errors, rate limits, HTTP 408/429/500/502/503/504) are retried
-with exponential backoff and jitter. A server without room for writes (a full disk, a quota reached) is
-not transient, though gRPC gives it the rate limit's code: it raises :class:`StorageFullError` at once.
+:class:`ServerStore` is the reference implementation of the :class:`~lattice_qdrant.store.protocol.Store`
+protocol (local mode, :class:`~lattice_qdrant.store.local.LocalStore`, overrides only what differs there).
+Errors from qdrant-client are translated into the library's error tree (:mod:`.translate`), and transient
+failures are retried with exponential backoff and jitter.
 
-Design notes, for a real server first (local mode is a convenience, not the reference):
+Design notes:
 
 * Payload indexes are requested even on local mode, which ignores them: a server in strict mode rejects
   filters on unindexed fields, and the tests record these requests.
@@ -18,16 +15,10 @@ Design notes, for a real server first (local mode is a convenience, not the refe
   adapted: a re-embed stamps by ids instead of by a filter on the text field
   (``unindexed_filtering_update``), counts scroll the matching ids (``search_allow_exact``), scroll pages
   shrink to ``max_query_limit`` and writes are split to ``upsert_max_batchsize``. Each adaptation is
-  remembered per collection for the Store's life.
-* The control collection holds one point per record with an integer ``epoch``; a record is changed by a
-  conditional upsert (``update_filter`` on the epoch it was read at, ``UPDATE_ONLY``) carrying a fresh
-  ``token``, then read back: the write took effect exactly when the stored token is ours. This is a
-  compare-and-set that works on every backend, because Qdrant does not say which points a conditional write
-  skipped. The read-back also settles a write whose reply was lost (it raised, yet took effect).
+  remembered per collection for the store's life.
 * Servers before 1.17 drop ``update_mode`` silently (and before 1.15.4 ``update_filter``): an
   ``INSERT_ONLY`` becomes a plain upsert, so two writers would both win. Every conditional write, and
-  planning, first checks the server's version (:meth:`Store.check_conditional_writes`); local mode
-  implements both fields and has no version.
+  planning, first checks the server's version (:meth:`ServerStore.check_conditional_writes`).
 """
 
 from __future__ import annotations
@@ -35,20 +26,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import threading
-import time
-import uuid
-import warnings
-import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
 from qdrant_client import QdrantClient, models
-from qdrant_client.common.client_exceptions import ResourceExhaustedResponse
 from qdrant_client.http import models as rest
-from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+from qdrant_client.http.exceptions import UnexpectedResponse
 from tenacity import (
     Retrying,
     retry_if_exception_type,
@@ -57,332 +41,43 @@ from tenacity import (
     wait_random,
 )
 
-from .errors import (
+from ..errors import (
     CollectionNotFoundError,
     IndexConflictError,
     InPlaceUnsupportedError,
     PointNotFoundError,
     ServerVersionError,
-    StorageFullError,
     StoreError,
     StrictModeError,
     TransientStoreError,
     UnnamedVectorError,
     VectorConflictError,
 )
-from .kernels import vectors_match
-from .spec import Distance, ModelSpec
+from ..spec import Distance, ModelSpec
+from .base import (
+    CONDITIONAL_WRITES_MIN_VERSION,
+    CONTROL_COLLECTION,
+    IN_PLACE_MIN_VERSION,
+    MODEL_FIELD,
+    PAYLOAD_INDEXES,
+    VERSION_FIELD,
+    Coverage,
+    RetryPolicy,
+    VectorInfo,
+    same_text,
+    stamp_selector,
+    stored_as_written,
+    vector_value,
+    version_text,
+)
+from .control import ControlRecords
+from .translate import message_of, translate
 
-__all__ = [
-    "CONTROL_COLLECTION",
-    "COUNT_PAGE",
-    "MODEL_FIELD",
-    "PAYLOAD_INDEXES",
-    "VERSION_FIELD",
-    "Coverage",
-    "RetryPolicy",
-    "Store",
-    "VectorInfo",
-    "same_text",
-    "stamp_filter",
-    "stamp_selector",
-    "stored_as_written",
-    "vector_value",
-]
+__all__ = ["COUNT_PAGE", "ServerStore"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("lattice_qdrant.store")
 _R = TypeVar("_R")
-
-MODEL_FIELD = "embedding_model_id"
-VERSION_FIELD = "embedding_version"
-#: The payload indexes every migrated collection gets, and their types.
-PAYLOAD_INDEXES: dict[str, models.PayloadSchemaType] = {
-    MODEL_FIELD: models.PayloadSchemaType.KEYWORD,
-    VERSION_FIELD: models.PayloadSchemaType.INTEGER,
-}
-#: Default name of the collection holding migration records and the model registry.
-CONTROL_COLLECTION = "lattice_qdrant"
-_CONTROL_INDEXES: dict[str, models.PayloadSchemaType] = {
-    "kind": models.PayloadSchemaType.KEYWORD,
-    "collection": models.PayloadSchemaType.KEYWORD,
-    "epoch": models.PayloadSchemaType.INTEGER,
-}
-#: Named vectors can be added to a live collection from this server version on.
-IN_PLACE_MIN_VERSION = (1, 18, 0)
-#: Conditional writes hold from this server version on (``update_mode``; ``update_filter`` since 1.15.4):
-#: older servers drop the fields silently, so every strategy needs it.
-CONDITIONAL_WRITES_MIN_VERSION = (1, 17, 0)
-_TOKEN_HISTORY = 256
-_NAMESPACE = uuid.UUID("6f1d3c8e-2b7a-4c55-9a43-0c7f1b6a9e21")
 _BLUE_GREEN = "use the blue-green strategy (a new collection and an alias switch) instead"
-
-
-@dataclass(frozen=True)
-class VectorInfo:
-    """A dense vector of a collection: its size and distance (``name`` is ``""`` when unnamed)."""
-
-    name: str
-    size: int
-    distance: Distance
-
-
-@dataclass(frozen=True)
-class Coverage:
-    """How many points carry a named vector, counted exactly from the data."""
-
-    covered: int
-    total: int
-
-    @property
-    def fraction(self) -> float:
-        """``covered / total``; 1.0 for an empty collection."""
-        return 1.0 if self.total == 0 else min(1.0, self.covered / self.total)
-
-    @property
-    def missing(self) -> int:
-        """Points still without the vector."""
-        return max(0, self.total - self.covered)
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How transient failures are retried: ``attempts`` tries, exponential backoff with jitter."""
-
-    attempts: int = 5
-    initial: float = 0.2
-    maximum: float = 10.0
-    jitter: float = 0.5
-
-
-_TRANSIENT_HTTP = {408, 429, 500, 502, 503, 504}
-_TRANSIENT_GRPC = {"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED"}
-#: qdrant-client raises ResourceExhaustedResponse for a rate limit that names a Retry-After
-_TRANSIENT_TYPES = (ResponseHandlingException, ResourceExhaustedResponse, TimeoutError, ConnectionError)
-_POINT_ID = re.compile(r"[Pp]oint with id ([0-9a-fA-F-]+)")
-#: What a server without room for writes says: ``No space left on device`` (a full disk, HTTP 500 or gRPC
-#: INTERNAL), ``Insufficient storage: Disk usage is at 97% ...`` (the quota of 1.19+, HTTP 507 or gRPC
-#: RESOURCE_EXHAUSTED, the rate limit's code, with the metadata key below), strict mode's disk usage limit;
-#: local mode's SQLite says ``database or disk is full``.
-_NO_ROOM = (
-    "no space left on device",
-    "insufficient storage",
-    "disk usage",
-    "max_disk_usage_percent",
-    "resident memory usage is at",
-    "max_resident_memory_percent",
-    "database or disk is full",
-)
-_NO_ROOM_GRPC_KEY = "qdrant-insufficient-storage"
-_INSUFFICIENT_STORAGE = 507
-
-
-def _status_of(exc: BaseException) -> int | None:
-    if isinstance(exc, UnexpectedResponse):
-        return exc.status_code
-    return None
-
-
-def _grpc_code(exc: BaseException) -> str | None:
-    code = getattr(exc, "code", None)
-    if callable(code) and type(exc).__module__.startswith("grpc"):
-        with contextlib.suppress(Exception):
-            return str(getattr(code(), "name", code()))
-    return None
-
-
-def _grpc_metadata_keys(exc: BaseException) -> set[str]:
-    trailing = getattr(exc, "trailing_metadata", None)
-    if not callable(trailing) or not type(exc).__module__.startswith("grpc"):
-        return set()
-    with contextlib.suppress(Exception):
-        return {str(getattr(item, "key", None) or item[0]).lower() for item in trailing() or ()}
-    return set()
-
-
-def _version_text(version: Sequence[int]) -> str:
-    """``(1, 17, 0)`` -> ``"1.17.0"``."""
-    return ".".join(map(str, version))
-
-
-def _no_room(exc: BaseException, lowered: str) -> bool:
-    """Whether the server refused for lack of room (disk full, disk or memory quota): not transient."""
-    return (
-        _status_of(exc) == _INSUFFICIENT_STORAGE
-        or _NO_ROOM_GRPC_KEY in _grpc_metadata_keys(exc)
-        or any(marker in lowered for marker in _NO_ROOM)
-    )
-
-
-def _no_room_message(action: str, message: str, lowered: str) -> str:
-    if "memory" in lowered and "disk" not in lowered and "space" not in lowered:
-        cause = "Qdrant takes no more writes: its memory quota is reached"
-        fix = (
-            "free memory (delete points or collections, keep vectors on disk) or raise "
-            "max_resident_memory_percent"
-        )
-    else:
-        cause = "Qdrant takes no more writes: its disk is full, or at its disk usage limit"
-        fix = (
-            "free disk space (old backups: lattice-qdrant backups list / delete; unused "
-            "collections), give it more disk, or raise max_disk_usage_percent"
-        )
-    return (
-        f"{action} failed: {cause} (the server said: {message}); retrying does not help: {fix}, then run "
-        "the command again (a backfill resumes where it stopped)"
-    )
-
-
-def _message_of(exc: BaseException) -> str:
-    if isinstance(exc, UnexpectedResponse):
-        content = exc.content.decode("utf-8", "replace") if exc.content else ""
-        return f"HTTP {exc.status_code}: {content or exc.reason_phrase}"
-    details = getattr(exc, "details", None)
-    if callable(details):
-        with contextlib.suppress(Exception):
-            return str(details())
-    return str(exc) or type(exc).__name__
-
-
-#: Strict-mode settings that are booleans (a refusal means the setting is false).
-_STRICT_FLAGS = ("unindexed_filtering_retrieve", "unindexed_filtering_update", "search_allow_exact")
-#: What ``Limit exceeded N > M for "name"`` names, by setting.
-_STRICT_LIMIT_NAMES = {
-    "upsert limit": "upsert_max_batchsize",
-    "update limit": "upsert_max_batchsize",
-    "limit": "max_query_limit",
-    "search batch size": "search_max_batchsize",
-    "timeout": "max_timeout",
-    "hnsw_ef": "search_max_hnsw_ef",
-    "oversampling": "search_max_oversampling",
-}
-#: The server's other strict-mode refusals (Qdrant's wording, lower-cased) and the setting each names; the
-#: group ``limit`` is the limit in the setting's own unit, where the message gives it.
-_STRICT_TEXTS = (
-    (re.compile(r"filter condition limit reached \(\d+ > (?P<limit>\d+)\)"), "filter_max_conditions"),
-    (re.compile(r"condition size limit reached \(\d+ > (?P<limit>\d+)\)"), "condition_max_size"),
-    (re.compile(r"max points count limit of (?P<limit>\d+)"), "max_points_count"),
-    (re.compile(r"max vector storage size limit of"), "max_collection_vector_size_bytes"),
-    (re.compile(r"max payload storage size limit of"), "max_collection_payload_size_bytes"),
-    (re.compile(r"maximum number of payload indices \((?P<limit>\d+)\)"), "max_payload_index_count"),
-    (re.compile(r"resident memory usage is at .*?limit of (?P<limit>\d+)%"), "max_resident_memory_percent"),
-    (re.compile(r"disk usage is at .*?limit of (?P<limit>\d+)%"), "max_disk_usage_percent"),
-)
-_UNINDEXED = re.compile(r'index required but not found for \\?"(.+?)\\?"', re.IGNORECASE)
-_LIMIT_EXCEEDED = re.compile(r'limit exceeded (\d+) > (\d+) for \\?"([^"\\]+)', re.IGNORECASE)
-_STRICT_FIXES = {
-    "upsert_max_batchsize": "send fewer points per request, or raise upsert_max_batchsize",
-    "max_query_limit": "ask for fewer points per request, or raise max_query_limit",
-    "search_max_batchsize": "send fewer searches per batch, or raise search_max_batchsize",
-    "filter_max_conditions": "use a filter with fewer conditions, or raise filter_max_conditions",
-    "condition_max_size": "select fewer ids or values per condition, or raise condition_max_size",
-    "max_payload_index_count": "drop an unused payload index, or raise max_payload_index_count",
-    "max_resident_memory_percent": "free memory on the node, or raise max_resident_memory_percent",
-    "max_disk_usage_percent": "free disk space on the node, or raise max_disk_usage_percent",
-}
-
-
-def _strict_refusal(message: str, *, reading: bool) -> tuple[str, str | None, int | None] | None:
-    """``(setting, field, limit)`` when ``message`` is a strict-mode refusal, else ``None``."""
-    found = _UNINDEXED.search(message)
-    if found:
-        setting = "unindexed_filtering_retrieve" if reading else "unindexed_filtering_update"
-        return setting, found.group(1), None
-    lowered = message.lower()
-    if "exact search disabled" in lowered:
-        return "search_allow_exact", None, None
-    found = _LIMIT_EXCEEDED.search(message)
-    if found and found.group(3).lower() in _STRICT_LIMIT_NAMES:
-        return _STRICT_LIMIT_NAMES[found.group(3).lower()], None, int(found.group(2))
-    for pattern, setting in _STRICT_TEXTS:
-        hit = pattern.search(lowered)
-        if hit:
-            limit = hit.groupdict().get("limit")
-            return setting, None, int(limit) if limit else None
-    return None
-
-
-def _strict_error(
-    action: str, message: str, refusal: tuple[str, str | None, int | None], context: dict[str, Any]
-) -> StrictModeError:
-    setting, field, limit = refusal
-    if setting in _STRICT_FLAGS:
-        named = f"{setting}=false"
-        fix = (f"create a payload index on {field!r}, or " if field else "") + f"set {setting}=true"
-    else:
-        named, fix = setting, _STRICT_FIXES.get(setting, f"change {setting}")
-    return StrictModeError(
-        f"{action} failed: refused by the collection's strict mode ({named}): {message}; {fix} "
-        "(update_collection(..., strict_mode_config=...))",
-        setting=setting,
-        field=field,
-        limit=limit,
-        **context,
-    )
-
-
-def translate(
-    exc: BaseException,
-    *,
-    action: str,
-    collection: str | None = None,
-    vector: str | None = None,
-    point_ids: Sequence[Any] | None = None,
-    reading: bool = False,
-) -> StoreError:
-    """Turn an exception raised by qdrant-client into the library's error tree.
-
-    ``reading`` says the request only reads (a strict-mode refusal of an unindexed filter then names
-    ``unindexed_filtering_retrieve``, otherwise ``unindexed_filtering_update``).
-    """
-    message = _message_of(exc)
-    lowered = message.lower()
-    status = _status_of(exc)
-    code = _grpc_code(exc)
-    context: dict[str, Any] = {"collection": collection, "vector": vector, "point_ids": point_ids}
-    text = f"{action} failed: {message}"
-    if _no_room(exc, lowered):
-        # before the transient codes: gRPC says RESOURCE_EXHAUSTED for a rate limit and a full disk alike
-        quota = _strict_refusal(message, reading=reading)
-        setting, _, limit = quota if quota is not None else (None, None, None)
-        return StorageFullError(
-            _no_room_message(action, message, lowered), setting=setting, limit=limit, **context
-        )
-    if code == "RESOURCE_EXHAUSTED" and "larger than max" in lowered:
-        # gRPC's own message size limit: the same request fails again
-        return StoreError(f"{text}; send smaller batches", **context)
-    if (
-        isinstance(exc, _TRANSIENT_TYPES)
-        or status in _TRANSIENT_HTTP
-        or code in _TRANSIENT_GRPC
-        or type(exc).__module__.startswith("httpx")
-        or type(exc).__module__.startswith("httpcore")
-    ):
-        return TransientStoreError(text, **context)
-    refusal = _strict_refusal(message, reading=reading) if not isinstance(exc, KeyError) else None
-    if refusal is not None:
-        return _strict_error(action, message, refusal, context)
-    if collection is not None and (
-        ("collection" in lowered and "not found" in lowered) or "doesn't exist" in lowered
-    ):
-        return CollectionNotFoundError(f"{action} failed: collection does not exist", **context)
-    if isinstance(exc, KeyError) or (
-        ("no point with id" in lowered or "point with id" in lowered) and "not found" in lowered
-    ):
-        ids = list(point_ids or [])
-        found = _POINT_ID.search(message)
-        if isinstance(exc, KeyError) and exc.args:
-            ids = [exc.args[0]]
-        elif found:
-            # the server names the id as text: give back the caller's own id (7, not "7")
-            ids = [next((p for p in ids if str(p) == found.group(1)), found.group(1))]
-        return PointNotFoundError(
-            f"{action} failed: point does not exist",
-            collection=collection,
-            vector=vector,
-            point_ids=ids,
-        )
-    return StoreError(text, **context)
-
 
 #: strict-mode settings that can refuse the one-request stamp's filter (the by-ids stamp has none)
 _STAMP_FILTER_SETTINGS = frozenset(
@@ -390,75 +85,6 @@ _STAMP_FILTER_SETTINGS = frozenset(
 )
 #: Ids per request when counting by scrolling (on a server whose strict mode refuses exact counts).
 COUNT_PAGE = 10_000
-#: points per conditional write in local mode (its cost grows with the square of a request's size)
-_LOCAL_CONDITIONAL_CHUNK = 16
-
-# qdrant-client's local mode is not thread-safe (a conditional write is a read then a write in Python), so
-# every Store over the same local client takes the same lock; a server needs none.
-_LOCAL_LOCKS: weakref.WeakKeyDictionary[Any, threading.RLock] = weakref.WeakKeyDictionary()
-_LOCAL_LOCKS_GUARD = threading.Lock()
-
-
-def _local_lock(client: Any) -> threading.RLock:
-    with _LOCAL_LOCKS_GUARD:
-        lock = _LOCAL_LOCKS.get(client)
-        if lock is None:
-            lock = _LOCAL_LOCKS[client] = threading.RLock()
-        return lock
-
-
-def same_text(point_id: Any, text_field: str, text: str | None) -> models.Filter:
-    """The condition "this point still holds this text" (``None``: no text), one clause of a conditional
-    write."""
-    holds: models.Condition = (
-        models.IsEmptyCondition(is_empty=models.PayloadField(key=text_field))
-        if text is None
-        else models.FieldCondition(key=text_field, match=models.MatchValue(value=text))
-    )
-    return models.Filter(must=[models.HasIdCondition(has_id=[point_id]), holds])
-
-
-def stamp_filter(model_id: str, version: int) -> models.Filter:
-    """The condition "this point is stamped with this model" (``embedding_model_id`` and
-    ``embedding_version``); a re-embed tells which model a point's vector holds by it."""
-    return models.Filter(
-        must=[
-            models.FieldCondition(key=MODEL_FIELD, match=models.MatchValue(value=model_id)),
-            models.FieldCondition(key=VERSION_FIELD, match=models.MatchValue(value=version)),
-        ]
-    )
-
-
-def stamp_selector(ids: Sequence[Any], update_filter: models.Filter | None) -> models.Filter | list[Any]:
-    """The points a stamp goes to after a write of ``ids`` made conditional by ``update_filter``.
-
-    Without a filter, the ids themselves. With one, the filter "one of ``ids`` and matching
-    ``update_filter``": a conditional write skips the points that do not match and does not say which, so
-    the stamp must follow the same condition. Evaluated after the vector write, that is the condition the
-    write saw as long as the filter does not read what the write changed (a ``has_vector`` of a vector it
-    sets, negated; the wrapper refuses those). A payload operation with a filter on an unindexed field is
-    refused by a server in strict mode (``unindexed_filtering_update=false``), unlike the ``update_filter``
-    of the vector write.
-    """
-    if update_filter is None:
-        return list(ids)
-    return models.Filter(must=[models.HasIdCondition(has_id=list(ids)), update_filter])
-
-
-def vector_value(record: Any, name: str) -> list[float] | None:
-    """A record's (or scored point's) dense vector ``name`` (``""``: the unnamed one), or ``None``."""
-    vectors = record.vector
-    value = vectors.get(name) if isinstance(vectors, dict) else vectors if name == "" else None
-    if isinstance(value, list) and value and not isinstance(value[0], list):
-        return [float(x) for x in value]
-    return None
-
-
-def stored_as_written(stored: Any, written: Any, distance: Distance) -> bool:
-    """Whether a vector read back is the one written, as a server stores it: cosine vectors normalised,
-    and a collection storing ``float16`` rounds each value to 11 significant bits (a relative error up to
-    5e-4, which local mode, keeping float32 whatever the datatype, never shows)."""
-    return vectors_match(stored, written, distance, 1e-5 if distance == Distance.COSINE else 1e-3)[0]
 
 
 def _ours(record: Any, name: str, todo: Mapping[Any, tuple[Any, list[float]]], distance: Distance) -> bool:
@@ -468,16 +94,14 @@ def _ours(record: Any, name: str, todo: Mapping[Any, tuple[Any, list[float]]], d
     return stored is not None and mine is not None and stored_as_written(stored, mine[1], distance)
 
 
-def record_id(kind: str, key: str) -> str:
-    """Stable point id of a control record (a UUID derived from its kind and key)."""
-    return str(uuid.uuid5(_NAMESPACE, f"{kind}:{key}"))
+class ServerStore(ControlRecords):
+    """The store over a Qdrant server: schema, points, control records and aliases.
 
-
-class Store:
-    """Qdrant access for the migration: schema, points and control records.
+    :func:`~lattice_qdrant.store.open_store` picks this class for a client of a server (and
+    :class:`~lattice_qdrant.store.local.LocalStore` for local mode).
 
     Args:
-        client: the user's ``QdrantClient`` (server, ``path=`` or ``":memory:"``).
+        client: the user's ``QdrantClient``.
         control_collection: where migration records and the model registry live.
         retry: how transient failures are retried.
     """
@@ -490,17 +114,22 @@ class Store:
         retry: RetryPolicy | None = None,
     ) -> None:
         self.client = client
-        self.control_collection = control_collection
+        self._control_collection = control_collection
         self.retry = retry or RetryPolicy()
         self._control_ready = False
         self._conditional_writes_ok = False
-        inner = getattr(client, "_client", None)
-        self._local = type(inner).__name__ == "QdrantLocal"
-        self._lock: contextlib.AbstractContextManager[Any] = (
-            _local_lock(client) if self._local else contextlib.nullcontext()
-        )
-        # (collection, strict-mode setting) -> how this Store adapted to its refusal (a limit, or True)
+        self._lock = self._make_lock()
+        # (collection, strict-mode setting) -> how this store adapted to its refusal (a limit, or True)
         self._adapted: dict[tuple[str, str], int | bool] = {}
+
+    def _make_lock(self) -> contextlib.AbstractContextManager[Any]:
+        """What every request is made under: nothing on a server, which serves requests concurrently."""
+        return contextlib.nullcontext()
+
+    @property
+    def control_collection(self) -> str:
+        """Where migration records and the model registry live."""
+        return self._control_collection
 
     # ----------------------------------------------------------------- plumbing
 
@@ -554,25 +183,27 @@ class Store:
 
     @property
     def is_local(self) -> bool:
-        """Whether the client runs qdrant-client's local mode (no server)."""
-        return self._local
+        """``False``: a server (see :class:`~lattice_qdrant.store.local.LocalStore`)."""
+        return False
+
+    def exclusive(self) -> contextlib.AbstractContextManager[Any]:
+        """Nothing to take on a server (a :class:`~lattice_qdrant.store.local.LocalStore` has a lock)."""
+        return self._lock
 
     def server_version(self) -> tuple[int, int, int] | None:
-        """The server's version, or ``None`` in local mode (which follows the client's features).
+        """The server's version (``None`` only in local mode, which follows the client's features).
 
         Raises:
             ServerVersionError: the server reports no version that can be read. That is refused rather
                 than guessed: below 1.17 conditional writes would silently become plain ones.
         """
-        if self.is_local:
-            return None
         info = self._call("read the server version", self.client.info)
         reported = str(getattr(info, "version", "") or "")
         parts = re.findall(r"\d+", reported)
         if len(parts) < 2:
             raise ServerVersionError(
                 f"the server reports no readable version ({reported!r}), so lattice-qdrant cannot tell "
-                f"whether it is Qdrant {_version_text(CONDITIONAL_WRITES_MIN_VERSION[:2])}+, which every "
+                f"whether it is Qdrant {version_text(CONDITIONAL_WRITES_MIN_VERSION[:2])}+, which every "
                 "strategy needs (older servers silently ignore the conditional writes it relies on); "
                 "point the client at the Qdrant server itself (GET / answers with its version), not at "
                 "something in front of it that answers differently",
@@ -596,13 +227,13 @@ class Store:
             return
         version = self.server_version()
         if version is not None and version < CONDITIONAL_WRITES_MIN_VERSION:
-            needed = _version_text(CONDITIONAL_WRITES_MIN_VERSION[:2])
+            needed = version_text(CONDITIONAL_WRITES_MIN_VERSION[:2])
             raise ServerVersionError(
-                f"Qdrant {_version_text(version)} found, {needed}+ needed: servers before {needed} "
+                f"Qdrant {version_text(version)} found, {needed}+ needed: servers before {needed} "
                 "silently ignore update_mode (and before 1.15.4 update_filter), so the compare-and-set "
                 "of the migration records would let two writers both win and the backfill could "
                 f"overwrite fresher vectors; every strategy needs {needed}+ (in place: "
-                f"{_version_text(IN_PLACE_MIN_VERSION[:2])}+): upgrade the server",
+                f"{version_text(IN_PLACE_MIN_VERSION[:2])}+): upgrade the server",
                 found=version,
                 needed=CONDITIONAL_WRITES_MIN_VERSION,
                 collection=collection,
@@ -630,10 +261,7 @@ class Store:
         return info
 
     def strict_mode(self, collection: str) -> models.StrictModeConfigOutput | None:
-        """The collection's strict-mode settings when strict mode is on, else ``None`` (always in local
-        mode, which has no strict mode). Read-only."""
-        if self.is_local:
-            return None
+        """The collection's strict-mode settings when strict mode is on, else ``None``. Read-only."""
         config = self.collection_info(collection).config.strict_mode_config
         return config if config is not None and config.enabled else None
 
@@ -683,7 +311,7 @@ class Store:
         for field, schema in wanted.items():
             if field in existing:
                 continue
-            with self._local_index_warning_muted():
+            with self._creating_index():
                 self._call(
                     f"create the {schema.value} payload index on {field!r}",
                     self.client.create_payload_index,
@@ -696,19 +324,9 @@ class Store:
             created.append(field)
         return created
 
-    @contextlib.contextmanager
-    def _local_index_warning_muted(self) -> Iterator[None]:
-        """Local mode warns that payload indexes do nothing there (a server needs them): mute that.
-
-        ``warnings.catch_warnings`` swaps the process's filters and is not thread-safe, so it only runs in
-        local mode (a server never warns), under the local lock that serialises every Store over the client.
-        """
-        if not self.is_local:
-            yield
-            return
-        with self._lock, warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Payload indexes have no effect")
-            yield
+    def _creating_index(self) -> contextlib.AbstractContextManager[Any]:
+        """What a payload index request is made under: nothing on a server (local mode mutes its warning)."""
+        return contextlib.nullcontext()
 
     def check_in_place(self, collection: str, source_vector: str) -> VectorInfo:
         """Check the collection can take a parallel named vector; return the source vector.
@@ -739,7 +357,7 @@ class Store:
         version = self.server_version()
         if version is not None and version < IN_PLACE_MIN_VERSION:
             raise InPlaceUnsupportedError(
-                f"Qdrant {_version_text(version)} found, {_version_text(IN_PLACE_MIN_VERSION[:2])}+ needed: "
+                f"Qdrant {version_text(version)} found, {version_text(IN_PLACE_MIN_VERSION[:2])}+ needed: "
                 f"adding a named vector to a live collection needs 1.18 or newer; upgrade the server or "
                 f"{_BLUE_GREEN}",
                 collection=collection,
@@ -917,8 +535,8 @@ class Store:
         update_filter: models.Filter | None = None,
         **kwargs: Any,
     ) -> models.UpdateResult:
-        """``update_vectors`` and the model stamp of ``stamp_ids``, in one request on a server (in order, not
-        one transaction); in local mode one after the other under the local lock.
+        """``update_vectors`` and the model stamp of ``stamp_ids``, in one request (in order, not one
+        transaction; local mode makes them one after the other under its lock).
 
         With ``update_filter`` the vector write is conditional, and Qdrant does not say which points it wrote:
         the stamp then goes to the points of ``stamp_ids`` that match the same filter
@@ -927,12 +545,6 @@ class Store:
         if stamp is None or not stamp_ids:
             return self.update_vectors(collection, points, update_filter=update_filter, **kwargs)
         payload = {MODEL_FIELD: stamp[0], VERSION_FIELD: stamp[1]}
-        selector = stamp_selector(stamp_ids, update_filter)
-        if self.is_local:
-            with self._lock:
-                result = self.update_vectors(collection, points, update_filter=update_filter, **kwargs)
-                self.set_payload(collection, payload, selector)
-                return result
         if update_filter is not None:
             self.check_conditional_writes(collection)
         written = {p.id for p in points}
@@ -1009,16 +621,7 @@ class Store:
         Returns:
             the ids that still exist (written, or skipped by the conditions: Qdrant does not say which).
         """
-        if not self._local:
-            return self._update_if_unchanged(collection, text_field, dict(pending), lacking)
-        # Local mode checks each point against every clause of the condition (one per point), so a
-        # request costs the square of its size: smaller requests cost less in all.
-        items = list(pending.items())
-        written: list[Any] = []
-        for start in range(0, len(items), _LOCAL_CONDITIONAL_CHUNK):
-            chunk = dict(items[start : start + _LOCAL_CONDITIONAL_CHUNK])
-            written += self._update_if_unchanged(collection, text_field, chunk, lacking)
-        return written
+        return self._update_if_unchanged(collection, text_field, dict(pending), lacking)
 
     def _update_if_unchanged(
         self,
@@ -1128,9 +731,7 @@ class Store:
                 models.PointVectors(id=pid, vector=todo[pid][1] if name == "" else {name: todo[pid][1]})
                 for pid in ids
             ]
-            by_ids = (
-                self.is_local or (collection, "stamp_by_ids") in self._adapted if auto else not one_request
-            )
+            by_ids = self._stamps_by_ids(collection) if auto else not one_request
             if not by_ids:
                 try:
                     with self._lock:
@@ -1157,6 +758,11 @@ class Store:
             lambda ids: self._skipping_deleted(collection, {pid: todo[pid] for pid in ids}, write),
         )
         return [pid for part in parts for pid in part]
+
+    def _stamps_by_ids(self, collection: str) -> bool:
+        """Whether :meth:`write_stamped` takes the by-ids path by default: once strict mode refused the
+        one-request stamp for the collection."""
+        return (collection, "stamp_by_ids") in self._adapted
 
     def _stamp_operation(
         self, stamp: tuple[str, int] | None, selector: models.Filter
@@ -1346,226 +952,6 @@ class Store:
         )
         return response
 
-    # ----------------------------------------------------------------- control records
-
-    def ensure_control(self) -> None:
-        """Create the control collection (no vectors, indexed fields) if it does not exist."""
-        if self._control_ready:
-            return
-        name = self.control_collection
-        if not self.collection_exists(name):
-            try:
-                self._call(
-                    "create the control collection",
-                    self.client.create_collection,
-                    name,
-                    vectors_config={},
-                    collection=name,
-                )
-            except StoreError:
-                # Another process may have created it first.
-                if not self.collection_exists(name):
-                    raise
-        self.ensure_payload_indexes(name, _CONTROL_INDEXES)
-        self._control_ready = True
-
-    def _control_exists(self) -> bool:
-        """Whether the control collection exists; reads never create it."""
-        return self._control_ready or self.collection_exists(self.control_collection)
-
-    def get_record(self, kind: str, key: str) -> dict[str, Any] | None:
-        """The payload of a control record, or ``None`` (read-only)."""
-        if not self._control_exists():
-            return None
-        found = self.retrieve(self.control_collection, [record_id(kind, key)], with_payload=True)
-        if not found:
-            return None
-        return dict(found[0].payload or {})
-
-    def list_records(self, kind: str, *, collection: str | None = None) -> list[dict[str, Any]]:
-        """Payloads of every control record of a kind (optionally for one collection). Read-only."""
-        if not self._control_exists():
-            return []
-        must: list[models.Condition] = [
-            models.FieldCondition(key="kind", match=models.MatchValue(value=kind))
-        ]
-        if collection is not None:
-            must.append(models.FieldCondition(key="collection", match=models.MatchValue(value=collection)))
-        out: list[dict[str, Any]] = []
-        for page in self.iter_points(self.control_collection, flt=models.Filter(must=must)):
-            out.extend(dict(r.payload or {}) for r in page)
-        return out
-
-    def insert_record(
-        self, kind: str, key: str, payload: dict[str, Any], *, token: str | None = None
-    ) -> bool:
-        """Create a record if no record has that key; return whether ours was written.
-
-        The payload gets ``kind``, ``key``, ``epoch`` 1 and ``token`` (a fresh one unless given). A write
-        whose reply is lost (it raised after its retries) is told from the token read back.
-
-        Raises:
-            ServerVersionError: the server is older than 1.17 (checked before anything is created).
-            TransientStoreError: the write failed and no record was found, or the read-back failed (the
-                write may have taken effect: the record's ``token`` tells).
-        """
-        self.check_conditional_writes()
-        self.ensure_control()
-        token = token or uuid.uuid4().hex
-        body = {
-            **payload,
-            "kind": kind,
-            "key": key,
-            "epoch": 1,
-            "token": token,
-            "tokens": [token],
-            "updated_at": time.time(),
-        }
-        try:
-            self.upsert(
-                self.control_collection,
-                [models.PointStruct(id=record_id(kind, key), vector={}, payload=body)],
-                update_mode=models.UpdateMode.INSERT_ONLY,
-                ordering=models.WriteOrdering.STRONG,
-            )
-        except TransientStoreError:
-            # its reply may be lost: the record read back says whether it took effect
-            stored = self.get_record(kind, key)
-            if stored is None:
-                raise
-            return stored.get("token") == token
-        stored = self.get_record(kind, key)
-        return stored is not None and stored.get("token") == token
-
-    def replace_record(
-        self,
-        kind: str,
-        key: str,
-        payload: dict[str, Any],
-        *,
-        expected: dict[str, Any],
-        token: str | None = None,
-    ) -> dict[str, Any] | None:
-        """Compare-and-set: replace the record if it is still the one read as ``expected``.
-
-        The write is conditional on ``expected``'s epoch; the record keeps the tokens of its last writes,
-        so a win is recognised even when another process has already moved the record on after us. The
-        same holds for a write whose reply was lost: when the conditional upsert raises after its retries
-        (the write may have taken effect, and a retry of one that did is skipped by the condition), the
-        record is read back all the same, and the token says what happened.
-
-        Args:
-            kind: the record's kind.
-            key: the record's key.
-            payload: the new payload.
-            expected: the record as read; the write only applies if it is still at this epoch.
-            token: this write's token (a fresh one unless given); a caller that keeps it can tell later,
-                from the record's ``tokens``, whether a write that raised took effect.
-
-        Returns:
-            the stored payload when this call's write took effect, or ``None`` when the record had moved
-            on (or vanished) first; in that case nothing was changed by this call.
-
-        Raises:
-            ServerVersionError: the server is older than 1.17 (it would replace the record whatever its
-                epoch).
-            TransientStoreError: the write failed and the record is still at ``expected``'s epoch (nothing
-                was changed, unless the request is still on its way), or the read-back failed (the outcome
-                is unknown: the record's ``tokens`` tell, once it can be read).
-        """
-        self.check_conditional_writes()
-        self.ensure_control()
-        token = token or uuid.uuid4().hex
-        expected_epoch = int(expected["epoch"])
-        history = [str(t) for t in expected.get("tokens", [])][: _TOKEN_HISTORY - 1]
-        body = {
-            **payload,
-            "kind": kind,
-            "key": key,
-            "epoch": expected_epoch + 1,
-            "token": token,
-            "tokens": [token, *history],
-            "updated_at": time.time(),
-        }
-        # In local mode the write and its read-back happen under one lock, so nobody moves in between.
-        failure: TransientStoreError | None = None
-        with self._lock:
-            try:
-                self.upsert(
-                    self.control_collection,
-                    [models.PointStruct(id=record_id(kind, key), vector={}, payload=body)],
-                    update_filter=models.Filter(
-                        must=[
-                            models.FieldCondition(key="epoch", match=models.MatchValue(value=expected_epoch))
-                        ]
-                    ),
-                    update_mode=models.UpdateMode.UPDATE_ONLY,
-                    ordering=models.WriteOrdering.STRONG,
-                )
-            except TransientStoreError as exc:
-                failure = exc  # the write may have taken effect with its reply lost: read back
-            stored = self.get_record(kind, key)
-        if stored is None:
-            return None
-        tokens = stored.get("tokens", [])
-        if token in tokens:
-            return stored if stored.get("token") == token else body
-        if failure is not None and int(stored.get("epoch", 0)) == expected_epoch:
-            raise failure  # not written (yet): nobody else moved the record either
-        if int(stored.get("epoch", 0)) - expected_epoch >= len(tokens):
-            raise StoreError(
-                f"cannot tell whether the update of {kind} {key!r} took effect: "
-                f"{int(stored.get('epoch', 0)) - expected_epoch} writes happened meanwhile; read it again",
-                collection=self.control_collection,
-            )
-        return None
-
-    def put_record(self, kind: str, key: str, payload: dict[str, Any]) -> None:
-        """Write a record unconditionally (for records only one writer owns: heartbeats, failures)."""
-        self.ensure_control()
-        body = {**payload, "kind": kind, "key": key, "updated_at": time.time()}
-        self.upsert(
-            self.control_collection,
-            [models.PointStruct(id=record_id(kind, key), vector={}, payload=body)],
-        )
-
-    def delete_record(self, kind: str, key: str) -> None:
-        """Remove a control record (no-op if absent)."""
-        self.delete_records(kind, [key])
-
-    def delete_records(self, kind: str, keys: Sequence[str]) -> None:
-        """Remove control records (absent ones are ignored)."""
-        if not keys or not self._control_exists():
-            return
-        self._call(
-            "delete control records",
-            self.client.delete,
-            self.control_collection,
-            points_selector=models.PointIdsList(points=[record_id(kind, k) for k in keys]),
-            collection=self.control_collection,
-        )
-
-    def append_event(self, collection: str, payload: dict[str, Any], *, event_id: str | None = None) -> None:
-        """Append an entry to a collection's migration history (never overwritten by another entry).
-
-        Args:
-            collection: the migrated collection.
-            payload: the entry.
-            event_id: the entry's own id (a transition's token): appending it again writes the same point,
-                so an entry is recorded once however often it is appended. A fresh id unless given.
-        """
-        self.ensure_control()
-        self.upsert(
-            self.control_collection,
-            [
-                models.PointStruct(
-                    id=record_id("event", event_id) if event_id else str(uuid.uuid4()),
-                    vector={},
-                    payload={**payload, "kind": "event", "collection": collection},
-                )
-            ],
-        )
-
     # ------------------------------------------------------------ whole collections (backups, blue-green)
 
     def ensure_collection(self, collection: str, vectors: dict[str, VectorInfo]) -> bool:
@@ -1664,7 +1050,7 @@ class Store:
         except StoreError as exc:
             cause = exc.__cause__
             if isinstance(cause, UnexpectedResponse) and cause.status_code in (404, 405):
-                raise self._vector_endpoint_refused(collection, name, _message_of(cause)) from exc
+                raise self._vector_endpoint_refused(collection, name, message_of(cause)) from exc
             raise
         return True
 
@@ -1675,7 +1061,7 @@ class Store:
         proxy or gateway in front of Qdrant, a URL with a wrong path prefix), which an upgrade would not
         fix.
         """
-        needed = _version_text(IN_PLACE_MIN_VERSION[:2])
+        needed = version_text(IN_PLACE_MIN_VERSION[:2])
         endpoint = f"PUT /collections/{collection}/vectors/{name}"
         try:
             version = self.server_version()
@@ -1688,11 +1074,11 @@ class Store:
             if version is not None and version < IN_PLACE_MIN_VERSION:
                 return InPlaceUnsupportedError(
                     f"the server does not support adding a named vector ({said}): Qdrant "
-                    f"{_version_text(version)} found, {needed}+ needed; upgrade the server or {_BLUE_GREEN}",
+                    f"{version_text(version)} found, {needed}+ needed; upgrade the server or {_BLUE_GREEN}",
                     collection=collection,
                     vector=name,
                 )
-            where = "local mode" if version is None else f"the server reports Qdrant {_version_text(version)}"
+            where = "local mode" if version is None else f"the server reports Qdrant {version_text(version)}"
             why = f"but {where}, which has {endpoint}: this is not a missing feature"
         return StoreError(
             f"adding the named vector was refused ({said}), {why}; check the URL (a path prefix) and any "

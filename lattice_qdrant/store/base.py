@@ -1,0 +1,124 @@
+"""What every store shares: the payload fields and versions the migration relies on, the value types a
+store answers with, and the filters and checks built from them (pure code, no I/O)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from qdrant_client import models
+
+from ..kernels import vectors_match
+from ..spec import Distance
+
+MODEL_FIELD = "embedding_model_id"
+VERSION_FIELD = "embedding_version"
+#: The payload indexes every migrated collection gets, and their types.
+PAYLOAD_INDEXES: dict[str, models.PayloadSchemaType] = {
+    MODEL_FIELD: models.PayloadSchemaType.KEYWORD,
+    VERSION_FIELD: models.PayloadSchemaType.INTEGER,
+}
+#: Default name of the collection holding migration records and the model registry.
+CONTROL_COLLECTION = "lattice_qdrant"
+#: Named vectors can be added to a live collection from this server version on.
+IN_PLACE_MIN_VERSION = (1, 18, 0)
+#: Conditional writes hold from this server version on (``update_mode``; ``update_filter`` since 1.15.4):
+#: older servers drop the fields silently, so every strategy needs it.
+CONDITIONAL_WRITES_MIN_VERSION = (1, 17, 0)
+
+
+@dataclass(frozen=True)
+class VectorInfo:
+    """A dense vector of a collection: its size and distance (``name`` is ``""`` when unnamed)."""
+
+    name: str
+    size: int
+    distance: Distance
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """How many points carry a named vector, counted exactly from the data."""
+
+    covered: int
+    total: int
+
+    @property
+    def fraction(self) -> float:
+        """``covered / total``; 1.0 for an empty collection."""
+        return 1.0 if self.total == 0 else min(1.0, self.covered / self.total)
+
+    @property
+    def missing(self) -> int:
+        """Points still without the vector."""
+        return max(0, self.total - self.covered)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How transient failures are retried: ``attempts`` tries, exponential backoff with jitter."""
+
+    attempts: int = 5
+    initial: float = 0.2
+    maximum: float = 10.0
+    jitter: float = 0.5
+
+
+def version_text(version: Sequence[int]) -> str:
+    """``(1, 17, 0)`` -> ``"1.17.0"``."""
+    return ".".join(map(str, version))
+
+
+def same_text(point_id: Any, text_field: str, text: str | None) -> models.Filter:
+    """The condition "this point still holds this text" (``None``: no text), one clause of a conditional
+    write."""
+    holds: models.Condition = (
+        models.IsEmptyCondition(is_empty=models.PayloadField(key=text_field))
+        if text is None
+        else models.FieldCondition(key=text_field, match=models.MatchValue(value=text))
+    )
+    return models.Filter(must=[models.HasIdCondition(has_id=[point_id]), holds])
+
+
+def stamp_filter(model_id: str, version: int) -> models.Filter:
+    """The condition "this point is stamped with this model" (``embedding_model_id`` and
+    ``embedding_version``); a re-embed tells which model a point's vector holds by it."""
+    return models.Filter(
+        must=[
+            models.FieldCondition(key=MODEL_FIELD, match=models.MatchValue(value=model_id)),
+            models.FieldCondition(key=VERSION_FIELD, match=models.MatchValue(value=version)),
+        ]
+    )
+
+
+def stamp_selector(ids: Sequence[Any], update_filter: models.Filter | None) -> models.Filter | list[Any]:
+    """The points a stamp goes to after a write of ``ids`` made conditional by ``update_filter``.
+
+    Without a filter, the ids themselves. With one, the filter "one of ``ids`` and matching
+    ``update_filter``": a conditional write skips the points that do not match and does not say which, so
+    the stamp must follow the same condition. Evaluated after the vector write, that is the condition the
+    write saw as long as the filter does not read what the write changed (a ``has_vector`` of a vector it
+    sets, negated; the wrapper refuses those). A payload operation with a filter on an unindexed field is
+    refused by a server in strict mode (``unindexed_filtering_update=false``), unlike the ``update_filter``
+    of the vector write.
+    """
+    if update_filter is None:
+        return list(ids)
+    return models.Filter(must=[models.HasIdCondition(has_id=list(ids)), update_filter])
+
+
+def vector_value(record: Any, name: str) -> list[float] | None:
+    """A record's (or scored point's) dense vector ``name`` (``""``: the unnamed one), or ``None``."""
+    vectors = record.vector
+    value = vectors.get(name) if isinstance(vectors, dict) else vectors if name == "" else None
+    if isinstance(value, list) and value and not isinstance(value[0], list):
+        return [float(x) for x in value]
+    return None
+
+
+def stored_as_written(stored: Any, written: Any, distance: Distance) -> bool:
+    """Whether a vector read back is the one written, as a server stores it: cosine vectors normalised,
+    and a collection storing ``float16`` rounds each value to 11 significant bits (a relative error up to
+    5e-4, which local mode, keeping float32 whatever the datatype, never shows)."""
+    return vectors_match(stored, written, distance, 1e-5 if distance == Distance.COSINE else 1e-3)[0]
