@@ -134,6 +134,8 @@ class Session:
         settings: migration defaults (loaded from file and environment when omitted).
         embedders: embedders by model reference, used instead of building them from specs.
         client: an existing ``QdrantClient`` to use instead of opening one (it is not closed).
+        store: the store to reach Qdrant through instead of the client's own (a fake of
+            :mod:`lattice_qdrant.testing`, for instance); its control collection and retries are its own.
     """
 
     def __init__(
@@ -143,6 +145,7 @@ class Session:
         *,
         embedders: dict[str, Embedder] | None = None,
         client: QdrantClient | None = None,
+        store: Store | None = None,
     ) -> None:
         self.connection = connection or Connection()
         self.settings = settings or load_settings()
@@ -154,6 +157,7 @@ class Session:
             control_collection=self.settings.control_collection,
             refresh_interval=self.settings.refresh_interval,
             retry=RetryPolicy(attempts=self.settings.retries),
+            store=store,
         )
 
     @property
