@@ -1,5 +1,5 @@
-"""The store's backends are chosen once by the client's type, and the store fakes of ``lattice_qdrant.testing``
-fail, delay and record calls the way they say (they are public: users test with them too)."""
+"""The store's backends are chosen once by the client's type, and the store fakes of
+``lattice_qdrant.testing`` fail, delay and record calls the way they say (users test with them too)."""
 
 from __future__ import annotations
 
