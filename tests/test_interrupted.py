@@ -11,97 +11,87 @@ import pytest
 from qdrant_client import QdrantClient, models
 
 import lattice_qdrant as lq
-from lattice_qdrant import backups, bluegreen
+from lattice_qdrant import commands
 from lattice_qdrant.backfill import BackfillOptions, run_backfill
 from lattice_qdrant.compare import RECORD_KIND as COMPARISON
+from lattice_qdrant.config import Settings
 from lattice_qdrant.embedders import HashEmbedder
-from lattice_qdrant.store import RetryPolicy, Store
+from lattice_qdrant.store import RetryPolicy, Store, open_store
+from lattice_qdrant.testing import Call, Fail, FaultyStore, LoseReply, Resend
 
-from conftest import fill_collection
+from conftest import fill_collection, make_lattice
 
 #: no waiting between the store's retries
 QUICK = RetryPolicy(attempts=3, initial=0.0, maximum=0.0, jitter=0.0)
+LOST = lq.TransientStoreError("connection reset by peer (the reply was lost)")
 
 
-class Faults:
-    """A ``QdrantClient`` proxy for the store's client that loses replies and fails calls on demand.
+class Faults(FaultyStore):
+    """The migration's store, losing replies and failing calls on demand.
 
     ``lose_write()``: the next write of the migration record that changes its state (status or phase) takes
-    effect, then raises as a lost reply does; the next ``retries`` upserts into the control collection raise
-    too (so the store's retries of it fail), and so do the next ``reads`` reads of it.
-    ``lose_append(event)``: the same for the append of ``event``'s history entry.
-    ``fail[name]``: every call of ``name`` raises that exception.
+    effect, then raises as a lost reply does (after the store's retries); with ``resent``, it is delivered
+    again instead, as the store's retry is, which the epoch condition skips; with ``read_back``, the read of
+    the control collection right after it fails too. ``lose_append(event)``: the same for the append of
+    ``event``'s history entry. ``lost``: how many writes were lost.
     """
 
-    def __init__(self, real: QdrantClient, control: str) -> None:
-        self._real = real
-        self.control = control
-        self.target: str | None = None
-        self.retries = 0
-        self.reads = 0
-        self.lost = 0
-        self.fail: dict[str, BaseException] = {}
-        self._retries_left = 0
-        self._reads_left = 0
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self.control = store.control_collection
 
-    def lose_write(self, *, retries: int, reads: int = 0) -> None:
-        self.target, self.retries, self.reads = "migration", retries, reads
+    @property
+    def lost(self) -> int:
+        return sum(1 for _, fault in self.fired if isinstance(fault, LoseReply | Resend))
 
-    def lose_append(self, event: str, *, retries: int) -> None:
-        self.target, self.retries, self.reads = event, retries, 0
+    def lose_write(self, *, resent: bool = False, read_back: bool = False) -> None:
+        self._lose(self._changes_state, resent=resent, read_back=read_back)
+
+    def lose_append(self, event: str) -> None:
+        def appends(call: Call) -> bool:
+            return any(
+                (p.payload or {}).get("kind") == "event" and (p.payload or {}).get("event") == event
+                for p in call.arguments["points"]
+            )
+
+        self._lose(appends, resent=False, read_back=False)
+
+    def _lose(self, targeted: Callable[[Call], bool], *, resent: bool, read_back: bool) -> None:
+        def write(call: Call) -> bool:
+            return call.collection == self.control and targeted(call)
+
+        lost: LoseReply | Resend = Resend(on=1, when=write) if resent else LoseReply(LOST, on=1, when=write)
+        self.inject("upsert", lost)
+        if read_back:
+
+            def after_it(call: Call) -> bool:
+                return call.collection == self.control and any(f is lost for _, f in self.fired)
+
+            self.inject("retrieve", Fail(LOST, on=1, when=after_it))
 
     def _label(self, point_id: Any) -> str | None:
-        found = self._real.retrieve(self.control, [point_id], with_payload=True)
+        found = self.inner.retrieve(self.control, [point_id], with_payload=True)
         state = (found[0].payload or {}).get("state") if found else None
         return lq.MigrationState.from_dict(state).label if state else None
 
-    def _targeted(self, points: Any) -> bool:
-        for point in points:
+    def _changes_state(self, call: Call) -> bool:
+        for point in call.arguments["points"]:
             payload = point.payload or {}
-            if payload.get("kind") == "migration" and self.target == "migration":
-                if lq.MigrationState.from_dict(payload["state"]).label != self._label(point.id):
-                    return True
-            elif payload.get("kind") == "event" and payload.get("event") == self.target:
+            state = payload.get("state") if payload.get("kind") == "migration" else None
+            if state and lq.MigrationState.from_dict(state).label != self._label(point.id):
                 return True
         return False
 
-    def upsert(self, collection_name: str, points: Any, **kwargs: Any) -> Any:
-        if "upsert" in self.fail:
-            raise self.fail["upsert"]
-        if collection_name == self.control:
-            if self._retries_left:
-                self._retries_left -= 1
-                raise ConnectionError("connection reset by peer")
-            if self._targeted(points):
-                self._real.upsert(collection_name, points, **kwargs)
-                self.target, self.lost = None, self.lost + 1
-                self._retries_left, self._reads_left = self.retries, self.reads
-                raise ConnectionError("connection reset by peer (after the write took effect)")
-        return self._real.upsert(collection_name, points, **kwargs)
 
-    def retrieve(self, collection_name: str, *args: Any, **kwargs: Any) -> Any:
-        if collection_name == self.control and self._reads_left:
-            self._reads_left -= 1
-            raise ConnectionError("connection reset by peer")
-        return self._real.retrieve(collection_name, *args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        if name in self.fail:
-            error = self.fail[name]
-
-            def failing(*args: Any, **kwargs: Any) -> Any:
-                raise error
-
-            return failing
-        return getattr(self._real, name)
+@pytest.fixture
+def faults(qdrant: QdrantClient, names: Any) -> Faults:
+    return Faults(open_store(qdrant, control_collection=names("control"), retry=QUICK))
 
 
 @pytest.fixture
-def faults(lattice: lq.LatticeClient, monkeypatch: pytest.MonkeyPatch) -> Faults:
-    proxy = Faults(lattice.store.client, lattice.store.control_collection)
-    monkeypatch.setattr(lattice.store, "client", proxy)
-    monkeypatch.setattr(lattice.store, "retry", QUICK)
-    return proxy
+def lattice(qdrant: QdrantClient, names: Any, faults: Faults) -> lq.LatticeClient:
+    """The wrapped client, over the store that fails on demand."""
+    return make_lattice(qdrant, names, store=faults)
 
 
 Make = Callable[..., lq.Migration]
@@ -266,7 +256,7 @@ def test_a_transition_whose_reply_is_lost_is_its_callers_success(
     case = CASES[name]
     migration = prepared(case, make, modern)
     before = events(migration)
-    faults.lose_write(retries=QUICK.attempts - 1 if retried == "retries fail" else 0)
+    faults.lose_write(resent=retried == "the retry is skipped")
 
     result = case.call(migration)
 
@@ -284,7 +274,7 @@ def test_a_transition_whose_read_back_is_lost_too_is_finished_by_calling_it_agai
     migration = prepared(case, make, modern)
     before = events(migration)
     epoch = migration.snapshot(refresh=True).epoch
-    faults.lose_write(retries=QUICK.attempts - 1, reads=QUICK.attempts)
+    faults.lose_write(read_back=True)
 
     with pytest.raises(lq.TransientStoreError):
         case.call(migration)
@@ -303,7 +293,7 @@ def test_a_lost_write_is_not_taken_for_a_later_one(make: Make, faults: Faults) -
     """The memory of an unknown outcome only stands for a retry: once settled, the event applies anew."""
     migration = make()
     migration.start()
-    faults.lose_write(retries=QUICK.attempts - 1, reads=QUICK.attempts)
+    faults.lose_write(read_back=True)
     with pytest.raises(lq.TransientStoreError):
         migration.pause("first")
     assert migration.pause("first").reason == "first"  # the retry: the first pause took effect
@@ -316,10 +306,10 @@ def test_a_write_that_did_not_take_effect_is_applied_by_the_retry(make: Make, fa
     migration = make()
     migration.start()
     epoch = migration.snapshot(refresh=True).epoch
-    faults.fail["upsert"] = ConnectionError("connection refused")
+    faults.inject("upsert", Fail(lq.TransientStoreError("connection refused")))
     with pytest.raises(lq.TransientStoreError):
         migration.pause("maintenance")
-    del faults.fail["upsert"]
+    faults.clear("upsert")
     assert migration.snapshot(refresh=True).epoch == epoch
 
     assert migration.pause("maintenance").status == lq.Status.PAUSED
@@ -334,7 +324,7 @@ def test_another_process_retrying_a_cutover_of_unknown_outcome_is_told_it_is_don
     the state: the refusal names it, and the history has it once."""
     migration = make()
     migration.start()
-    faults.lose_write(retries=QUICK.attempts - 1, reads=QUICK.attempts)
+    faults.lose_write(read_back=True)
     with pytest.raises(lq.TransientStoreError):
         migration.cutover(force=True)
     other = lq.Migration(lattice.store, migration.collection, refresh_interval=0)
@@ -357,7 +347,7 @@ def test_a_plan_whose_reply_is_lost_is_recorded_once(
     fill_collection(lattice.client, docs, legacy, n=5)
     if replanned:
         lattice.plan(docs, source=source_spec, target=target_spec, source_vector="legacy").cancel()
-    faults.lose_write(retries=QUICK.attempts - 1)
+    faults.lose_write()
 
     migration = lattice.plan(docs, source=source_spec, target=target_spec, source_vector="legacy")
 
@@ -371,20 +361,16 @@ def test_a_plan_whose_reply_is_lost_is_recorded_once(
 
 
 def test_the_history_entry_of_a_process_killed_after_its_write_is_kept(
-    make: Make, lattice: lq.LatticeClient, monkeypatch: pytest.MonkeyPatch
+    make: Make, lattice: lq.LatticeClient, faults: Faults
 ) -> None:
     """Killed between the write of the state and the append of its history entry: the record carries the
     entry, so the history lists it, and the next transition appends it."""
     migration = make()
     migration.start()
 
-    def killed(*args: Any, **kwargs: Any) -> None:
-        raise KeyboardInterrupt
-
-    with monkeypatch.context() as patch:
-        patch.setattr(lattice.store, "append_event", killed)
-        with pytest.raises(KeyboardInterrupt):
-            migration.cutover(force=True)
+    faults.inject("append_event", Fail(KeyboardInterrupt(), on=1))
+    with pytest.raises(KeyboardInterrupt):
+        migration.cutover(force=True)
     assert migration.snapshot(refresh=True).state.phase == lq.Phase.ROLLBACK_WINDOW
     assert events(migration).count("cutover") == 1
 
@@ -402,7 +388,7 @@ def test_a_history_entry_appended_twice_is_recorded_once(
     under the same id."""
     migration = make()
     migration.start()
-    faults.lose_append("cutover", retries=QUICK.attempts - 1)
+    faults.lose_append("cutover")
     migration.cutover(force=True)  # the entry's append fails for the caller; the transition does not
     assert faults.lost == 1
     migration.rollback()
@@ -424,16 +410,18 @@ def target_exists(migration: lq.Migration) -> bool:
 
 def cut_off_cancel(migration: lq.Migration, faults: Faults, fault: BaseException) -> None:
     """Run a cancel that records its state, then fails (or is killed) dropping the target."""
-    drop = "delete_collection" if migration.plan.blue_green else "delete_vector_name"
-    faults.fail[drop] = fault
-    with pytest.raises(lq.TransientStoreError if isinstance(fault, ConnectionError) else type(fault)):
+    drop = "drop_collection" if migration.plan.blue_green else "drop_vector"
+    faults.inject(drop, Fail(fault))
+    with pytest.raises(type(fault)):
         migration.cancel()
-    del faults.fail[drop]
+    faults.clear(drop)
     assert migration.snapshot(refresh=True).state.status == lq.Status.CANCELLED
     assert target_exists(migration)
 
 
-@pytest.mark.parametrize("fault", [ConnectionError("connection reset"), KeyboardInterrupt()], ids=repr)
+@pytest.mark.parametrize(
+    "fault", [lq.TransientStoreError("connection reset"), KeyboardInterrupt()], ids=lambda e: type(e).__name__
+)
 @pytest.mark.parametrize("strategy", ["in_place", "blue_green"])
 def test_a_cancel_cut_off_after_recording_its_state_is_finished_by_running_it_again(
     strategy: str, fault: BaseException, make: Make, faults: Faults
@@ -462,7 +450,7 @@ def test_finishing_a_cancel_with_keep_target_keeps_the_target(
     a later plain cancel drops it)."""
     migration = make(strategy)
     migration.start()
-    cut_off_cancel(migration, faults, ConnectionError("connection reset"))
+    cut_off_cancel(migration, faults, lq.TransientStoreError("connection reset"))
 
     assert migration.cancel(drop_target=False).status == lq.Status.CANCELLED
     assert target_exists(migration)
@@ -471,20 +459,13 @@ def test_finishing_a_cancel_with_keep_target_keeps_the_target(
     assert events(migration).count("cancel") == 1
 
 
-def test_a_cancel_cut_off_during_a_blue_green_copy_is_finished(
-    make: Make, monkeypatch: pytest.MonkeyPatch, faults: Faults
-) -> None:
+def test_a_cancel_cut_off_during_a_blue_green_copy_is_finished(make: Make, faults: Faults) -> None:
     """A start killed while copying into the target collection, then a cancel killed before the drop."""
     migration = make("blue_green")
-    real = bluegreen.copy_points
-
-    def killed(store: Any, plan: Any, **kwargs: Any) -> int:
-        real(store, plan, page_size=7)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(bluegreen, "copy_points", killed)
+    target = migration.plan.data_collection
+    faults.inject("upsert", LoseReply(KeyboardInterrupt(), on=1, when=lambda call: call.collection == target))
     with pytest.raises(KeyboardInterrupt):
-        migration.start()
+        migration.start()  # killed right after the copy's first page was written
     cut_off_cancel(migration, faults, KeyboardInterrupt())
     migration.cancel()
     assert not target_exists(migration)
@@ -493,7 +474,7 @@ def test_a_cancel_cut_off_during_a_blue_green_copy_is_finished(
 
 @pytest.mark.parametrize("finished", [True, False], ids=["cancel finished", "cancel cut off"])
 def test_a_blue_green_planned_again_after_a_cancel_copies_again(
-    finished: bool, make: Make, lattice: lq.LatticeClient, monkeypatch: pytest.MonkeyPatch
+    finished: bool, make: Make, lattice: lq.LatticeClient, faults: Faults
 ) -> None:
     """The copy recorded for the cancelled plan is not the new plan's, even when the cancel that should have
     forgotten it was cut off before its clean-up."""
@@ -503,14 +484,9 @@ def test_a_blue_green_planned_again_after_a_cancel_copies_again(
     if finished:
         migration.cancel()
     else:
-
-        def killed(*args: Any, **kwargs: Any) -> None:
-            raise KeyboardInterrupt
-
-        with monkeypatch.context() as patch:
-            patch.setattr(lattice.store, "append_event", killed)  # right after the state is written
-            with pytest.raises(KeyboardInterrupt):
-                migration.cancel()
+        faults.inject("append_event", Fail(KeyboardInterrupt(), on=1))  # right after the state is written
+        with pytest.raises(KeyboardInterrupt):
+            migration.cancel()
         lattice.client.delete_collection(plan.data_collection)  # by hand, instead of cancelling again
     again = lattice.plan(
         plan.collection,
@@ -525,41 +501,26 @@ def test_a_blue_green_planned_again_after_a_cancel_copies_again(
     assert lattice.client.count(plan.data_collection).count == 20
 
 
-def test_a_cancelled_reembed_is_cancelled_again_without_a_refusal(
-    make: Make, lattice: lq.LatticeClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_cancelled_reembed_is_cancelled_again_without_a_refusal(make: Make, faults: Faults) -> None:
     migration = make("reembed")
     migration.start()
-
-    def killed(*args: Any, **kwargs: Any) -> None:
-        raise KeyboardInterrupt
-
-    with monkeypatch.context() as patch:
-        patch.setattr(lattice.store, "append_event", killed)
-        with pytest.raises(KeyboardInterrupt):
-            migration.cancel()
+    faults.inject("append_event", Fail(KeyboardInterrupt(), on=1))
+    with pytest.raises(KeyboardInterrupt):
+        migration.cancel()
     state = migration.cancel()
     assert state.status == lq.Status.CANCELLED
     assert events(migration).count("cancel") == 1
 
 
-def test_a_cancelled_reembed_whose_restore_was_cut_off_points_to_restore(
-    make: Make, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_cancelled_reembed_whose_restore_was_cut_off_points_to_restore(make: Make, faults: Faults) -> None:
     migration = make("reembed")
     migration.start()
     newer = HashEmbedder(migration.plan.target.dimension, ngrams=2, salt="newer")
     run_backfill(migration, newer, BackfillOptions(max_points=8, batch_size=4))
-    monkeypatch.setattr(migration, "refresh_interval", 0.0)
-    real = backups.restore
-
-    def killed(*args: Any, **kwargs: Any) -> Any:
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(backups, "restore", killed)
+    # killed as the restore of the vectors begins (after the cancel), before it wrote anything
+    faults.inject("ensure_vector_shape", Fail(KeyboardInterrupt(), on=1))
     with pytest.raises(KeyboardInterrupt):
         migration.restore()
-    monkeypatch.setattr(backups, "restore", real)
     assert migration.snapshot(refresh=True).state.status == lq.Status.CANCELLED
     with pytest.raises(lq.InvalidTransitionError, match=r"8 point\(s\).*lattice-qdrant restore.*finishes"):
         migration.cancel()
@@ -567,9 +528,7 @@ def test_a_cancelled_reembed_whose_restore_was_cut_off_points_to_restore(
     assert migration.cancel().status == lq.Status.CANCELLED
 
 
-def test_the_cli_finishes_a_cancel_cut_off(
-    cli: Any, legacy: HashEmbedder, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_cli_finishes_a_cancel_cut_off(cli: Any, legacy: HashEmbedder) -> None:
     docs = cli.docs
     client = cli.qdrant()
     fill_collection(client, docs, legacy, n=10)
@@ -579,13 +538,14 @@ def test_the_cli_finishes_a_cancel_cut_off(
     cli("plan", docs, "--source", "legacy", "--target", "modern", "--source-vector", "legacy")
     cli("start", docs)
 
-    def dropped_off(self: Store, collection: str, name: str) -> bool:
-        raise lq.TransientStoreError("delete the named vector failed: connection reset")
-
-    with monkeypatch.context() as patch:
-        patch.setattr(Store, "drop_vector", dropped_off)
-        failed = cli("cancel", docs, code=1)
-    assert "connection reset" in failed.output
+    # a cancel cut off dropping the target: from Python, through a store that loses the drop
+    client = cli.qdrant()
+    dropped_off = Fail(lq.TransientStoreError("delete the named vector failed: connection reset"))
+    store = FaultyStore(open_store(client, control_collection=cli.control), {"drop_vector": dropped_off})
+    session = commands.Session(settings=Settings(control_collection=cli.control), client=client, store=store)
+    with session, pytest.raises(lq.TransientStoreError, match="connection reset"):
+        commands.cancel(session, docs)
+    client.close()
 
     def vectors() -> set[str]:
         client = cli.qdrant()
