@@ -43,6 +43,7 @@ from qdrant_client.http import models as rest
 from .errors import ConfigError
 from .spec import Distance, ModelSpec
 from .store import ControlRecords, Coverage, Store, VectorInfo
+from .store.base import pages
 from .store.protocol import ALIAS_METHODS, CONTROL_METHODS, POINT_METHODS
 
 __all__ = [
@@ -99,6 +100,25 @@ class Call:
         return None if value is None else str(value)
 
 
+def _pages(
+    store: Store,
+    collection: str,
+    *,
+    flt: models.Filter | None = None,
+    page_size: int = 256,
+    with_payload: bool | Sequence[str] = True,
+    with_vectors: bool | Sequence[str] = False,
+) -> Iterator[list[models.Record]]:
+    return pages(
+        store.scroll,
+        collection,
+        flt=flt,
+        page_size=page_size,
+        with_payload=with_payload,
+        with_vectors=with_vectors,
+    )
+
+
 class StoreWrapper(ControlRecords):
     """A store that sends every call on to ``store``: the base of the fakes.
 
@@ -133,18 +153,20 @@ class StoreWrapper(ControlRecords):
 
     def _keep(
         self,
+        name: str,
         method: Callable[Concatenate[Any, _P], _R],
         over: StoreWrapper,
         *args: _P.args,
         **kwargs: _P.kwargs,
     ) -> _R:
-        """A control-record operation: through :meth:`handle` of every fake in the stack, then the shared
-        record code over the outermost fake (``over``), whose point operations reach the real store."""
-        call = Call.of(method.__name__, args, kwargs)
+        """An operation every store builds on its own point operations (the control records, the pages
+        of ``iter_points``): through :meth:`handle` of every fake in the stack, then ``method`` over the
+        outermost fake (``over``), whose point operations go through the whole stack to the real store."""
+        call = Call.of(name, args, kwargs)
 
         def proceed() -> _R:
             if isinstance(self.inner, StoreWrapper):
-                return self.inner._keep(method, over, *args, **kwargs)
+                return self.inner._keep(name, method, over, *args, **kwargs)
             return method(over, *args, **kwargs)
 
         return self.handle(call, proceed)
@@ -344,8 +366,11 @@ class StoreWrapper(ControlRecords):
         with_payload: bool | Sequence[str] = True,
         with_vectors: bool | Sequence[str] = False,
     ) -> Iterator[list[models.Record]]:
-        return self._send(
-            self.inner.iter_points,
+        # one scroll per page, each through the whole stack: a page is a request
+        return self._keep(
+            "iter_points",
+            _pages,
+            self,
             collection,
             flt=flt,
             page_size=page_size,
@@ -375,18 +400,20 @@ class StoreWrapper(ControlRecords):
         return self.inner.control_collection
 
     def ensure_control(self) -> None:
-        return self._keep(ControlRecords.ensure_control, self)
+        return self._keep("ensure_control", ControlRecords.ensure_control, self)
 
     def get_record(self, kind: str, key: str) -> dict[str, Any] | None:
-        return self._keep(ControlRecords.get_record, self, kind, key)
+        return self._keep("get_record", ControlRecords.get_record, self, kind, key)
 
     def list_records(self, kind: str, *, collection: str | None = None) -> list[dict[str, Any]]:
-        return self._keep(ControlRecords.list_records, self, kind, collection=collection)
+        return self._keep("list_records", ControlRecords.list_records, self, kind, collection=collection)
 
     def insert_record(
         self, kind: str, key: str, payload: dict[str, Any], *, token: str | None = None
     ) -> bool:
-        return self._keep(ControlRecords.insert_record, self, kind, key, payload, token=token)
+        return self._keep(
+            "insert_record", ControlRecords.insert_record, self, kind, key, payload, token=token
+        )
 
     def replace_record(
         self,
@@ -398,20 +425,29 @@ class StoreWrapper(ControlRecords):
         token: str | None = None,
     ) -> dict[str, Any] | None:
         return self._keep(
-            ControlRecords.replace_record, self, kind, key, payload, expected=expected, token=token
+            "replace_record",
+            ControlRecords.replace_record,
+            self,
+            kind,
+            key,
+            payload,
+            expected=expected,
+            token=token,
         )
 
     def put_record(self, kind: str, key: str, payload: dict[str, Any]) -> None:
-        return self._keep(ControlRecords.put_record, self, kind, key, payload)
+        return self._keep("put_record", ControlRecords.put_record, self, kind, key, payload)
 
     def delete_record(self, kind: str, key: str) -> None:
-        return self._keep(ControlRecords.delete_record, self, kind, key)
+        return self._keep("delete_record", ControlRecords.delete_record, self, kind, key)
 
     def delete_records(self, kind: str, keys: Sequence[str]) -> None:
-        return self._keep(ControlRecords.delete_records, self, kind, keys)
+        return self._keep("delete_records", ControlRecords.delete_records, self, kind, keys)
 
     def append_event(self, collection: str, payload: dict[str, Any], *, event_id: str | None = None) -> None:
-        return self._keep(ControlRecords.append_event, self, collection, payload, event_id=event_id)
+        return self._keep(
+            "append_event", ControlRecords.append_event, self, collection, payload, event_id=event_id
+        )
 
 
 # --------------------------------------------------------------------------- faults
@@ -561,8 +597,8 @@ class DelayedStore(StoreWrapper):
     """A store that answers like a remote server: each request first spends ``latency`` seconds on the
     network (concurrently with other requests), then is served (one at a time with ``serial``).
 
-    A request is a call of a point, schema or alias operation, and each page of ``iter_points``; the
-    control records are made of those, so they pay for each of theirs.
+    A request is a call of a point, schema or alias operation (each page of ``iter_points`` is a
+    ``scroll``); the control records are made of those, so they pay for each of theirs.
 
     Args:
         store: the store to wrap.
@@ -580,7 +616,7 @@ class DelayedStore(StoreWrapper):
         return self._serve if self.serial else contextlib.nullcontext()
 
     def handle(self, call: Call, proceed: Callable[[], _R]) -> _R:
-        if call.method in CONTROL_METHODS:
+        if call.method in CONTROL_METHODS or call.method == "iter_points":
             return proceed()  # its requests pay for themselves
         if self.latency:
             time.sleep(self.latency)
@@ -592,27 +628,6 @@ class DelayedStore(StoreWrapper):
         """The service lock, then the wrapped store's (always in that order, so nobody waits in a circle)."""
         with self._served(), self.inner.exclusive():
             yield
-
-    def iter_points(
-        self,
-        collection: str,
-        *,
-        flt: models.Filter | None = None,
-        page_size: int = 256,
-        with_payload: bool | Sequence[str] = True,
-        with_vectors: bool | Sequence[str] = False,
-    ) -> Iterator[list[models.Record]]:
-        pages = self.inner.iter_points(
-            collection, flt=flt, page_size=page_size, with_payload=with_payload, with_vectors=with_vectors
-        )
-        while True:
-            if self.latency:
-                time.sleep(self.latency)
-            with self._served():
-                page = next(pages, None)
-            if page is None:
-                return
-            yield page
 
 
 # --------------------------------------------------------------------------- recording

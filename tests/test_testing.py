@@ -322,11 +322,13 @@ def test_each_request_pays_the_latency_and_is_served_one_at_a_time(store: Server
 
 def test_a_page_of_iter_points_is_a_request(store: ServerStore, docs: str) -> None:
     store.upsert(docs, [point(i) for i in range(6)])
-    delayed = DelayedStore(store, 0.03)
+    recording = RecordingStore(store)
+    delayed = DelayedStore(recording, 0.03)
     started = time.perf_counter()
     pages = list(delayed.iter_points(docs, page_size=2))
     assert [len(p) for p in pages] == [2, 2, 2]
     assert time.perf_counter() - started >= 3 * 0.03
+    assert [c.arguments["offset"] for c in recording.of("scroll")] == [None, 2, 4]  # one scroll per page
 
 
 def test_records_over_a_delayed_store_pay_for_their_requests(store: ServerStore) -> None:

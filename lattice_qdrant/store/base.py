@@ -3,7 +3,7 @@ store answers with, and the filters and checks built from them (pure code, no I/
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,3 +122,29 @@ def stored_as_written(stored: Any, written: Any, distance: Distance) -> bool:
     and a collection storing ``float16`` rounds each value to 11 significant bits (a relative error up to
     5e-4, which local mode, keeping float32 whatever the datatype, never shows)."""
     return vectors_match(stored, written, distance, 1e-5 if distance == Distance.COSINE else 1e-3)[0]
+
+
+def pages(
+    scroll: Callable[..., tuple[list[models.Record], Any]],
+    collection: str,
+    *,
+    flt: models.Filter | None = None,
+    page_size: int = 256,
+    with_payload: bool | Sequence[str] = True,
+    with_vectors: bool | Sequence[str] = False,
+) -> Iterator[list[models.Record]]:
+    """Pages of points matching ``flt``, one ``scroll`` (a store's) per page (memory stays one page)."""
+    offset: Any = None
+    while True:
+        page, offset = scroll(
+            collection,
+            flt=flt,
+            limit=page_size,
+            offset=offset,
+            with_payload=with_payload,
+            with_vectors=with_vectors,
+        )
+        if page:
+            yield page
+        if offset is None:
+            return

@@ -64,6 +64,7 @@ from .base import (
     Coverage,
     RetryPolicy,
     VectorInfo,
+    pages,
     same_text,
     stamp_selector,
     stored_as_written,
@@ -922,20 +923,14 @@ class ServerStore(ControlRecords):
         with_vectors: bool | Sequence[str] = False,
     ) -> Iterator[list[models.Record]]:
         """Pages of points matching ``flt``, streamed (memory stays one page)."""
-        offset: Any = None
-        while True:
-            page, offset = self.scroll(
-                collection,
-                flt=flt,
-                limit=page_size,
-                offset=offset,
-                with_payload=with_payload,
-                with_vectors=with_vectors,
-            )
-            if page:
-                yield page
-            if offset is None:
-                return
+        return pages(
+            self.scroll,
+            collection,
+            flt=flt,
+            page_size=page_size,
+            with_payload=with_payload,
+            with_vectors=with_vectors,
+        )
 
     def query(self, collection: str, **kwargs: Any) -> rest.QueryResponse:
         """``query_points`` with errors translated (the routed client decides ``using``)."""
