@@ -1,10 +1,11 @@
 """The backfill engine: every guarantee of ``lattice_qdrant.backfill``'s docstring, on every backend.
 
-Races are injected deterministically: the backfill's writes go through ``Store.update_vectors``, so a
-wrapper on the migration's store lets "the application" act just before (or after) a write. Bounds are
-observed with wrappers and sinks, never with wall-clock upper bounds; a duration is only ever checked as a
-lower bound (a slow machine cannot break one). The crash tests run ``backfill_child.py`` in subprocesses on
-a path-based local client and kill them at seeded random moments.
+Races are injected deterministically: the backfill's writes go through the store's ``update_if_unchanged``,
+so the migration, built over a store fake (``lattice_qdrant.testing``), lets "the application" act just
+before (or after) a write. Bounds are observed with store fakes and sinks, never with wall-clock upper
+bounds; a duration is only ever checked as a lower bound (a slow machine cannot break one). The crash tests
+run ``backfill_child.py`` in subprocesses on a path-based local client and kill them at seeded random
+moments.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from pydantic import ValidationError
 from qdrant_client import QdrantClient, models
 
 import lattice_qdrant as lq
-from lattice_qdrant import backfill
 from lattice_qdrant.backfill import (
     BackfillOptions,
     BackfillProgress,
@@ -52,9 +52,10 @@ from lattice_qdrant.backfill import (
 from lattice_qdrant.embedders import HashEmbedder
 from lattice_qdrant.metrics import NO_METRICS, BackfillMetrics, prometheus_metrics
 from lattice_qdrant.state import Progress
-from lattice_qdrant.store import MODEL_FIELD, VERSION_FIELD, Store
+from lattice_qdrant.store import MODEL_FIELD, VERSION_FIELD, Store, open_store
+from lattice_qdrant.testing import Call, Fail, FaultyStore, Meanwhile, RecordingStore
 
-from conftest import QDRANT_URL, fill_collection, same_direction
+from conftest import QDRANT_URL, fill_collection, make_lattice, same_direction
 
 CHILD = Path(__file__).with_name("backfill_child.py")
 TARGET = "modern-v1"
@@ -96,53 +97,82 @@ def coverage(client: QdrantClient, collection: str) -> int:
 @contextlib.contextmanager
 def as_application(store: Store) -> Iterator[None]:
     """A raw client call made from a backfill thread: take the lock local mode needs (a no-op on servers)."""
-    with store._lock:
+    with store.exclusive():
         yield
 
 
+#: the store method the in-place backfill writes vectors with
+WRITE = "update_if_unchanged"
+Hook = Callable[[int, list[Any]], None]
+
+
+class Watched(RecordingStore):
+    """The migration's store, recording its calls, over a :class:`FaultyStore` (``faults``) a test acts
+    through."""
+
+    def __init__(self, store: Store) -> None:
+        self.faults = FaultyStore(store)
+        super().__init__(self.faults)
+
+
 class Writes:
-    """Wraps ``store.update_vectors``: records every call and lets a test act around the calls."""
+    """The backfill's writes through a :class:`Watched` store: the ids of every write since this was
+    made, how many ran at once, and a test's own work just before or after a write (``number`` counts the
+    writes from 1; the hook gets the write's ids). As a context manager, the hooks end with the block."""
 
     def __init__(
         self,
-        monkeypatch: pytest.MonkeyPatch,
         store: Store,
         *,
-        before: Callable[[int, list[models.PointVectors]], None] | None = None,
-        after: Callable[[int, list[models.PointVectors]], None] | None = None,
+        before: Hook | None = None,
+        after: Hook | None = None,
         sleep: float = 0.0,
     ) -> None:
-        self.calls: list[list[Any]] = []
-        self.concurrent = 0
-        self.max_concurrent = 0
-        self.lock = threading.Lock()
-        original = store.update_vectors
+        assert isinstance(store, Watched), "build the migration over a Watched store"
+        self.store = store
+        store.clear()
+        store.faults.clear(WRITE)
+        self._counts = {"before": itertools.count(1), "after": itertools.count(1)}
+        for when, hook in (("before", before), ("after", after)):
+            if hook is not None:
+                store.faults.inject(WRITE, Meanwhile(self._hook(when, hook), after=when == "after"))
+        if sleep:
+            store.faults.inject(WRITE, Meanwhile(lambda call: time.sleep(sleep)))
 
-        def update_vectors(collection: str, points: Sequence[models.PointVectors], **kwargs: Any) -> Any:
-            points = list(points)
-            with self.lock:
-                self.calls.append([p.id for p in points])
-                number = len(self.calls)
-                self.concurrent += 1
-                self.max_concurrent = max(self.max_concurrent, self.concurrent)
-            try:
-                if before is not None:
-                    before(number, points)
-                if sleep:
-                    time.sleep(sleep)
-                result = original(collection, points, **kwargs)
-                if after is not None:
-                    after(number, points)
-                return result
-            finally:
-                with self.lock:
-                    self.concurrent -= 1
+    def _hook(self, when: str, hook: Hook) -> Callable[[Call], None]:
+        def act(call: Call) -> None:
+            hook(next(self._counts[when]), list(call.arguments["pending"]))
 
-        monkeypatch.setattr(store, "update_vectors", update_vectors)
+        return act
+
+    def __enter__(self) -> Writes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.store.faults.clear(WRITE)
+
+    @property
+    def calls(self) -> list[list[Any]]:
+        return [list(call.arguments["pending"]) for call in self.store.of(WRITE)]
 
     @property
     def ids(self) -> list[Any]:
         return [pid for call in self.calls for pid in call]
+
+    @property
+    def max_concurrent(self) -> int:
+        return self.store.most_at_once(WRITE)
+
+
+@pytest.fixture
+def watched(qdrant: QdrantClient, names: Any) -> Watched:
+    return Watched(open_store(qdrant, control_collection=names("control")))
+
+
+@pytest.fixture
+def lattice(qdrant: QdrantClient, names: Any, watched: Watched) -> lq.LatticeClient:
+    """The wrapped client, over a store the tests watch and act through."""
+    return make_lattice(qdrant, names, store=watched)
 
 
 class SlowEmbedder:
@@ -288,11 +318,11 @@ def test_backfill_fills_every_point_with_the_target_model_and_leaves_the_rest_al
 
 
 def test_a_second_run_finds_nothing_to_do(
-    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder, monkeypatch: pytest.MonkeyPatch
+    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder
 ) -> None:
     migration = start(n=20)
     run_backfill(migration, modern, BackfillOptions(batch_size=8))
-    writes = Writes(monkeypatch, migration.store)
+    writes = Writes(migration.store)
     again = run_backfill(migration, modern, BackfillOptions(batch_size=8))
     assert (again.written, again.covered, again.total, again.stopped_by) == (0, 20, 20, "done")
     assert writes.calls == []
@@ -345,7 +375,6 @@ def test_a_migration_that_is_not_running_is_refused(
     start: Start,
     lattice: lq.LatticeClient,
     modern: HashEmbedder,
-    monkeypatch: pytest.MonkeyPatch,
     setup: str,
     words: tuple[str, ...],
 ) -> None:
@@ -359,7 +388,7 @@ def test_a_migration_that_is_not_running_is_refused(
     elif setup == "finalized":
         migration.cutover(force=True)
         migration.finalize(force=True)
-    writes = Writes(monkeypatch, migration.store)
+    writes = Writes(migration.store)
     with pytest.raises(lq.MigrationError) as err:
         run_backfill(migration, modern)
     message = str(err.value)
@@ -371,10 +400,10 @@ def test_a_migration_that_is_not_running_is_refused(
 
 
 def test_an_embedder_of_the_wrong_dimension_is_refused_before_anything_is_written(
-    start: Start, lattice: lq.LatticeClient, monkeypatch: pytest.MonkeyPatch
+    start: Start, lattice: lq.LatticeClient
 ) -> None:
     migration = start(n=10)
-    writes = Writes(monkeypatch, migration.store)
+    writes = Writes(migration.store)
     with pytest.raises(lq.EmbedderError, match="96"):
         run_backfill(migration, HashEmbedder(32, ngrams=2, salt="modern"))
     assert writes.calls == []
@@ -391,16 +420,15 @@ def test_a_dual_write_made_before_the_backfill_writes_wins(
     lattice: lq.LatticeClient,
     legacy: HashEmbedder,
     modern: HashEmbedder,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     migration = start(n=12)
     docs = migration.collection
     new_text = "an application rewrote this point while the backfill embedded it"
     victim: list[Any] = []
 
-    def application(number: int, points: list[models.PointVectors]) -> None:
+    def application(number: int, ids: list[Any]) -> None:
         if number == 1:
-            victim.append(points[len(points) // 2].id)
+            victim.append(ids[len(ids) // 2])
             lattice.upsert(
                 docs,
                 [
@@ -412,7 +440,7 @@ def test_a_dual_write_made_before_the_backfill_writes_wins(
                 ],
             )
 
-    writes = Writes(monkeypatch, migration.store, before=application)
+    writes = Writes(migration.store, before=application)
     report = run_backfill(migration, modern, BackfillOptions(batch_size=12, writers=1))
 
     assert victim and victim[0] in writes.calls[0]  # the backfill did try to write it, with the old text
@@ -430,7 +458,6 @@ def test_a_text_changed_behind_the_wrappers_back_is_embedded_again_with_its_new_
     lattice: lq.LatticeClient,
     legacy: HashEmbedder,
     modern: HashEmbedder,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     migration = start(n=12)
     docs = migration.collection
@@ -438,13 +465,13 @@ def test_a_text_changed_behind_the_wrappers_back_is_embedded_again_with_its_new_
     new_text = "a writer that does not use the wrapper changed this text"
     victim: list[Any] = []
 
-    def raw_writer(number: int, points: list[models.PointVectors]) -> None:
+    def raw_writer(number: int, ids: list[Any]) -> None:
         if number == 1:
-            victim.append(points[len(points) // 2].id)
+            victim.append(ids[len(ids) // 2])
             with as_application(migration.store):
                 lattice.client.set_payload(docs, {"text": new_text}, points=[victim[0]])
 
-    writes = Writes(monkeypatch, migration.store, before=raw_writer)
+    writes = Writes(migration.store, before=raw_writer)
     report = run_backfill(migration, modern, BackfillOptions(batch_size=12, writers=1))
 
     points = assert_backfilled(lattice.client, docs, modern)
@@ -460,19 +487,19 @@ def test_a_text_changed_behind_the_wrappers_back_is_embedded_again_with_its_new_
 
 
 def test_points_deleted_between_read_and_write_are_skipped(
-    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder, monkeypatch: pytest.MonkeyPatch
+    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder
 ) -> None:
     migration = start(n=20)
     docs = migration.collection
     gone: list[Any] = []
 
-    def deleter(number: int, points: list[models.PointVectors]) -> None:
+    def deleter(number: int, ids: list[Any]) -> None:
         if number == 1:
-            gone.extend([points[5].id, points[11].id])
+            gone.extend([ids[5], ids[11]])
             with as_application(migration.store):
                 lattice.client.delete(docs, points_selector=models.PointIdsList(points=gone))
 
-    Writes(monkeypatch, migration.store, before=deleter)
+    Writes(migration.store, before=deleter)
     report = run_backfill(migration, modern, BackfillOptions(batch_size=20, writers=1))
 
     points = assert_backfilled(lattice.client, docs, modern)
@@ -485,19 +512,19 @@ def test_points_deleted_between_read_and_write_are_skipped(
 
 
 def test_a_dual_write_made_after_the_backfill_wrote_keeps_its_new_vector(
-    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder, monkeypatch: pytest.MonkeyPatch
+    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder
 ) -> None:
     migration = start(n=30)
     docs = migration.collection
     new_text = "rewritten by the application after the backfill wrote it"
     victim: list[Any] = []
 
-    def application(number: int, points: list[models.PointVectors]) -> None:
+    def application(number: int, ids: list[Any]) -> None:
         if number == 1:
-            victim.append(points[0].id)
+            victim.append(ids[0])
             lattice.upsert(docs, [models.PointStruct(id=victim[0], vector={}, payload={"text": new_text})])
 
-    Writes(monkeypatch, migration.store, after=application)
+    Writes(migration.store, after=application)
     run_backfill(migration, modern, BackfillOptions(batch_size=10, writers=1))
     points = assert_backfilled(lattice.client, docs, modern)
     assert same_direction(vector_of(points[victim[0]], TARGET), modern.embed([new_text])[0])
@@ -623,11 +650,9 @@ def test_over_long_texts_are_truncated_before_embedding(
 
 
 @pytest.mark.parametrize("writers", [1, 3])
-def test_no_more_than_writers_writes_run_at_once(
-    start: Start, modern: HashEmbedder, monkeypatch: pytest.MonkeyPatch, writers: int
-) -> None:
+def test_no_more_than_writers_writes_run_at_once(start: Start, modern: HashEmbedder, writers: int) -> None:
     migration = start(n=160)
-    writes = Writes(monkeypatch, migration.store, sleep=0.02)
+    writes = Writes(migration.store, sleep=0.02)
     report = run_backfill(migration, modern, BackfillOptions(batch_size=8, writers=writers, queue_depth=4))
     assert report.written == 160
     assert 1 <= writes.max_concurrent <= writers
@@ -635,11 +660,9 @@ def test_no_more_than_writers_writes_run_at_once(
         assert writes.max_concurrent > 1
 
 
-def test_every_write_holds_at_most_batch_size_points(
-    start: Start, modern: HashEmbedder, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_every_write_holds_at_most_batch_size_points(start: Start, modern: HashEmbedder) -> None:
     migration = start(n=50)
-    writes = Writes(monkeypatch, migration.store)
+    writes = Writes(migration.store)
     run_backfill(migration, modern, BackfillOptions(batch_size=7, writers=2))
     sizes = [len(call) for call in writes.calls]
     assert max(sizes) == 7
@@ -755,10 +778,10 @@ class PlanningEmbedder(SlowEmbedder):
 
 
 def test_each_embed_call_is_one_planned_pass_over_the_whole_window(
-    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder, monkeypatch: pytest.MonkeyPatch
+    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder
 ) -> None:
     migration = start(n=60)
-    writes = Writes(monkeypatch, migration.store)
+    writes = Writes(migration.store)
     gate = threading.Event()
     embedder = PlanningEmbedder(modern, budget=700, gate=gate)
     options = BackfillOptions(batch_size=5, writers=1, queue_depth=3, embed_window=40)
@@ -868,12 +891,12 @@ def test_on_progress_numbers_are_consistent(start: Start, modern: HashEmbedder) 
 
 
 def stop_after_first_write(
-    migration: lq.Migration, modern: HashEmbedder, monkeypatch: pytest.MonkeyPatch, options: BackfillOptions
+    migration: lq.Migration, modern: HashEmbedder, options: BackfillOptions
 ) -> BackfillReport:
     """Run until the first write, then set the stop event (writes after the first wait for it)."""
     stop = threading.Event()
 
-    def hold(number: int, points: list[models.PointVectors]) -> None:
+    def hold(number: int, ids: list[Any]) -> None:
         if number > 1:
             stop.wait(timeout=30)
 
@@ -881,18 +904,17 @@ def stop_after_first_write(
         if progress.written > 0:
             stop.set()
 
-    with monkeypatch.context() as patch:
-        Writes(patch, migration.store, before=hold)
+    with Writes(migration.store, before=hold):
         return run_backfill(migration, modern, options, stop=stop, on_progress=on_progress)
 
 
 def test_a_stop_event_stops_the_run_and_the_next_run_finishes_the_rest(
-    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder, monkeypatch: pytest.MonkeyPatch
+    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder
 ) -> None:
     n = 200
     migration = start(n=n)
     options = BackfillOptions(batch_size=10, writers=1, queue_depth=2, embed_window=30)
-    first = stop_after_first_write(migration, modern, monkeypatch, options)
+    first = stop_after_first_write(migration, modern, options)
     assert 0 < first.written < n
     # only the batches in flight when it was stopped were finished
     assert first.written <= options.batch_size * (in_flight_batches(options) + 1)
@@ -908,33 +930,28 @@ def test_a_stop_event_stops_the_run_and_the_next_run_finishes_the_rest(
     assert migration.snapshot(refresh=True).state.status == lq.Status.COMPLETED
 
 
-def test_a_run_stopped_by_its_stop_event_says_so(
-    start: Start, modern: HashEmbedder, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_run_stopped_by_its_stop_event_says_so(start: Start, modern: HashEmbedder) -> None:
     migration = start(n=200)
     report = stop_after_first_write(
         migration,
         modern,
-        monkeypatch,
         BackfillOptions(batch_size=10, writers=1, queue_depth=2, embed_window=30),
     )
     assert report.covered < report.total
     assert report.stopped_by == "stop"
 
 
-def test_a_failing_progress_callback_leaves_no_pipeline_running(
-    start: Start, modern: HashEmbedder, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_failing_progress_callback_leaves_no_pipeline_running(start: Start, modern: HashEmbedder) -> None:
     migration = start(n=20)
     release = threading.Event()
 
-    def hold(number: int, points: list[models.PointVectors]) -> None:
+    def hold(number: int, ids: list[Any]) -> None:
         release.wait(timeout=1)  # writes are slow: the pipeline is busy when the callback fails
 
     def on_progress(progress: BackfillProgress) -> None:
         raise RuntimeError("the progress bar broke")
 
-    Writes(monkeypatch, migration.store, before=hold)
+    Writes(migration.store, before=hold)
     before = set(threading.enumerate())
     try:
         with pytest.raises(RuntimeError, match="progress bar"):
@@ -971,12 +988,10 @@ def test_until_stops_near_the_coverage_asked_for(
     assert migration.snapshot(refresh=True).state.status == lq.Status.COMPLETED
 
 
-def test_a_run_whose_until_is_already_met_writes_nothing(
-    start: Start, modern: HashEmbedder, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_run_whose_until_is_already_met_writes_nothing(start: Start, modern: HashEmbedder) -> None:
     migration = start(n=40)
     run_backfill(migration, modern, BackfillOptions(batch_size=8, until=60))
-    writes = Writes(monkeypatch, migration.store)
+    writes = Writes(migration.store)
     again = run_backfill(migration, modern, BackfillOptions(batch_size=8, until=50))
     assert (again.written, again.stopped_by) == (0, "until")
     assert again.covered >= 24
@@ -1029,24 +1044,16 @@ def test_max_tokens_caps_the_tokens_of_one_run(
 
 
 def test_max_tokens_holds_even_when_the_embedder_lags_behind_the_reader(
-    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder, monkeypatch: pytest.MonkeyPatch
+    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder, watched: Watched
 ) -> None:
     migration = start(n=100)
     docs = migration.collection
     texts = [r.payload["text"] for r in sorted(all_points(lattice.client, docs).values(), key=lambda r: r.id)]
     budget = sum(estimate_tokens(t) for t in texts[:25])  # two and a half batches
     gate = threading.Event()
-    original = migration.store.scroll
-    pages = [0]
-
-    def scroll(collection: str, **kwargs: Any) -> Any:
-        if collection == docs:
-            pages[0] += 1
-            if pages[0] >= 4:  # the embedder waits until the reader has read four pages
-                gate.set()
-        return original(collection, **kwargs)
-
-    monkeypatch.setattr(migration.store, "scroll", scroll)
+    # the embedder waits until the reader has read four pages
+    opens = Meanwhile(lambda call: gate.set(), on=range(4, 1000), when=lambda call: call.collection == docs)
+    watched.faults.inject("scroll", opens)
     report = run_backfill(
         migration,
         SlowEmbedder(modern, gate=gate, timeout=1),
@@ -1060,14 +1067,14 @@ def test_max_tokens_holds_even_when_the_embedder_lags_behind_the_reader(
 
 
 def test_priority_filters_are_backfilled_first_in_order(
-    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder, monkeypatch: pytest.MonkeyPatch
+    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder
 ) -> None:
     migration = start(n=60)
     docs = migration.collection
     tenant = {i: "abc"[(i * 7) % 3] for i in range(60)}
     for name in "abc":
         lattice.client.set_payload(docs, {"tenant": name}, points=[i for i in range(60) if tenant[i] == name])
-    writes = Writes(monkeypatch, migration.store)
+    writes = Writes(migration.store)
 
     def only(name: str) -> models.Filter:
         return models.Filter(must=[models.FieldCondition(key="tenant", match=models.MatchValue(value=name))])
@@ -1133,7 +1140,6 @@ def test_three_shards_at_once_split_the_work_exactly(
     lattice: lq.LatticeClient,
     names: Any,
     modern: HashEmbedder,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     n = 90
     migration = start(n=n)
@@ -1144,8 +1150,8 @@ def test_three_shards_at_once_split_the_work_exactly(
     runs = []
     for index in range(3):
         # a worker of its own, as another process would have: its own store and migration object
-        store = Store(lattice.client, control_collection=names("control"))
-        writes = Writes(monkeypatch, store)
+        store = Watched(open_store(lattice.client, control_collection=names("control")))
+        writes = Writes(store)
         runs.append((index, lq.Migration(store, docs, refresh_interval=0), writes))
 
     def work(index: int, worker: lq.Migration) -> None:
@@ -1348,12 +1354,12 @@ def test_sigterm_stops_cleanly_after_the_batches_in_flight(
 
 
 def test_estimate_measures_without_writing(
-    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder, monkeypatch: pytest.MonkeyPatch
+    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder
 ) -> None:
     migration = start(n=40)
     docs = migration.collection
     texts = [r.payload["text"] for r in all_points(lattice.client, docs).values()]
-    writes = Writes(monkeypatch, migration.store)
+    writes = Writes(migration.store)
     dry = estimate(migration, modern)
     assert (dry.collection, dry.todo, dry.total, dry.sampled) == (docs, 40, 40, 40)
     assert dry.tokens == sum(estimate_tokens(t) for t in texts)
@@ -1468,14 +1474,13 @@ def test_a_pause_from_another_process_stops_the_run(
     lattice: lq.LatticeClient,
     names: Any,
     modern: HashEmbedder,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     migration = start(n=100)
     docs = migration.collection
     other = lq.Migration(Store(lattice.client, control_collection=names("control")), docs, refresh_interval=0)
     stop = threading.Event()
 
-    def hold(number: int, points: list[models.PointVectors]) -> None:
+    def hold(number: int, ids: list[Any]) -> None:
         if number > 1:
             stop.wait(timeout=30)
 
@@ -1483,8 +1488,7 @@ def test_a_pause_from_another_process_stops_the_run(
         if progress.written > 0 and other.state.status == lq.Status.IN_PROGRESS:
             other.pause("maintenance window")
 
-    with monkeypatch.context() as patch:
-        Writes(patch, migration.store, before=hold)
+    with Writes(migration.store, before=hold):
         options = BackfillOptions(
             batch_size=10, writers=1, queue_depth=1, embed_window=20, heartbeat_interval=0.1
         )
@@ -1500,17 +1504,15 @@ def test_a_pause_from_another_process_stops_the_run(
 
 
 def test_a_store_failure_fails_the_migration_until_resumed(
-    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder, monkeypatch: pytest.MonkeyPatch
+    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder
 ) -> None:
     migration = start(n=30)
 
-    def broken(number: int, points: list[models.PointVectors]) -> None:
+    def broken(number: int, ids: list[Any]) -> None:
         raise lq.StoreError("update vectors failed: disk on fire", collection=migration.collection)
 
-    with monkeypatch.context() as patch:
-        Writes(patch, migration.store, before=broken)
-        with pytest.raises(lq.StoreError, match="disk on fire"):
-            run_backfill(migration, modern, BackfillOptions(batch_size=10))
+    with Writes(migration.store, before=broken), pytest.raises(lq.StoreError, match="disk on fire"):
+        run_backfill(migration, modern, BackfillOptions(batch_size=10))
     state = migration.snapshot(refresh=True).state
     assert state.status == lq.Status.FAILED and "disk on fire" in str(state.error)
     assert running(lattice.store, migration.collection) == []
@@ -1523,17 +1525,15 @@ def test_a_store_failure_fails_the_migration_until_resumed(
 
 
 def test_a_stamp_lost_between_the_two_writes_is_repaired_by_the_next_run(
-    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder, monkeypatch: pytest.MonkeyPatch
+    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder, watched: Watched
 ) -> None:
     migration = start(n=20)
 
-    def lost(*args: Any, **kwargs: Any) -> Any:
-        raise lq.StoreError("set payload failed: connection reset", collection=migration.collection)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(migration.store, "set_payload", lost)
-        with pytest.raises(lq.StoreError):
-            run_backfill(migration, modern, BackfillOptions(batch_size=20, writers=1))
+    lost = lq.StoreError("set payload failed: connection reset", collection=migration.collection)
+    watched.faults.inject("set_payload", Fail(lost))
+    with pytest.raises(lq.StoreError):
+        run_backfill(migration, modern, BackfillOptions(batch_size=20, writers=1))
+    watched.faults.clear("set_payload")
     assert coverage(lattice.client, migration.collection) == 20  # the vectors were written
     migration.resume()
     run_backfill(migration, modern)
@@ -1541,31 +1541,23 @@ def test_a_stamp_lost_between_the_two_writes_is_repaired_by_the_next_run(
 
 
 def test_completion_survives_a_concurrent_stale_progress(
-    start: Start,
-    lattice: lq.LatticeClient,
-    names: Any,
-    modern: HashEmbedder,
-    monkeypatch: pytest.MonkeyPatch,
+    start: Start, lattice: lq.LatticeClient, names: Any, modern: HashEmbedder, watched: Watched
 ) -> None:
     migration = start(n=20)
     docs = migration.collection
     # another worker, which counted the coverage a moment ago
     other = lq.Migration(Store(lattice.client, control_collection=names("control")), docs, refresh_interval=0)
     stale = other.coverage()
-    original = migration.store.replace_record
-    raced: list[bool] = []
 
-    def replace_record(kind: str, key: str, payload: dict[str, Any], **kwargs: Any) -> Any:
-        if payload.get("state", {}).get("status") == "completed" and not raced:
-            raced.append(True)
-            other.apply(Progress(processed=stale.covered, total=stale.total))
-        return original(kind, key, payload, **kwargs)
+    def completes(call: Call) -> bool:
+        return bool(call.arguments["payload"].get("state", {}).get("status") == "completed")
 
-    monkeypatch.setattr(migration.store, "replace_record", replace_record)
-    # no heartbeats: the run's final progress is its only completion attempt
-    monkeypatch.setattr(backfill._Run, "_heartbeat", lambda self, **kwargs: None)
-    report = run_backfill(migration, modern)
-    assert raced and report.covered == report.total == 20
+    # right before the completion is written, the other worker records its stale progress
+    race = Meanwhile(lambda call: other.apply(Progress(processed=stale.covered, total=stale.total)))
+    watched.faults.inject("replace_record", dataclasses.replace(race, on=1, when=completes))
+    # no heartbeat during the run: its final progress is its only completion attempt
+    report = run_backfill(migration, modern, BackfillOptions(heartbeat_interval=3600))
+    assert [fault for _, fault in watched.faults.fired] and report.covered == report.total == 20
     assert migration.snapshot(refresh=True).state.status == lq.Status.COMPLETED
 
 
