@@ -24,9 +24,10 @@ from lattice_qdrant.embedders import Embedder, HashEmbedder, embedder_for
 from lattice_qdrant.errors import VectorValidationError
 from lattice_qdrant.mixed import MixedResult, mixed_query
 from lattice_qdrant.spec import Distance
-from lattice_qdrant.store import MODEL_FIELD, VERSION_FIELD
+from lattice_qdrant.store import MODEL_FIELD, VERSION_FIELD, Store, open_store
+from lattice_qdrant.testing import Call, FaultyStore, Meanwhile
 
-from conftest import fill_collection, unit
+from conftest import fill_collection, make_lattice, unit
 
 TARGET = "modern-v1"
 QUERIES = [
@@ -157,6 +158,49 @@ def coverage(client: QdrantClient, collection: str) -> int:
     return client.count(collection, count_filter=flt, exact=True).count
 
 
+class Searches(FaultyStore):
+    """The migration's store, recording every search (``query``) it makes with its answer; under
+    :meth:`replaying`, the same search made again gets the first answer (local mode's float32 scores wobble
+    between identical calls, which can swap exact ties). Faults are injected as in any ``FaultyStore``."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self.made: list[tuple[Call, list[models.ScoredPoint]]] = []
+        self._replay: dict[Any, Any] | None = None
+
+    def handle(self, call: Call, proceed: Callable[[], Any]) -> Any:
+        if call.method != "query":
+            return super().handle(call, proceed)
+        args = call.arguments
+        q = args.get("query")
+        options = (repr(args.get(k)) for k in ("limit", "query_filter", "with_payload", "with_vectors"))
+        key = (call.collection, args.get("using"), tuple(q) if isinstance(q, list) else repr(q), *options)
+        if self._replay is not None and key in self._replay:
+            response = self._replay[key]
+        else:
+            response = super().handle(call, proceed)
+            if self._replay is not None:
+                self._replay[key] = response
+        self.made.append((call, list(response.points)))
+        return response
+
+    @contextlib.contextmanager
+    def replaying(self) -> Iterator[None]:
+        """Within this block, a search made twice gets the first answer again."""
+        self._replay = {}
+        try:
+            yield
+        finally:
+            self._replay = None
+
+
+@pytest.fixture
+def lattice(qdrant: QdrantClient, names: Any) -> lq.LatticeClient:
+    """The wrapped client, over a store that records the searches and takes faults."""
+    store = Searches(open_store(qdrant, control_collection=names("control")))
+    return make_lattice(qdrant, names, store=store)
+
+
 class Setup:
     """A started migration of ``n`` points, with its embedders and the means to cover chosen points."""
 
@@ -168,35 +212,14 @@ class Setup:
         self.source = source
         self.target = embedder_for(self.plan.target)
         self.distance = self.plan.target.distance
-        # Every search the library makes is recorded; under ``replaying()`` the same search gets the same
-        # answer (local mode's float32 scores wobble between identical calls, which can swap exact ties).
-        self.searches: list[tuple[str | None, list[models.ScoredPoint]]] = []
-        self._replay: dict[Any, Any] | None = None
-        search = lattice.store.query
+        assert isinstance(lattice.store, Searches)
+        self.store: Searches = lattice.store
+        self.replaying = self.store.replaying
 
-        def query(collection: str, **kwargs: Any) -> Any:
-            q = kwargs.get("query")
-            options = (repr(kwargs.get(k)) for k in ("limit", "query_filter", "with_payload", "with_vectors"))
-            key = (collection, kwargs.get("using"), tuple(q) if isinstance(q, list) else repr(q), *options)
-            if self._replay is not None and key in self._replay:
-                response = self._replay[key]
-            else:
-                response = search(collection, **kwargs)
-                if self._replay is not None:
-                    self._replay[key] = response
-            self.searches.append((kwargs.get("using"), list(response.points)))
-            return response
-
-        lattice.store.query = query  # type: ignore[method-assign]
-
-    @contextlib.contextmanager
-    def replaying(self) -> Iterator[None]:
-        """Within this block, a search made twice gets the first answer again."""
-        self._replay = {}
-        try:
-            yield
-        finally:
-            self._replay = None
+    @property
+    def searches(self) -> list[tuple[str | None, list[models.ScoredPoint]]]:
+        """Every search the library made since the last query: its vector and its answer."""
+        return [(call.arguments.get("using"), points) for call, points in self.store.made]
 
     def gathered(self) -> list[Any]:
         """The candidates of the last query: its source hits then its target hits, each id once."""
@@ -226,7 +249,7 @@ class Setup:
         run_backfill(self.migration, self.target)
 
     def query(self, text: str, **kwargs: Any) -> MixedResult:
-        self.searches.clear()
+        self.store.made.clear()
         return mixed_query(
             self.lattice.store,
             self.plan,
@@ -480,36 +503,35 @@ def test_read_repair_needs_embed(setup: Make) -> None:
     assert result.repaired == [] and coverage(s.raw, s.docs) == 0
 
 
-def inject_dual_write(
-    monkeypatch: pytest.MonkeyPatch, s: Setup, new_text: str, pick: Callable[[list[Any]], Any]
-) -> list[Any]:
-    """Before the store's first ``update_vectors``, the application rewrites one of the points in it."""
-    original = s.lattice.store.update_vectors
+#: the store method read-repair writes with
+REPAIR = "update_if_unchanged"
+
+
+def inject_dual_write(s: Setup, new_text: str, pick: Callable[[list[Any]], Any]) -> list[Any]:
+    """Right before the repair's write, the application rewrites one of the points in it."""
     victim: list[Any] = []
 
-    def update_vectors(collection: str, points: Sequence[models.PointVectors], **kwargs: Any) -> Any:
-        if not victim:
-            victim.append(pick([p.id for p in points]))
-            s.lattice.upsert(
-                s.docs,
-                [
-                    models.PointStruct(
-                        id=victim[0],
-                        vector=models.Document(text=new_text, model="auto"),
-                        payload={"text": new_text},
-                    )
-                ],
-            )
-        return original(collection, points, **kwargs)
+    def rewrite(call: Call) -> None:
+        victim.append(pick(list(call.arguments["pending"])))
+        s.lattice.upsert(
+            s.docs,
+            [
+                models.PointStruct(
+                    id=victim[0],
+                    vector=models.Document(text=new_text, model="auto"),
+                    payload={"text": new_text},
+                )
+            ],
+        )
 
-    monkeypatch.setattr(s.lattice.store, "update_vectors", update_vectors)
+    s.store.inject(REPAIR, Meanwhile(rewrite, on=1))
     return victim
 
 
-def test_read_repair_never_overwrites_a_fresher_vector(setup: Make, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_read_repair_never_overwrites_a_fresher_vector(setup: Make) -> None:
     s = setup()
     new_text = "the application rewrote this point between the query's read and its repair"
-    victim = inject_dual_write(monkeypatch, s, new_text, lambda ids: ids[len(ids) // 2])
+    victim = inject_dual_write(s, new_text, lambda ids: ids[len(ids) // 2])
     result = s.query(QUERIES[3], limit=5, missing="embed", read_repair=True)
     assert victim and result.embedded > 1
     record = s.raw.retrieve(s.docs, victim, with_payload=True, with_vectors=True)[0]
@@ -519,28 +541,23 @@ def test_read_repair_never_overwrites_a_fresher_vector(setup: Make, monkeypatch:
     assert coverage(s.raw, s.docs) == result.embedded  # the others were repaired; the victim by its writer
 
 
-def test_read_repair_does_not_report_a_skipped_point_as_repaired(
-    setup: Make, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_read_repair_does_not_report_a_skipped_point_as_repaired(setup: Make) -> None:
     s = setup()
-    victim = inject_dual_write(monkeypatch, s, "rewritten meanwhile", lambda ids: ids[0])
+    victim = inject_dual_write(s, "rewritten meanwhile", lambda ids: ids[0])
     result = s.query(QUERIES[3], limit=5, missing="embed", read_repair=True)
     assert victim
     assert victim[0] not in result.repaired
 
 
-def test_read_repair_skips_a_point_deleted_meanwhile(setup: Make, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_read_repair_skips_a_point_deleted_meanwhile(setup: Make) -> None:
     s = setup()
-    original = s.lattice.store.update_vectors
     gone: list[Any] = []
 
-    def update_vectors(collection: str, points: Sequence[models.PointVectors], **kwargs: Any) -> Any:
-        if not gone:
-            gone.append(points[1].id)
-            s.raw.delete(s.docs, points_selector=models.PointIdsList(points=gone))
-        return original(collection, points, **kwargs)
+    def delete(call: Call) -> None:
+        gone.append(list(call.arguments["pending"])[1])
+        s.raw.delete(s.docs, points_selector=models.PointIdsList(points=gone))
 
-    monkeypatch.setattr(s.lattice.store, "update_vectors", update_vectors)
+    s.store.inject(REPAIR, Meanwhile(delete, on=1))
     result = s.query(QUERIES[0], limit=5, missing="embed", read_repair=True)
     assert gone and gone[0] not in result.repaired
     assert coverage(s.raw, s.docs) == result.embedded - 1 == len(result.repaired)
@@ -549,25 +566,20 @@ def test_read_repair_skips_a_point_deleted_meanwhile(setup: Make, monkeypatch: p
 # --------------------------------------------------------------------------- filters and payloads
 
 
-def test_query_filter_is_applied_by_both_searches(setup: Make, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_query_filter_is_applied_by_both_searches(setup: Make) -> None:
     s = setup()
     for pid in range(48):
         s.raw.set_payload(s.docs, {"group": pid % 3}, points=[pid])
     s.cover(list(range(0, 48, 2)))
     flt = models.Filter(must=[models.FieldCondition(key="group", match=models.MatchValue(value=1))])
-    seen: list[dict[str, Any]] = []
-    original = s.lattice.store.query
 
-    def query(collection: str, **kwargs: Any) -> Any:
-        seen.append(kwargs)
-        return original(collection, **kwargs)
+    def seen() -> list[Any]:
+        return [call.arguments for call, _ in s.store.made]
 
-    monkeypatch.setattr(s.lattice.store, "query", query)
     for text in QUERIES:
-        seen.clear()
         result = s.query(text, limit=5, oversample=2, query_filter=flt)
-        assert sorted(k["using"] for k in seen) == ["legacy", TARGET]
-        assert all(k["query_filter"] == flt for k in seen)
+        assert sorted(k["using"] for k in seen()) == ["legacy", TARGET]
+        assert all(k["query_filter"] == flt for k in seen())
         gathered = s.gathered()
         assert result.points and all(pid % 3 == 1 for pid in gathered)
         assert_ranking(pairs(result.points), s.brute_force(text, gathered))
@@ -575,11 +587,11 @@ def test_query_filter_is_applied_by_both_searches(setup: Make, monkeypatch: pyte
     unfiltered = s.query(QUERIES[0], limit=5, oversample=2)
     assert any(pid % 3 != 1 for pid in ids_of(unfiltered.points))
     # the routed client passes it on in mixed mode
-    seen.clear()
+    s.store.made.clear()
     hits = s.lattice.query_points(
         s.docs, models.Document(text=QUERIES[0], model="auto"), limit=5, mode="mixed", query_filter=flt
     )
-    assert len(seen) == 2 and all(k["query_filter"] == flt for k in seen)
+    assert len(seen()) == 2 and all(k["query_filter"] == flt for k in seen())
     assert hits.points and all(pid % 3 == 1 for pid in ids_of(hits.points))
 
 
