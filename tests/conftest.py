@@ -21,6 +21,8 @@ from typer.testing import CliRunner
 import lattice_qdrant as lq
 from lattice_qdrant.cli import app
 from lattice_qdrant.embedders import HashEmbedder
+from lattice_qdrant.store import Store, open_store
+from lattice_qdrant.testing import FaultyStore, RecordingStore
 
 QDRANT_URL = os.environ.get("QDRANT_URL")
 BACKENDS = ["local", "server"]
@@ -148,6 +150,21 @@ def cli(backend: str, tmp_path: Path, names: Any, monkeypatch: pytest.MonkeyPatc
     run.docs = names("docs")  # type: ignore[attr-defined]
     run.control = names("control")  # type: ignore[attr-defined]
     return run
+
+
+class Watched(RecordingStore):
+    """A store whose calls a test watches (it records them) and acts on (``faults``, a ``FaultyStore``
+    between it and the real store)."""
+
+    def __init__(self, store: Store) -> None:
+        self.faults = FaultyStore(store)
+        super().__init__(self.faults)
+
+
+def watched_lattice(qdrant: Any, names: Any, **kwargs: Any) -> tuple[lq.LatticeClient, Watched]:
+    """The wrapped client over a :class:`Watched` store of this test's control collection."""
+    watched = Watched(open_store(qdrant, control_collection=names("control")))
+    return make_lattice(qdrant, names, store=watched, **kwargs), watched
 
 
 def make_lattice(qdrant: Any, names: Any, **kwargs: Any) -> lq.LatticeClient:

@@ -53,9 +53,9 @@ from lattice_qdrant.embedders import HashEmbedder
 from lattice_qdrant.metrics import NO_METRICS, BackfillMetrics, prometheus_metrics
 from lattice_qdrant.state import Progress
 from lattice_qdrant.store import MODEL_FIELD, VERSION_FIELD, Store, open_store
-from lattice_qdrant.testing import Call, Fail, FaultyStore, Meanwhile, RecordingStore
+from lattice_qdrant.testing import Call, Fail, Meanwhile
 
-from conftest import QDRANT_URL, fill_collection, make_lattice, same_direction
+from conftest import QDRANT_URL, Watched, fill_collection, make_lattice, same_direction
 
 CHILD = Path(__file__).with_name("backfill_child.py")
 TARGET = "modern-v1"
@@ -104,15 +104,6 @@ def as_application(store: Store) -> Iterator[None]:
 #: the store method the in-place backfill writes vectors with
 WRITE = "update_if_unchanged"
 Hook = Callable[[int, list[Any]], None]
-
-
-class Watched(RecordingStore):
-    """The migration's store, recording its calls, over a :class:`FaultyStore` (``faults``) a test acts
-    through."""
-
-    def __init__(self, store: Store) -> None:
-        self.faults = FaultyStore(store)
-        super().__init__(self.faults)
 
 
 class Writes:

@@ -22,7 +22,8 @@ from lattice_qdrant.backfill import run_backfill
 from lattice_qdrant.embedders import HashEmbedder, embedder_for
 from lattice_qdrant.errors import ConfigError
 from lattice_qdrant.spec import Distance
-from lattice_qdrant.store import MODEL_FIELD, VERSION_FIELD
+from lattice_qdrant.store import MODEL_FIELD, VERSION_FIELD, open_store
+from lattice_qdrant.testing import Call, Meanwhile
 from lattice_qdrant.verify import (
     REASONS,
     Mismatch,
@@ -32,7 +33,7 @@ from lattice_qdrant.verify import (
     verify,
 )
 
-from conftest import fill_collection, same_direction
+from conftest import Watched, fill_collection, make_lattice, same_direction
 
 TARGET = "modern-v1"
 
@@ -56,6 +57,21 @@ def corrupt(client: QdrantClient, collection: str, ids: Sequence[Any], vector: s
             for i, pid in enumerate(ids)
         ],
     )
+
+
+#: the store method verify's fix writes with
+FIX = "update_if_unchanged"
+
+
+@pytest.fixture
+def watched(qdrant: QdrantClient, names: Any) -> Watched:
+    return Watched(open_store(qdrant, control_collection=names("control")))
+
+
+@pytest.fixture
+def lattice(qdrant: QdrantClient, names: Any, watched: Watched) -> lq.LatticeClient:
+    """The wrapped client, over a store the tests watch and act through."""
+    return make_lattice(qdrant, names, store=watched)
 
 
 def check(lattice: lq.LatticeClient, collection: str, **kwargs: Any) -> VerifyReport:
@@ -399,35 +415,33 @@ def test_fix_leaves_what_it_cannot_decide(
     assert not report.clean
 
 
+def writes(store: Watched) -> list[list[Any]]:
+    """The ids of each conditional write verify's fix made."""
+    return [list(call.arguments["pending"]) for call in store.of(FIX)]
+
+
 def test_fix_does_not_clobber_a_point_whose_text_changed_meanwhile(
-    migrated: Make,
-    lattice: lq.LatticeClient,
-    legacy: HashEmbedder,
-    modern: HashEmbedder,
-    monkeypatch: pytest.MonkeyPatch,
+    migrated: Make, lattice: lq.LatticeClient, watched: Watched, legacy: HashEmbedder, modern: HashEmbedder
 ) -> None:
     docs = migrated(n=12).collection
     corrupt(lattice.client, docs, [2, 4, 6], TARGET, 96)
     new_text = "the application rewrote this point while verify was fixing it"
-    original = lattice.store.update_vectors
-    calls: list[list[Any]] = []
 
-    def update_vectors(collection: str, points: Sequence[models.PointVectors], **kwargs: Any) -> Any:
-        calls.append([p.id for p in points])
-        if len(calls) == 1:  # the application dual-writes point 4 between verify's read and its write
-            lattice.upsert(
-                docs,
-                [
-                    models.PointStruct(
-                        id=4, vector=models.Document(text=new_text, model="auto"), payload={"text": new_text}
-                    )
-                ],
-            )
-        return original(collection, points, **kwargs)
+    def rewrite(call: Call) -> None:  # the application dual-writes point 4 between verify's read and write
+        lattice.upsert(
+            docs,
+            [
+                models.PointStruct(
+                    id=4, vector=models.Document(text=new_text, model="auto"), payload={"text": new_text}
+                )
+            ],
+        )
 
-    monkeypatch.setattr(lattice.store, "update_vectors", update_vectors)
+    watched.faults.inject(FIX, Meanwhile(rewrite, on=1))
+    watched.clear()
     report = check(lattice, docs, fix=True)
     consistent(report)
+    calls = writes(watched)
     assert calls and 4 in calls[0]  # verify did try to write it, with the vector of the old text
     assert found(report) == {2, 4, 6}
     assert {m.point_id for m in report.mismatches if m.fixed} == {2, 6}
@@ -437,30 +451,27 @@ def test_fix_does_not_clobber_a_point_whose_text_changed_meanwhile(
     assert point.payload["text"] == new_text
     assert same_direction(point.vector[TARGET], modern.embed([new_text])[0])
     assert same_direction(point.vector["legacy"], legacy.embed([new_text])[0])
-    monkeypatch.undo()
+    watched.faults.clear()
     assert check(lattice, docs).clean
 
 
 def test_fix_skips_points_deleted_meanwhile(
-    migrated: Make, lattice: lq.LatticeClient, monkeypatch: pytest.MonkeyPatch
+    migrated: Make, lattice: lq.LatticeClient, watched: Watched
 ) -> None:
     docs = migrated(n=12).collection
     corrupt(lattice.client, docs, [1, 5, 9], TARGET, 96)
-    original = lattice.store.update_vectors
-    calls: list[list[Any]] = []
 
-    def update_vectors(collection: str, points: Sequence[models.PointVectors], **kwargs: Any) -> Any:
-        calls.append([p.id for p in points])
-        if len(calls) == 1:
-            lattice.client.delete(docs, points_selector=models.PointIdsList(points=[5]))
-        return original(collection, points, **kwargs)
+    def delete(call: Call) -> None:
+        lattice.client.delete(docs, points_selector=models.PointIdsList(points=[5]))
 
-    monkeypatch.setattr(lattice.store, "update_vectors", update_vectors)
+    watched.faults.inject(FIX, Meanwhile(delete, on=1))
+    watched.clear()
     report = check(lattice, docs, fix=True)
-    assert len(calls) == 2 and 5 not in calls[1]  # written again without the deleted point
+    assert 5 in writes(watched)[0]  # the write was made with the point deleted meanwhile ...
+    assert lattice.client.retrieve(docs, [5]) == []  # ... and did not create it again
     assert {m.point_id for m in report.mismatches if m.fixed} == {1, 9}
     assert (report.fixed, report.fix_skipped) == (2, 1)
-    monkeypatch.undo()
+    watched.faults.clear()
     assert check(lattice, docs).clean
 
 
@@ -494,31 +505,16 @@ def test_a_vector_update_through_the_wrapper_verifies_clean(
 
 
 def test_a_sample_is_deterministic_with_a_seed_and_bounded(
-    migrated: Make, lattice: lq.LatticeClient, monkeypatch: pytest.MonkeyPatch
+    migrated: Make, lattice: lq.LatticeClient, watched: Watched
 ) -> None:
     docs = migrated(n=60).collection
-    retrieved: list[list[Any]] = []
-    scrolled: list[dict[str, Any]] = []
-    original_retrieve, original_scroll = lattice.store.retrieve, lattice.store.scroll
-
-    def retrieve(collection: str, ids: Sequence[Any], **kwargs: Any) -> Any:
-        if collection == docs:
-            retrieved.append(list(ids))
-        return original_retrieve(collection, ids, **kwargs)
-
-    def scroll(collection: str, **kwargs: Any) -> Any:
-        if collection == docs:
-            scrolled.append(kwargs)
-        return original_scroll(collection, **kwargs)
-
-    monkeypatch.setattr(lattice.store, "retrieve", retrieve)
-    monkeypatch.setattr(lattice.store, "scroll", scroll)
 
     def sampled(seed: int) -> list[Any]:
-        retrieved.clear()
-        scrolled.clear()
+        watched.clear()
         report = check(lattice, docs, all_points=False, sample=10, seed=seed, page_size=4)
         assert report.checked == 10 and report.sample == 10 and report.total == 60 and report.seed == seed
+        scrolled = [c.arguments for c in watched.of("scroll") if c.collection == docs]
+        retrieved = [list(c.arguments["ids"]) for c in watched.of("retrieve") if c.collection == docs]
         # ids are read without payload or vectors, a page at a time; points are fetched a page at a time
         assert scrolled and all(s["with_payload"] is False and not s["with_vectors"] for s in scrolled)
         assert all(s["limit"] == 4 for s in scrolled)
