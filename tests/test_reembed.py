@@ -27,15 +27,27 @@ from lattice_qdrant import backups, commands
 from lattice_qdrant.backfill import BackfillOptions, estimate, run_backfill
 from lattice_qdrant.config import Settings
 from lattice_qdrant.embedders import HashEmbedder
-from lattice_qdrant.store import MODEL_FIELD, VERSION_FIELD, Store, stamp_filter
+from lattice_qdrant.store import MODEL_FIELD, VERSION_FIELD, Store, open_store, stamp_filter
+from lattice_qdrant.testing import Call, LoseReply, Meanwhile
 
-from conftest import CORPUS, QDRANT_URL, fill_collection, make_lattice, same_direction, unit
+from conftest import CORPUS, QDRANT_URL, Watched, fill_collection, make_lattice, same_direction, unit
 
 CHILD = Path(__file__).with_name("backfill_child.py")
 DIM = 64
 
 
 # --------------------------------------------------------------------------- fixtures and helpers
+
+
+@pytest.fixture
+def watched(qdrant: QdrantClient, names: Any) -> Watched:
+    return Watched(open_store(qdrant, control_collection=names("control")))
+
+
+@pytest.fixture
+def lattice(qdrant: QdrantClient, names: Any, watched: Watched) -> lq.LatticeClient:
+    """The wrapped client, over a store the tests watch and act through."""
+    return make_lattice(qdrant, names, store=watched)
 
 
 @pytest.fixture
@@ -414,26 +426,21 @@ def test_a_version_bump_under_the_same_model_id(
 
 
 def test_a_text_changed_during_the_backfill_is_embedded_again_and_not_clobbered_by_restore(
-    planned: Plan, lattice: lq.LatticeClient, legacy: HashEmbedder, newer: HashEmbedder,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+    planned: Plan, lattice: lq.LatticeClient, watched: Watched, legacy: HashEmbedder, newer: HashEmbedder
+) -> None:
     migration = planned(n=20)
     docs, store = migration.collection, migration.store
     migration.start()
-    original_write = store.write_stamped
     changed: list[Any] = []
 
-    def write_stamped(
-        collection: str, name: str, text_field: str, pending: Any, *args: Any, **kwargs: Any
-    ) -> Any:
-        if not changed and 7 in pending:
-            # the application rewrites the text behind the wrapper's back, after it was embedded
-            with store._lock:
-                lattice.client.set_payload(docs, {"text": "rewritten behind our back"}, points=[7])
-            changed.append(7)
-        return original_write(collection, name, text_field, pending, *args, **kwargs)
+    def rewrite(call: Call) -> None:
+        # the application rewrites the text behind the wrapper's back, after it was embedded
+        with store.exclusive():
+            lattice.client.set_payload(docs, {"text": "rewritten behind our back"}, points=[7])
+        changed.append(7)
 
-    monkeypatch.setattr(store, "write_stamped", write_stamped)
+    holds_7 = Meanwhile(rewrite, on=1, when=lambda call: 7 in call.arguments["pending"])
+    watched.faults.inject("write_stamped", holds_7)
     report = run_backfill(migration, newer, BackfillOptions(batch_size=4, writers=1))
     assert changed == [7] and report.passes == 3 and report.covered == 20  # the last pass finds nothing
     point = records(lattice.client, docs)[7]
@@ -689,42 +696,25 @@ def test_write_stamped_writes_vector_and_stamp_together_only_where_the_condition
 
 
 def test_a_start_cut_off_during_its_backup_overwrites_nothing_and_is_redone(
-    planned: Plan, lattice: lq.LatticeClient, monkeypatch: pytest.MonkeyPatch
+    planned: Plan, lattice: lq.LatticeClient, watched: Watched
 ) -> None:
     migration = planned(n=30)
     docs, store = migration.collection, migration.store
     original = records(lattice.client, docs)
-    real_upsert = store.upsert
-    calls = {"n": 0}
-
-    def upsert(collection: str, points: Any, **kwargs: Any) -> Any:
-        if "__backup__" in collection:
-            calls["n"] += 1
-            if calls["n"] == 2:
-                raise KeyboardInterrupt  # the process dies between two pages of the backup
-        return real_upsert(collection, points, **kwargs)
-
-    monkeypatch.setattr(store, "upsert", upsert)
+    # the process dies right after the backup's first page was written
+    killed = LoseReply(KeyboardInterrupt(), on=1, when=lambda call: "__backup__" in str(call.collection))
+    watched.faults.inject("upsert", killed)
     with pytest.raises(KeyboardInterrupt):
-        backups_page = 10
-        monkeypatch.setattr(backups, "create_backup", _with_page_size(backups.create_backup, backups_page))
         migration.start()
+    assert watched.faults.fired
     assert migration.snapshot(refresh=True).state.status == lq.Status.PLANNED
     cut = backups.list_backups(store, docs)
     assert len(cut) == 1 and not cut[0].complete
     assert records(lattice.client, docs) == original  # nothing was overwritten
-    monkeypatch.setattr(store, "upsert", real_upsert)
     migration.start()
     found = backups.list_backups(store, docs)
     assert len(found) == 1 and found[0].complete and found[0].count == 30  # the cut-off one was deleted
     assert migration.snapshot().backup_id == found[0].backup_id
-
-
-def _with_page_size(create: Any, page_size: int) -> Any:
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        return create(*args, **{**kwargs, "page_size": page_size})
-
-    return wrapped
 
 
 def test_estimate_status_doctor_and_verify_know_the_strategy(
