@@ -12,9 +12,10 @@ from lattice_qdrant import commands
 from lattice_qdrant.backfill import run_backfill
 from lattice_qdrant.config import Settings
 from lattice_qdrant.embedders import HashEmbedder
-from lattice_qdrant.store import MODEL_FIELD
+from lattice_qdrant.store import MODEL_FIELD, open_store
+from lattice_qdrant.testing import Call, Fail, LoseReply, Meanwhile
 
-from conftest import CORPUS, fill_collection, same_direction
+from conftest import CORPUS, Watched, fill_collection, make_lattice, same_direction
 
 
 def unnamed_collection(client: QdrantClient, name: str, embedder: HashEmbedder, n: int) -> None:
@@ -31,6 +32,17 @@ def unnamed_collection(client: QdrantClient, name: str, embedder: HashEmbedder, 
             for i, t in enumerate(texts)
         ],
     )
+
+
+@pytest.fixture
+def watched(qdrant: QdrantClient, names: Any) -> Watched:
+    return Watched(open_store(qdrant, control_collection=names("control")))
+
+
+@pytest.fixture
+def lattice(qdrant: QdrantClient, names: Any, watched: Watched) -> lq.LatticeClient:
+    """The wrapped client, over a store the tests watch and act through."""
+    return make_lattice(qdrant, names, store=watched)
 
 
 @pytest.fixture
@@ -145,46 +157,39 @@ def test_a_conditional_update_is_stamped_in_each_collection_only_where_it_wrote(
             assert now[pid] == before[coll][pid], (coll, pid)
 
 
-def test_copy_never_overwrites_a_dual_write_and_drops_points_deleted_meanwhile(
-    blue: lq.Migration, lattice: lq.LatticeClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from lattice_qdrant import bluegreen
+def copying(plan: lq.MigrationPlan) -> Any:
+    """Whether a call is the copy's read of the source collection."""
+    return lambda call: call.collection == plan.collection
 
+
+def test_copy_never_overwrites_a_dual_write_and_drops_points_deleted_meanwhile(
+    blue: lq.Migration, lattice: lq.LatticeClient, watched: Watched
+) -> None:
     plan = blue.plan
     qdrant = lattice.client
-    original = bluegreen.copy_points
-    calls: list[int] = []
 
-    def copy_after_the_application(store: Any, plan_: Any, **kw: Any) -> int:
+    def application(call: Call) -> None:
         # the application writes and deletes through the wrapper while the copy is about to run
         fresh = models.PointStruct(
             id=4, vector=models.Document(text="fresh", model="m"), payload={"text": "fresh"}
         )
         lattice.upsert(plan.collection, [fresh])
         qdrant.delete(plan.collection, points_selector=models.PointIdsList(points=[5]))  # outside the wrapper
-        calls.append(1)
-        return original(store, plan_, **kw)
 
-    monkeypatch.setattr(bluegreen, "copy_points", copy_after_the_application)
+    watched.faults.inject("iter_points", Meanwhile(application, on=1, when=copying(plan)))
     blue.start()
-    assert calls
+    assert watched.faults.fired
     assert qdrant.retrieve(plan.data_collection, [4])[0].payload["text"] == "fresh"
     assert qdrant.retrieve(plan.data_collection, [5]) == []
     assert qdrant.count(plan.data_collection, exact=True).count == 29
 
 
 def test_a_copy_cut_off_is_finished_by_start_and_blocks_backfill_and_cutover(
-    blue: lq.Migration, lattice: lq.LatticeClient, modern: HashEmbedder, monkeypatch: pytest.MonkeyPatch
+    blue: lq.Migration, lattice: lq.LatticeClient, modern: HashEmbedder, watched: Watched
 ) -> None:
-    from lattice_qdrant import bluegreen
-
-    def crash(*args: Any, **kwargs: Any) -> int:
-        raise KeyboardInterrupt
-
-    with monkeypatch.context() as patch:
-        patch.setattr(bluegreen, "copy_points", crash)
-        with pytest.raises(KeyboardInterrupt):
-            blue.start()
+    watched.faults.inject("iter_points", Fail(KeyboardInterrupt(), on=1, when=copying(blue.plan)))
+    with pytest.raises(KeyboardInterrupt):
+        blue.start()
     assert blue.state.status == lq.Status.IN_PROGRESS  # dual-writes run; the copy did not finish
     with pytest.raises(lq.MigrationError, match=r"copy .* is not complete"):
         run_backfill(blue, modern)
@@ -195,16 +200,16 @@ def test_a_copy_cut_off_is_finished_by_start_and_blocks_backfill_and_cutover(
 
 
 def test_an_alias_switch_cut_off_is_repaired_by_the_next_call(
-    blue: lq.Migration, lattice: lq.LatticeClient, modern: HashEmbedder, monkeypatch: pytest.MonkeyPatch
+    blue: lq.Migration, lattice: lq.LatticeClient, modern: HashEmbedder, watched: Watched
 ) -> None:
-    from lattice_qdrant import bluegreen
-
     plan = blue.plan
     blue.start()
     run_backfill(blue, modern)
-    with monkeypatch.context() as patch:
-        patch.setattr(bluegreen, "sync_alias", lambda *a, **k: False)
+    # the process dies between recording the cutover and switching the alias
+    watched.faults.inject("switch_alias", Fail(KeyboardInterrupt(), on=1))
+    with pytest.raises(KeyboardInterrupt):
         blue.cutover()
+    assert blue.snapshot(refresh=True).state.phase == lq.Phase.ROLLBACK_WINDOW
     assert lattice.store.alias_target(plan.alias or "") == plan.collection  # the switch never happened
     assert blue.sync_alias() is True
     assert lattice.store.alias_target(plan.alias or "") == plan.data_collection
@@ -342,10 +347,8 @@ def test_restore_after_a_blue_green_finalize_rebuilds_the_source_collection(
 
 
 def test_a_blue_green_restore_cut_off_halfway_is_finished_by_the_next_call(
-    blue: lq.Migration, lattice: lq.LatticeClient, modern: HashEmbedder, monkeypatch: pytest.MonkeyPatch
+    blue: lq.Migration, lattice: lq.LatticeClient, modern: HashEmbedder, watched: Watched
 ) -> None:
-    from lattice_qdrant import bluegreen
-
     qdrant = lattice.client
     docs = blue.plan.collection
     blue.start()
@@ -353,17 +356,13 @@ def test_a_blue_green_restore_cut_off_halfway_is_finished_by_the_next_call(
     blue.cutover()
     original = {r.id: r.vector for r in qdrant.scroll(docs, limit=100, with_vectors=True)[0]}
     blue.finalize(force=True)
-    real = bluegreen.copy_back
-
-    def cut_off(store: Any, plan: Any, **kwargs: Any) -> int:
-        real(store, plan, page_size=7)  # some pages copied ...
-        raise lq.TransientStoreError("connection lost")  # ... then the process dies
-
-    monkeypatch.setattr(bluegreen, "copy_back", cut_off)
+    # the copy back writes its first page, then the connection is lost
+    lost = lq.TransientStoreError("connection lost")
+    watched.faults.inject("upsert", LoseReply(lost, on=1, when=lambda call: call.collection == docs))
     with pytest.raises(lq.TransientStoreError):
         blue.restore()
+    assert watched.faults.fired
     assert blue.snapshot(refresh=True).state.phase == lq.Phase.ROLLBACK_WINDOW  # writes are dual already
-    monkeypatch.setattr(bluegreen, "copy_back", real)
 
     report = blue.restore()
 
