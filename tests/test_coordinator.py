@@ -11,6 +11,7 @@ from qdrant_client import QdrantClient, models
 
 import lattice_qdrant as lq
 from lattice_qdrant.embedders import HashEmbedder
+from lattice_qdrant.testing import Fail, FaultyStore
 
 from conftest import fill_collection, make_lattice
 
@@ -406,19 +407,19 @@ def test_cancel_goes_back_to_legacy_writes_and_drops_the_target(
     assert set(lattice.client.get_collection(planned.collection).config.params.vectors) == {"legacy"}
 
 
+def cut_off(migration: lq.Migration, method: str, **fault: Any) -> lq.Migration:
+    """The migration as a process sees it that is killed at its first call of ``method``."""
+    store = FaultyStore(migration.store, {method: Fail(KeyboardInterrupt(), on=1, **fault)})
+    return lq.Migration(store, migration.collection, refresh_interval=0)
+
+
 def test_finalize_cut_off_before_the_drop_is_repaired_by_calling_it_again(
-    planned: lq.Migration, lattice: lq.LatticeClient, monkeypatch: pytest.MonkeyPatch
+    planned: lq.Migration, lattice: lq.LatticeClient
 ) -> None:
     planned.start()
     planned.cutover(force=True)
-
-    def crash(*args: Any, **kwargs: Any) -> bool:
-        raise KeyboardInterrupt
-
-    with monkeypatch.context() as patch:
-        patch.setattr(lattice.store, "drop_vector", crash)
-        with pytest.raises(KeyboardInterrupt):
-            planned.finalize(force=True)
+    with pytest.raises(KeyboardInterrupt):
+        cut_off(planned, "drop_vector").finalize(force=True)
     assert planned.snapshot(refresh=True).state.finalized
     assert "legacy" in lattice.client.get_collection(planned.collection).config.params.vectors
     planned.finalize()
@@ -426,17 +427,12 @@ def test_finalize_cut_off_before_the_drop_is_repaired_by_calling_it_again(
 
 
 def test_start_is_idempotent_on_the_schema_after_a_crash(
-    planned: lq.Migration, lattice: lq.LatticeClient, monkeypatch: pytest.MonkeyPatch
+    planned: lq.Migration, lattice: lq.LatticeClient
 ) -> None:
     """A start cut off after adding the vector, before recording the state, can simply be rerun."""
-
-    def crash(event: Any) -> Any:
-        raise KeyboardInterrupt
-
-    with monkeypatch.context() as patch:
-        patch.setattr(planned, "apply", crash)
-        with pytest.raises(KeyboardInterrupt):
-            planned.start()
+    with pytest.raises(KeyboardInterrupt):
+        cut_off(planned, "replace_record", when=lambda call: call.arguments["kind"] == "migration").start()
+    assert planned.plan.target_vector in lattice.store.vectors(planned.collection)  # the vector was added
     assert planned.state.status == lq.Status.PLANNED
     assert planned.start().status == lq.Status.IN_PROGRESS
 
