@@ -11,7 +11,8 @@ from qdrant_client import QdrantClient, models
 
 import lattice_qdrant as lq
 from lattice_qdrant.embedders import HashEmbedder
-from lattice_qdrant.testing import Fail, FaultyStore
+from lattice_qdrant.store import open_store
+from lattice_qdrant.testing import Fail, FaultyStore, Meanwhile
 
 from conftest import fill_collection, make_lattice
 
@@ -493,17 +494,17 @@ def test_a_cached_state_is_used_until_the_refresh_interval_passes(
     assert observer.routing().write == lq.WriteRoute.DUAL_WRITE
 
 
-def _race(first: Callable[[], Any], second: Callable[[], Any], stores: list[lq.Store]) -> list[Any]:
-    """Run two transitions so that both read the same epoch before either writes."""
+def _racers(qdrant: QdrantClient, names: Any, collection: str) -> list[lq.Migration]:
+    """Two processes' views of the migration whose writes of it wait for each other: both transitions
+    read the same epoch before either writes."""
     barrier = threading.Barrier(2, timeout=10)
-    for store in stores:
-        original = store.replace_record
+    gate = {"replace_record": Meanwhile(lambda call: barrier.wait())}
+    stores = [FaultyStore(open_store(qdrant, control_collection=names("control")), gate) for _ in range(2)]
+    return [lq.Migration(store, collection, refresh_interval=0) for store in stores]
 
-        def gated(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
-            barrier.wait()
-            return _original(*args, **kwargs)
 
-        store.replace_record = gated  # type: ignore[method-assign]
+def _race(first: Callable[[], Any], second: Callable[[], Any]) -> list[Any]:
+    """Run two transitions at once."""
     results: list[Any] = [None, None]
 
     def run(i: int, fn: Callable[[], Any]) -> None:
@@ -537,8 +538,7 @@ def test_two_processes_racing_transitions_exactly_one_wins(
         planned.cutover(force=True)
     if setup == "rolled_back":
         planned.rollback()
-    a = make_lattice(qdrant, names).migration(planned.collection)
-    b = make_lattice(qdrant, names).migration(planned.collection)
+    a, b = _racers(qdrant, names, planned.collection)
     calls = {
         "rollback": lambda m: m.rollback(),
         "finalize": lambda m: m.apply(lq.state.Finalize(at=0.0, force=True)),
@@ -547,7 +547,7 @@ def test_two_processes_racing_transitions_exactly_one_wins(
         "pause": lambda m: m.pause("maintenance"),
     }
     epoch = planned.snapshot(refresh=True).epoch
-    results = _race(lambda: calls[first](a), lambda: calls[second](b), [a.store, b.store])
+    results = _race(lambda: calls[first](a), lambda: calls[second](b))
     winners = [r for r in results if isinstance(r, lq.MigrationState)]
     losers = [r for r in results if isinstance(r, lq.ConcurrentTransitionError)]
     assert len(winners) == 1 and len(losers) == 1, results
