@@ -8,16 +8,17 @@
    pipeline hides reading and writing behind embedding; the second ratio tells what the machinery costs.
 2. **Backfill vs a naive loop** (scroll -> encode -> update_vectors, one batch after the other) on the same
    collection. At 0 ms both run on local mode as users run it (the embedded default). With
-   ``--latency-ms`` they talk to a stand-in for a server: local mode behind a delay on every request, as
-   a remote server's would be, for both contenders alike (local mode answers in microseconds, a server
-   over a network does not). The stand-in serves one request at a time, and checks a conditional write
-   point by point against that point's own clause, as a server's id index does (local mode would try
-   every clause on every point, on the client's CPU).
+   ``--latency-ms`` they talk to a stand-in for a server: local mode's store behind a delay on every
+   request (``lattice_qdrant.testing.DelayedStore``), as a remote server's would be, for both contenders
+   alike (local mode answers in microseconds, a server over a network does not). The stand-in serves one
+   request at a time; local mode's store sends a conditional write in requests of 16 points, so each
+   point's clause is checked among few, as a server's id index finds it (local mode tries every clause on
+   every point, on the client's CPU).
 3. **Forward passes** (a sentence-transformers model only): the embedder's fixed passes of ``batch_size``
    texts against its passes packed by tokens, on the same texts, in calls of a batch and of a window.
 4. **Peak RSS for 20k vs 200k points** with the cheap hash embedder, each size in its own process, reading
-   from a synthetic collection served by an in-process stand-in for a server (local mode keeps every point
-   in the process's memory, which would measure Qdrant, not the backfill).
+   from a synthetic collection served by a store that holds no points (local mode keeps every point in the
+   process's memory, which would measure Qdrant, not the backfill).
 """
 
 from __future__ import annotations
@@ -29,9 +30,8 @@ import resource
 import statistics
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,10 @@ from benchmarks.corpus import python_docs
 from lattice_qdrant.backfill import BackfillOptions, run_backfill
 from lattice_qdrant.client import wrap
 from lattice_qdrant.embedders import MINILM, Embedder, HashEmbedder, SentenceTransformerEmbedder
+from lattice_qdrant.spec import Distance
 from lattice_qdrant.state import Start
+from lattice_qdrant.store import Coverage, Store, VectorInfo, open_store
+from lattice_qdrant.testing import DelayedStore, StoreWrapper
 
 __all__ = ["main"]
 
@@ -54,78 +57,6 @@ ROOT = Path(__file__).resolve().parent.parent
 def _out(text: str = "") -> None:
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
-
-
-class _Delayed:
-    """A local ``QdrantClient`` that answers like a remote server: each request first spends ``latency``
-    seconds on the network (concurrently with other requests), then is served one at a time (local mode is
-    not thread-safe), as a server's round trip plus its work would be."""
-
-    _CALLS = frozenset(
-        {"scroll", "update_vectors", "set_payload", "retrieve", "count", "upsert", "query_points"}
-    )
-    #: not local mode as far as the Store can tell: it takes no lock, this class does. The Store sniffs
-    #: ``type(client._client).__name__ == "QdrantLocal"``; ``None`` here spoofs a server. To become a store
-    #: fake once the store has a protocol.
-    _client = None
-
-    def __init__(self, client: QdrantClient, latency: float) -> None:
-        self._inner = client
-        self._latency = latency
-        self._serve = threading.RLock()
-
-    def update_vectors(self, collection_name: str, points: Sequence[Any], **kwargs: Any) -> Any:
-        """A conditional write whose clauses each name their own point, checked as a server checks it.
-
-        A server finds a point's clause through its id index; local mode tries every clause on every
-        point, a cost that grows with the square of the request and would be charged to the client's CPU.
-        The request is served in slices of 16 points, each with its own points' clauses: the same outcome.
-        """
-        flt = kwargs.pop("update_filter", None)
-        if self._latency:
-            time.sleep(self._latency)
-        own = _own_clauses(flt)
-        with self._serve:
-            if own is None:
-                return self._inner.update_vectors(collection_name, points, update_filter=flt, **kwargs)
-            result = None
-            for at in range(0, len(points), 16):
-                part = points[at : at + 16]
-                ids = {p.id for p in part}
-                clauses = [c for point_id, c in own if point_id in ids]
-                sliced = flt.model_copy(update={"should": clauses}) if flt is not None else None
-                result = self._inner.update_vectors(collection_name, part, update_filter=sliced, **kwargs)
-            return result
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._inner, name)
-        if not callable(attr):
-            return attr
-
-        def served(*args: Any, **kwargs: Any) -> Any:
-            if name in self._CALLS and self._latency:
-                time.sleep(self._latency)
-            with self._serve:
-                return attr(*args, **kwargs)
-
-        return served
-
-
-def _own_clauses(flt: models.Filter | None) -> list[tuple[Any, models.Filter]] | None:
-    """``(point id, clause)`` for each ``should`` clause of ``flt`` that names one point by id, or ``None``
-    unless every clause does."""
-    if flt is None or not isinstance(flt.should, list) or not flt.should:
-        return None
-    out: list[tuple[Any, models.Filter]] = []
-    for clause in flt.should:
-        if not isinstance(clause, models.Filter):
-            return None
-        must = clause.must
-        first = must[0] if isinstance(must, list) and must else None
-        if not isinstance(first, models.HasIdCondition) or len(first.has_id) != 1:
-            return None
-        out.append((first.has_id[0], clause))
-    return out
 
 
 def _collection(texts: Sequence[str], name: str) -> QdrantClient:
@@ -146,8 +77,8 @@ def _collection(texts: Sequence[str], name: str) -> QdrantClient:
     return client
 
 
-def _migrating(client: Any, name: str, target: Embedder) -> Any:
-    lattice = wrap(client, embedders={"target": target}, refresh_interval=0)
+def _migrating(client: QdrantClient, store: Store, name: str, target: Embedder) -> Any:
+    lattice = wrap(client, embedders={"target": target}, refresh_interval=0, store=store)
     legacy = HashEmbedder(SOURCE_DIM, salt="bench")
     if isinstance(target, HashEmbedder | SentenceTransformerEmbedder):
         spec = target.spec("target")
@@ -158,18 +89,16 @@ def _migrating(client: Any, name: str, target: Embedder) -> Any:
     return migration
 
 
-def _naive(client: Any, name: str, vector: str, embedder: Embedder, batch: int) -> int:
+def _naive(store: Store, name: str, vector: str, embedder: Embedder, batch: int) -> int:
     """The loop people write first: scroll a page, encode it, write it, repeat."""
     done = 0
     offset = None
     flt = models.Filter(must_not=[models.HasVectorCondition(has_vector=vector)])
     while True:
-        page, offset = client.scroll(
-            name, scroll_filter=flt, limit=batch, offset=offset, with_payload=["text"]
-        )
+        page, offset = store.scroll(name, flt=flt, limit=batch, offset=offset, with_payload=["text"])
         if page:
-            vecs = embedder.embed([str(r.payload["text"]) for r in page])
-            client.update_vectors(
+            vecs = embedder.embed([str((r.payload or {})["text"]) for r in page])
+            store.update_vectors(
                 name,
                 [
                     models.PointVectors(id=r.id, vector={vector: v.tolist()})
@@ -203,8 +132,10 @@ def _throughput(args: argparse.Namespace, embedder: Embedder, label: str) -> dic
                 continue
             client = _collection(texts, "bench")
             # 0 ms: local mode as users run it (the embedded default); otherwise a stand-in for a server
-            delayed: Any = _Delayed(client, args.latency_ms / 1000) if args.latency_ms else client
-            migration = _migrating(delayed, "bench", embedder)
+            store: Store = open_store(client)
+            if args.latency_ms:
+                store = DelayedStore(store, args.latency_ms / 1000)
+            migration = _migrating(client, store, "bench", embedder)
             vector = migration.plan.target_vector
             started = time.perf_counter()
             if what == "backfill":
@@ -217,7 +148,7 @@ def _throughput(args: argparse.Namespace, embedder: Embedder, label: str) -> dic
                 )
                 written = report.written
             else:
-                written = _naive(delayed, "bench", vector, embedder, args.batch_size)
+                written = _naive(store, "bench", vector, embedder, args.batch_size)
             rows[what].append(written / (time.perf_counter() - started))
             if written != n:
                 raise SystemExit(f"{what} wrote {written} of {n} points")
@@ -264,23 +195,21 @@ def _passes(args: argparse.Namespace, packed: SentenceTransformerEmbedder) -> li
 # --------------------------------------------------------------------------- memory
 
 
-class _SyntheticServer:
-    """Just enough of a ``QdrantClient`` to serve one big synthetic collection without holding it.
+class _SyntheticStore(StoreWrapper):
+    """A store serving one big synthetic collection without holding it.
 
     Texts are made from the point id on demand; the only per-point state is one "has the target vector"
-    flag, as a server would keep on its own side. The control collection goes to a real local client.
-
-    The Store takes this for local mode (and serialises its calls): ``_client`` is looked up through
-    ``__getattr__`` on the control client, whose ``_client`` is a ``QdrantLocal``. To become a store fake
-    once the store has a protocol.
+    flag, as a server would keep on its own side. Everything else (the control collection) goes to the
+    wrapped store, local mode's over an empty client.
     """
 
     def __init__(self, n: int, target_dim: int) -> None:
+        self.control = QdrantClient(":memory:")
+        super().__init__(open_store(self.control))
         self.n = n
         self.covered = np.zeros(n, dtype=bool)
         self.recent: dict[int, NDArray[np.float32]] = {}
         self.target_dim = target_dim
-        self.control = QdrantClient(":memory:")
         self.words = [
             "vector",
             "search",
@@ -301,68 +230,102 @@ class _SyntheticServer:
         w = self.words
         return f"point {i}: " + " ".join(w[(i * k) % len(w)] for k in range(1, 24))
 
-    def info(self) -> Any:
-        return models.VersionInfo(title="synthetic", version="1.18.0")
+    def collection_exists(self, collection: str) -> bool:
+        return True if self._is_data(collection) else super().collection_exists(collection)
 
-    def collection_exists(self, name: str) -> bool:
-        return True if self._is_data(name) else self.control.collection_exists(name)
-
-    def get_collection(self, name: str) -> Any:
-        if not self._is_data(name):
-            return self.control.get_collection(name)
-        vectors = {
-            "legacy": models.VectorParams(size=SOURCE_DIM, distance=models.Distance.COSINE),
-            "target-v1": models.VectorParams(size=self.target_dim, distance=models.Distance.COSINE),
+    def vectors(self, collection: str) -> dict[str, VectorInfo]:
+        if not self._is_data(collection):
+            return super().vectors(collection)
+        return {
+            "legacy": VectorInfo("legacy", SOURCE_DIM, Distance.COSINE),
+            "target-v1": VectorInfo("target-v1", self.target_dim, Distance.COSINE),
         }
-        params = type("P", (), {"vectors": vectors})()
-        config = type("C", (), {"params": params})()
-        return type("I", (), {"config": config, "payload_schema": {}})()
 
-    def count(self, name: str, count_filter: Any = None, exact: bool = True) -> Any:
-        if not self._is_data(name):
-            return self.control.count(name, count_filter=count_filter, exact=exact)
-        missing = self.n - int(self.covered.sum())
-        return models.CountResult(count=self.n if count_filter is None else missing)
+    def check_in_place(self, collection: str, source_vector: str) -> VectorInfo:
+        return self.vectors(collection)[source_vector]
+
+    def payload_schema(self, collection: str) -> dict[str, str]:
+        return {} if self._is_data(collection) else super().payload_schema(collection)
+
+    def ensure_payload_indexes(
+        self, collection: str, indexes: dict[str, models.PayloadSchemaType] | None = None
+    ) -> list[str]:
+        return [] if self._is_data(collection) else super().ensure_payload_indexes(collection, indexes)
+
+    def count(self, collection: str, flt: models.Filter | None = None) -> int:
+        if not self._is_data(collection):
+            return super().count(collection, flt)
+        return self.n if flt is None else self.n - int(self.covered.sum())  # the backfill's only filter
+
+    def coverage(self, collection: str, vector: str) -> Coverage:
+        if not self._is_data(collection):
+            return super().coverage(collection, vector)
+        return Coverage(covered=int(self.covered.sum()), total=self.n)
 
     def scroll(
-        self, name: str, scroll_filter: Any = None, limit: int = 10, offset: Any = None, **kw: Any
-    ) -> Any:
-        if not self._is_data(name):
-            return self.control.scroll(name, scroll_filter=scroll_filter, limit=limit, offset=offset, **kw)
+        self,
+        collection: str,
+        *,
+        flt: models.Filter | None = None,
+        limit: int = 256,
+        offset: Any = None,
+        with_payload: bool | Sequence[str] = True,
+        with_vectors: bool | Sequence[str] = False,
+    ) -> tuple[list[models.Record], Any]:
+        if not self._is_data(collection):
+            return super().scroll(
+                collection,
+                flt=flt,
+                limit=limit,
+                offset=offset,
+                with_payload=with_payload,
+                with_vectors=with_vectors,
+            )
         start = int(offset or 0)
         todo = np.flatnonzero(~self.covered[start:])[: limit + 1] + start
         page = [models.Record(id=int(i), payload={"text": self.text(int(i))}) for i in todo[:limit]]
         return page, (int(todo[limit]) if len(todo) > limit else None)
 
-    def update_vectors(self, name: str, points: Sequence[models.PointVectors], **kw: Any) -> Any:
-        for p in points:
-            self.covered[int(str(p.id))] = True
+    def update_if_unchanged(
+        self,
+        collection: str,
+        text_field: str,
+        pending: Mapping[Any, tuple[str | None, Mapping[str, Any]]],
+        *,
+        lacking: str | None = None,
+    ) -> list[Any]:
+        if not self._is_data(collection):
+            return super().update_if_unchanged(collection, text_field, pending, lacking=lacking)
+        for pid, (_, vectors) in pending.items():
+            self.covered[int(pid)] = True
             # the last few thousand vectors only, for the writer's read-back (a server keeps them all)
-            vector = p.vector["target-v1"] if isinstance(p.vector, dict) else p.vector
-            self.recent[int(str(p.id))] = np.asarray(vector, dtype=np.float32)
+            self.recent[int(pid)] = np.asarray(vectors["target-v1"], dtype=np.float32)
             if len(self.recent) > 2048:
                 self.recent.pop(next(iter(self.recent)))
-        return models.UpdateResult(operation_id=0, status=models.UpdateStatus.COMPLETED)
+        return list(pending)
 
-    def retrieve(self, name: str, ids: Sequence[Any], **kw: Any) -> Any:
-        if not self._is_data(name):
-            return self.control.retrieve(name, ids=ids, **kw)
+    def retrieve(
+        self,
+        collection: str,
+        ids: Sequence[Any],
+        *,
+        with_payload: bool | Sequence[str] = True,
+        with_vectors: bool | Sequence[str] = False,
+    ) -> list[models.Record]:
+        if not self._is_data(collection):
+            return super().retrieve(collection, ids, with_payload=with_payload, with_vectors=with_vectors)
         return [models.Record(id=i, vector=self._stored(int(i)) if self.covered[int(i)] else {}) for i in ids]
 
     def _stored(self, i: int) -> dict[str, Any]:
         found = self.recent.get(i)
         return {"target-v1": found.tolist() if found is not None else [0.0]}
 
-    def set_payload(self, name: str, **kw: Any) -> Any:
+    def set_payload(
+        self, collection: str, payload: dict[str, Any], points: models.Filter | Sequence[Any]
+    ) -> models.UpdateResult:
+        if not self._is_data(collection):
+            return super().set_payload(collection, payload, points)
         return models.UpdateResult(operation_id=0, status=models.UpdateStatus.COMPLETED)
-
-    def create_payload_index(self, name: str, **kw: Any) -> Any:
-        if not self._is_data(name):
-            return self.control.create_payload_index(name, **kw)
-        return models.UpdateResult(operation_id=0, status=models.UpdateStatus.COMPLETED)
-
-    def __getattr__(self, attr: str) -> Any:  # control-collection calls: create_collection, upsert, delete
-        return getattr(self.control, attr)
 
 
 def _peak_kib() -> int:
@@ -383,8 +346,8 @@ def _peak_kib() -> int:
 def _rss_child(n: int) -> None:
     """Run one backfill of ``n`` synthetic points and print the peak RSS (run in a fresh process)."""
     embedder = HashEmbedder(384, salt="bench")
-    server = _SyntheticServer(n, embedder.dimension)
-    lattice = wrap(server, refresh_interval=0)  # type: ignore[arg-type]
+    store = _SyntheticStore(n, embedder.dimension)
+    lattice = wrap(store.control, refresh_interval=0, store=store)
     legacy = HashEmbedder(SOURCE_DIM, salt="bench")
     migration = lattice.plan(
         "synthetic", source=legacy.spec("legacy"), target=embedder.spec("target"), source_vector="legacy"
