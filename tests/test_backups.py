@@ -21,7 +21,8 @@ from lattice_qdrant import backups
 from lattice_qdrant.backups import Checksum, Manifest, canonical_vector
 from lattice_qdrant.errors import MigrationError, RollbackWindowOpenError, StoreError
 from lattice_qdrant.spec import Distance
-from lattice_qdrant.store import MODEL_FIELD, VERSION_FIELD, Store
+from lattice_qdrant.store import MODEL_FIELD, VERSION_FIELD, Store, open_store
+from lattice_qdrant.testing import Fail, FaultyStore, Meanwhile, StoreWrapper
 
 from conftest import CORPUS, unit
 
@@ -90,27 +91,13 @@ def assert_same_vectors(got: dict[Any, NDArray[np.float64]], want: dict[Any, NDA
         np.testing.assert_allclose(got[pid], vector, atol=1e-5, err_msg=f"point {pid!r}")
 
 
-class Interrupting(Store):
-    """Raises ``KeyboardInterrupt`` on the ``after``-th call (1-based, then every later one) of ``method``
-    on collections whose name contains ``where``."""
-
-    def __init__(self, client: QdrantClient, *, method: str, after: int, where: str = "", **kwargs: Any):
-        super().__init__(client, **kwargs)
-        self.method, self.after, self.where, self.calls = method, after, where, 0
-
-    def _maybe_stop(self, method: str, collection: str) -> None:
-        if method == self.method and self.where in collection:
-            self.calls += 1
-            if self.calls >= self.after:
-                raise KeyboardInterrupt
-
-    def upsert(self, collection: str, points: Sequence[models.PointStruct], **kwargs: Any) -> Any:
-        self._maybe_stop("upsert", collection)
-        return super().upsert(collection, points, **kwargs)
-
-    def update_vectors(self, collection: str, points: Sequence[models.PointVectors], **kwargs: Any) -> Any:
-        self._maybe_stop("update_vectors", collection)
-        return super().update_vectors(collection, points, **kwargs)
+def interrupting(store: Store, method: str, *, after: int, where: str = "") -> FaultyStore:
+    """``store``, raising ``KeyboardInterrupt`` from the ``after``-th call (1-based, then every later one)
+    of ``method`` on collections whose name contains ``where``."""
+    killed = Fail(
+        KeyboardInterrupt(), on=range(after, 1 << 30), when=lambda call: where in str(call.collection)
+    )
+    return FaultyStore(store, {method: killed})
 
 
 @pytest.fixture
@@ -194,13 +181,10 @@ def test_a_point_deleted_during_the_restore_is_reported_not_fatal(
     manifest = backups.create_backup(store, name, "legacy", model=MODEL)
     store.drop_vector(name, "legacy")
 
-    class DeletingMidway(Store):
-        def update_vectors(self, collection: str, points: Sequence[models.PointVectors], **kw: Any) -> Any:
-            if any(p.id == 12 for p in points):
-                qdrant.delete(name, [12])
-            return super().update_vectors(collection, points, **kw)
-
-    report = backups.restore(DeletingMidway(qdrant, control_collection=names("control")), manifest.backup_id)
+    deleting = Meanwhile(
+        lambda call: qdrant.delete(name, [12]), when=lambda call: 12 in call.arguments["pending"]
+    )
+    report = backups.restore(FaultyStore(store, {"update_if_unchanged": deleting}), manifest.backup_id)
 
     assert report.skipped_missing == backups.IdSample(1, (12,))
     assert report.restored == 37 and report.verified
@@ -277,9 +261,7 @@ def test_a_backup_cut_off_midway_is_listed_incomplete_and_refused(
     qdrant: QdrantClient, names: Any, store: Store, docs: tuple[str, dict[Any, NDArray[np.float64]]]
 ) -> None:
     name, _ = docs
-    killed = Interrupting(
-        qdrant, method="upsert", after=2, where="__backup__", control_collection=names("control")
-    )
+    killed = interrupting(store, "upsert", after=2, where="__backup__")
     with pytest.raises(KeyboardInterrupt):
         backups.create_backup(killed, name, "legacy", model=MODEL, page_size=10)
 
@@ -300,7 +282,7 @@ def test_a_restore_killed_midway_resumes_where_it_stopped(
     name, originals = docs
     manifest = backups.create_backup(store, name, "legacy", model=MODEL)
     store.drop_vector(name, "legacy")
-    killed = Interrupting(qdrant, method="update_vectors", after=2, control_collection=names("control"))
+    killed = interrupting(store, "update_if_unchanged", after=2)  # the restore's writes, a page each
     with pytest.raises(KeyboardInterrupt):
         backups.restore(killed, manifest.backup_id, page_size=10)
     assert len(legacy_vectors(qdrant, name)) == 10
@@ -441,7 +423,7 @@ def test_backup_memory_stays_flat_whatever_the_collection_size(
     dim, page = 128, 100
     rng = np.random.default_rng(0)
 
-    class Sink(Store):
+    class Sink(StoreWrapper):
         written = 0
 
         def upsert(self, collection: str, points: Sequence[models.PointStruct], **kwargs: Any) -> Any:
@@ -465,7 +447,7 @@ def test_backup_memory_stays_flat_whatever_the_collection_size(
                     for i in range(start, min(n, start + 500))
                 ],
             )
-        store = Sink(qdrant, control_collection=names("control"))
+        store = Sink(open_store(qdrant, control_collection=names("control")))
         store.ensure_control()
         tracemalloc.start()
         try:
