@@ -34,7 +34,14 @@ from qdrant_client.http import models as rest
 from . import backups
 from .coordinator import DEFAULT_REFRESH_INTERVAL, NAME_KIND, Migration, plan_migration
 from .embedders import Embedder, check_embedder, embed_checked, embedder_for
-from .errors import MigrationError, MigrationNotFoundError, PlanError, StoreError, VectorValidationError
+from .errors import (
+    EmbedderError,
+    MigrationError,
+    MigrationNotFoundError,
+    PlanError,
+    StoreError,
+    VectorValidationError,
+)
 from .mixed import MissingPolicy, mixed_query
 from .plan import MigrationPlan, PlanOptions, Strategy
 from .registry import ModelRegistry
@@ -161,8 +168,6 @@ class LatticeClient:
                 found = self._built.get(spec.qualified_id)
         if found is None:
             if not self.load_embedders:
-                from .errors import EmbedderError
-
                 raise EmbedderError(
                     f"no embedder for {spec.qualified_id}; pass embedders={{{spec.model_id!r}: ...}} "
                     "to wrap()"

@@ -29,7 +29,8 @@ known-item search).
 
 Gating cutover: :func:`record_comparison` stores the report's :meth:`~ComparisonReport.summary` in the
 control collection. When the plan sets ``compare_margin``, ``Migration.cutover`` asks
-:func:`quality_gate` about that record and refuses (``QualityGateError``) unless forced.
+:func:`~lattice_qdrant.gates.quality_gate` (pure, in :mod:`lattice_qdrant.gates`; also importable from here)
+about that record and refuses (``QualityGateError``) unless forced.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from qdrant_client import models
 
 from .embedders import embed_checked
 from .errors import ConfigError, StoreError, StrictModeError
+from .gates import RECORD_KIND, quality_gate
 from .report import CSS as _CSS
 from .report import clip as _clip
 from .report import html_table as _html_table
@@ -96,16 +98,12 @@ DEFAULT_KS: tuple[int, ...] = (1, 5, 10, 20)
 SYSTEMS: tuple[str, ...] = ("source", "target", "mixed")
 """The three ways a query is run, in report order."""
 
-RECORD_KIND = "comparison"
-"""Kind of the control record holding the latest comparison summary of a collection."""
-
 GATE_K = 10
 """The cut-off the gate judges at, when reported; otherwise the largest one."""
 
 MAX_K = 1000
 _QUERY_WORDS = 12
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-_EPSILON = 1e-9
 
 
 # --------------------------------------------------------------------------- queries
@@ -955,61 +953,3 @@ def record_comparison(store: Store, report: ComparisonReport) -> dict[str, Any]:
     summary = report.summary()
     store.put_record(RECORD_KIND, report.collection, summary)
     return summary
-
-
-# --------------------------------------------------------------------------- the gate
-
-
-def quality_gate(
-    summary: Mapping[str, Any] | None,
-    margin: float | None,
-    *,
-    source: str | None = None,
-    target: str | None = None,
-) -> str | None:
-    """Why cutover must be refused on the recorded comparison, or ``None`` when it may go ahead.
-
-    Pure. The gate is off without a ``margin``. With one, cutover needs a recorded comparison of this
-    migration's models (``source`` and ``target``, qualified ids, when given) with relevance labels, in
-    which the target's recall is at most ``margin`` below the source's:
-    ``target_recall >= source_recall - margin``.
-
-    Args:
-        summary: the recorded :meth:`ComparisonReport.summary`, or ``None`` when none is recorded.
-        margin: the plan's ``compare_margin`` (recall points, 0 to 1), or ``None``.
-        source: the migration's source model, to reject a comparison of another migration.
-        target: the migration's target model, likewise.
-
-    Returns:
-        ``None`` to allow cutover, otherwise the reason it is refused (a sentence naming what to run).
-    """
-    if margin is None:
-        return None
-    if summary is None:
-        return "no shadow comparison is recorded: run lattice-qdrant compare first (with relevance labels)"
-    ran = (summary.get("source"), summary.get("target"))
-    if (source is not None and ran[0] != source) or (target is not None and ran[1] != target):
-        return (
-            f"the recorded comparison is of {ran[0]} -> {ran[1]}, not of this migration "
-            f"({source} -> {target}): run lattice-qdrant compare again"
-        )
-    src, tgt = _number(summary.get("source_recall")), _number(summary.get("target_recall"))
-    labelled = summary.get("labelled")
-    if src is None or tgt is None or not isinstance(labelled, int) or labelled <= 0:
-        return (
-            "the comparison has no relevance labels, so it cannot judge recall: run "
-            'lattice-qdrant compare with a queries file giving "relevant" ids, or with --sample N'
-        )
-    k = summary.get("k", "k")
-    if tgt < src - margin - _EPSILON:
-        return (
-            f"in the comparison ({labelled} labelled queries) the target's recall@{k} is "
-            f"{tgt:.3f}, {src - tgt:.3f} below the source's {src:.3f}, more than the margin of {margin:g}"
-        )
-    return None
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None

@@ -29,8 +29,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import backups, bluegreen
-from .compare import RECORD_KIND as _COMPARISON
-from .compare import quality_gate
 from .errors import (
     CollectionNotFoundError,
     ConcurrentTransitionError,
@@ -39,11 +37,12 @@ from .errors import (
     MigrationExistsError,
     MigrationNotFoundError,
     QualityGateError,
-    RollbackWindowOpenError,
     StoreError,
     TextFieldError,
     TransientStoreError,
 )
+from .gates import RECORD_KIND as _COMPARISON
+from .gates import check_reembed_cancel, check_reembed_finalize, quality_gate
 from .plan import MigrationPlan, Strategy
 from .registry import ModelRegistry
 from .spec import Distance
@@ -666,15 +665,7 @@ class Migration:
         plan, state = snap.plan, snap.state
         cancelled = state.status == Status.CANCELLED
         if plan.reembed:
-            held = self.coverage().covered
-            if held:
-                raise InvalidTransitionError(
-                    state.label,
-                    "cancel",
-                    f"{held} point(s) hold the target model's vector in place of the source's; restore them "
-                    f"from the backup {'' if cancelled else 'first '}(lattice-qdrant restore "
-                    f"{self.collection}), which {'finishes the cancel' if cancelled else 'also cancels'}",
-                )
+            check_reembed_cancel(state, self.collection, self.coverage().covered)
             return state if cancelled else self.apply(Cancel())
         if not cancelled:
             state = self.apply(Cancel())
@@ -778,14 +769,7 @@ class Migration:
     def _check_reembed_complete(self) -> None:
         """A re-embed is finalized only with every point on the target: afterwards queries are plain target
         queries, and a point still holding the source vector would be compared across models."""
-        cov = self.coverage()
-        if cov.missing:
-            raise RollbackWindowOpenError(
-                f"finalize refused: {cov.missing} point(s) of {self.collection!r} still hold the source "
-                "model's vector under the shared name, and after finalize queries no longer tell the models "
-                "apart; finish the backfill (force does not override this for a re-embed)",
-                seconds_left=None,
-            )
+        check_reembed_finalize(self.collection, self.coverage().missing)
 
     def _backup_before_finalize(self, plan: MigrationPlan) -> str | None:
         """Back the source vectors up (policy ``always``); reuse a complete backup made since cutover.

@@ -20,8 +20,10 @@ catch qdrant-client's own exceptions::
     │   ├── MigrationExistsError      the collection already has an unfinished migration
     │   └── TransitionError           a lifecycle event cannot be applied
     │       ├── InvalidTransitionError    the event is not allowed in the current state
+    │       │   └── ReembedCancelRefusedError cancel refused: points hold the target model (restore instead)
     │       ├── ThresholdNotMetError      cutover refused: coverage below the threshold
     │       ├── RollbackWindowOpenError   finalize refused: the rollback window is still open
+    │       │   └── ReembedIncompleteError    finalize refused: points of a re-embed still hold the source
     │       ├── QualityGateError          cutover refused: the shadow comparison shows the target too weak
     │       └── ConcurrentTransitionError another process changed the state first
     └── StoreError                    Qdrant refused or failed a request
@@ -62,6 +64,8 @@ __all__ = [
     "PointNotFoundError",
     "ProbeError",
     "QualityGateError",
+    "ReembedCancelRefusedError",
+    "ReembedIncompleteError",
     "RollbackWindowOpenError",
     "ServerVersionError",
     "StorageFullError",
@@ -245,6 +249,52 @@ class RollbackWindowOpenError(TransitionError):
     def __init__(self, message: str, seconds_left: float | None = None) -> None:
         super().__init__(message)
         self.seconds_left = seconds_left
+
+
+class ReembedCancelRefusedError(InvalidTransitionError):
+    """Cancel of a re-embed refused: points hold the target model's vector in place of the source's.
+
+    Their source vectors were overwritten under the shared name, so a cancel would leave two models under
+    one name; ``restore`` writes them back from the backup and cancels (run again, it finishes a restore cut
+    off). An ``InvalidTransitionError``, as this refusal was before it had a class of its own.
+
+    Attributes:
+        collection: the collection.
+        held: how many points hold the target model.
+    """
+
+    def __init__(self, state: str, collection: str, held: int, *, cancelled: bool) -> None:
+        super().__init__(
+            state,
+            "cancel",
+            f"{held} point(s) hold the target model's vector in place of the source's; restore them "
+            f"from the backup {'' if cancelled else 'first '}(lattice-qdrant restore "
+            f"{collection}), which {'finishes the cancel' if cancelled else 'also cancels'}",
+        )
+        self.collection = collection
+        self.held = held
+
+
+class ReembedIncompleteError(RollbackWindowOpenError):
+    """Finalize of a re-embed refused: points still hold the source model's vector under the shared name.
+
+    After finalize queries no longer tell the two models apart, so ``force`` does not override this: finish
+    the backfill. A ``RollbackWindowOpenError``, as this refusal was before it had a class of its own.
+
+    Attributes:
+        collection: the collection.
+        missing: how many points still hold the source model.
+    """
+
+    def __init__(self, collection: str, missing: int) -> None:
+        super().__init__(
+            f"finalize refused: {missing} point(s) of {collection!r} still hold the source model's vector "
+            "under the shared name, and after finalize queries no longer tell the models apart; finish the "
+            "backfill (force does not override this for a re-embed)",
+            seconds_left=None,
+        )
+        self.collection = collection
+        self.missing = missing
 
 
 class QualityGateError(TransitionError):
