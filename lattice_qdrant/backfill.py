@@ -2,11 +2,12 @@
 
 Guarantees, on a server as in local mode:
 
-* **The data is the checkpoint.** The work is always "points without the target vector"
-  (``has_vector`` in ``must_not``; for a same-name re-embed, points not stamped with the target model), read
-  in id order. A run killed at any moment (even SIGKILL) loses
-  nothing: the next run finds exactly the points still missing and redoes at most the batches that were in
-  flight. SIGTERM / Ctrl-C (a set ``stop`` event) stops reading and lets in-flight batches finish.
+* **The data is the checkpoint.** The work is always "points without the target vector", the strategy's
+  :meth:`~lattice_qdrant.strategies.MigrationStrategy.todo` (``has_vector`` in ``must_not``; for a
+  same-name re-embed, points not stamped with the target model), read in id order. A run killed at any
+  moment (even SIGKILL) loses nothing: the next run finds exactly the points still missing and redoes at
+  most the batches that were in flight. SIGTERM / Ctrl-C (a set ``stop`` event) stops reading and lets
+  in-flight batches finish.
 * **Never stale.** Every write is an ``update_vectors`` (only the target vector; payload and source vector
   untouched) conditional on the point still lacking the target vector *and* still holding the text that was
   embedded. A point that got its target vector from a dual-write meanwhile, or whose text was changed by a
@@ -59,7 +60,8 @@ from .metrics import NO_METRICS, BackfillMetrics
 from .options import Duration, documented
 from .plan import MigrationPlan
 from .state import Status
-from .store import MODEL_FIELD, VERSION_FIELD, Coverage, Store, stamp_filter, stored_as_written
+from .store import Coverage, Store
+from .strategies import strategy_for, vector_bytes
 
 __all__ = [
     "BackfillOptions",
@@ -369,22 +371,6 @@ def clear_failures(store: Store, collection: str, point_ids: Sequence[Any] | Non
     return len(failures)
 
 
-def _missing_filter(plan: MigrationPlan, *, also: Sequence[models.Condition] = ()) -> models.Filter:
-    """The points still to do: without the target vector, or (a re-embed) not stamped with the target."""
-    done: models.Condition = (
-        stamp_filter(plan.target.model_id, plan.target.version)
-        if plan.reembed
-        else models.HasVectorCondition(has_vector=plan.target_vector)
-    )
-    return models.Filter(must=list(also) or None, must_not=[done])
-
-
-def vector_bytes(dimension: int) -> int:
-    """Storage one point's vector takes: float32 values, plus about ``2*m`` links of 4 bytes in the HNSW
-    graph (``m=16`` by default)."""
-    return dimension * 4 + 2 * 16 * 4
-
-
 def estimate(
     migration: Migration,
     embedder: Embedder,
@@ -399,7 +385,8 @@ def estimate(
     plus an allowance for the HNSW graph links).
     """
     options = options or BackfillOptions()
-    plan = migration.plan
+    strategy = migration.strategy
+    plan = strategy.plan
     store = migration.store
     coverage = migration.coverage()
     todo, total = coverage.missing, coverage.total
@@ -408,8 +395,8 @@ def estimate(
     if options.shard is not None:
         todo = math.ceil(todo / options.shard.count)
     page, _ = store.scroll(
-        plan.data_collection,
-        flt=_missing_filter(plan),
+        strategy.data_collection,
+        flt=strategy.todo(),
         limit=max(1, sample),
         with_payload=[plan.text_field],
     )
@@ -421,8 +408,7 @@ def estimate(
         started = time.perf_counter()
         embed_checked(embedder, texts, plan.target)
         rate = len(texts) / max(1e-9, time.perf_counter() - started)
-    # a re-embed overwrites in place: no vector storage added (its backup was made at start)
-    per_point = 0 if plan.reembed else vector_bytes(plan.target.dimension)
+    per_point = strategy.bytes_per_point()
     return DryRunReport(
         collection=migration.collection,
         todo=todo,
@@ -453,7 +439,8 @@ class _Run:
     ) -> None:
         self.migration = migration
         self.store = migration.store
-        self.plan = migration.plan
+        self.strategy = migration.strategy
+        self.plan = self.strategy.plan
         self.collection = migration.collection
         self.embedder = embedder
         self.options = options
@@ -532,9 +519,9 @@ class _Run:
         """Priority filters first, then everything else still missing."""
         done: list[models.Filter] = []
         for priority in self.options.priorities:
-            yield _missing_filter(self.plan, also=[priority, *[_not(d) for d in done]])
+            yield self.strategy.todo(also=[priority, *[_not(d) for d in done]])
             done.append(priority)
-        yield _missing_filter(self.plan, also=[_not(d) for d in done])
+        yield self.strategy.todo(also=[_not(d) for d in done])
 
     def read(self) -> None:
         """Reader thread: pages of missing points -> embed queue, pass after pass."""
@@ -574,7 +561,7 @@ class _Run:
         next_slot = time.monotonic()
         for index, scope in enumerate(self.scopes()):
             for page in self.store.iter_points(
-                self.plan.data_collection,
+                self.strategy.data_collection,
                 flt=scope,
                 page_size=read_page_size(options),
                 with_payload=[self.plan.text_field],
@@ -819,9 +806,8 @@ class _Run:
     def _write_batch(self, batch: _Batch) -> None:
         if batch.vectors is None:
             return
-        ids = write_target_vectors(
+        ids = self.strategy.write_target(
             self.store,
-            self.plan,
             {pid: (text, vec) for pid, text, vec in zip(batch.ids, batch.texts, batch.vectors, strict=True)},
         )
         if not ids:
@@ -932,30 +918,11 @@ class _Run:
                 return
 
     def _repair_stamps(self) -> None:
-        """Stamp the target model on points holding the target vector but not the stamp.
-
-        The stamp is a second write after the vector; a run killed in between leaves a point with the
-        vector and an old stamp, which no later run would otherwise read again (it has the vector).
-        A re-embed needs none: there the stamp is what selects the work, so such a point is done again.
-        """
-        plan = self.plan
-        if plan.reembed:
-            return
-        stamped = models.Filter(
-            must=[
-                models.FieldCondition(key=MODEL_FIELD, match=models.MatchValue(value=plan.target.model_id)),
-                models.FieldCondition(key=VERSION_FIELD, match=models.MatchValue(value=plan.target.version)),
-            ]
-        )
+        """Stamp the target model where the strategy finds a stamp cut off after its vector was written
+        (informative only: the vectors, or for a re-embed the stamps, are what the work selects by)."""
         try:
-            self.store.set_payload(
-                plan.data_collection,
-                {MODEL_FIELD: plan.target.model_id, VERSION_FIELD: plan.target.version},
-                models.Filter(
-                    must=[models.HasVectorCondition(has_vector=plan.target_vector)], must_not=[stamped]
-                ),
-            )
-        except LatticeError as exc:  # informative only: the vectors are what routing relies on
+            self.strategy.repair_stamps(self.store)
+        except LatticeError as exc:
             log.warning("%s: could not repair model stamps: %s", self.collection, exc)
 
     def _heartbeat(self, *, final: bool, count: bool) -> None:
@@ -999,52 +966,12 @@ def write_target_vectors(
 ) -> list[Any]:
     """Write target vectors without ever overwriting a fresher one; return the ids written.
 
-    Each point is written only if it still lacks the target vector and still holds the text its vector was
-    embedded from (:meth:`~lattice_qdrant.store.Store.update_if_unchanged`), so a write the application
-    made meanwhile wins. The points holding the target vector afterwards are stamped with the target
-    model. Used by the backfill and by read-repair.
-
-    A re-embed overwrites the source vector under the same name, so "lacks the target vector" is "not
-    stamped with the target model", and the vector and the stamp are written together
-    (:meth:`~lattice_qdrant.store.Store.write_stamped`: one request on a server). A run killed between the
-    two leaves a point with the new vector and the old stamp: it is still selected as to do, and the next run
-    writes it again.
+    The plan's strategy writes them (:meth:`~lattice_qdrant.strategies.MigrationStrategy.write_target`):
+    each point only if it still lacks the target and still holds the text its vector was embedded from, so a
+    write the application made meanwhile wins, and stamped with the target model. Used by the backfill and
+    by read-repair.
     """
-    collection = plan.data_collection
-    if plan.reembed:
-        target = plan.target
-        return store.write_stamped(
-            collection,
-            plan.target_vector,
-            plan.text_field,
-            pending,
-            (target.model_id, target.version),
-            distance=target.distance,
-            unless=stamp_filter(target.model_id, target.version),
-        )
-    ids = store.update_if_unchanged(
-        collection,
-        plan.text_field,
-        {pid: (text, {plan.target_vector: vector}) for pid, (text, vector) in pending.items()},
-        lacking=plan.target_vector,
-    )
-    if not ids:
-        return []
-    # Stamp the model on the points that now hold the target vector (ours, or the application's).
-    # Selecting them by id keeps this O(batch) on every backend; a filter would scan in local mode.
-    records = store.retrieve(collection, ids, with_payload=False, with_vectors=[plan.target_vector])
-    stored: dict[Any, Any] = {
-        r.id: r.vector[plan.target_vector]
-        for r in records
-        if isinstance(r.vector, dict) and plan.target_vector in r.vector
-    }
-    if stored:
-        store.set_payload(
-            collection, {MODEL_FIELD: plan.target.model_id, VERSION_FIELD: plan.target.version}, list(stored)
-        )
-    # Ours took effect where the stored vector is the one we wrote (as a server stores it).
-    distance = plan.target.distance
-    return [pid for pid in ids if pid in stored and stored_as_written(stored[pid], pending[pid][1], distance)]
+    return strategy_for(plan).write_target(store, pending)
 
 
 def _not(flt: models.Filter) -> models.Filter:
@@ -1098,15 +1025,7 @@ def run_backfill(
         raise MigrationError(
             f"cannot backfill {migration.collection!r}: the migration is {state.label}; {hint}"
         )
-    plan = migration.plan
-    if plan.blue_green:
-        from .bluegreen import copy_complete
-
-        if not copy_complete(migration.store, plan):
-            raise MigrationError(
-                f"cannot backfill {migration.collection!r}: the copy into {plan.data_collection!r} is not "
-                "complete; run start again to finish it"
-            )
+    migration.strategy.check_backfill(migration.store)
     # the embedder must fit the target spec (fails fast, before any thread starts)
     embed_checked(embedder, ["lattice-qdrant"], migration.plan.target)
     run = _Run(migration, embedder, options, stop or threading.Event(), metrics)

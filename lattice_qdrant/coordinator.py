@@ -69,7 +69,8 @@ from .state import (
     transition,
     write_route,
 )
-from .store import Coverage, Store, VectorInfo, stamp_filter
+from .store import Coverage, Store, VectorInfo
+from .strategies import MigrationStrategy, strategy_for
 
 __all__ = ["DEFAULT_REFRESH_INTERVAL", "Migration", "Routing", "Snapshot", "plan_migration"]
 
@@ -296,6 +297,7 @@ class Migration:
         self._coverage_at = 0.0
         self._unsettled: _Unsettled | None = None
         self._appended: str | None = None  # the token of the last history entry this object appended
+        self._strategy: MigrationStrategy | None = None
 
     # ----------------------------------------------------------------- reading
 
@@ -332,33 +334,25 @@ class Migration:
         """The state, at most ``refresh_interval`` old (read-only)."""
         return self.snapshot().state
 
-    def coverage(self) -> Coverage:
-        """Points with the target vector, counted from the data now (read-only).
+    @property
+    def strategy(self) -> MigrationStrategy:
+        """The plan's strategy (read-only), chosen once per plan read."""
+        return self.strategy_of(self.snapshot())
 
-        A re-embed counts the points stamped with the target model (its vectors share one name).
+    def strategy_of(self, snap: Snapshot) -> MigrationStrategy:
+        """The strategy of ``snap``'s plan (read-only)."""
+        with self._lock:
+            if self._strategy is None or self._strategy.plan != snap.plan:
+                self._strategy = strategy_for(snap.plan)
+            return self._strategy
+
+    def coverage(self) -> Coverage:
+        """Points holding the target model, counted from the data now (read-only).
+
+        The strategy says what holding it means: the target vector (in place, blue-green), the target's
+        stamp (a re-embed, whose vectors share one name).
         """
-        plan = self.plan
-        if plan.blue_green:
-            # points of the source collection that hold the target vector in the target collection
-            # (after finalize the source collection is gone and the target one is the collection)
-            data = plan.data_collection
-            source_exists = self.store.collection_exists(self.collection)
-            total = self.store.count(self.collection if source_exists else data)
-            covered = (
-                self.store.coverage(data, plan.target_vector).covered
-                if self.store.collection_exists(data)
-                else 0
-            )
-            cov = Coverage(covered=min(covered, total), total=total)
-        elif plan.reembed:
-            # one vector name: the stamp says which model a point's vector holds
-            total = self.store.count(self.collection)
-            covered = self.store.count(
-                self.collection, stamp_filter(plan.target.model_id, plan.target.version)
-            )
-            cov = Coverage(covered=min(covered, total), total=total)
-        else:
-            cov = self.store.coverage(self.collection, plan.target_vector)
+        cov = self.strategy.coverage(self.store)
         with self._lock:
             self._coverage, self._coverage_at = cov, time.monotonic()
         return cov

@@ -10,8 +10,8 @@ While the backfill runs, the target vector covers only part of the collection. A
 4. handles candidates without a target vector by the **missing policy**:
 
    * ``"embed"``: embed their text with the target model on the fly and score them like the others;
-     with ``read_repair`` the vector is also written back, through the backfill's stale-proof conditional
-     write, so it counts towards coverage;
+     with ``read_repair`` the vector is also written back, through the strategy's stale-proof conditional
+     write (the backfill's), so it counts towards coverage;
    * ``"source_order"``: keep them where the source search ranked them (their score stays the source
      score), and fill the other places with the covered candidates in target order.
 
@@ -37,10 +37,10 @@ from numpy.typing import NDArray
 from qdrant_client import models
 
 from . import kernels
-from .backfill import write_target_vectors
 from .errors import StoreError
 from .plan import MigrationPlan
-from .store import Store, stamp_filter, vector_value
+from .store import Store, vector_value
+from .strategies import strategy_for
 
 __all__ = ["MissingPolicy", "MixedResult", "mixed_query"]
 
@@ -176,7 +176,7 @@ def _reembed_candidates(
     """Both searches over the one vector name, each restricted by the stamp to the points holding its
     model."""
     name = plan.source_vector
-    holds_target = stamp_filter(plan.target.model_id, plan.target.version)
+    strategy = strategy_for(plan)
 
     def restricted(version: models.Filter) -> models.Filter:
         return version if query_filter is None else models.Filter(must=[query_filter, version])
@@ -188,7 +188,7 @@ def _reembed_candidates(
         limit=k,
         with_payload=True,
         with_vectors=False,
-        query_filter=restricted(models.Filter(must_not=[holds_target])),
+        query_filter=restricted(strategy.todo()),
     ).points
     by_target = store.query(
         plan.collection,
@@ -197,7 +197,7 @@ def _reembed_candidates(
         limit=k,
         with_payload=True,
         with_vectors=[name] if name else True,
-        query_filter=restricted(holds_target),
+        query_filter=restricted(strategy.done()),
     ).points
     vectors: dict[Any, NDArray[np.float32] | list[float]] = {}
     for point in by_target:
@@ -246,8 +246,8 @@ def _rank(
             result.embedded = len(todo)
             if read_repair:
                 try:
-                    result.repaired = write_target_vectors(
-                        store, plan, {pid: (t, fresh[i]) for i, (pid, t) in enumerate(todo)}
+                    result.repaired = strategy_for(plan).write_target(
+                        store, {pid: (t, fresh[i]) for i, (pid, t) in enumerate(todo)}
                     )
                 except StoreError as exc:  # a failed repair must not fail the query
                     log.warning("%s: read-repair failed: %s", plan.collection, exc)

@@ -50,6 +50,8 @@ from .plan import MigrationPlan
 from .registry import ModelRegistry
 from .spec import ModelSpec
 from .store import MODEL_FIELD, VERSION_FIELD, Store, same_text
+from .strategies import VectorLayout, strategy_for
+from .strategies.base import same_model
 
 __all__ = [
     "REASONS",
@@ -209,48 +211,6 @@ def _stamp_if_unchanged(
 # --------------------------------------------------------------------------- the layout
 
 
-@dataclass(frozen=True)
-class _Layout:
-    """Which vector holds which model, and (with a plan) which model a point should be stamped with."""
-
-    vectors: dict[str, ModelSpec]
-    text_field: str
-    plan: MigrationPlan | None
-    #: a same-name re-embed: the stamp, not the name, says which model a vector holds
-    reembed: MigrationPlan | None = None
-
-    def model_of(self, name: str, stamp: tuple[str, ModelSpec | str | None]) -> ModelSpec:
-        """The model vector ``name`` of a point should hold (by its stamp, for a re-embed)."""
-        plan = self.reembed
-        if plan is None:
-            return self.vectors[name]
-        kind, value = stamp
-        held = kind == "known" and isinstance(value, ModelSpec) and _same_model(value, plan.target)
-        return plan.target if held else plan.source
-
-    def expected_stamp(self, present: Iterable[str]) -> ModelSpec | None:
-        """The model that last wrote a point holding ``present``, when it can be told (a re-embed: only its
-        stamp tells)."""
-        if self.reembed is not None:
-            return None
-        held = [name for name in self.vectors if name in set(present)]
-        if self.plan is not None:
-            if self.plan.target_vector in held:
-                return self.plan.target
-            if self.plan.source_vector in held:
-                return self.plan.source
-            return None
-        return self.vectors[held[0]] if len(held) == 1 else None
-
-    def vectors_of(self, model_id: str, version: int) -> list[str]:
-        """The checked vectors holding that model."""
-        return [n for n, s in self.vectors.items() if (s.model_id, s.version) == (model_id, version)]
-
-
-def _same_model(a: ModelSpec, b: ModelSpec) -> bool:
-    return (a.model_id, a.version) == (b.model_id, b.version)
-
-
 def _load_plan(store: Store, collection: str) -> MigrationPlan | None:
     try:
         return Migration(store, collection, refresh_interval=0.0).snapshot(refresh=True).plan
@@ -264,7 +224,7 @@ def _layout(
     plan: MigrationPlan | None,
     vector_models: Mapping[str, ModelSpec] | None,
     text_field: str | None,
-) -> _Layout:
+) -> VectorLayout:
     existing = store.vectors(collection)
     if vector_models:
         for name, spec in vector_models.items():
@@ -278,30 +238,21 @@ def _layout(
                     f"{spec.qualified_id} is {spec.dimension}-d {spec.distance.value}",
                     key="vector",
                 )
-        return _Layout(dict(vector_models), text_field or "text", None)
+        return VectorLayout(dict(vector_models), text_field or "text")
     if plan is None:
         raise ConfigError(
             f"{collection!r} has no migration: say which model each vector holds "
             "(--vector NAME=MODEL_REF, or vector_models=)",
             key="vector",
         )
-    if plan.reembed:
-        if plan.source_vector not in existing:
-            raise ConfigError(
-                f"{collection!r} has no vector {plan.source_vector!r}: nothing to verify", key="vector"
-            )
-        return _Layout({plan.source_vector: plan.target}, text_field or plan.text_field, None, reembed=plan)
-    mapped = {plan.source_vector: plan.source, plan.target_vector: plan.target}
-    vectors = {name: spec for name, spec in mapped.items() if name in existing}
-    if not vectors:
-        raise ConfigError(
-            f"{collection!r} holds neither {plan.source_vector!r} nor {plan.target_vector!r}: "
-            "nothing to verify",
-            key="vector",
-        )
-    # Blue-green: the target vectors live in another collection, so what a point here should be stamped
-    # with cannot be told from the plan; check the vectors and let the stamps only name them.
-    return _Layout(vectors, text_field or plan.text_field, None if plan.blue_green else plan)
+    layout = strategy_for(plan).layout(existing, text_field or plan.text_field)
+    if layout is None:
+        names = list(dict.fromkeys((plan.source_vector, plan.target_vector)))
+        what = f"has no vector {names[0]!r}"
+        if len(names) > 1:
+            what = f"holds neither {names[0]!r} nor {names[1]!r}"
+        raise ConfigError(f"{collection!r} {what}: nothing to verify", key="vector")
+    return layout
 
 
 # --------------------------------------------------------------------------- the run
@@ -355,7 +306,7 @@ class _Verifier:
         store: Store,
         registry: ModelRegistry,
         collection: str,
-        layout: _Layout,
+        layout: VectorLayout,
         *,
         tolerance: float,
         fix: bool,
@@ -499,11 +450,11 @@ class _Verifier:
         expected = layout.expected_stamp(present)
         if kind == "unknown":
             return _Found(pid, None, None, "unknown_model", f"stamped with {value}, which is not registered")
-        if layout.reembed is not None:
-            return None  # the stamp is what says which model the shared vector holds: nothing to compare
+        if not layout.stamps_checked:
+            return None  # the stamp is what says which model the vector holds: nothing to compare
         if kind == "none":
             plan = layout.plan
-            if plan is not None and expected is not None and _same_model(expected, plan.target):
+            if plan is not None and expected is not None and same_model(expected, plan.target):
                 return _Found(
                     pid,
                     plan.target_vector,
@@ -518,12 +469,12 @@ class _Verifier:
         own = layout.vectors_of(stamped.model_id, stamped.version)
         missing = [name for name in own if name not in present]
         if layout.plan is not None:
-            if expected is None or _same_model(stamped, expected):
+            if expected is None or same_model(stamped, expected):
                 return None
             if own and missing:
                 detail = f"stamped with {stamped.qualified_id} but has no {missing[0]!r} vector"
                 return _Found(pid, missing[0], stamped.qualified_id, "stamp", detail)
-            vector = next(n for n, s in layout.vectors.items() if _same_model(s, expected))
+            vector = next(n for n, s in layout.vectors.items() if same_model(s, expected))
             detail = f"holds {vector!r} of {expected.qualified_id} but is stamped with {stamped.qualified_id}"
             return _Found(pid, vector, expected.qualified_id, "stamp", detail)
         if own and len(missing) == len(own):
@@ -554,20 +505,9 @@ class _Verifier:
     ) -> dict[Any, str]:
         """Of the mismatched points, those whose vector is the embedding by the model their payload names."""
         by_model: dict[str, tuple[ModelSpec, list[Any]]] = {}
-        plan = self.layout.reembed
         for pid, *_ in bad:
-            kind, other = stamps[pid]
-            if plan is not None:
-                # a re-embed: the other model of the plan (a write cut off between vector and stamp)
-                swap = plan.source if _same_model(spec, plan.target) else plan.target
-                by_model.setdefault(swap.qualified_id, (swap, []))[1].append(pid)
-                continue
-            if (
-                kind == "known"
-                and isinstance(other, ModelSpec)
-                and not _same_model(other, spec)
-                and other.dimension == spec.dimension
-            ):
+            other = self.layout.suspect(spec, stamps[pid])
+            if other is not None:
                 by_model.setdefault(other.qualified_id, (other, []))[1].append(pid)
         out: dict[Any, str] = {}
         for qualified, (other, ids) in by_model.items():
@@ -604,7 +544,7 @@ class _Verifier:
             expected = layout.expected_stamp(stored[pid])
             kind, value = current[pid]
             if expected is None or (
-                kind == "known" and isinstance(value, ModelSpec) and _same_model(value, expected)
+                kind == "known" and isinstance(value, ModelSpec) and same_model(value, expected)
             ):
                 continue
             stamps[pid] = (texts[pid], expected)

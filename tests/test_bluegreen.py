@@ -271,6 +271,21 @@ def test_mixed_mode_works_across_the_two_collections(
     assert res.points[0].id % len(CORPUS) == 2
 
 
+def test_verify_checks_the_source_collection_against_the_source_model(
+    blue: lq.Migration, lattice: lq.LatticeClient, modern: HashEmbedder
+) -> None:
+    """The target vector keeps the source vector's name (here the unnamed one), but it lives in the target
+    collection: the source collection's vectors are the source model's."""
+    from lattice_qdrant.verify import verify
+
+    blue.start()
+    run_backfill(blue, modern)
+    report = verify(lattice.store, lattice.registry, blue.collection, all_points=True,
+                    embedder_for_spec=lattice.embedder)  # fmt: skip
+    assert report.vectors == {"": blue.plan.source.qualified_id}
+    assert report.checked == 30 and report.clean, report.mismatches[:3]
+
+
 def test_status_through_a_blue_green_lifecycle(
     blue: lq.Migration, lattice: lq.LatticeClient, modern: HashEmbedder
 ) -> None:

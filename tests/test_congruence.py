@@ -26,11 +26,12 @@ import pytest
 from engines import COLLECTION, EdgeEngine, Engine, LocalEngine, Rec
 from qdrant_client import models
 
-from lattice_qdrant.backfill import _missing_filter, shard_of, write_target_vectors
+from lattice_qdrant.backfill import shard_of
 from lattice_qdrant.errors import PointNotFoundError
 from lattice_qdrant.kernels import vectors_match
 from lattice_qdrant.spec import Distance
 from lattice_qdrant.store import MODEL_FIELD, PAYLOAD_INDEXES, VERSION_FIELD, same_text, stamp_filter
+from lattice_qdrant.strategies import InPlaceStrategy, ReembedStrategy
 
 Pair = tuple[LocalEngine, EdgeEngine]
 
@@ -433,21 +434,16 @@ def test_filters_the_library_builds(engines: Pair) -> None:
     """The stamp filters the library composes: ``stamp_filter``, its negation (points without any stamp
     match ``must_not``), a double negation (restore's ``unless``), the backfill's work filter for a
     re-embed and an in-place migration, and a filter on a missing stamp value."""
-    reembed = SimpleNamespace(
-        reembed=True, target=SimpleNamespace(model_id="m1", version=1), target_vector="src"
-    )
-    in_place = SimpleNamespace(
-        reembed=False, target=SimpleNamespace(model_id="m1", version=1), target_vector="dst"
-    )
+    reembed: Any = SimpleNamespace(target=SimpleNamespace(model_id="m1", version=1), target_vector="src")
+    in_place: Any = SimpleNamespace(target=SimpleNamespace(model_id="m1", version=1), target_vector="dst")
     held = stamp_filter("m1", 1)
     filters = {
         "held": held,
         "not held": models.Filter(must_not=[held]),
         "not not held": models.Filter(must_not=[models.Filter(must_not=[held])]),
-        "reembed work": _missing_filter(reembed),
-        "in-place work": _missing_filter(in_place),
-        "in-place work, m2 first": _missing_filter(
-            in_place,
+        "reembed work": ReembedStrategy(reembed).todo(),
+        "in-place work": InPlaceStrategy(in_place).todo(),
+        "in-place work, m2 first": InPlaceStrategy(in_place).todo(
             also=[models.FieldCondition(key=MODEL_FIELD, match=models.MatchValue(value="m2"))],
         ),
         "version 0": models.Filter(
@@ -761,16 +757,14 @@ def test_backfill_writes_on_a_float16_target_vector(engines: Pair) -> None:
     """The in-place backfill's write into a target vector stored as ``float16`` (one the user created
     beforehand): every point counts as written on the engine too."""
     target = SimpleNamespace(model_id="m9", version=3, distance=Distance.EUCLID)
-    plan = SimpleNamespace(
-        data_collection=COLLECTION, reembed=False, target=target, target_vector="dst", text_field="text"
-    )
+    plan: Any = SimpleNamespace(collection=COLLECTION, target=target, target_vector="dst", text_field="text")
 
     def scenario(e: Engine) -> Any:
         rng = np.random.default_rng(5)
         e.create({"src": (8, "Dot"), "dst": (8, "Euclid")}, datatype="float16")
         e.upsert([(i, {"src": rng.normal(size=8).tolist()}, {"text": f"text {i}"}) for i in range(1, 6)])
         pending = {i: (f"text {i}", rng.normal(size=8).astype(np.float32)) for i in range(1, 6)}
-        return sorted(write_target_vectors(e.store(), plan, pending))
+        return sorted(InPlaceStrategy(plan).write_target(e.store(), pending))
 
     local, edge = both(engines, scenario)
     assert local == edge == [1, 2, 3, 4, 5]
