@@ -21,18 +21,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
-import numpy as np
-from numpy.typing import NDArray
 from pydantic import ValidationError
 from qdrant_client import QdrantClient, models
+from qdrant_client.conversions.conversion import GrpcToRest
 from qdrant_client.http import models as rest
 
 from . import backups
-from .coordinator import DEFAULT_REFRESH_INTERVAL, NAME_KIND, Migration, plan_migration
+from .coordinator import DEFAULT_REFRESH_INTERVAL, Migration, find_migration, plan_migration
 from .embedders import Embedder, check_embedder, embed_checked, embedder_for
 from .errors import (
     EmbedderError,
@@ -45,8 +43,27 @@ from .errors import (
 from .mixed import MissingPolicy, mixed_query
 from .plan import MigrationPlan, PlanOptions, Strategy
 from .registry import ModelRegistry
+from .routing import (
+    EMPTY_DOCUMENT,
+    TEXT_TYPES,
+    MixedQuery,
+    PassThrough,
+    Resolution,
+    Snapshot,
+    as_point_structs,
+    blank,
+    check_update_filter,
+    check_vector,
+    id_key,
+    is_dense,
+    query_text,
+    resolve,
+    roles,
+    route,
+    schema_moved,
+    split,
+)
 from .spec import ModelSpec
-from .state import QueryRoute, Status, WriteRoute
 from .store import (
     CONTROL_COLLECTION,
     MODEL_FIELD,
@@ -54,7 +71,6 @@ from .store import (
     RetryPolicy,
     Store,
     open_store,
-    stamp_filter,
     stamp_selector,
 )
 
@@ -62,14 +78,6 @@ __all__ = ["LatticeClient", "wrap"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-_TEXT_TYPES = (models.Document,)
-_EMPTY_DOCUMENT = "models.Document has empty text"
-
-
-def _blank(text: Any) -> bool:
-    """Whether a text gives an embedder nothing to embed (empty, whitespace, or not a string)."""
-    return not isinstance(text, str) or not text.strip()
 
 
 def wrap(
@@ -261,20 +269,11 @@ class LatticeClient:
             return known
         if absent_since is not None and time.monotonic() - absent_since < self.refresh_interval:
             return None
-        migration = Migration(self.store, collection, refresh_interval=self.refresh_interval)
-        try:
-            migration.snapshot(refresh=True)
-        except MigrationNotFoundError:
-            alias = self.store.get_record(NAME_KIND, collection)
-            if alias is None:
-                with self._lock:
-                    self._absent[collection] = time.monotonic()
-                return None
-            # a blue-green alias or target collection: the migration is recorded under the source's name
-            migration = Migration(
-                self.store, str(alias["collection"]), refresh_interval=self.refresh_interval
-            )
-            migration.snapshot(refresh=True)
+        migration = find_migration(self.store, collection, refresh_interval=self.refresh_interval)
+        if migration is None:
+            with self._lock:
+                self._absent[collection] = time.monotonic()
+            return None
         with self._lock:
             return self._migrations.setdefault(collection, migration)
 
@@ -283,7 +282,7 @@ class LatticeClient:
         try:
             return call()
         except StoreError as exc:
-            if not _schema_moved(exc):
+            if not schema_moved(str(exc)):
                 raise
             before = migration.snapshot().epoch
             if migration.snapshot(refresh=True).epoch == before:
@@ -308,34 +307,36 @@ class LatticeClient:
             VectorValidationError: a point is missing a routed vector or has a bad one; nothing was
                 written.
         """
-        structs = _as_point_structs(points)
+        structs = as_point_structs(points)
         migration = self._migration_for(collection_name)
         if migration is None:
             return self.store.upsert(collection_name, self._embed_unrouted(structs), **kwargs)
 
         def write() -> models.UpdateResult:
-            plan = migration.plan
-            required = _roles(migration.routing(coverage=0.0).write)
+            snap = migration.snapshot()
+            strategy, plan = migration.strategy_of(snap), snap.plan
+            required = roles(route(snap, 0.0).write)
+            ids = [p.id for p in structs]
             texts = [(p.payload or {}).get(plan.text_field) for p in structs]
-            splits = [_split(p.vector, plan, required) for p in structs]
-            roles, extras = self._resolve(migration, [p.id for p in structs], splits, required, texts)
+            splits = [split(p.vector, plan, required, ambiguous=strategy.ambiguity()) for p in structs]
+            resolved = self._embedded(plan, resolve(plan, ids, splits, required, texts))
             narrowed = self._back_up_sources(
                 migration,
-                [p.id for p in structs],
-                roles,
-                texts,
-                required,
+                snap,
+                strategy.source_entries(ids, resolved.roles, texts, required),
+                ids,
                 _update_filter(kwargs),
                 kwargs.get("update_mode"),
                 inserts=True,
             )
             options = kwargs if narrowed is None else {**kwargs, "update_filter": narrowed}
             result: models.UpdateResult | None = None
-            for collection, vectors_of, stamp in _destinations(plan, collection_name, required):
+            for destination in strategy.destinations(collection_name, required):
+                stamp = destination.stamp
                 batch = [
                     models.PointStruct(
                         id=p.id,
-                        vector=vectors_of(roles[i], extras[i]),
+                        vector=destination.vectors_of(resolved.roles[i], resolved.extras[i]),
                         payload={
                             **(p.payload or {}),
                             MODEL_FIELD: stamp.model_id,
@@ -344,136 +345,51 @@ class LatticeClient:
                     )
                     for i, p in enumerate(structs)
                 ]
-                result = self.store.upsert(collection, batch, **options)
+                result = self.store.upsert(destination.collection, batch, **options)
             if result is None:  # pragma: no cover - every route has a destination
                 raise StoreError("no destination for the write", collection=collection_name)
             return result
 
         return self._with_fresh_routing(migration, write)
 
-    def _resolve(
-        self,
-        migration: Migration,
-        ids: Sequence[Any],
-        splits: Sequence[_Split],
-        required: tuple[str, ...],
-        texts: Sequence[Any],
-        *,
-        fill: Sequence[bool] | None = None,
-        hint: str | None = None,
-    ) -> tuple[list[dict[str, list[float]]], list[dict[str, Any]]]:
-        """Every point's routed vectors by role (``source``/``target``), validated and embedded.
-
-        ``splits`` are the points' vector values as :func:`_split` read them (once, by the caller);
-        ``texts`` the text each point can be embedded from when a routed vector is not given (``None``: no
-        text). With ``fill``, only the points marked ``True`` need every routed vector. Raises
-        :class:`VectorValidationError` listing every bad point.
-        """
-        plan = migration.plan
+    def _embedded(self, plan: MigrationPlan, resolved: Resolution) -> Resolution:
+        """``resolved`` with what it left to embed embedded, each text with its role's model."""
         specs = {"source": plan.source, "target": plan.target}
-        names = {"source": plan.source_vector, "target": plan.target_vector}
-        problems: list[tuple[Any, str]] = []
-        roles: list[dict[str, list[float]]] = []
-        extras: list[dict[str, Any]] = []
-        pending: dict[str, list[tuple[int, str]]] = {role: [] for role in required}
-        for index, (pid, split) in enumerate(zip(ids, splits, strict=True)):
-            if isinstance(split, str):
-                problems.append((pid, split))
-                roles.append({})
-                extras.append({})
-                continue
-            given, extra = split
-            out: dict[str, list[float]] = {}
-            blank: list[str] = []
-            must = fill[index] if fill is not None else True
-            for role in required:
-                spec, name = specs[role], names[role]
-                found = given.get(role)
-                if found is None:
-                    if not must:
-                        continue
-                    text = texts[index]
-                    if isinstance(text, str) and text.strip():
-                        pending[role].append((index, text))
-                    else:
-                        problems.append(
-                            (
-                                pid,
-                                f"missing vector {name!r} ({spec.qualified_id}): "
-                                + (
-                                    hint
-                                    or "give it, a models.Document, or text in the payload field "
-                                    f"{plan.text_field!r}"
-                                ),
-                            )
-                        )
-                elif isinstance(found, _TEXT_TYPES):
-                    if _blank(found.text):
-                        # like empty payload text: embedding nothing would write a meaningless vector
-                        blank.append(name)
-                    else:
-                        pending[role].append((index, found.text))
-                else:
-                    checked = _check_vector(found, spec, name)
-                    if isinstance(checked, str):
-                        problems.append((pid, checked))
-                    else:
-                        out[role] = checked
-            if blank:  # one problem per point, though a Document may stand for both vectors
-                shown = ", ".join(repr(n) for n in dict.fromkeys(blank))
-                problems.append(
-                    (pid, f"{_EMPTY_DOCUMENT} (vector {shown}); give the text to embed, or the vector")
-                )
-            roles.append(out)
-            extras.append(extra)
-        if problems:
-            raise VectorValidationError(problems)
-        for role, todo in pending.items():
+        for role, todo in resolved.pending.items():
             if todo:
                 spec = specs[role]
-                embedded = embed_checked(self.embedder(spec), [text for _, text in todo], spec)
-                for (index, _), row in zip(todo, embedded, strict=True):
-                    roles[index][role] = row.tolist()
-        return roles, extras
+                resolved.fill(role, embed_checked(self.embedder(spec), [text for _, text in todo], spec))
+        return resolved
 
     def _back_up_sources(
         self,
         migration: Migration,
+        snap: Snapshot,
+        entries: dict[Any, tuple[list[float], str | None, tuple[str, int]]] | None,
         ids: Sequence[Any],
-        roles: Sequence[dict[str, list[float]]],
-        texts: Sequence[Any],
-        required: tuple[str, ...],
         update_filter: models.Filter | None = None,
         update_mode: models.UpdateMode | None = None,
         *,
         inserts: bool = False,
     ) -> models.Filter | None:
-        """A re-embed's dual-write keeps only the target vector under the shared name: the source vector
-        goes into the migration's backup first, as the point's entry, so a restore gives it back.
+        """Record the backup ``entries`` the strategy asks for before a write (``None``: none, as where the
+        source vectors stay in the collection); a re-embed keeps only the target vector under the shared
+        name, so the source vector goes into the migration's backup first, as the point's entry.
 
         A write made conditional by the caller (``update_filter``, or an upsert's ``update_mode``; an
         upsert ``inserts`` missing ids) backs up only the points it would write now, and returns the
         condition to write with: the caller's, narrowed to those points, so no point is written without its
         entry. ``None``: write with the caller's arguments unchanged.
         """
-        snap = migration.snapshot()
-        plan = snap.plan
-        if not plan.reembed or len(required) < 2:
+        if entries is None:
             return None
-        entries = {
-            pid: (
-                role["source"],
-                text if isinstance(text, str) else None,
-                (plan.source.model_id, plan.source.version),
-            )
-            for pid, role, text in zip(ids, roles, texts, strict=True)
-            if "source" in role
-        }
         narrowed: models.Filter | None = None
         if update_filter is not None or update_mode is not None:
-            written = self._written_now(plan.collection, ids, update_filter, update_mode, inserts=inserts)
-            keys = {_id_key(pid) for pid in written}
-            entries = {pid: entry for pid, entry in entries.items() if _id_key(pid) in keys}
+            written = self._written_now(
+                snap.plan.collection, ids, update_filter, update_mode, inserts=inserts
+            )
+            keys = {id_key(pid) for pid in written}
+            entries = {pid: entry for pid, entry in entries.items() if id_key(pid) in keys}
             must: list[models.Condition] = [models.HasIdCondition(has_id=written)]
             narrowed = models.Filter(must=must + ([update_filter] if update_filter is not None else []))
         if not entries:
@@ -506,9 +422,9 @@ class LatticeClient:
         Existing points are written when they match the filter (and the mode is not ``INSERT_ONLY``);
         an upsert (``inserts``) also inserts missing ids, unless the mode is ``UPDATE_ONLY``.
         """
-        existing = {_id_key(r.id) for r in self.store.retrieve(collection, ids, with_payload=False)}
-        present = [pid for pid in ids if _id_key(pid) in existing]
-        missing = [pid for pid in ids if _id_key(pid) not in existing] if inserts else []
+        existing = {id_key(r.id) for r in self.store.retrieve(collection, ids, with_payload=False)}
+        present = [pid for pid in ids if id_key(pid) in existing]
+        missing = [pid for pid in ids if id_key(pid) not in existing] if inserts else []
         if update_mode == models.UpdateMode.INSERT_ONLY:
             return missing
         matched = present
@@ -519,8 +435,8 @@ class LatticeClient:
                 limit=len(present),
                 with_payload=False,
             )
-            keys = {_id_key(r.id) for r in found}
-            matched = [pid for pid in present if _id_key(pid) in keys]
+            keys = {id_key(r.id) for r in found}
+            matched = [pid for pid in present if id_key(pid) in keys]
         return matched if update_mode == models.UpdateMode.UPDATE_ONLY else matched + missing
 
     def _embed_unrouted(self, points: Sequence[models.PointStruct]) -> list[models.PointStruct]:
@@ -529,26 +445,26 @@ class LatticeClient:
         Raises:
             VectorValidationError: such a Document has empty text; nothing was written.
         """
-        blank = [
-            (point.id, f"{_EMPTY_DOCUMENT} (vector {name!r}); give the text to embed, or the vector")
+        empty = [
+            (point.id, f"{EMPTY_DOCUMENT} (vector {name!r}); give the text to embed, or the vector")
             for point in points
             for name, value in (
                 point.vector.items() if isinstance(point.vector, dict) else [("", point.vector)]
             )
-            if isinstance(value, _TEXT_TYPES) and value.model in self._embedders and _blank(value.text)
+            if isinstance(value, TEXT_TYPES) and value.model in self._embedders and blank(value.text)
         ]
-        if blank:
-            raise VectorValidationError(blank)
+        if empty:
+            raise VectorValidationError(empty)
         out = []
         for point in points:
             vector = point.vector
-            if isinstance(vector, _TEXT_TYPES) and vector.model in self._embedders:
+            if isinstance(vector, TEXT_TYPES) and vector.model in self._embedders:
                 vector = self._embedders[vector.model].embed([vector.text])[0].tolist()
             elif isinstance(vector, dict):
                 vector = {
                     name: (
                         self._embedders[value.model].embed([value.text])[0].tolist()
-                        if isinstance(value, _TEXT_TYPES) and value.model in self._embedders
+                        if isinstance(value, TEXT_TYPES) and value.model in self._embedders
                         else value
                     )
                     for name, value in vector.items()
@@ -580,14 +496,15 @@ class LatticeClient:
             return self.store.update_vectors(collection_name, points, **kwargs)
 
         def write() -> models.UpdateResult:
-            plan = migration.plan
-            required = _roles(migration.routing(coverage=0.0).write)
-            splits = [_split(p.vector, plan, required) for p in points]
-            touched = [not isinstance(split, str) and bool(split[0]) for split in splits]
+            snap = migration.snapshot()
+            strategy, plan = migration.strategy_of(snap), snap.plan
+            required = roles(route(snap, 0.0).write)
+            splits = [split(p.vector, plan, required, ambiguous=strategy.ambiguity()) for p in points]
+            touched = [not isinstance(part, str) and bool(part[0]) for part in splits]
             texts: list[Any] = [None] * len(points)
             need = [p.id for p, t in zip(points, touched, strict=True) if t]
             if need and len(required) > 1:
-                home = plan.collection if "source" in required else plan.data_collection
+                home = plan.collection if "source" in required else strategy.data_collection
                 stored = {
                     r.id: (r.payload or {}).get(plan.text_field)
                     for r in self.store.retrieve(home, need, with_payload=[plan.text_field])
@@ -597,29 +514,34 @@ class LatticeClient:
                 "writes go to both vectors during the migration and the point has no text in "
                 f"{plan.text_field!r} to embed it from; give both vectors"
             )
-            roles, extras = self._resolve(
-                migration, [p.id for p in points], splits, required, texts, fill=touched, hint=hint
+            ids = [p.id for p in points]
+            resolved = self._embedded(
+                plan, resolve(plan, ids, splits, required, texts, fill=touched, hint=hint)
             )
             # the model that wrote the routed vectors, as an upsert stamps it
-            routed = [p.id for i, p in enumerate(points) if roles[i]]
+            routed = [p.id for i, p in enumerate(points) if resolved.roles[i]]
             writes = []
-            for collection, vectors_of, stamp in _destinations(plan, collection_name, required):
+            for destination in strategy.destinations(collection_name, required):
                 batch = [
-                    models.PointVectors(id=p.id, vector=vectors_of(roles[i], extras[i]))
+                    models.PointVectors(
+                        id=p.id, vector=destination.vectors_of(resolved.roles[i], resolved.extras[i])
+                    )
                     for i, p in enumerate(points)
                 ]
-                writes.append((collection, [b for b in batch if b.vector], stamp))
+                writes.append((destination, [b for b in batch if b.vector]))
             # a caller's update_filter makes the write conditional: the stamp follows the same condition
             caller = _update_filter(kwargs)
             if caller is not None:
-                _check_update_filter(caller, {n for _, batch, _ in writes for n in _vector_names(batch)})
-            ids = [p.id for p in points]
-            narrowed = self._back_up_sources(migration, ids, roles, texts, required, caller)
+                written = {n for _, batch in writes for n in _vector_names(batch)}
+                check_update_filter(caller, written, (MODEL_FIELD, VERSION_FIELD))
+            entries = strategy.source_entries(ids, resolved.roles, texts, required)
+            narrowed = self._back_up_sources(migration, snap, entries, ids, caller)
             options = kwargs if narrowed is None else {**kwargs, "update_filter": narrowed}
             result: models.UpdateResult | None = None
-            for collection, batch, stamp in writes:
-                if plan.reembed and batch:
-                    # the stamp says which model the shared name holds: with the vectors, in one request
+            for destination, batch in writes:
+                collection, stamp = destination.collection, destination.stamp
+                if destination.stamp_with_vectors and batch:
+                    # the stamp says which model the vector holds: with the vectors, in one request
                     result = self.store.update_vectors_stamped(
                         collection,
                         batch,
@@ -664,15 +586,12 @@ class LatticeClient:
 
     def _forward(self, method: str, collection_name: str, *args: Any, **kwargs: Any) -> Any:
         migration = self._migration_for(collection_name)
-        if migration is None or not migration.plan.blue_green:
+        if migration is None:
             return getattr(self.client, method)(collection_name, *args, **kwargs)
-        plan = migration.plan
-        write = migration.routing(coverage=0.0).write
-        targets = {
-            WriteRoute.LEGACY: [plan.collection],
-            WriteRoute.DUAL_WRITE: [plan.collection, plan.data_collection],
-            WriteRoute.TARGET: [plan.data_collection],
-        }[write]
+        snap = migration.snapshot()
+        targets = migration.strategy_of(snap).forwards(route(snap, 0.0).write)
+        if targets is None:  # one collection holds both models: the call is the client's, unchanged
+            return getattr(self.client, method)(collection_name, *args, **kwargs)
         result: Any = None
         for collection in targets:
             result = self.store.forward(method, collection, *args, **kwargs)
@@ -716,12 +635,12 @@ class LatticeClient:
         migration = self._migration_for(collection_name)
         nearest = query.nearest if isinstance(query, models.NearestQuery) else query
         if (
-            isinstance(nearest, _TEXT_TYPES)
-            and _blank(nearest.text)
+            isinstance(nearest, TEXT_TYPES)
+            and blank(nearest.text)
             and (migration is not None or nearest.model in self._embedders)
         ):
             raise VectorValidationError(
-                [(None, f"the query's {_EMPTY_DOCUMENT}, so there is nothing to search for; give the text")]
+                [(None, f"the query's {EMPTY_DOCUMENT}, so there is nothing to search for; give the text")]
             )
         if migration is None:
             prepared = self._embed_unrouted_query(query)
@@ -730,107 +649,37 @@ class LatticeClient:
             return self.store.query(collection_name, query=prepared, **kwargs)
 
         def run() -> rest.QueryResponse:
-            plan = migration.plan
-            if plan.reembed:
-                return self._query_reembed(
-                    migration, collection_name, query, using, mode, missing, read_repair, kwargs
-                )
-            routing = migration.routing()
-            chosen = mode or plan.query_mode
-            # A vector query cannot be mixed (it is in one model's space): by the plan's default it is
-            # routed; asked for explicitly, mixed mode refuses it.
-            textual = isinstance(query, _TEXT_TYPES) or (
-                isinstance(query, models.NearestQuery) and isinstance(query.nearest, _TEXT_TYPES)
+            snap = migration.snapshot()
+            strategy, plan = migration.strategy_of(snap), snap.plan
+            coverage = migration.recent_coverage() if strategy.query_needs_coverage(snap, using) else None
+            decided = strategy.query_plan(
+                snap, coverage, collection_name, textual=query_text(query) is not None, mode=mode, using=using
             )
-            if (
-                chosen == "mixed"
-                and (textual or mode == "mixed")
-                and using is None
-                and routing.write == WriteRoute.DUAL_WRITE
-                and (routing.query == QueryRoute.SOURCE)
-            ):
-                return self._mixed(migration, query, missing, read_repair, kwargs)
-            name = using if using is not None else routing.query_vector
-            target_side = routing.query == QueryRoute.TARGET if using is None else name == plan.target_vector
-            if using is not None and plan.source_vector == plan.target_vector:
-                target_side = routing.query == QueryRoute.TARGET  # same name in both: follow the routing
-            spec = plan.target if target_side else plan.source
-            if name not in (plan.source_vector, plan.target_vector):
-                return self.store.query(collection_name, query=query, using=name, **kwargs)
-            prepared = self._prepare_query(query, spec, name)
-            where = collection_name
-            if plan.blue_green:
-                where = plan.data_collection if target_side else plan.collection
-            return self.store.query(where, query=prepared, using=name, **kwargs)
+            if isinstance(decided, MixedQuery):
+                return self._mixed(plan, query, missing, read_repair, kwargs)
+            if isinstance(decided, PassThrough):
+                return self.store.query(decided.collection, query=query, using=decided.using, **kwargs)
+            spec = plan.target if decided.role == "target" else plan.source
+            options = dict(kwargs)
+            if decided.restriction is not None:
+                user = options.get("query_filter")
+                options["query_filter"] = (
+                    decided.restriction if user is None else models.Filter(must=[user, decided.restriction])
+                )
+            prepared = self._prepare_query(query, spec, decided.using)
+            return self.store.query(decided.collection, query=prepared, using=decided.using, **options)
 
         return self._with_fresh_routing(migration, run)
 
-    def _query_reembed(
-        self,
-        migration: Migration,
-        collection_name: str,
-        query: Any,
-        using: str | None,
-        mode: Literal["routed", "mixed"] | None,
-        missing: MissingPolicy | None,
-        read_repair: bool | None,
-        kwargs: dict[str, Any],
-    ) -> rest.QueryResponse:
-        """A query during a re-embed: never compares a query of one model with a vector of the other.
-
-        The stamp says which model a point's vector holds. A text query over partial coverage is mixed
-        (both versions' candidates, scored in the target space); at coverage 0 it searches the source-holding
-        points with the source embedding, at 100% the target-holding ones with the target embedding. A vector
-        (or ``mode="routed"``) searches only the points holding the model the routing says. After finalize
-        every point holds the target: a plain target query.
-        """
-        plan = migration.plan
-        name = plan.source_vector
-        if using is not None and using != name:
-            return self.store.query(collection_name, query=query, using=using, **kwargs)
-        snap = migration.snapshot()
-        state = snap.state
-        if state.finalized or state.status == Status.PLANNED:
-            spec = plan.target if state.finalized else plan.source
-            return self.store.query(
-                collection_name, query=self._prepare_query(query, spec, name), using=name, **kwargs
-            )
-        textual = isinstance(query, _TEXT_TYPES) or (
-            isinstance(query, models.NearestQuery) and isinstance(query.nearest, _TEXT_TYPES)
-        )
-        if mode == "mixed" and not textual:
-            raise VectorValidationError(
-                [(None, "mixed mode embeds the query with both models: pass a models.Document, not a vector")]
-            )
-        cov = migration.recent_coverage()
-        if textual and mode != "routed":
-            if 0 < cov.covered < cov.total:
-                return self._mixed(migration, query, missing, read_repair, kwargs)
-            target_side = cov.total > 0 and cov.covered >= cov.total
-            if cov.total == 0:
-                target_side = migration.routing(coverage=1.0).query == QueryRoute.TARGET
-        else:
-            target_side = migration.routing(coverage=cov.fraction).query == QueryRoute.TARGET
-        spec = plan.target if target_side else plan.source
-        holds_target = stamp_filter(plan.target.model_id, plan.target.version)
-        version = holds_target if target_side else models.Filter(must_not=[holds_target])
-        user = kwargs.get("query_filter")
-        kwargs = {**kwargs, "query_filter": version if user is None else models.Filter(must=[user, version])}
-        return self.store.query(
-            collection_name, query=self._prepare_query(query, spec, name), using=name, **kwargs
-        )
-
     def _mixed(
         self,
-        migration: Migration,
+        plan: MigrationPlan,
         query: Any,
         missing: MissingPolicy | None,
         read_repair: bool | None,
         kwargs: dict[str, Any],
     ) -> rest.QueryResponse:
-        text = query.text if isinstance(query, _TEXT_TYPES) else None
-        if isinstance(query, models.NearestQuery) and isinstance(query.nearest, _TEXT_TYPES):
-            text = query.nearest.text
+        text = query_text(query)
         if text is None:
             raise VectorValidationError(
                 [(None, "mixed mode embeds the query with both models: pass a models.Document, not a vector")]
@@ -840,7 +689,6 @@ class LatticeClient:
             raise VectorValidationError(
                 [(None, f"mixed mode does not take {', '.join(sorted(unsupported))}; use mode='routed'")]
             )
-        plan = migration.plan
         source, target = self.embedder(plan.source), self.embedder(plan.target)
         result = mixed_query(
             self.store,
@@ -858,19 +706,19 @@ class LatticeClient:
         return rest.QueryResponse(points=result.points)
 
     def _prepare_query(self, query: Any, spec: ModelSpec, name: str) -> Any:
-        if isinstance(query, _TEXT_TYPES):
+        if isinstance(query, TEXT_TYPES):
             return embed_checked(self.embedder(spec), [query.text], spec)[0].tolist()
         if isinstance(query, models.NearestQuery):
             return query.model_copy(update={"nearest": self._prepare_query(query.nearest, spec, name)})
-        if _is_dense(query):
-            checked = _check_vector(query, spec, name)
+        if is_dense(query):
+            checked = check_vector(query, spec, name)
             if isinstance(checked, str):
                 raise VectorValidationError([(None, f"query vector: {checked}")])
             return checked
         return query
 
     def _embed_unrouted_query(self, query: Any) -> Any:
-        if isinstance(query, _TEXT_TYPES) and query.model in self._embedders:
+        if isinstance(query, TEXT_TYPES) and query.model in self._embedders:
             return self._embedders[query.model].embed([query.text])[0].tolist()
         return query
 
@@ -882,28 +730,11 @@ class LatticeClient:
         Raises:
             VectorValidationError: the text is empty.
         """
-        if _blank(text):
+        if blank(text):
             raise VectorValidationError([(None, "the query text is empty: there is nothing to search for")])
         return self.query_points(
             collection_name, models.Document(text=text, model="lattice"), limit=limit, **kwargs
         )
-
-
-def _schema_moved(exc: StoreError) -> bool:
-    text = str(exc).lower()
-    return "not existing vector" in text or (
-        "vector" in text and ("does not exist" in text or "not found" in text)
-    )
-
-
-def _id_key(point_id: Any) -> Any:
-    """An id as Qdrant gives it back (an int, or a UUID in canonical form), to compare ids."""
-    if isinstance(point_id, int):
-        return point_id
-    try:
-        return str(uuid.UUID(str(point_id)))
-    except ValueError:
-        return str(point_id)
 
 
 def _update_filter(kwargs: dict[str, Any]) -> models.Filter | None:
@@ -911,8 +742,6 @@ def _update_filter(kwargs: dict[str, Any]) -> models.Filter | None:
     found = kwargs.get("update_filter")
     if found is None or isinstance(found, models.Filter):
         return found
-    from qdrant_client.conversions.conversion import GrpcToRest
-
     kwargs["update_filter"] = converted = GrpcToRest.convert_filter(found)
     return converted
 
@@ -920,217 +749,3 @@ def _update_filter(kwargs: dict[str, Any]) -> models.Filter | None:
 def _vector_names(batch: Sequence[models.PointVectors]) -> set[str]:
     """The vector names a batch of ``update_vectors`` writes (``""``: the unnamed vector)."""
     return {n for p in batch for n in (p.vector if isinstance(p.vector, dict) else {"": None})}
-
-
-def _negated_vectors(flt: models.Filter, negated: bool = False) -> set[str]:
-    """Vector names whose ``has_vector`` the filter reads negated (under an odd number of ``must_not``)."""
-    out: set[str] = set()
-
-    def listed(value: Any) -> list[Any]:
-        return [] if value is None else list(value) if isinstance(value, list) else [value]
-
-    def walk(condition: Any, negated: bool) -> None:
-        if isinstance(condition, models.Filter):
-            positive = listed(condition.must) + listed(condition.should)
-            if condition.min_should is not None:
-                positive += condition.min_should.conditions
-            for item in positive:
-                walk(item, negated)
-            for item in listed(condition.must_not):
-                walk(item, not negated)
-        elif isinstance(condition, models.NestedCondition):
-            walk(condition.nested.filter, negated)
-        elif isinstance(condition, models.HasVectorCondition) and negated:
-            out.add(condition.has_vector)
-
-    walk(flt, negated)
-    return out
-
-
-def _check_update_filter(flt: models.Filter, written: set[str]) -> None:
-    """Refuse a caller's ``update_filter`` the model stamp cannot follow.
-
-    The stamp goes, after the vector write, to the points matching the same filter; that is exactly the
-    points written unless the filter reads a vector the write sets. Reading one as present (``must``) still
-    holds after the write; reading one as missing (``must_not`` ``has_vector``) no longer does for the points
-    just written, so they would keep the old model's stamp.
-    """
-    clash = sorted(_negated_vectors(flt) & written)
-    if clash:
-        shown = ", ".join(repr(n) for n in clash)
-        raise VectorValidationError(
-            [
-                (
-                    None,
-                    f"the update_filter requires the vector {shown} to be missing, and this write sets it: "
-                    "the model stamp of the points written could not follow the filter; filter on the "
-                    f"payload instead (for instance {MODEL_FIELD!r} / {VERSION_FIELD!r})",
-                )
-            ]
-        )
-
-
-def _is_dense(value: Any) -> bool:
-    if isinstance(value, np.ndarray):
-        return value.ndim == 1
-    return (
-        isinstance(value, list | tuple)
-        and len(value) > 0
-        and all(isinstance(x, int | float | np.floating | np.integer) for x in value)
-    )
-
-
-def _check_vector(value: Any, spec: ModelSpec, name: str) -> list[float] | str:
-    """The vector as a list of floats, or a problem naming the vector and what is wrong."""
-    try:
-        array: NDArray[np.float64] = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        return f"vector {name!r} is not a list of numbers"
-    if array.ndim != 1:
-        return f"vector {name!r} is not a flat list of numbers (shape {array.shape})"
-    if array.shape[0] != spec.dimension:
-        return (
-            f"vector {name!r} has {array.shape[0]} dimensions, but {spec.qualified_id} has {spec.dimension}"
-        )
-    if not np.all(np.isfinite(array)):
-        bad = int(np.flatnonzero(~np.isfinite(array))[0])
-        return f"vector {name!r} has a non-finite value at index {bad}"
-    return [float(x) for x in array]
-
-
-_VectorsOf = Callable[[dict[str, list[float]], dict[str, Any]], Any]
-
-
-def _roles(write: WriteRoute) -> tuple[str, ...]:
-    """The roles a write route writes: the source model's vector, the target's, or both."""
-    return {
-        WriteRoute.LEGACY: ("source",),
-        WriteRoute.DUAL_WRITE: ("source", "target"),
-        WriteRoute.TARGET: ("target",),
-    }[write]
-
-
-def _destinations(
-    plan: MigrationPlan, collection_name: str, required: tuple[str, ...]
-) -> list[tuple[str, _VectorsOf, ModelSpec]]:
-    """Where a routed write goes: ``(collection, vectors of a point, model to stamp)`` per collection."""
-    src, tgt = plan.source_vector, plan.target_vector
-    if plan.reembed:
-        # one name: the target's vector once writes reach it (the source's went to the backup), else the
-        # source's; the unnamed vector is written as a plain list
-        role = "target" if "target" in required else "source"
-
-        def shared(roles: dict[str, list[float]], extra: dict[str, Any]) -> Any:
-            vector = roles.get(role)
-            if vector is None:
-                return dict(extra)
-            return vector if src == "" else {**extra, src: vector}
-
-        return [(collection_name, shared, plan.target if role == "target" else plan.source)]
-    if not plan.blue_green:
-        stamp = plan.target if "target" in required else plan.source
-
-        def both(roles: dict[str, list[float]], extra: dict[str, Any]) -> dict[str, Any]:
-            names = {"source": src, "target": tgt}
-            return {**extra, **{names[r]: v for r, v in roles.items()}}
-
-        return [(collection_name, both, stamp)]
-    out: list[tuple[str, _VectorsOf, ModelSpec]] = []
-    if "source" in required:
-
-        def old(roles: dict[str, list[float]], extra: dict[str, Any]) -> dict[str, Any]:
-            return {**extra, **({src: roles["source"]} if "source" in roles else {})}
-
-        out.append((plan.collection, old, plan.source))
-    if "target" in required:
-
-        def new(roles: dict[str, list[float]], extra: dict[str, Any]) -> dict[str, Any]:
-            vectors = {tgt: roles["target"]} if "target" in roles else {}
-            if plan.copy_source_vector and "source" in roles:
-                vectors[src] = roles["source"]
-            return vectors
-
-        out.append((plan.data_collection, new, plan.target))
-    return out
-
-
-_Split = tuple[dict[str, Any], dict[str, Any]] | str
-"""A point's vectors as ``(values by role, other named vectors)``, or the problem with them."""
-
-
-def _split(value: Any, plan: MigrationPlan, required: tuple[str, ...]) -> _Split:
-    """A point's vector value as ``(values by role, other named vectors)``, or the problem with it."""
-    names = {"source": plan.source_vector, "target": plan.target_vector}
-    specs = {"source": plan.source, "target": plan.target}
-
-    def by_dimension(vector: Any, roles: Sequence[str]) -> str | None:
-        fits = [r for r in roles if specs[r].dimension == len(vector)]
-        return fits[0] if len(fits) == 1 else None
-
-    if value is None:
-        return {}, {}
-    if isinstance(value, _TEXT_TYPES):
-        return dict.fromkeys(required, value), {}
-    if _is_dense(value):
-        role = required[0] if len(required) == 1 else by_dimension(value, required)
-        if role is None and plan.reembed:
-            return _reembed_ambiguity(plan)
-        if role is None:
-            shown = " and ".join(repr(names[r]) for r in required)
-            return (
-                f"a plain vector is ambiguous while writes go to {shown}; give a dict of named vectors "
-                "or a models.Document"
-            )
-        return {role: value}, {}
-    if not isinstance(value, dict):
-        return f"unsupported vector value of type {type(value).__name__}"
-    given: dict[str, Any] = {}
-    extra: dict[str, Any] = {}
-    for name, item in value.items():
-        owners = [r for r in ("source", "target") if names[r] == name]
-        if not owners:
-            extra[name] = item
-            continue
-        wanted = [r for r in owners if r in required]
-        if not wanted:
-            continue  # e.g. the source vector after finalize: it no longer exists
-        if len(wanted) == 1:
-            given[wanted[0]] = item
-        elif isinstance(item, _TEXT_TYPES):
-            given.update(dict.fromkeys(wanted, item))
-        elif _is_dense(item) and (role := by_dimension(item, wanted)) is not None:
-            given[role] = item
-        elif plan.reembed:
-            return _reembed_ambiguity(plan)
-        else:
-            return (
-                f"vector {name!r} is written by both models during this migration; give a "
-                "models.Document (or text) so each model embeds it"
-            )
-    return given, extra
-
-
-def _reembed_ambiguity(plan: MigrationPlan) -> str:
-    return (
-        f"a plain vector is ambiguous while a re-embed writes both models under {plan.source_vector!r} "
-        f"(both are {plan.source.dimension}-d): give a models.Document, or leave the vector out and put "
-        f"the text in the payload field {plan.text_field!r}, so each model embeds it"
-    )
-
-
-def _as_point_structs(
-    points: models.Batch | Sequence[models.PointStruct],
-) -> list[models.PointStruct]:
-    if not isinstance(points, models.Batch):
-        return list(points)
-    ids = list(points.ids)
-    payloads = list(points.payloads) if points.payloads is not None else [None] * len(ids)
-    raw = points.vectors
-    if isinstance(raw, dict):
-        per_point: list[Any] = [{name: raw[name][i] for name in raw} for i in range(len(ids))]
-    else:
-        per_point = list(raw)
-    return [
-        models.PointStruct(id=pid, vector=vec, payload=payload)
-        for pid, vec, payload in zip(ids, per_point, payloads, strict=True)
-    ]

@@ -45,25 +45,27 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 from qdrant_client import models
 
-from .embedders import embed_checked
-from .errors import ConfigError, StoreError, StrictModeError
+from .coordinator import find_migration
+from .embedders import Embedder, embed_checked
+from .errors import ConfigError, MigrationNotFoundError, StoreError, StrictModeError
 from .gates import RECORD_KIND, quality_gate
+from .mixed import mixed_query
+from .plan import MigrationPlan
 from .report import CSS as _CSS
 from .report import clip as _clip
 from .report import html_table as _html_table
 from .report import num as _num
 from .report import text_table as _table
+from .routing import RoutedQuery, route
+from .spec import ModelSpec
 from .state import QueryRoute, WriteRoute
-from .store import Store, stamp_filter
-
-if TYPE_CHECKING:
-    from .client import LatticeClient
+from .store import Store
 
 __all__ = [
     "DEFAULT_KS",
@@ -73,6 +75,7 @@ __all__ = [
     "ComparisonReport",
     "QueryOutcome",
     "QuerySpec",
+    "Searcher",
     "checked_ks",
     "compare",
     "load_queries",
@@ -789,8 +792,18 @@ def _svg_chart(report: ComparisonReport) -> str:
 # --------------------------------------------------------------------------- running it
 
 
+class Searcher(Protocol):
+    """What a comparison needs: the store, and the embedder of each model (a ``LatticeClient`` is one)."""
+
+    store: Store
+
+    def embedder(self, spec: ModelSpec) -> Embedder:
+        """The embedder of ``spec``."""
+        ...
+
+
 def compare(
-    client: LatticeClient,
+    searcher: Searcher,
     collection: str,
     queries: Sequence[QuerySpec],
     *,
@@ -802,10 +815,12 @@ def compare(
     """Run ``queries`` through the source, the target and mixed mode, and measure the difference.
 
     Read-only: nothing is written (mixed mode runs without read-repair); :func:`record_comparison`
-    stores the result for the cutover gate.
+    stores the result for the cutover gate. The source and the target searches each see only the points
+    holding their model (the strategy's :meth:`~lattice_qdrant.strategies.MigrationStrategy.side`); mixed
+    mode runs as the wrapper's ``query_points(mode="mixed")`` would now.
 
     Args:
-        client: the wrapped client (its embedders embed the queries).
+        searcher: the store and the embedders (a wrapped client is one).
         collection: a collection with a started migration.
         queries: the queries; may be empty when ``sample`` is given.
         ks: the cut-offs to report (1 to 1000).
@@ -819,13 +834,16 @@ def compare(
         StoreError: the target vector does not exist (the migration has not started, or was cancelled).
     """
     cutoffs = checked_ks(ks)
-    migration = client.migration(collection)
+    store = searcher.store
+    migration = find_migration(store, collection)
+    if migration is None:
+        raise MigrationNotFoundError(collection)
     snap = migration.snapshot(refresh=True)
-    plan = snap.plan
+    strategy, plan = migration.strategy_of(snap), snap.plan
     specs = list(queries)
     sources = [origin or f"{len(specs)} given queries"] if specs else []
     if sample:
-        sampled = sample_queries(client.store, collection, sample, text_field=plan.text_field, seed=seed)
+        sampled = sample_queries(store, collection, sample, text_field=plan.text_field, seed=seed)
         specs += sampled
         sources.append(f"a sample of {len(sampled)} points (known-item queries, seed {seed})")
     if not specs:
@@ -833,42 +851,36 @@ def compare(
             "no queries to compare: give a queries file (--queries FILE) or a sample size (--sample N)",
             key="queries",
         )
-    vectors = client.store.vectors(collection)
-    if plan.target_vector not in vectors:
+    sides = {role: strategy.side(role) for role in ("source", "target")}
+    if not _searchable(store, sides["target"]):
         raise StoreError(
             "the target vector does not exist, so there is nothing to compare: "
             f"run lattice-qdrant start {collection} (and a backfill) first",
-            collection=collection,
+            collection=sides["target"].collection,
             vector=plan.target_vector,
         )
     coverage = migration.coverage()
-    routing = migration.routing(coverage=coverage.fraction)
+    routing = route(snap, coverage.fraction)
     texts = [q.text for q in specs]
     limit = cutoffs[-1]
-    # a re-embed keeps both models under one name: each search only sees the points holding its model
-    versions: dict[str, models.Filter] = {}
-    if plan.reembed:
-        held = stamp_filter(plan.target.model_id, plan.target.version)
-        versions = {"source": models.Filter(must_not=[held]), "target": held}
     notes: list[str] = []
     results: dict[str, list[tuple[PointId, ...]]] = {}
+    embedded: dict[str, NDArray[np.float32]] = {}
 
-    if plan.source_vector in vectors:
-        embedded = embed_checked(client.embedder(plan.source), texts, plan.source)
-        results["source"] = [
-            _search(client, collection, v.tolist(), plan.source_vector, limit, versions.get("source"))
-            for v in embedded
-        ]
+    def embed(role: str) -> NDArray[np.float32]:
+        if role not in embedded:
+            spec = plan.source if role == "source" else plan.target
+            embedded[role] = embed_checked(searcher.embedder(spec), texts, spec)
+        return embedded[role]
+
+    if _searchable(store, sides["source"]):
+        results["source"] = [_search(store, sides["source"], v.tolist(), limit) for v in embed("source")]
     else:
         notes.append(
             f"the source vector {plan.source_vector!r} no longer exists (finalized): "
             "only the target is searched"
         )
-    embedded = embed_checked(client.embedder(plan.target), texts, plan.target)
-    results["target"] = [
-        _search(client, collection, v.tolist(), plan.target_vector, limit, versions.get("target"))
-        for v in embedded
-    ]
+    results["target"] = [_search(store, sides["target"], v.tolist(), limit) for v in embed("target")]
     if coverage.covered < coverage.total:
         notes.append(
             f"the target vector covers {coverage.fraction:.1%} of points ({coverage.covered} of "
@@ -876,20 +888,11 @@ def compare(
             "until the backfill completes"
         )
     if "source" in results and routing.write == WriteRoute.DUAL_WRITE:
-        results["mixed"] = [
-            tuple(
-                normalize_id(p.id)
-                for p in client.query_points(
-                    collection,
-                    models.Document(text=text, model="lattice"),
-                    mode="mixed",
-                    read_repair=False,
-                    limit=limit,
-                    with_payload=False,
-                ).points
-            )
-            for text in texts
-        ]
+        decided = strategy.query_plan(snap, coverage, collection, textual=True, mode="mixed", using=None)
+        if isinstance(decided, RoutedQuery):
+            results["mixed"] = [_search(store, decided, v.tolist(), limit) for v in embed(decided.role)]
+        else:
+            results["mixed"] = [_mixed(searcher, plan, text, limit) for text in texts]
         if routing.query == QueryRoute.TARGET:
             notes.append("queries are routed to the target vector now, so mixed mode is the target search")
     else:
@@ -920,20 +923,39 @@ def compare(
     )
 
 
-def _search(
-    client: LatticeClient,
-    collection: str,
-    vector: list[float],
-    using: str,
-    limit: int,
-    version: models.Filter | None = None,
-) -> tuple[PointId, ...]:
-    if version is not None:  # a re-embed: the stamp, not the routing, says which points hold this model
-        found = client.store.query(collection, query=vector, using=using, limit=limit, with_payload=False,
-                                   query_filter=version)  # fmt: skip
-        return tuple(normalize_id(p.id) for p in found.points)
-    response = client.query_points(collection, vector, using=using, limit=limit, with_payload=False)
-    return tuple(normalize_id(p.id) for p in response.points)
+def _searchable(store: Store, side: RoutedQuery) -> bool:
+    """Whether the collection of ``side`` exists and has its vector (read-only)."""
+    return store.collection_exists(side.collection) and side.using in store.vectors(side.collection)
+
+
+def _search(store: Store, side: RoutedQuery, vector: list[float], limit: int) -> tuple[PointId, ...]:
+    found = store.query(
+        side.collection,
+        query=vector,
+        using=side.using,
+        limit=limit,
+        with_payload=False,
+        query_filter=side.restriction,
+    )
+    return tuple(normalize_id(p.id) for p in found.points)
+
+
+def _mixed(searcher: Searcher, plan: MigrationPlan, text: str, limit: int) -> tuple[PointId, ...]:
+    """A mixed query as the wrapper runs it (the plan's missing policy), without read-repair."""
+    source, target = searcher.embedder(plan.source), searcher.embedder(plan.target)
+    result = mixed_query(
+        searcher.store,
+        plan,
+        text,
+        embed_source=lambda texts: embed_checked(source, texts, plan.source),
+        embed_target=lambda texts: embed_checked(target, texts, plan.target),
+        limit=limit,
+        missing=plan.missing_policy,
+        read_repair=False,
+        oversample=plan.oversample,
+        with_payload=False,
+    )
+    return tuple(normalize_id(p.id) for p in result.points)
 
 
 def _aggregate(outcomes: Sequence[QueryOutcome], k: int, systems: Sequence[str]) -> AtK:

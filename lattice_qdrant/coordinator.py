@@ -45,6 +45,7 @@ from .gates import RECORD_KIND as _COMPARISON
 from .gates import check_reembed_cancel, check_reembed_finalize, quality_gate
 from .plan import MigrationPlan, Strategy
 from .registry import ModelRegistry
+from .routing import Coverage, Routing, Snapshot, needs_coverage, route
 from .spec import Distance
 from .state import (
     Cancel,
@@ -56,23 +57,19 @@ from .state import (
     Pause,
     Phase,
     Progress,
-    QueryRoute,
     Reopen,
     Resume,
     Rollback,
     Start,
     Status,
-    WriteRoute,
     format_duration,
-    query_route,
     rollback_window_left,
     transition,
-    write_route,
 )
-from .store import Coverage, Store, VectorInfo
+from .store import Store, VectorInfo
 from .strategies import MigrationStrategy, strategy_for
 
-__all__ = ["DEFAULT_REFRESH_INTERVAL", "Migration", "Routing", "Snapshot", "plan_migration"]
+__all__ = ["DEFAULT_REFRESH_INTERVAL", "Migration", "Routing", "Snapshot", "find_migration", "plan_migration"]
 
 log = logging.getLogger(__name__)
 
@@ -85,32 +82,6 @@ NAME_KIND = "migration_name"
 DEFAULT_REFRESH_INTERVAL = 2.0
 #: The record's copy of the history entry of the transition that wrote it (see ``Migration.apply``).
 _LAST_EVENT = "last_event"
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """A migration record as read: plan, state and the epoch it was read at."""
-
-    plan: MigrationPlan
-    state: MigrationState
-    epoch: int
-    record: dict[str, Any]
-
-    @property
-    def backup_id(self) -> str | None:
-        """A re-embed's backup of the source vectors, taken at start (``None`` before, or otherwise)."""
-        value = self.record.get("backup_id")
-        return str(value) if value else None
-
-
-@dataclass(frozen=True)
-class Routing:
-    """Where writes and queries go, as decided from one snapshot and one coverage reading."""
-
-    write: WriteRoute
-    query: QueryRoute
-    query_vector: str
-    write_vectors: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -146,15 +117,6 @@ def _keep_history(store: Store, collection: str, record: dict[str, Any]) -> None
     entry = record.get(_LAST_EVENT)
     if isinstance(entry, dict) and entry.get("token"):
         store.append_event(collection, entry, event_id=str(entry["token"]))
-
-
-def _snapshot(record: dict[str, Any]) -> Snapshot:
-    return Snapshot(
-        plan=MigrationPlan.from_payload(record["plan"]),
-        state=MigrationState.from_dict(record["state"]),
-        epoch=int(record["epoch"]),
-        record=record,
-    )
 
 
 def _source_vector(store: Store, plan: MigrationPlan) -> VectorInfo:
@@ -234,8 +196,8 @@ def plan_migration(store: Store, plan: MigrationPlan) -> Migration:
     registry.check(plan.source)
     registry.check(plan.target)
     existing = store.get_record(_KIND, plan.collection)
-    if existing is not None and not _snapshot(existing).state.terminal:
-        raise MigrationExistsError(plan.collection, _snapshot(existing).state.label)
+    if existing is not None and not Snapshot.from_record(existing).state.terminal:
+        raise MigrationExistsError(plan.collection, Snapshot.from_record(existing).state.label)
     registry.register(plan.source)
     registry.register(plan.target)
     migration = Migration(store, plan.collection)
@@ -251,7 +213,7 @@ def plan_migration(store: Store, plan: MigrationPlan) -> Migration:
         existing = store.get_record(_KIND, plan.collection)
         if existing is None:
             raise StoreError("the migration record vanished while planning", collection=plan.collection)
-        snap = _snapshot(existing)
+        snap = Snapshot.from_record(existing)
         if not snap.state.terminal:
             raise MigrationExistsError(plan.collection, snap.state.label)
         _keep_history(store, plan.collection, existing)
@@ -265,6 +227,23 @@ def plan_migration(store: Store, plan: MigrationPlan) -> Migration:
                 store.put_record(NAME_KIND, name, {"collection": plan.collection})
         bluegreen.forget_copy(store, plan)  # a copy recorded for an earlier plan is not this plan's
     migration._append_history(entry)
+    return migration
+
+
+def find_migration(
+    store: Store, name: str, *, refresh_interval: float = DEFAULT_REFRESH_INTERVAL
+) -> Migration | None:
+    """The migration of ``name``: a migrated collection, or another name of one (a blue-green alias or
+    target collection, recorded under the source's name); ``None`` when there is none (read-only)."""
+    migration = Migration(store, name, refresh_interval=refresh_interval)
+    try:
+        migration.snapshot(refresh=True)
+    except MigrationNotFoundError:
+        other = store.get_record(NAME_KIND, name)
+        if other is None:
+            return None
+        migration = Migration(store, str(other["collection"]), refresh_interval=refresh_interval)
+        migration.snapshot(refresh=True)
     return migration
 
 
@@ -314,7 +293,7 @@ class Migration:
         record = self.store.get_record(_KIND, self.collection)
         if record is None:
             raise MigrationNotFoundError(self.collection)
-        snap = _snapshot(record)
+        snap = Snapshot.from_record(record)
         self._remember(snap)
         return snap
 
@@ -372,19 +351,9 @@ class Migration:
         migration is in the phase where it matters.
         """
         snap = self.snapshot()
-        plan, state = snap.plan, snap.state
         if coverage is None:
-            needs = plan.query_threshold is not None and not state.rolled_back
-            coverage = self.recent_coverage().fraction if needs and state.phase == "migrating" else 0.0
-        query = query_route(state, coverage, plan.policy)
-        write = write_route(state)
-        vectors = {
-            WriteRoute.LEGACY: (plan.source_vector,),
-            WriteRoute.DUAL_WRITE: (plan.source_vector, plan.target_vector),
-            WriteRoute.TARGET: (plan.target_vector,),
-        }[write]
-        query_vector = plan.target_vector if query == QueryRoute.TARGET else plan.source_vector
-        return Routing(write=write, query=query, query_vector=query_vector, write_vectors=vectors)
+            coverage = self.recent_coverage().fraction if needs_coverage(snap) else 0.0
+        return route(snap, coverage)
 
     def rollback_window_left(self) -> float | None:
         """Seconds until finalize is allowed without force, or ``None`` outside the window."""
@@ -459,7 +428,7 @@ class Migration:
         if stored is None:
             latest = self.snapshot(refresh=True)
             raise ConcurrentTransitionError(self.collection, event.name, snap.epoch, latest.epoch)
-        self._remember(_snapshot(stored))
+        self._remember(Snapshot.from_record(stored))
         if entry is not None:
             self._append_history(entry)
         log.info("%s: %s -> %s (%s)", self.collection, snap.state.label, new_state.label, event.name)

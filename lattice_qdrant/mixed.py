@@ -36,7 +36,7 @@ import numpy as np
 from numpy.typing import NDArray
 from qdrant_client import models
 
-from . import kernels
+from . import kernels, ranking
 from .errors import StoreError
 from .plan import MigrationPlan
 from .store import Store, vector_value
@@ -71,15 +71,6 @@ class MixedResult:
     repaired: list[Any] = field(default_factory=list)
 
 
-def _target_of(point: models.ScoredPoint | models.Record, name: str) -> list[float] | None:
-    vector = point.vector
-    if isinstance(vector, dict):
-        value = vector.get(name)
-        if isinstance(value, list) and value and not isinstance(value[0], list):
-            return [float(x) for x in value]
-    return None
-
-
 def mixed_query(
     store: Store,
     plan: MigrationPlan,
@@ -97,6 +88,10 @@ def mixed_query(
 ) -> MixedResult:
     """Search ``plan.collection`` with ``text`` in the target space over partial coverage.
 
+    The plan's strategy says where the two searches run and where the candidates' target vectors are
+    (:meth:`~lattice_qdrant.strategies.MigrationStrategy.mixed_searches`); the ranking is
+    :mod:`lattice_qdrant.ranking`'s.
+
     Args:
         store: the store adapter.
         plan: the collection's migration plan (vector names, text field, distances).
@@ -111,177 +106,66 @@ def mixed_query(
         with_payload: as in ``query_points`` (the text field is fetched internally either way).
         backend: rescoring kernels (``"simsimd"``, or ``"numpy"`` the reference).
     """
+    strategy = strategy_for(plan)
     k = max(limit, limit * max(1, oversample))
     q_source = embed_source([text])[0]
     q_target = embed_target([text])[0]
-    if plan.reembed:
-        found_source, found_target, held = _reembed_candidates(
-            store, plan, q_source, q_target, k, query_filter
+    searches = strategy.mixed_searches(query_filter)
+    found = {
+        role: store.query(
+            search.collection,
+            query=vector.tolist(),
+            using=search.using,
+            limit=k,
+            with_payload=True,
+            with_vectors=search.with_vectors,
+            query_filter=search.query_filter,
+        ).points
+        for role, search, vector in (
+            ("source", searches.source, q_source),
+            ("target", searches.target, q_target),
         )
-        return _rank(
-            store, plan, found_source, found_target, held, q_target,
-            embed_target=embed_target, limit=limit, missing=missing, read_repair=read_repair,
-            with_payload=with_payload, backend=backend,
-        )  # fmt: skip
-    common: dict[str, Any] = {
-        "limit": k,
-        "with_payload": True,
-        "with_vectors": [plan.target_vector],
-        "query_filter": query_filter,
     }
-    blue_green = plan.blue_green
-    by_source = store.query(
-        plan.collection,
-        query=q_source.tolist(),
-        using=plan.source_vector or None,
-        **{**common, "with_vectors": False} if blue_green else common,
-    ).points
-    by_target = store.query(
-        plan.data_collection, query=q_target.tolist(), using=plan.target_vector or None, **common
-    ).points
+    name = searches.target_vector
     vectors: dict[Any, NDArray[np.float32] | list[float]] = {}
-    for point in [*by_source, *by_target]:
-        found = _target_of(point, plan.target_vector)
-        if found is not None:
-            vectors.setdefault(point.id, found)
-    if blue_green:
-        # the source search ran on the source collection: fetch target vectors from the target one
-        lacking = list(dict.fromkeys(p.id for p in [*by_source, *by_target] if p.id not in vectors))
+    for role in searches.vectors_from:
+        for point in found[role]:
+            value = vector_value(point, name)
+            if value is not None:
+                vectors.setdefault(point.id, value)
+    if searches.fetch_from is not None:
+        lacking = list(
+            dict.fromkeys(p.id for p in [*found["source"], *found["target"]] if p.id not in vectors)
+        )
         fetched = (
             store.retrieve(
-                plan.data_collection, lacking, with_payload=False, with_vectors=[plan.target_vector]
+                searches.fetch_from, lacking, with_payload=False, with_vectors=[name] if name else True
             )
             if lacking
             else []
         )
         for record in fetched:
-            found = _target_of(record, plan.target_vector)
-            if found is not None:
-                vectors[record.id] = found
-    return _rank(
-        store, plan, by_source, by_target, vectors, q_target,
-        embed_target=embed_target, limit=limit, missing=missing, read_repair=read_repair,
-        with_payload=with_payload, backend=backend,
-    )  # fmt: skip
-
-
-def _reembed_candidates(
-    store: Store,
-    plan: MigrationPlan,
-    q_source: NDArray[np.float32],
-    q_target: NDArray[np.float32],
-    k: int,
-    query_filter: models.Filter | None,
-) -> tuple[list[models.ScoredPoint], list[models.ScoredPoint], dict[Any, NDArray[np.float32] | list[float]]]:
-    """Both searches over the one vector name, each restricted by the stamp to the points holding its
-    model."""
-    name = plan.source_vector
-    strategy = strategy_for(plan)
-
-    def restricted(version: models.Filter) -> models.Filter:
-        return version if query_filter is None else models.Filter(must=[query_filter, version])
-
-    by_source = store.query(
-        plan.collection,
-        query=q_source.tolist(),
-        using=name,
-        limit=k,
-        with_payload=True,
-        with_vectors=False,
-        query_filter=restricted(strategy.todo()),
-    ).points
-    by_target = store.query(
-        plan.collection,
-        query=q_target.tolist(),
-        using=name,
-        limit=k,
-        with_payload=True,
-        with_vectors=[name] if name else True,
-        query_filter=restricted(strategy.done()),
-    ).points
-    vectors: dict[Any, NDArray[np.float32] | list[float]] = {}
-    for point in by_target:
-        found = vector_value(point, name)
-        if found is not None:
-            vectors[point.id] = found
-    return list(by_source), list(by_target), vectors
-
-
-def _rank(
-    store: Store,
-    plan: MigrationPlan,
-    by_source: Sequence[models.ScoredPoint],
-    by_target: Sequence[models.ScoredPoint],
-    vectors: dict[Any, NDArray[np.float32] | list[float]],
-    q_target: NDArray[np.float32],
-    *,
-    embed_target: Embed,
-    limit: int,
-    missing: MissingPolicy,
-    read_repair: bool,
-    with_payload: bool | Sequence[str],
-    backend: kernels.Backend,
-) -> MixedResult:
-    """Score the candidates of both searches in the target space (``vectors``: the target vectors held)."""
-    order: list[Any] = []
-    seen: dict[Any, models.ScoredPoint] = {}
-    for point in [*by_source, *by_target]:
-        if point.id not in seen:
-            seen[point.id] = point
-            order.append(point.id)
-    result = MixedResult(points=[], candidates=len(order))
-    result.rescored = len(vectors)
+            value = vector_value(record, name)
+            if value is not None:
+                vectors[record.id] = value
+    candidates = ranking.gather(found["source"], found["target"], vectors)
+    result = MixedResult(points=[], candidates=len(candidates.order), rescored=len(candidates.vectors))
     if missing == "embed":
-        todo = [
-            (pid, text_of)
-            for pid in order
-            if pid not in vectors
-            and isinstance(text_of := (seen[pid].payload or {}).get(plan.text_field), str)
-            and text_of.strip()
-        ]
+        todo = ranking.to_embed(candidates, plan.text_field)
         if todo:
             fresh = embed_target([t for _, t in todo])
             for (pid, _), row in zip(todo, fresh, strict=True):
-                vectors[pid] = row
+                candidates.vectors[pid] = row
             result.embedded = len(todo)
             if read_repair:
                 try:
-                    result.repaired = strategy_for(plan).write_target(
+                    result.repaired = strategy.write_target(
                         store, {pid: (t, fresh[i]) for i, (pid, t) in enumerate(todo)}
                     )
                 except StoreError as exc:  # a failed repair must not fail the query
                     log.warning("%s: read-repair failed: %s", plan.collection, exc)
-    covered = [pid for pid in order if pid in vectors]
-    matrix, _ = kernels.to_matrix([vectors[pid] for pid in covered], plan.target.dimension)
-    idx, values = kernels.rank(q_target, matrix, plan.target.distance.value, backend=backend)
-    ranked = [(covered[i], float(v)) for i, v in zip(idx, values, strict=True)]
-
-    source_rank = {p.id: r for r, p in enumerate(by_source)}
-    uncovered = [pid for pid in order if pid not in vectors]
-    result.kept_order = len(uncovered)
-    # Candidates kept in source order hold their source rank; covered ones fill the other places.
-    slots: list[tuple[Any, float]] = []
-    pending = iter(ranked)
-    keep = sorted(uncovered, key=lambda pid: source_rank.get(pid, len(order)))
-    positions = {pid: source_rank.get(pid, len(order)) for pid in keep}
-    queue = list(keep)
-    while len(slots) < len(order):
-        if queue and positions[queue[0]] <= len(slots):
-            pid = queue.pop(0)
-            slots.append((pid, float(seen[pid].score)))
-            continue
-        nxt = next(pending, None)
-        if nxt is None:
-            slots.extend((pid, float(seen[pid].score)) for pid in queue)
-            break
-        slots.append(nxt)
-
-    for pid, score in slots[:limit]:
-        point = seen[pid]
-        payload = point.payload if with_payload is not False else None
-        if isinstance(with_payload, Sequence) and not isinstance(with_payload, str) and payload is not None:
-            payload = {key: payload[key] for key in with_payload if key in payload}
-        result.points.append(
-            models.ScoredPoint(id=pid, version=point.version, score=score, payload=payload, vector=None)
-        )
+    result.kept_order = len(candidates.uncovered)
+    result.points = ranking.rank(
+        candidates, q_target, plan.target, limit=limit, with_payload=with_payload, backend=backend
+    )
     return result

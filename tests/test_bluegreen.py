@@ -286,6 +286,21 @@ def test_verify_checks_the_source_collection_against_the_source_model(
     assert report.checked == 30 and report.clean, report.mismatches[:3]
 
 
+def test_compare_searches_the_target_in_the_target_collection(
+    blue: lq.Migration, lattice: lq.LatticeClient, modern: HashEmbedder
+) -> None:
+    """The target vector keeps the source vector's name, in another collection: shadow comparison
+    searches each model where its vectors are, whatever the routing."""
+    from lattice_qdrant import compare as cmp
+
+    blue.start()
+    run_backfill(blue, modern)
+    report = cmp.compare(lattice, blue.collection, [], sample=6)
+    assert report.systems == ("source", "target", "mixed") and report.covered == report.total == 30
+    assert all(o.results["target"] for o in report.outcomes)
+    assert report.at_k[-1].recall["target"] == 1.0  # each known item is found by its own point
+
+
 def test_status_through_a_blue_green_lifecycle(
     blue: lq.Migration, lattice: lq.LatticeClient, modern: HashEmbedder
 ) -> None:

@@ -1,4 +1,5 @@
-"""The package's shape: its import graph has no circle, and the pure core does no I/O.
+"""The package's shape: its import graph has no circle, each layer imports only the layers below it, and
+the pure core does no I/O.
 
 The graph counts every import: at module level, inside functions (a lazy import hides a circle from the
 interpreter, not from a reader) and under ``TYPE_CHECKING``. Built with ``ast`` from the source files, so
@@ -108,6 +109,74 @@ def test_the_package_has_no_import_circle() -> None:
     graph = import_graph(PACKAGE)
     assert graph[f"{NAME}.client"] >= {f"{NAME}.coordinator", f"{NAME}.store"}  # the graph sees imports
     assert cycles(graph) == [], "import circle(s): each module must only import the layers below it"
+
+
+#: The layers, bottom up (README "How it is built"); a module may import its own layer and those below.
+LAYERS: list[set[str]] = [
+    # the pure core: decisions without I/O
+    {
+        "errors",
+        "spec",
+        "options",
+        "state",
+        "plan",
+        "routing",
+        "gates",
+        "ranking",
+        "kernels",
+        "metrics",
+        "report",
+    },
+    # the embedders, and the store: the only package that calls qdrant-client
+    {"embedders", "store", "store.base", "store.protocol", "store.control", "store.translate", "store.server"}
+    | {"store.local"},
+    {"registry", "backups", "bluegreen", "testing"},  # store operations, and the store fakes for tests
+    {"strategies", "strategies.base", "strategies.in_place", "strategies.blue_green", "strategies.reembed"},
+    {"coordinator"},  # Migration: the lifecycle, applied through the strategy
+    {"backfill", "mixed", "verify", "compare", "probe"},  # executors over the coordinator and the strategies
+    {"client"},  # the wrapping client executes the routing decisions
+    {"config", "commands"},
+    {"cli", "cli_reference", "__main__", ""},
+]
+PURE = LAYERS[0]
+
+
+def _layer(module: str) -> int:
+    short = module.removeprefix(NAME).removeprefix(".")
+    found = [i for i, layer in enumerate(LAYERS) if short in layer]
+    assert found, f"{module} belongs to no layer: add it to LAYERS (and to the README's diagram)"
+    return found[0]
+
+
+def test_each_module_imports_only_its_layer_and_those_below() -> None:
+    upward = [
+        f"{a} -> {b}"
+        for a, targets in import_graph(PACKAGE).items()
+        for b in sorted(targets)
+        if _layer(b) > _layer(a)
+    ]
+    assert upward == []
+
+
+def test_the_pure_core_uses_qdrant_client_for_its_data_classes_only() -> None:
+    """The decisions (routing, ranking, gates, the state machine) take what was read and return data: no
+    store, no client, no request."""
+    offenders = []
+    for name in sorted(PURE):
+        path = PACKAGE / f"{name}.py"
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("qdrant_client"):
+                allowed = node.module in ("qdrant_client", "qdrant_client.http") and all(
+                    alias.name == "models" for alias in node.names
+                )
+                allowed = allowed or node.module in ("qdrant_client.models", "qdrant_client.http.models")
+                if not allowed:
+                    offenders.append(f"{name}: from {node.module} import ...")
+            elif isinstance(node, ast.Import):
+                offenders += [
+                    f"{name}: import {a.name}" for a in node.names if a.name.startswith("qdrant_client")
+                ]
+    assert offenders == []
 
 
 def _write(root: Path, files: dict[str, str]) -> Path:

@@ -10,6 +10,7 @@ from typing import Any
 from qdrant_client import models
 
 from ..kernels import vectors_match
+from ..routing import Coverage as Coverage  # re-exported: the store answers coverage in it
 from ..spec import Distance
 
 MODEL_FIELD = "embedding_model_id"
@@ -35,24 +36,6 @@ class VectorInfo:
     name: str
     size: int
     distance: Distance
-
-
-@dataclass(frozen=True)
-class Coverage:
-    """How many points carry a named vector, counted exactly from the data."""
-
-    covered: int
-    total: int
-
-    @property
-    def fraction(self) -> float:
-        """``covered / total``; 1.0 for an empty collection."""
-        return 1.0 if self.total == 0 else min(1.0, self.covered / self.total)
-
-    @property
-    def missing(self) -> int:
-        """Points still without the vector."""
-        return max(0, self.total - self.covered)
 
 
 @dataclass(frozen=True)

@@ -18,15 +18,30 @@ from __future__ import annotations
 from abc import ABC
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 from qdrant_client import models
 
 from ..plan import MigrationPlan, Strategy
+from ..routing import (
+    Coverage,
+    Destination,
+    MixedQuery,
+    MixedSearches,
+    PassThrough,
+    QueryPlan,
+    Role,
+    RoutedQuery,
+    Search,
+    Snapshot,
+    needs_coverage,
+    route,
+)
 from ..spec import ModelSpec
-from ..store import MODEL_FIELD, VERSION_FIELD, Coverage, Store, stamp_filter, stored_as_written
+from ..state import QueryRoute, WriteRoute
+from ..store import MODEL_FIELD, VERSION_FIELD, Store, stamp_filter, stored_as_written
 
 __all__ = ["MigrationStrategy", "Stamp", "VectorLayout", "same_model", "vector_bytes"]
 
@@ -142,6 +157,112 @@ class MigrationStrategy(ABC):
         mapped = {plan.source_vector: plan.source, plan.target_vector: plan.target}
         vectors = {name: spec for name, spec in mapped.items() if name in existing}
         return VectorLayout(vectors, text_field, plan) if vectors else None
+
+    # ----------------------------------------------------------------- where writes go
+
+    def destinations(self, collection_name: str, required: tuple[Role, ...]) -> list[Destination]:
+        """Where a routed write of the roles ``required`` goes (pure): here, one upsert with both named
+        vectors into the collection written to (an upsert replaces the whole point), stamped with the
+        newest model written."""
+        plan = self.plan
+        names = {"source": plan.source_vector, "target": plan.target_vector}
+
+        def both(roles: dict[str, list[float]], extra: dict[str, Any]) -> dict[str, Any]:
+            return {**extra, **{names[r]: v for r, v in roles.items()}}
+
+        return [Destination(collection_name, both, plan.target if "target" in required else plan.source)]
+
+    def forwards(self, write: WriteRoute) -> tuple[str, ...] | None:
+        """The collections a delete or payload change reaches under ``write`` (pure); ``None``: the
+        collection named, unchanged (one collection holds both models)."""
+        return None
+
+    def ambiguity(self) -> str | None:
+        """The problem to report for a plain vector that could be either model's (``None``: the default
+        wording, naming the vectors)."""
+        return None
+
+    def source_entries(
+        self,
+        ids: Sequence[Any],
+        roles: Sequence[dict[str, list[float]]],
+        texts: Sequence[Any],
+        required: tuple[Role, ...],
+    ) -> dict[Any, tuple[list[float], str | None, tuple[str, int]]] | None:
+        """The backup entries a write must record before it is written (pure): ``{id: (source vector,
+        text, (model_id, version))}``, or ``None`` when the source vectors stay in the collection (here:
+        the target vector has a name of its own)."""
+        return None
+
+    # ----------------------------------------------------------------- how queries run
+
+    def query_needs_coverage(self, snap: Snapshot, using: str | None) -> bool:
+        """Whether :meth:`query_plan` needs a coverage reading for ``snap`` (pure)."""
+        return needs_coverage(snap)
+
+    def query_plan(
+        self,
+        snap: Snapshot,
+        coverage: Coverage | None,
+        collection_name: str,
+        *,
+        textual: bool,
+        mode: Literal["routed", "mixed"] | None,
+        using: str | None,
+    ) -> QueryPlan:
+        """How a query on ``collection_name`` runs (pure), from the snapshot and the coverage reading
+        (``None`` when :meth:`query_needs_coverage` said none is needed).
+
+        ``textual``: the query is text (a ``models.Document``); ``mode``: what the caller asked
+        (``None``: the plan's ``query_mode``); ``using``: a vector name the caller chose.
+
+        Here: mixed while writes are dual and queries routed to the source, for text (or when asked for:
+        a vector then is refused by the executor); otherwise the vector the routing (or ``using``) names.
+        """
+        plan = snap.plan
+        routing = route(snap, coverage.fraction if coverage is not None else 0.0)
+        chosen = mode or plan.query_mode
+        # A vector query cannot be mixed (it is in one model's space): by the plan's default it is routed;
+        # asked for explicitly, mixed mode refuses it.
+        if (
+            chosen == "mixed"
+            and (textual or mode == "mixed")
+            and using is None
+            and routing.write == WriteRoute.DUAL_WRITE
+            and routing.query == QueryRoute.SOURCE
+        ):
+            return MixedQuery()
+        name = using if using is not None else routing.query_vector
+        target_side = routing.query == QueryRoute.TARGET if using is None else name == plan.target_vector
+        if using is not None and plan.source_vector == plan.target_vector:
+            target_side = routing.query == QueryRoute.TARGET  # same name in both: follow the routing
+        if name not in (plan.source_vector, plan.target_vector):
+            return PassThrough(collection_name, name)
+        role: Role = "target" if target_side else "source"
+        return RoutedQuery(self._queried(collection_name, role), name, role)
+
+    def _queried(self, collection_name: str, role: Role) -> str:
+        """The collection a query embedded with ``role``'s model searches: the one named, here."""
+        return collection_name
+
+    def side(self, role: Role) -> RoutedQuery:
+        """A search of only the points holding ``role``'s model, whatever the routing (pure): what shadow
+        comparison compares."""
+        plan = self.plan
+        if role == "target":
+            return RoutedQuery(self.data_collection, plan.target_vector, role)
+        return RoutedQuery(plan.collection, plan.source_vector, role)
+
+    def mixed_searches(self, query_filter: models.Filter | None) -> MixedSearches:
+        """The two searches of a mixed query (pure): here both in the collection, each fetching the
+        candidates' target vectors."""
+        plan = self.plan
+        vectors: bool | list[str] = [plan.target_vector] if plan.target_vector else True
+        return MixedSearches(
+            source=Search(plan.collection, plan.source_vector or None, query_filter, vectors),
+            target=Search(self.data_collection, plan.target_vector or None, query_filter, vectors),
+            target_vector=plan.target_vector,
+        )
 
     # ----------------------------------------------------------------- coverage and cost
 

@@ -13,7 +13,9 @@ from typing import Any
 from .. import bluegreen
 from ..errors import MigrationError
 from ..plan import Strategy
-from ..store import Coverage, Store
+from ..routing import Coverage, Destination, MixedSearches, Role, Search
+from ..state import WriteRoute
+from ..store import Store
 from .base import MigrationStrategy, VectorLayout
 
 __all__ = ["BlueGreenStrategy"]
@@ -28,6 +30,55 @@ class BlueGreenStrategy(MigrationStrategy):
     def data_collection(self) -> str:
         """The target collection."""
         return self.plan.target_collection or self.plan.collection
+
+    def destinations(self, collection_name: str, required: tuple[Role, ...]) -> list[Destination]:
+        """One upsert per collection (not atomic together): the source vector to the source collection,
+        stamped with the source model, and the target vector (with the source vector, when the plan copies
+        it) to the target collection, stamped with the target model."""
+        plan = self.plan
+        src, tgt = plan.source_vector, plan.target_vector
+        out: list[Destination] = []
+        if "source" in required:
+
+            def old(roles: dict[str, list[float]], extra: dict[str, Any]) -> dict[str, Any]:
+                return {**extra, **({src: roles["source"]} if "source" in roles else {})}
+
+            out.append(Destination(plan.collection, old, plan.source))
+        if "target" in required:
+
+            def new(roles: dict[str, list[float]], extra: dict[str, Any]) -> dict[str, Any]:
+                vectors = {tgt: roles["target"]} if "target" in roles else {}
+                if plan.copy_source_vector and "source" in roles:
+                    vectors[src] = roles["source"]
+                return vectors
+
+            out.append(Destination(self.data_collection, new, plan.target))
+        return out
+
+    def forwards(self, write: WriteRoute) -> tuple[str, ...] | None:
+        """Deletes and payload changes reach the collections writes go to: both while writes are dual."""
+        plan = self.plan
+        return {
+            WriteRoute.LEGACY: (plan.collection,),
+            WriteRoute.DUAL_WRITE: (plan.collection, self.data_collection),
+            WriteRoute.TARGET: (self.data_collection,),
+        }[write]
+
+    def _queried(self, collection_name: str, role: Role) -> str:
+        """The physical collection of the model: the wrapper never depends on the alias."""
+        return self.data_collection if role == "target" else self.plan.collection
+
+    def mixed_searches(self, query_filter: Any) -> MixedSearches:
+        """The source search runs on the source collection (which has no target vector), the target
+        search on the target collection; the source's candidates get their target vectors from there."""
+        found = super().mixed_searches(query_filter)
+        plan = self.plan
+        return MixedSearches(
+            source=Search(plan.collection, plan.source_vector or None, query_filter, False),
+            target=found.target,
+            target_vector=found.target_vector,
+            fetch_from=self.data_collection,
+        )
 
     def layout(self, existing: Mapping[str, Any], text_field: str) -> VectorLayout | None:
         """The source collection holds the source vector (the target vectors live in the target

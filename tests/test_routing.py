@@ -1,0 +1,187 @@
+"""Routing is decided without I/O: from a snapshot and a coverage reading, every strategy says where a
+write's vectors go and how a query runs. No collection is opened here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from qdrant_client import models
+
+import lattice_qdrant as lq
+from lattice_qdrant import routing
+from lattice_qdrant.plan import MigrationPlan, Strategy
+from lattice_qdrant.routing import Coverage, MixedQuery, PassThrough, RoutedQuery, Snapshot
+from lattice_qdrant.spec import ModelSpec
+from lattice_qdrant.state import MigrationState, Phase, QueryRoute, Status, WriteRoute
+from lattice_qdrant.store import stamp_filter
+from lattice_qdrant.strategies import strategy_for
+
+OLD = ModelSpec(model_id="old", version=1, dimension=4, distance="Cosine", name="hash:bow")
+NEW = ModelSpec(model_id="new", version=1, dimension=4, distance="Cosine", name="hash:bow:2")
+WIDE = ModelSpec(model_id="wide", version=1, dimension=6, distance="Cosine", name="hash:bow:3")
+
+PLANNED = MigrationState()
+MIGRATING = MigrationState(status=Status.IN_PROGRESS, phase=Phase.MIGRATING, total=10)
+WINDOW = MigrationState(status=Status.COMPLETED, phase=Phase.ROLLBACK_WINDOW, cutover_at=1.0)
+ROLLED_BACK = MigrationState(status=Status.COMPLETED, phase=Phase.MIGRATING, rolled_back=True)
+FINALIZED = MigrationState(status=Status.COMPLETED, phase=Phase.STABLE, cutover_at=1.0, finalized_at=2.0)
+
+
+def snap(strategy: Strategy, state: MigrationState = MIGRATING, **extra: Any) -> Snapshot:
+    fields: dict[str, Any] = {
+        Strategy.IN_PLACE: {"target": WIDE, "target_vector": "wide"},
+        Strategy.BLUE_GREEN: {"target": WIDE, "target_vector": "src", "target_collection": "docs__wide"},
+        Strategy.REEMBED: {"target": NEW, "target_vector": "src"},
+    }[strategy]
+    plan = MigrationPlan(
+        collection="docs", source=OLD, source_vector="src", strategy=strategy, **(fields | extra)
+    )
+    return Snapshot(plan=plan, state=state, epoch=1, record={})
+
+
+def test_routes_follow_the_state_machine_with_the_plans_vector_names() -> None:
+    assert routing.route(snap(Strategy.IN_PLACE, PLANNED), 0.0) == routing.Routing(
+        WriteRoute.LEGACY, QueryRoute.SOURCE, "src", ("src",)
+    )
+    assert routing.route(snap(Strategy.IN_PLACE), 0.0).write_vectors == ("src", "wide")
+    assert routing.route(snap(Strategy.IN_PLACE, WINDOW), 0.0).query_vector == "wide"
+    assert routing.route(snap(Strategy.IN_PLACE, FINALIZED), 0.0).write == WriteRoute.TARGET
+    assert routing.roles(WriteRoute.DUAL_WRITE) == ("source", "target")
+    # coverage only matters with a query_threshold, while migrating and not pinned by a rollback
+    assert not routing.needs_coverage(snap(Strategy.IN_PLACE))
+    assert routing.needs_coverage(snap(Strategy.IN_PLACE, query_threshold=0.5))
+    assert not routing.needs_coverage(snap(Strategy.IN_PLACE, ROLLED_BACK, query_threshold=0.5))
+    assert routing.route(snap(Strategy.IN_PLACE, query_threshold=0.5), 0.6).query == QueryRoute.TARGET
+
+
+def test_a_writes_vectors_are_split_by_role_and_checked() -> None:
+    plan = snap(Strategy.IN_PLACE).plan
+    both = ("source", "target")
+    doc = models.Document(text="a cat", model="any")
+    assert routing.split(doc, plan, both) == ({"source": doc, "target": doc}, {})
+    assert routing.split([0.1] * 6, plan, both) == ({"target": [0.1] * 6}, {})  # told apart by dimension
+    assert routing.split({"src": [1.0] * 4, "other": [2.0]}, plan, both) == (
+        {"source": [1.0] * 4},
+        {"other": [2.0]},
+    )
+    same = snap(Strategy.REEMBED).plan
+    assert "ambiguous" in str(routing.split([0.1] * 4, same, both))
+    assert routing.split([0.1] * 4, same, both, ambiguous="say which") == "say which"
+    assert routing.check_vector([1.0, float("nan"), 0, 0, 0, 0], WIDE, "wide") == (
+        "vector 'wide' has a non-finite value at index 1"
+    )
+
+
+def test_resolve_lists_what_to_embed_and_refuses_a_bad_batch_whole() -> None:
+    plan = snap(Strategy.IN_PLACE).plan
+    both: tuple[routing.Role, ...] = ("source", "target")
+    splits = [routing.split(v, plan, both) for v in ({"src": [1.0] * 4}, None)]
+    resolved = routing.resolve(plan, [1, 2], splits, both, ["one", "two"])
+    assert resolved.roles == [{"source": [1.0] * 4}, {}]
+    assert resolved.pending == {"source": [(1, "two")], "target": [(0, "one"), (1, "two")]}
+    resolved.fill("target", [[0.5] * 6, [0.25] * 6])
+    assert resolved.roles[1] == {"target": [0.25] * 6}
+    with pytest.raises(lq.VectorValidationError) as info:
+        routing.resolve(plan, [1, 2], [*splits[:1], "broken"], both, [None, None])
+    assert [pid for pid, _ in info.value.problems] == [1, 2]  # every bad point named
+
+
+def test_where_each_strategy_writes() -> None:
+    vectors = {"source": [1.0] * 4, "target": [2.0] * 6}
+    (one,) = strategy_for(snap(Strategy.IN_PLACE).plan).destinations("docs", ("source", "target"))
+    assert (one.collection, one.stamp, one.vectors_of(vectors, {"x": [3.0]})) == (
+        "docs",
+        WIDE,
+        {"x": [3.0], "src": [1.0] * 4, "wide": [2.0] * 6},
+    )
+    blue = strategy_for(snap(Strategy.BLUE_GREEN).plan)
+    old, new = blue.destinations("docs", ("source", "target"))
+    assert (old.collection, old.stamp, old.vectors_of(vectors, {})) == ("docs", OLD, {"src": [1.0] * 4})
+    assert (new.collection, new.stamp, new.vectors_of(vectors, {})) == (
+        "docs__wide",
+        WIDE,
+        {"src": [2.0] * 6},
+    )
+    assert blue.forwards(WriteRoute.DUAL_WRITE) == ("docs", "docs__wide")
+    assert strategy_for(snap(Strategy.IN_PLACE).plan).forwards(WriteRoute.DUAL_WRITE) is None
+    reembed = strategy_for(snap(Strategy.REEMBED).plan)
+    (shared,) = reembed.destinations("docs", ("source", "target"))
+    assert shared.stamp == NEW and shared.stamp_with_vectors
+    assert shared.vectors_of({"source": [1.0] * 4, "target": [2.0] * 4}, {}) == {"src": [2.0] * 4}
+    entries = reembed.source_entries(
+        [7], [{"source": [1.0] * 4, "target": [2.0] * 4}], ["t"], ("source", "target")
+    )
+    assert entries == {7: ([1.0] * 4, "t", ("old", 1))}  # the source vector goes to the backup first
+    assert (
+        strategy_for(snap(Strategy.IN_PLACE).plan).source_entries([7], [{}], ["t"], ("source", "target"))
+        is None
+    )
+
+
+def plan_query(s: Snapshot, coverage: Coverage | None = None, **kwargs: Any) -> routing.QueryPlan:
+    options: dict[str, Any] = {"textual": True, "mode": None, "using": None} | kwargs
+    return strategy_for(s.plan).query_plan(s, coverage, "docs", **options)
+
+
+def test_how_a_query_runs_with_a_vector_of_its_own() -> None:
+    mixed = snap(Strategy.IN_PLACE, query_mode="mixed")
+    assert plan_query(mixed) == MixedQuery()
+    assert plan_query(mixed, textual=False) == RoutedQuery("docs", "src", "source")  # vectors are routed
+    assert plan_query(mixed, textual=False, mode="mixed") == MixedQuery()  # refused by the executor
+    assert plan_query(snap(Strategy.IN_PLACE)) == RoutedQuery("docs", "src", "source")
+    assert plan_query(snap(Strategy.IN_PLACE, WINDOW, query_mode="mixed")) == RoutedQuery(
+        "docs", "wide", "target"
+    )
+    assert plan_query(snap(Strategy.IN_PLACE), using="wide") == RoutedQuery("docs", "wide", "target")
+    assert plan_query(snap(Strategy.IN_PLACE), using="other") == PassThrough("docs", "other")
+    # blue-green: the physical collection of the model, never the alias
+    assert plan_query(snap(Strategy.BLUE_GREEN, WINDOW)) == RoutedQuery("docs__wide", "src", "target")
+    assert plan_query(snap(Strategy.BLUE_GREEN)) == RoutedQuery("docs", "src", "source")
+
+
+def test_how_a_reembed_query_runs_by_the_stamp() -> None:
+    held, others = stamp_filter("new", 1), models.Filter(must_not=[stamp_filter("new", 1)])
+    s = snap(Strategy.REEMBED)
+    strategy = strategy_for(s.plan)
+    assert strategy.query_needs_coverage(s, None) and not strategy.query_needs_coverage(s, "other")
+    assert plan_query(s, Coverage(3, 10)) == MixedQuery()  # text over partial coverage, whatever query_mode
+    assert plan_query(s, Coverage(0, 10)) == RoutedQuery("docs", "src", "source", others)
+    assert plan_query(s, Coverage(10, 10)) == RoutedQuery("docs", "src", "target", held)
+    assert plan_query(s, Coverage(3, 10), textual=False) == RoutedQuery("docs", "src", "source", others)
+    assert plan_query(snap(Strategy.REEMBED, WINDOW), Coverage(3, 10), mode="routed") == RoutedQuery(
+        "docs", "src", "target", held
+    )
+    assert plan_query(snap(Strategy.REEMBED, FINALIZED)) == RoutedQuery("docs", "src", "target")
+    assert plan_query(snap(Strategy.REEMBED, PLANNED)) == RoutedQuery("docs", "src", "source")
+    with pytest.raises(lq.VectorValidationError, match=r"pass a models\.Document"):
+        plan_query(s, Coverage(3, 10), textual=False, mode="mixed")
+
+
+def test_the_two_searches_of_a_mixed_query() -> None:
+    user = models.Filter(must=[models.HasIdCondition(has_id=[1, 2])])
+    searches = strategy_for(snap(Strategy.IN_PLACE).plan).mixed_searches(user)
+    assert (searches.source.collection, searches.source.using, searches.source.with_vectors) == (
+        "docs",
+        "src",
+        ["wide"],
+    )
+    assert searches.fetch_from is None and searches.vectors_from == ("source", "target")
+    blue = strategy_for(snap(Strategy.BLUE_GREEN).plan).mixed_searches(None)
+    assert (blue.source.with_vectors, blue.target.collection, blue.fetch_from) == (
+        False,
+        "docs__wide",
+        "docs__wide",
+    )
+    shared = strategy_for(snap(Strategy.REEMBED).plan).mixed_searches(user)
+    assert shared.vectors_from == ("target",)
+    assert shared.target.query_filter == models.Filter(must=[user, stamp_filter("new", 1)])
+    assert shared.source.query_filter == models.Filter(
+        must=[user, models.Filter(must_not=[stamp_filter("new", 1)])]
+    )
+
+
+def test_a_schema_change_elsewhere_is_recognised_from_the_refusal() -> None:
+    assert routing.schema_moved("Wrong input: Not existing vector name error: legacy")
+    assert routing.schema_moved("Vector 'x' does not exist")
+    assert not routing.schema_moved("timed out")
