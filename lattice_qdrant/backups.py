@@ -318,6 +318,8 @@ class RestoreReport:
         verified: every selected point was read back after its write and holds the vector, unless it is
             reported as changed or deleted since (``unrestored`` is empty). A full restore has also
             matched the backup's count and checksum against the manifest (a mismatch raises).
+        embedded: points the backup could not serve (changed or inserted since) embedded afresh with the
+            source model afterwards (``Migration.restore`` given the source model's embedder).
     """
 
     backup_id: str
@@ -333,6 +335,7 @@ class RestoreReport:
     vector_created: bool
     checksum_ok: bool | None
     verified: bool
+    embedded: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form."""
@@ -350,6 +353,7 @@ class RestoreReport:
             "vector_created": self.vector_created,
             "checksum_ok": self.checksum_ok,
             "verified": self.verified,
+            "embedded": self.embedded,
         }
 
 

@@ -1,7 +1,9 @@
-"""The blue-green strategy: a new collection for the target model, and an alias switch at cutover.
+"""Blue-green's store operations: a new collection for the target model, the copy into it, the alias.
 
-For collections that cannot take a parallel named vector (a server older than 1.18, a collection whose
-only vector is the unnamed one, a change of distance, quantization or HNSW settings, or by choice):
+The strategy itself is :class:`~lattice_qdrant.strategies.BlueGreenStrategy`, which decides when each of
+these runs; this module only talks to the store. For collections that cannot take a parallel named vector
+(a server older than 1.18, a collection whose only vector is the unnamed one, a change of distance,
+quantization or HNSW settings, or by choice):
 
 1. ``prepare``: the target collection is created with the target vector (and the source vector when
    ``copy_source_vector``) and the source's payload indexes plus the model indexes; the alias readers use is

@@ -314,13 +314,8 @@ def render_status(report: StatusReport) -> str:
         f"  routing   writes: {report.write_route}; queries: {report.query_route} "
         f"(vector {report.query_vector!r})",
     ]
-    if report.strategy == "reembed":
-        lines.append(
-            f"  layout    re-embed: one vector, the payload stamp says which model; backup {report.backup_id}"
-        )
-    if report.strategy == "blue_green":
-        alias = f"; alias {report.alias!r} -> {report.alias_points_to!r}" if report.alias else ""
-        lines.append(f"  layout    blue-green: target collection {report.target_collection!r}{alias}")
+    if report.layout:
+        lines.append(f"  layout    {report.layout}")
     if report.failed:
         shown = ", ".join(f"{f['point_id']} ({f['reason']})" for f in report.failures[:3])
         lines.append(f"  failed    {report.failed} point(s): {shown}")

@@ -73,6 +73,7 @@ from .store import (
     open_store,
     stamp_selector,
 )
+from .strategies import strategy_class
 
 __all__ = ["LatticeClient", "wrap"]
 
@@ -222,22 +223,22 @@ class LatticeClient:
         if unknown:
             known = ", ".join(sorted(PlanOptions.model_fields))
             raise PlanError(f"unknown plan option(s) {', '.join(unknown)} (known: {known})")
-        strategy = Strategy(options.pop("strategy", Strategy.IN_PLACE))
-        if strategy == Strategy.REEMBED and target_vector is None:
-            target_vector = source_vector
-        if strategy == Strategy.BLUE_GREEN:
-            target_collection = target_collection or f"{collection}__{target.vector_name}"
-            if target_vector is None:
-                target_vector = target.vector_name if options.get("copy_source_vector") else source_vector
+        strategy = Strategy(options.pop("strategy", PlanOptions.model_fields["strategy"].default))
+        derived = strategy_class(strategy).plan_defaults(
+            collection,
+            source_vector,
+            target,
+            target_vector,
+            {**options, "target_collection": target_collection},
+        )
         try:
             plan = MigrationPlan(
+                **{"target_collection": target_collection, **derived},
                 collection=collection,
                 source=source,
                 target=target,
                 source_vector=source_vector,
-                target_vector=target.vector_name if target_vector is None else target_vector,
                 strategy=strategy,
-                target_collection=target_collection,
                 **options,
             )
         except ValidationError as exc:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -38,19 +38,12 @@ from .errors import (
 )
 from .metrics import NO_METRICS, BackfillMetrics
 from .options import choices
-from .plan import MigrationPlan, PlanOptions, PlanSettings, Strategy
+from .plan import MigrationPlan, PlanOptions, PlanSettings
 from .report import format_bytes
 from .spec import ModelSpec
 from .state import MigrationState, Phase, Status, format_duration
-from .store import (
-    CONDITIONAL_WRITES_MIN_VERSION,
-    COUNT_PAGE,
-    IN_PLACE_MIN_VERSION,
-    PAYLOAD_INDEXES,
-    RetryPolicy,
-    Store,
-    stamp_filter,
-)
+from .store import COUNT_PAGE, PAYLOAD_INDEXES, RetryPolicy, Store
+from .strategies import MigrationStrategy, strategy_class
 
 __all__ = [
     "Connection",
@@ -236,6 +229,7 @@ class StatusReport:
     reason: str | None
     next_step: str
     strategy: str = "in_place"
+    layout: str | None = None
     target_collection: str | None = None
     alias: str | None = None
     alias_points_to: str | None = None
@@ -264,17 +258,14 @@ class StatusReport:
         return data
 
 
-def _next_step(state: MigrationState, plan: MigrationPlan, report: StatusReport) -> str:
-    c = report.collection
+def _next_step(state: MigrationState, strategy: MigrationStrategy, report: StatusReport) -> str:
+    c, plan = report.collection, strategy.plan
     if state.finalized:
         return f"nothing to do: {c!r} is stable on {report.target}"
     if state.status == Status.CANCELLED:
-        if plan.reembed and report.covered:
-            return (
-                f"lattice-qdrant restore {c}: {report.covered} point(s) still hold the target model "
-                "(a restore was cut off?)"
-            )
-        return f"plan a new migration: lattice-qdrant plan {c} --source ... --target ..."
+        return strategy.cancelled_next_step(report.covered) or (
+            f"plan a new migration: lattice-qdrant plan {c} --source ... --target ..."
+        )
     if state.status == Status.PLANNED:
         return f"lattice-qdrant doctor {c}, then lattice-qdrant start {c}"
     if state.status == Status.PAUSED:
@@ -299,11 +290,11 @@ def _next_step(state: MigrationState, plan: MigrationPlan, report: StatusReport)
 def _status_of(session: Session, collection: str) -> StatusReport:
     migration = session.migration(collection)
     snap = migration.snapshot(refresh=True)
-    plan, state = snap.plan, snap.state
+    plan, state, strategy = snap.plan, snap.state, migration.strategy_of(snap)
     if state.finalized or state.status == Status.CANCELLED:
         # the target vector (or, blue-green, collection) may be gone after a cancel; the source
         # collection is gone after a blue-green finalize
-        data = plan.data_collection
+        data = strategy.data_collection
         home = collection if session.store.collection_exists(collection) else data
         has_target = session.store.collection_exists(data) and plan.target_vector in session.store.vectors(
             data
@@ -339,17 +330,9 @@ def _status_of(session: Session, collection: str) -> StatusReport:
         "error": state.error,
         "reason": state.reason,
     }
-    if plan.reembed:
-        report.update(strategy=plan.strategy.value, backup_id=snap.backup_id)
-    if plan.blue_green:
-        report.update(
-            strategy=plan.strategy.value,
-            target_collection=plan.data_collection,
-            alias=plan.alias,
-            alias_points_to=session.store.alias_target(plan.alias) if plan.alias else None,
-        )
+    report.update(strategy.status_extras(session.store, snap))
     status = StatusReport(**report, next_step="")
-    return replace(status, next_step=_next_step(state, plan, status))
+    return replace(status, next_step=_next_step(state, strategy, status))
 
 
 def status(session: Session, collections: Sequence[str] | None = None) -> list[StatusReport]:
@@ -395,14 +378,7 @@ def plan(
         raise ConfigError(
             f"compare_margin must be between 0 and 1, got {compare_margin}", key="compare_margin"
         )
-    blue_green_only = ("target_collection", "alias", "copy_source_vector")
-    if given.get("strategy", Strategy.IN_PLACE) != Strategy.BLUE_GREEN and any(
-        given.get(name) for name in blue_green_only
-    ):
-        raise ConfigError(
-            "--target-collection, --alias and --copy-source-vector belong to the blue_green strategy",
-            key="strategy",
-        )
+    strategy_class(given.get("strategy", PlanOptions.model_fields["strategy"].default)).check_options(given)
     defaults = {name: getattr(session.settings, name) for name in PlanSettings.model_fields}
     session.client.plan(
         collection,
@@ -576,12 +552,7 @@ def migrate(
         migration = session.migration(collection)
     state = migration.snapshot(refresh=True).state
     if state.status == Status.PLANNED:
-        what = (
-            f"backs up and overwrites vector {migration.plan.target_vector!r}"
-            if migration.plan.reembed
-            else f"adds vector {migration.plan.target_vector!r}"
-        )
-        if not confirm(f"start {collection} ({what})?"):
+        if not confirm(f"start {collection} ({migration.strategy.start_summary()})?"):
             return _status_of(session, collection)
         migration.start()
     state = migration.snapshot(refresh=True).state
@@ -631,34 +602,17 @@ class DoctorReport:
 
 
 def _server_finding(
-    version: tuple[int, int, int] | None, strategy: Strategy, unreadable: ServerVersionError | None
+    version: tuple[int, int, int] | None,
+    strategy: type[MigrationStrategy],
+    unreadable: ServerVersionError | None,
 ) -> tuple[str, str]:
-    """The doctor's verdict and detail on the server's version for ``strategy``.
-
-    Every strategy needs 1.17+ (the migration records' compare-and-set and the backfill's stale-proof
-    writes rely on ``update_mode``, which older servers drop silently); in place needs 1.18+ (adding a
-    named vector to a live collection). A server whose version cannot be read fails, as planning does.
-    """
+    """The doctor's verdict and detail on the server's version for ``strategy`` (the strategy judges a
+    version it can read). A server whose version cannot be read fails, as planning does."""
     if unreadable is not None:
         return "fail", str(unreadable)
     if version is None:
         return "ok", "local mode (qdrant-client): conditional writes work; named vectors can be added"
-    found = ".".join(map(str, version))
-    needed = ".".join(map(str, CONDITIONAL_WRITES_MIN_VERSION[:2]))
-    in_place = strategy == Strategy.IN_PLACE
-    if version < CONDITIONAL_WRITES_MIN_VERSION:
-        return "fail", (
-            f"Qdrant {found} found, {needed}+ needed by every strategy: older servers silently ignore "
-            "update_mode, so the migration's compare-and-set and the backfill's stale-proof writes would "
-            "not hold; upgrade the server" + (" (to 1.18+ for in place)" if in_place else "")
-        )
-    if in_place and version < IN_PLACE_MIN_VERSION:
-        return "fail", (
-            f"Qdrant {found} found, 1.18+ needed to add a named vector to a live collection: upgrade, or "
-            "use the blue-green strategy"
-        )
-    needs = "in-place named vectors need 1.18+" if in_place else f"{strategy.value} needs {needed}+"
-    return "ok", f"Qdrant {found} ({needs})"
+    return strategy.server_finding(version)
 
 
 def _strict_mode_findings(
@@ -666,7 +620,7 @@ def _strict_mode_findings(
     collection: str,
     *,
     text_field: str,
-    reembed: bool,
+    stamp_filters_text: bool,
     total: int,
     settings: Settings,
     added_bytes: int = 0,
@@ -675,6 +629,8 @@ def _strict_mode_findings(
     """What the collection's strict mode would refuse of a migration, and what lattice-qdrant does about
     it: each finding names the setting, the step it touches and the fix. Read-only.
 
+    ``stamp_filters_text``: the target write stamps through a payload filter on the text field (the
+    strategy's :attr:`~lattice_qdrant.strategies.MigrationStrategy.stamp_filters_text`: a re-embed's);
     ``added_bytes`` is what the migration adds to the collection's vectors (the target vector in place);
     ``routes_by_coverage``: queries are routed by a coverage count (the plan has a ``query_threshold``).
     """
@@ -693,7 +649,7 @@ def _strict_mode_findings(
     text_index = schema.get(text_field)
     batch = settings.batch_size
     if config.unindexed_filtering_update is False:
-        if not reembed:
+        if not stamp_filters_text:
             add(
                 "ok",
                 "unindexed_filtering_update=false: the backfill's conditions are an update_filter (not "
@@ -766,7 +722,7 @@ def _strict_mode_findings(
             "(it bounds your application's)",
         )
     conditions, size = config.filter_max_conditions, config.condition_max_size
-    if reembed and (
+    if stamp_filters_text and (
         (conditions is not None and conditions < 2 * batch + 3) or (size is not None and size < batch)
     ):
         limits = ", ".join(
@@ -859,8 +815,9 @@ def doctor(
         planned: MigrationPlan | None = session.migration(collection).plan
     except MigrationNotFoundError:
         planned = None
-    reembed = planned is not None and planned.reembed
-    add("server", *_server_finding(version, planned.strategy if planned else Strategy.IN_PLACE, unreadable))
+    # a future migration is checked for the default strategy
+    judge = strategy_class(planned.strategy if planned else PlanOptions.model_fields["strategy"].default)
+    add("server", *_server_finding(version, judge, unreadable))
 
     # what to check against
     source_spec: ModelSpec | None = None
@@ -895,13 +852,8 @@ def doctor(
     vectors = store.vectors(collection)
     total = store.count(collection)
     add("collection", "ok", f"{total} points; vectors: {', '.join(repr(n) for n in vectors) or 'none'}")
-    if "" in vectors and not reembed:
-        add(
-            "vectors",
-            "fail",
-            "the only vector is the unnamed default vector: in-place migration is refused; "
-            "use the blue-green strategy, or the re-embed for a target of the same dimension and distance",
-        )
+    for finding in judge.doctor_layout(vectors):
+        add(*finding)
     if source_vector is not None:
         found = vectors.get(source_vector)
         if found is None:
@@ -917,37 +869,9 @@ def doctor(
             )
         else:
             add("source vector", "ok", f"{source_vector!r}: {found.size}-d {found.distance.value}")
-    if reembed and target_vector is not None and target_spec is not None:
-        found = vectors.get(target_vector)
-        if found is not None and (found.size, found.distance) == (
-            target_spec.dimension,
-            target_spec.distance,
-        ):
-            add(
-                "target vector",
-                "ok",
-                f"re-embed: {target_spec.qualified_id} overwrites {target_vector!r} point by point "
-                "(same shape); start backs every source vector up first",
-            )
-        elif found is not None:
-            add(
-                "target vector",
-                "fail",
-                f"{target_vector!r} is {found.size}-d {found.distance.value}, the target "
-                f"{target_spec.dimension}-d {target_spec.distance.value}: use the blue_green strategy",
-            )
-    elif target_vector is not None and target_spec is not None:
-        found = vectors.get(target_vector)
-        if found is None:
-            add("target vector", "ok", f"{target_vector!r} is free; start will add it")
-        elif found.size == target_spec.dimension and found.distance == target_spec.distance:
-            add("target vector", "ok", f"{target_vector!r} exists with the right shape (resuming)")
-        else:
-            add(
-                "target vector",
-                "fail",
-                f"{target_vector!r} exists as {found.size}-d {found.distance.value}; choose another name",
-            )
+    if target_vector is not None and target_spec is not None:
+        for finding in judge.doctor_target(vectors, target_spec, target_vector, planned):
+            add(*finding)
 
     # the text
     page, _ = store.scroll(collection, limit=sample, with_payload=[text_field])
@@ -1004,34 +928,17 @@ def doctor(
             store,
             collection,
             text_field=text_field,
-            reembed=reembed,
+            stamp_filters_text=judge.stamp_filters_text,
             total=total,
             settings=session.settings,
-            added_bytes=total * bf.vector_bytes(target_spec.dimension)
-            if target_spec is not None and not reembed
-            else 0,
+            added_bytes=total * judge.target_bytes(target_spec) if target_spec is not None else 0,
             routes_by_coverage=planned is not None and planned.query_threshold is not None,
         )
     )
 
     # storage and memory
-    if reembed and target_spec is not None:
-        per_point = target_spec.dimension * 4
-        add(
-            "storage",
-            "ok",
-            "a re-embed adds no vector to the collection; its backup collection holds a copy of every "
-            f"source vector and text (about {format_bytes(total * per_point)} of vectors)",
-        )
-    elif target_spec is not None:
-        per_point = bf.vector_bytes(target_spec.dimension)
-        add(
-            "storage",
-            "ok",
-            f"the target vector adds about {format_bytes(total * per_point)} "
-            f"({target_spec.dimension} float32 values + HNSW links per point); as much RAM unless "
-            "the vector is kept on disk",
-        )
+    if target_spec is not None:
+        add(*judge.doctor_storage(target_spec, total))
     return DoctorReport(collection, findings)
 
 
@@ -1364,69 +1271,5 @@ def restore(
         report = backups.restore(store, manifest.backup_id, ids=ids, flt=flt, force=force)
         return RestoreOutcome(report=report, embedded=0, status=None)
     migration = session.migration(collection)
-    report = migration.restore(backup_id)
-    if migration.plan.reembed:
-        embedded = _embed_remaining_target(session, migration)
-    else:
-        embedded = _embed_missing_source(session, migration)
-    return RestoreOutcome(report=report, embedded=embedded, status=_status_of(session, collection))
-
-
-def _embed_remaining_target(session: Session, migration: Migration, page_size: int = 128) -> int:
-    """A re-embed's restore: embed with the source model the points still holding the target (changed since
-    their backup entry), writing vector and stamp together, conditional on their text."""
-    from qdrant_client import models
-
-    plan = migration.plan
-    source = plan.source
-    held = stamp_filter(plan.target.model_id, plan.target.version)
-    done = 0
-    for todo in _embedded_pages(session, migration, held, page_size):
-        done += len(
-            session.store.write_stamped(
-                migration.collection,
-                plan.source_vector,
-                plan.text_field,
-                todo,
-                (source.model_id, source.version),
-                distance=source.distance,
-                unless=models.Filter(must_not=[held]),
-            )
-        )
-    return done
-
-
-def _embed_missing_source(session: Session, migration: Migration, page_size: int = 128) -> int:
-    """Embed the source vector of points that have none (changed or inserted since the backup)."""
-    from qdrant_client import models
-
-    plan = migration.plan
-    missing = models.Filter(must_not=[models.HasVectorCondition(has_vector=plan.source_vector)])
-    done = 0
-    for todo in _embedded_pages(session, migration, missing, page_size):
-        session.store.update_if_unchanged(
-            migration.collection,
-            plan.text_field,
-            {pid: (text, {plan.source_vector: vector}) for pid, (text, vector) in todo.items()},
-        )
-        done += len(todo)
-    return done
-
-
-def _embedded_pages(
-    session: Session, migration: Migration, flt: Any, page_size: int
-) -> Iterator[dict[Any, tuple[str, Any]]]:
-    """Pages of the points matching ``flt`` that have text, as ``{id: (text, source-model vector)}``."""
-    plan = migration.plan
-    embedder = session.client.embedder(plan.source)
-    for page in session.store.iter_points(
-        migration.collection, flt=flt, page_size=page_size, with_payload=[plan.text_field]
-    ):
-        todo = [
-            (r.id, t)
-            for r in page
-            if isinstance(t := (r.payload or {}).get(plan.text_field), str) and t.strip()
-        ]
-        if todo:
-            vectors = embedder.embed([t for _, t in todo])
-            yield {pid: (t, v) for (pid, t), v in zip(todo, vectors, strict=True)}
+    report = migration.restore(backup_id, embedder=session.client.embedder(migration.plan.source))
+    return RestoreOutcome(report=report, embedded=report.embedded, status=_status_of(session, collection))

@@ -12,6 +12,11 @@ default): every process wrapping a client on the same Qdrant routes the same way
 process that applies a transition sees it at once. Coverage is always counted from the data
 (``has_vector``), never from a counter kept in memory.
 
+What a lifecycle step does to the data is the plan's strategy's (:mod:`lattice_qdrant.strategies`, chosen
+once per plan read: ``Migration.strategy``): this module records the transitions and asks the strategy what
+start prepares, what cutover switches, what finalize drops, what cancel cleans up and how restore works.
+The gates it asks before a transition are pure (:mod:`lattice_qdrant.gates`).
+
 Why a control collection rather than collection metadata: metadata has no compare-and-set, and a
 conditional upsert on a point's ``epoch`` is one; a control collection also holds the model registry and the
 history of every transition, and survives the migrated collection being replaced (blue-green).
@@ -28,12 +33,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import backups, bluegreen
+from . import backups
+from .embedders import Embedder
 from .errors import (
-    CollectionNotFoundError,
     ConcurrentTransitionError,
     InvalidTransitionError,
-    MigrationError,
     MigrationExistsError,
     MigrationNotFoundError,
     QualityGateError,
@@ -42,31 +46,25 @@ from .errors import (
     TransientStoreError,
 )
 from .gates import RECORD_KIND as _COMPARISON
-from .gates import check_reembed_cancel, check_reembed_finalize, quality_gate
-from .plan import MigrationPlan, Strategy
+from .gates import quality_gate
+from .plan import MigrationPlan
 from .registry import ModelRegistry
 from .routing import Coverage, Routing, Snapshot, needs_coverage, route
-from .spec import Distance
 from .state import (
-    Cancel,
     Cutover,
     Error,
     Event,
     Finalize,
     MigrationState,
     Pause,
-    Phase,
     Progress,
-    Reopen,
     Resume,
     Rollback,
-    Start,
     Status,
-    format_duration,
     rollback_window_left,
     transition,
 )
-from .store import Store, VectorInfo
+from .store import Store
 from .strategies import MigrationStrategy, strategy_for
 
 __all__ = ["DEFAULT_REFRESH_INTERVAL", "Migration", "Routing", "Snapshot", "find_migration", "plan_migration"]
@@ -74,8 +72,6 @@ __all__ = ["DEFAULT_REFRESH_INTERVAL", "Migration", "Routing", "Snapshot", "find
 log = logging.getLogger(__name__)
 
 _KIND = "migration"
-#: The reason recorded on a re-embed's backup.
-_REEMBED_REASON = "reembed"
 #: Records mapping another name of a migrated collection (a blue-green alias or target) to its record.
 NAME_KIND = "migration_name"
 #: Seconds a process may route by a cached state before reading it again.
@@ -117,24 +113,6 @@ def _keep_history(store: Store, collection: str, record: dict[str, Any]) -> None
     entry = record.get(_LAST_EVENT)
     if isinstance(entry, dict) and entry.get("token"):
         store.append_event(collection, entry, event_id=str(entry["token"]))
-
-
-def _source_vector(store: Store, plan: MigrationPlan) -> VectorInfo:
-    """The collection's source vector as it is now.
-
-    Raises:
-        StoreError: the collection has no such vector (the message lists those it has).
-    """
-    vectors = store.vectors(plan.collection)
-    found = vectors.get(plan.source_vector)
-    if found is None:
-        known = ", ".join(repr(n) for n in vectors) or "none"
-        raise StoreError(
-            f"the source vector does not exist (vectors: {known}; '' is the unnamed one)",
-            collection=plan.collection,
-            vector=plan.source_vector,
-        )
-    return found
 
 
 #: Points ``plan`` and ``start`` sample for the text field.
@@ -179,10 +157,10 @@ def plan_migration(store: Store, plan: MigrationPlan) -> Migration:
         TextFieldError: no sampled point holds text in ``text_field``.
         StoreError: the collection or its source vector does not fit the plan.
     """
+    strategy = strategy_for(plan)
     store.check_conditional_writes(plan.collection)
-    if plan.strategy == Strategy.IN_PLACE:
-        store.check_in_place(plan.collection, plan.source_vector)
-    source = _source_vector(store, plan)
+    strategy.check_plan(store)
+    source = strategy.source_info(store)
     if source.size != plan.source.dimension or source.distance != plan.source.distance:
         raise StoreError(
             f"the source vector is {source.size}-d {source.distance.value}, but the source model "
@@ -220,12 +198,9 @@ def plan_migration(store: Store, plan: MigrationPlan) -> Migration:
         entry = body[_LAST_EVENT] = {**entry, "epoch": snap.epoch + 1}
         if store.replace_record(_KIND, plan.collection, body, expected=existing, token=token) is None:
             raise ConcurrentTransitionError(plan.collection, "plan", snap.epoch, snap.epoch + 1)
-    if plan.blue_green:
-        # the alias and the target collection name the same migration (the wrapper looks them up)
-        for name in (plan.alias, plan.target_collection):
-            if name:
-                store.put_record(NAME_KIND, name, {"collection": plan.collection})
-        bluegreen.forget_copy(store, plan)  # a copy recorded for an earlier plan is not this plan's
+    for name in strategy.other_names():  # the wrapper finds the migration under these names too
+        store.put_record(NAME_KIND, name, {"collection": plan.collection})
+    strategy.planned(store)
     migration._append_history(entry)
     return migration
 
@@ -395,7 +370,7 @@ class Migration:
             TransientStoreError: Qdrant kept failing; whether the state was written is not known.
         """
         snap = self.snapshot(refresh=True)
-        done = self._settled(event.name, snap)
+        done = self.settled(event.name, snap)
         if done is not None:
             return done
         new_state = transition(snap.state, event, snap.plan.policy)
@@ -434,7 +409,7 @@ class Migration:
         log.info("%s: %s -> %s (%s)", self.collection, snap.state.label, new_state.label, event.name)
         return new_state
 
-    def _settled(self, name: str, snap: Snapshot) -> MigrationState | None:
+    def settled(self, name: str, snap: Snapshot) -> MigrationState | None:
         """The state an earlier ``name`` of this object wrote, if it raised with its outcome unknown and
         the write took effect (``snap``'s tokens hold it); ``None`` otherwise.
 
@@ -463,7 +438,7 @@ class Migration:
             return
         self._appended = str(entry["token"])
 
-    def _record_event(
+    def record_event(
         self, name: str, before: MigrationState | None, after: MigrationState, epoch: int
     ) -> None:
         try:
@@ -483,8 +458,10 @@ class Migration:
     def start(self) -> MigrationState:
         """Prepare the collection and start migrating: dual-writes begin.
 
-        Creates the payload indexes and the target named vector (both idempotent, so a crash halfway is
-        repaired by calling ``start`` again), then records the coverage counted from the data.
+        What start prepares is the strategy's (:meth:`~lattice_qdrant.strategies.MigrationStrategy.start`):
+        the payload indexes and the target named vector (in place), the target collection and the copy
+        into it (blue-green), the backup of every source vector (a re-embed). Each is resumable: a start
+        cut off is finished by calling ``start`` again. The coverage counted from the data is recorded.
 
         Raises:
             TextFieldError: no sampled point holds text in the plan's ``text_field``; nothing was changed.
@@ -493,98 +470,12 @@ class Migration:
         plan = snap.plan
         if snap.state.status == Status.PLANNED:
             _check_text_field(self.store, plan.collection, plan.text_field)
-        if plan.blue_green:
-            return self._start_blue_green(snap.state)
-        if plan.reembed:
-            return self._start_reembed(snap)
-        self.store.check_in_place(self.collection, plan.source_vector)
-        self.store.ensure_payload_indexes(self.collection)
-        self.store.ensure_vector(self.collection, plan.target_vector, plan.target)
-        cov = self.coverage()
-        return self.apply(Start(processed=cov.covered, total=cov.total))
-
-    def _start_blue_green(self, state: MigrationState) -> MigrationState:
-        """Blue-green start: target collection, then dual-writes, then the copy (all resumable).
-
-        Dual-writes begin before the copy so that no write made during the copy is missed; the copy
-        inserts only points the wrapper has not written yet. Calling ``start`` again after a crash
-        finishes the copy.
-        """
-        plan = self.plan
-        if state.status == Status.PLANNED:
-            bluegreen.prepare(self.store, plan)
-            cov = self.coverage()
-            state = self.apply(Start(processed=cov.covered, total=cov.total))
-        elif state.phase == Phase.STABLE or state.terminal:
-            raise InvalidTransitionError(state.label, "start")
-        if not bluegreen.copy_complete(self.store, plan):
-            bluegreen.copy_points(self.store, plan)
-        return self.snapshot(refresh=True).state
-
-    def _start_reembed(self, snap: Snapshot) -> MigrationState:
-        """Re-embed start: back up every source vector, then dual-writes begin (Start).
-
-        No point is overwritten before the backup is complete: the backfill and the wrapper's dual-writes
-        only begin with the Start event, which records the backup. A start cut off during the backup is
-        redone by calling ``start`` again (the incomplete backup is deleted); one cut off after the backup
-        completed reuses it.
-        """
-        plan, state = snap.plan, snap.state
-        if state.status != Status.PLANNED or state.phase != Phase.STABLE:
-            done = self._settled("start", snap)  # a start of ours whose reply was lost
-            if done is not None:
-                return done
-            raise InvalidTransitionError(state.label, "start", "it has already started")
-        found = _source_vector(self.store, plan)
-        if found.size != plan.target.dimension or found.distance != plan.target.distance:
-            raise StoreError(
-                f"the vector is {found.size}-d {found.distance.value}, but {plan.target.qualified_id} is "
-                f"{plan.target.dimension}-d {plan.target.distance.value}: a re-embed cannot change the "
-                "vector config; use the blue_green strategy",
-                collection=self.collection,
-                vector=plan.source_vector,
-            )
-        self.store.ensure_payload_indexes(self.collection)
-        manifest = self._reembed_backup(plan)
-        current = self.snapshot(refresh=True)
-        self._record_event(f"backup {manifest.backup_id}", current.state, current.state, current.epoch)
-        cov = self.coverage()
-        return self.apply(Start(processed=cov.covered, total=cov.total), backup_id=manifest.backup_id)
-
-    def _reembed_backup(self, plan: MigrationPlan) -> backups.Manifest:
-        """The re-embed's backup: a complete one made for this plan by an earlier start, or a new one."""
-        mine = [
-            m
-            for m in backups.list_backups(self.store, self.collection)
-            if m.reason == _REEMBED_REASON
-            and m.vector == plan.source_vector
-            and m.model == plan.source.qualified_id
-            and m.created_at >= plan.created_at
-        ]
-        complete = [m for m in mine if m.complete]
-        if complete:
-            return complete[0]
-        for cut_off in mine:  # a start cut off during its backup
-            backups.delete_backup(self.store, cut_off.backup_id, force=True)
-        return self._back_up_source(plan, _REEMBED_REASON)
-
-    def _back_up_source(self, plan: MigrationPlan, reason: str) -> backups.Manifest:
-        """Back up every point's source vector (streaming) with ``reason``; return the manifest."""
-        manifest = backups.create_backup(
-            self.store,
-            self.collection,
-            plan.source_vector,
-            model=plan.source.qualified_id,
-            text_field=plan.text_field,
-            reason=reason,
-        )
-        log.info("%s: backed up %d source vectors as %s", self.collection, manifest.count, manifest.backup_id)
-        return manifest
+        return self.strategy_of(snap).start(self, snap)
 
     def sync_alias(self) -> bool:
         """Blue-green: put the alias where the recorded state says queries go; ``True`` if it moved."""
         snap = self.snapshot(refresh=True)
-        return bluegreen.sync_alias(self.store, snap.plan, snap.state)
+        return self.strategy_of(snap).sync_alias(self.store, snap.state)
 
     def progress(self, coverage: Coverage | None = None) -> MigrationState:
         """Record the coverage counted from the data (completes the migration at 100%).
@@ -620,55 +511,35 @@ class Migration:
                 vectors are lost); ``False`` keeps it, also when finishing a cancel.
 
         Raises:
-            MigrationError: a re-embed with points holding the target model: their source vectors were
-                overwritten, so cancelling would leave two models under one name; :meth:`restore` writes
-                them back from the backup and cancels (and, run again, finishes a restore cut off).
+            ReembedCancelRefusedError: a re-embed with points holding the target model: their source vectors
+                were overwritten, so cancelling would leave two models under one name; :meth:`restore`
+                writes them back from the backup and cancels (and, run again, finishes a restore cut off).
         """
         snap = self.snapshot(refresh=True)
-        plan, state = snap.plan, snap.state
-        cancelled = state.status == Status.CANCELLED
-        if plan.reembed:
-            check_reembed_cancel(state, self.collection, self.coverage().covered)
-            return state if cancelled else self.apply(Cancel())
-        if not cancelled:
-            state = self.apply(Cancel())
-        if plan.blue_green:
-            bluegreen.clean_up_cancel(self.store, plan, state, drop_target=drop_target)
-        elif drop_target:
-            self.store.drop_vector(self.collection, plan.target_vector)
-        return state
+        return self.strategy_of(snap).cancel(self, drop_target=drop_target)
 
     def cutover(self, *, force: bool = False) -> MigrationState:
         """Switch queries to the target vector and open the rollback window.
 
         When the plan sets ``compare_margin``, the last recorded shadow comparison
         (``lattice-qdrant compare``) must show the target's recall at most that far below the source's.
+        Blue-green: the target collection must exist and the copy into it be complete (unless forced), and
+        the alias moves once the state is recorded.
 
         Raises:
             ThresholdNotMetError: coverage is below the plan's threshold and ``force`` is false.
             QualityGateError: the comparison gate refuses (or has no labelled comparison) and ``force``
                 is false.
         """
-        plan = self.plan
-        if plan.blue_green:
-            self.sync_alias()
-            if not self.store.collection_exists(plan.data_collection):
-                raise CollectionNotFoundError(
-                    "cutover refused: the target collection does not exist", collection=plan.data_collection
-                )
-            if not bluegreen.copy_complete(self.store, plan) and not force:
-                raise InvalidTransitionError(
-                    self.state.label,
-                    "cutover",
-                    "the copy into the target collection is not complete; start again",
-                )
+        strategy = self.strategy
+        self.sync_alias()
+        strategy.check_cutover(self.store, self.state, force=force)
         cov = self.coverage()
         event = Cutover(coverage=cov.fraction, at=self.clock(), force=force)
         if not force:
             self._check_quality_gate(event)
         state = self.apply(event)
-        if plan.blue_green:
-            bluegreen.sync_alias(self.store, plan, state)
+        strategy.sync_alias(self.store, state)
         return state
 
     def _check_quality_gate(self, event: Cutover) -> None:
@@ -691,12 +562,10 @@ class Migration:
 
     def rollback(self) -> MigrationState:
         """Switch queries back to the source vector; writes keep going to both."""
-        plan = self.plan
-        if plan.blue_green:
-            self.sync_alias()
+        strategy = self.strategy
+        self.sync_alias()
         state = self.apply(Rollback(at=self.clock()))
-        if plan.blue_green:
-            bluegreen.sync_alias(self.store, plan, state)
+        strategy.sync_alias(self.store, state)
         return state
 
     def finalize(self, *, force: bool = False) -> MigrationState:
@@ -704,14 +573,18 @@ class Migration:
 
         Refused inside the rollback window, or with partial coverage, unless ``force``. If a previous
         finalize recorded its state but was cut off before dropping the source vector, calling it again
-        drops the vector.
+        drops the vector. What is dropped is the strategy's: the source named vector (in place), the
+        source collection (blue-green), nothing (a re-embed, which is refused, even forced, while a point
+        still holds the source). The source vectors are backed up first (``backup_policy``).
 
         Raises:
             RollbackWindowOpenError: the window is open or coverage is partial, and ``force`` is false.
+            ReembedIncompleteError: a re-embed's points still hold the source model.
         """
         snap = self.snapshot(refresh=True)
+        strategy = self.strategy_of(snap)
         if snap.state.finalized:
-            self._drop_source(snap.plan, snap.state)
+            strategy.drop_source(self.store, snap.state)
             return snap.state
         # Refresh the counts from the data, so that the completeness check is current.
         # (A failed migration records no progress; only a forced finalize gets past it.)
@@ -719,46 +592,25 @@ class Migration:
             self.progress()
         event = Finalize(at=self.clock(), force=force)
         transition(self.snapshot(refresh=True).state, event, snap.plan.policy)  # refuse before backing up
-        if snap.plan.reembed:
-            self._check_reembed_complete()
-        backup = self._backup_before_finalize(snap.plan)
+        strategy.check_finalize(self)
+        backup = strategy.back_up_before_finalize(self)
         if backup is not None:
             current = self.snapshot(refresh=True)
-            self._record_event(f"backup {backup}", current.state, current.state, current.epoch)
+            self.record_event(f"backup {backup}", current.state, current.state, current.epoch)
         state = self.apply(event)
-        self._drop_source(snap.plan, state)
+        strategy.drop_source(self.store, state)
         return state
 
-    def _check_reembed_complete(self) -> None:
-        """A re-embed is finalized only with every point on the target: afterwards queries are plain target
-        queries, and a point still holding the source vector would be compared across models."""
-        check_reembed_finalize(self.collection, self.coverage().missing)
-
-    def _backup_before_finalize(self, plan: MigrationPlan) -> str | None:
-        """Back the source vectors up (policy ``always``); reuse a complete backup made since cutover.
-
-        A re-embed made its backup at start and drops nothing: it needs none here.
-        """
-        if plan.backup_policy != "always" or plan.reembed:
-            return None
-        cutover_at = self.snapshot().state.cutover_at or 0.0
-        for manifest in backups.list_backups(self.store, self.collection):
-            if (
-                manifest.complete
-                and manifest.reason == "finalize"
-                and manifest.vector == plan.source_vector
-                and manifest.created_at >= cutover_at
-            ):
-                return manifest.backup_id
-        return self._back_up_source(plan, "finalize").backup_id
-
-    def restore(self, backup_id: str | None = None) -> backups.RestoreReport:
+    def restore(
+        self, backup_id: str | None = None, *, embedder: Embedder | None = None
+    ) -> backups.RestoreReport:
         """Undo a finalize: re-create the source vector from its backup and reopen the rollback window.
 
         Writes go to both vectors again as soon as the vector exists (before the old vectors are written
         back, so nothing written meanwhile is lost); queries stay on the target until ``rollback``. Points
-        changed or inserted since the backup are reported and get no source vector from it: embed them
-        (``lattice-qdrant restore`` does) before rolling back.
+        changed or inserted since the backup get no source vector from it: given ``embedder`` (the source
+        model's; ``lattice-qdrant restore`` gives it), they are embedded afresh (the report's ``embedded``),
+        otherwise they are reported; embed them before rolling back.
 
         Blue-green: the source collection is created again (the source vector and the target collection's
         payload indexes), writes reach both collections again, every point of the target collection is
@@ -771,59 +623,15 @@ class Migration:
         the way when needed), so writes go to the source model only; after ``refresh_interval`` (every
         process then routes so) each backed-up source vector is written back with its model fields, only
         where the point still holds the text of its backup entry; the count and checksum are checked against
-        the manifest. Points changed since are reported and keep the target's vector and stamp: embed them
-        with the source model (``lattice-qdrant restore`` does). Resumable: run it again on the cancelled
-        migration.
+        the manifest. Points changed since keep the target's vector and stamp unless ``embedder`` embeds them
+        with the source model. Resumable: run it again on the cancelled migration.
 
         Raises:
             MigrationError: no usable backup.
             CollectionNotFoundError: blue-green, and the target collection is gone.
         """
         snap = self.snapshot(refresh=True)
-        plan = snap.plan
-        if plan.reembed:
-            return self._restore_reembed(snap, backup_id)
-        manifest = self.finalize_backup(backup_id)
-        if snap.state.finalized:
-            shape = VectorInfo(plan.source_vector, manifest.dimension, Distance(manifest.distance))
-            if plan.blue_green:
-                bluegreen.recreate_source(self.store, plan, shape)
-            else:
-                self.store.ensure_vector_shape(self.collection, shape.name, shape.size, shape.distance)
-            self.apply(Reopen(at=self.clock()))
-        elif snap.state.phase != Phase.ROLLBACK_WINDOW:
-            raise InvalidTransitionError(
-                snap.state.label, "restore", "only a finalized migration is restored"
-            )
-        if plan.blue_green:
-            # after Reopen, so that writes made while it runs reach the source collection too
-            bluegreen.copy_back(self.store, plan)
-        return backups.restore(self.store, manifest.backup_id)
-
-    def _restore_reembed(self, snap: Snapshot, backup_id: str | None) -> backups.RestoreReport:
-        state = snap.state
-        if state.status == Status.PLANNED:
-            raise InvalidTransitionError(
-                state.label, "restore", "it has not started: nothing was overwritten"
-            )
-        manifest = self.finalize_backup(backup_id)
-        if manifest.collection != self.collection or manifest.vector != snap.plan.source_vector:
-            raise MigrationError(
-                f"backup {manifest.backup_id!r} holds {manifest.collection!r} vector {manifest.vector!r}, "
-                f"not this re-embed's ({self.collection!r} vector {snap.plan.source_vector!r})"
-            )
-        # Writes back to the source model first, or restored points would be overwritten again.
-        if state.finalized:
-            state = self.apply(Reopen(at=self.clock()))
-        if state.phase == Phase.ROLLBACK_WINDOW:
-            state = self.apply(Rollback(at=self.clock()))
-        if state.status != Status.CANCELLED:
-            state = self.apply(Cancel())
-            # other processes route by a state at most refresh_interval old: let them see the cancel
-            time.sleep(self.refresh_interval)
-        current = self.snapshot(refresh=True)
-        self._record_event(f"restore {manifest.backup_id}", current.state, current.state, current.epoch)
-        return backups.restore(self.store, manifest.backup_id, force=True, restore_model_fields=True)
+        return self.strategy_of(snap).restore(self, backup_id, embedder=embedder)
 
     def finalize_backup(self, backup_id: str | None = None) -> backups.Manifest:
         """The backup ``restore`` uses: ``backup_id``, or the newest complete backup of the source vector
@@ -832,28 +640,8 @@ class Migration:
         Raises:
             MigrationError: there is no such backup.
         """
-        if backup_id is not None:
-            return backups.get_backup(self.store, backup_id)
         snap = self.snapshot(refresh=True)
-        plan = snap.plan
-        if plan.reembed:
-            if snap.backup_id is None:
-                raise MigrationError(f"the re-embed of {self.collection!r} has no backup: it has not started")
-            manifest = backups.get_backup(self.store, snap.backup_id)
-            if not manifest.complete:
-                raise MigrationError(f"the re-embed's backup {manifest.backup_id!r} is incomplete")
-            return manifest
-        found = [
-            m
-            for m in backups.list_backups(self.store, self.collection)
-            if m.complete and m.vector == plan.source_vector
-        ]
-        if not found:
-            raise MigrationError(
-                f"no complete backup of {plan.source_vector!r} for {self.collection!r}; "
-                "lattice-qdrant backups list shows what there is"
-            )
-        return found[0]
+        return self.strategy_of(snap).finalize_backup(self, backup_id)
 
     def protects(self, manifest: backups.Manifest) -> str | None:
         """Why the migration still needs a backup (its rollback window is open), or ``None``.
@@ -863,44 +651,4 @@ class Migration:
         rollback window has passed.
         """
         snap = self.snapshot(refresh=True)
-        if manifest.collection != self.collection or manifest.vector != snap.plan.source_vector:
-            return None
-        state = snap.state
-        if snap.plan.reembed:
-            if manifest.backup_id != snap.backup_id:
-                return None
-            if state.status == Status.CANCELLED:
-                held = self.coverage().covered
-                if held:
-                    return (
-                        f"{held} point(s) of {self.collection!r} still hold the target model: "
-                        "restore needs this backup"
-                    )
-                return None
-            if not state.finalized:
-                return (
-                    f"{self.collection!r} is being re-embedded: this backup holds the only copy of its "
-                    "source vectors"
-                )
-        if state.finalized and state.finalized_at is not None:
-            left = state.finalized_at + snap.plan.rollback_window - self.clock()
-            if left > 0:
-                return (
-                    f"{self.collection!r} was finalized {format_duration(self.clock() - state.finalized_at)} "
-                    f"ago; its rollback window needs this backup for another {format_duration(left)}"
-                )
-            return None
-        if state.phase == Phase.ROLLBACK_WINDOW:
-            return f"{self.collection!r} is in its rollback window"
-        return None
-
-    def _drop_source(self, plan: MigrationPlan, state: MigrationState) -> None:
-        """After finalize: drop the source named vector (in place) or the source collection (blue-green);
-        a re-embed has nothing to drop (one vector, now the target's everywhere)."""
-        if plan.reembed:
-            return
-        if plan.blue_green:
-            bluegreen.sync_alias(self.store, plan, state)
-            self.store.drop_collection(self.collection)
-        else:
-            self.store.drop_vector(self.collection, plan.source_vector)
+        return self.strategy_of(snap).protects(self, snap, manifest)

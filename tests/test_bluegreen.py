@@ -301,6 +301,21 @@ def test_compare_searches_the_target_in_the_target_collection(
     assert report.at_k[-1].recall["target"] == 1.0  # each known item is found by its own point
 
 
+def test_doctor_checks_a_blue_green_plan_by_its_strategy(
+    blue: lq.Migration, lattice: lq.LatticeClient
+) -> None:
+    """The unnamed vector is what blue-green is for, and the target vector's name is free in the new
+    collection even though the source collection has a vector of that name."""
+    session = commands.Session(
+        settings=Settings(control_collection=lattice.store.control_collection), client=lattice.client
+    )
+    report = commands.doctor(session, blue.collection)
+    assert report.safe, report.to_dict()
+    found = {f.check: f.detail for f in report.findings}
+    assert "vectors" not in found and repr(blue.plan.data_collection) in found["target vector"]
+    assert "copy of every point's payload" in found["storage"]
+
+
 def test_status_through_a_blue_green_lifecycle(
     blue: lq.Migration, lattice: lq.LatticeClient, modern: HashEmbedder
 ) -> None:

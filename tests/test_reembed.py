@@ -462,6 +462,21 @@ def test_a_text_changed_during_the_backfill_is_embedded_again_and_not_clobbered_
     assert stamp_of(point) == ("legacy", 1)
 
 
+def test_the_library_restore_of_a_reembed_embeds_the_points_changed_since_their_entry(
+    planned: Plan, lattice: lq.LatticeClient, legacy: HashEmbedder, newer: HashEmbedder
+) -> None:
+    migration = planned(n=10)
+    docs = migration.collection
+    migration.start()
+    run_backfill(migration, newer)
+    lattice.client.set_payload(docs, {"text": "rewritten behind our back"}, points=[4])  # no fresh entry
+    report = migration.restore(embedder=lattice.embedder(migration.plan.source))
+    assert list(report.skipped_changed.ids) == [4] and report.restored == 9 and report.embedded == 1
+    point = records(lattice.client, docs)[4]
+    assert same_direction(vector_of(point, "legacy"), legacy.embed(["rewritten behind our back"])[0])
+    assert stamp_of(point) == ("legacy", 1) and migration.coverage().covered == 0
+
+
 def test_writes_during_the_migration_are_restored_from_their_backup_entries(
     planned: Plan, lattice: lq.LatticeClient, legacy: HashEmbedder, newer: HashEmbedder, names: Any,
     qdrant: QdrantClient,

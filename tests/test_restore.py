@@ -93,6 +93,24 @@ def test_restore_after_finalize_gives_back_every_vector_and_the_routing(
     assert hit.points[0].id == 99 and migration.routing().query_vector == "legacy"
 
 
+def test_the_library_restore_embeds_what_the_backup_cannot_serve_like_the_cli(
+    finalized: Any, lattice: lq.LatticeClient, legacy: HashEmbedder
+) -> None:
+    """``Migration.restore(embedder=...)`` and ``lattice-qdrant restore`` do the same: the points changed or
+    inserted since the backup are embedded with the source model."""
+    migration, original = finalized
+    docs = migration.collection
+    lattice.upsert(docs, [models.PointStruct(id=7, vector=models.Document(text="moved on", model="m"),
+                                             payload={"text": "moved on"})])  # fmt: skip
+    report = migration.restore(embedder=lattice.embedder(migration.plan.source))
+    assert report.restored == len(original) - 1 and report.embedded == 1
+    assert report.to_dict()["embedded"] == 1
+    stored = lattice.client.retrieve(docs, [7], with_vectors=["legacy"])[0].vector
+    assert isinstance(stored, dict) and same_direction(
+        stored["legacy"], legacy.embed(["moved on"])[0], atol=1e-6
+    )
+
+
 def test_per_point_rollback_from_a_backup(finalized: Any, lattice: lq.LatticeClient) -> None:
     migration, _ = finalized
     qdrant = lattice.client

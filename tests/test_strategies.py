@@ -6,11 +6,14 @@ through the lifecycle, the backfill, the wrapper and verify, in their own test f
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
 from typing import Any
 
 import pytest
 from qdrant_client import models
 
+import lattice_qdrant
 from lattice_qdrant import strategies
 from lattice_qdrant.plan import MigrationPlan, Strategy
 from lattice_qdrant.spec import ModelSpec
@@ -85,3 +88,66 @@ def test_verify_reads_which_model_a_vector_holds_from_the_strategy() -> None:
     assert shared.model_of("src", ("known", NEW)) == NEW and shared.model_of("src", ("none", None)) == OLD
     assert shared.suspect(NEW, ("none", None)) == OLD and shared.suspect(OLD, ("none", None)) == NEW
     assert strategies.strategy_for(plan_of(Strategy.IN_PLACE)).layout({}, "text") is None
+
+
+# --------------------------------------------------------------------------- nothing else branches on it
+
+#: Strategy flag reads allowed outside ``lattice_qdrant/strategies/`` and ``plan.py`` (the plan's own
+#: validation and the registry are where the strategy is chosen; everything else asks the strategy).
+MAX_FLAG_READS = 2
+STRATEGY_CLASSES = {"InPlaceStrategy", "BlueGreenStrategy", "ReembedStrategy"}
+
+
+def flag_reads(source: str, where: str = "<source>") -> list[str]:
+    """Where ``source`` branches on the plan's strategy: ``.reembed`` / ``.blue_green``, a ``Strategy``
+    member, a comparison with a ``.strategy`` or a strategy's value, an ``isinstance`` of a strategy class."""
+    members = {s.name for s in Strategy}
+    values = {s.value for s in Strategy}
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        hit = False
+        if isinstance(node, ast.Attribute):
+            hit = node.attr in ("reembed", "blue_green") or (
+                isinstance(node.value, ast.Name) and node.value.id == "Strategy" and node.attr in members
+            )
+        elif isinstance(node, ast.Compare):
+            hit = any(
+                (isinstance(o, ast.Attribute) and o.attr == "strategy")
+                or (isinstance(o, ast.Constant) and o.value in values)
+                for o in [node.left, *node.comparators]
+            )
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("isinstance", "issubclass")
+        ):
+            hit = any(isinstance(n, ast.Name) and n.id in STRATEGY_CLASSES for n in ast.walk(node.args[-1]))
+        if hit:
+            found.append(f"{where}:{getattr(node, 'lineno', 0)}")
+    return found
+
+
+def test_nothing_outside_the_strategies_branches_on_the_plans_strategy() -> None:
+    package = Path(lattice_qdrant.__file__).parent
+    found = [
+        read
+        for path in sorted(package.rglob("*.py"))
+        if "strategies" not in path.relative_to(package).parts and path.name != "plan.py"
+        for read in flag_reads(path.read_text(), str(path.relative_to(package)))
+    ]
+    assert len(found) <= MAX_FLAG_READS, f"ask the strategy (lattice_qdrant.strategies) instead: {found}"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "if plan.reembed:\n    pass\n",
+        "x = 0 if plan.blue_green else 1\n",
+        "if plan.strategy == Strategy.IN_PLACE:\n    pass\n",
+        "if report.strategy != 'reembed':\n    pass\n",
+        "ok = isinstance(migration.strategy, ReembedStrategy)\n",
+    ],
+)
+def test_the_count_sees_every_way_of_branching_on_the_strategy(source: str) -> None:
+    assert flag_reads(source)
+    assert flag_reads("judge = strategy_class(plan.strategy)\nstrategy.todo()\n") == []

@@ -1,30 +1,54 @@
 """The strategy interface: one class per way of storing the target vectors, chosen once from the plan.
 
 The rows of the README's strategy table ("Choosing a strategy") are the methods of
-:class:`MigrationStrategy`: where the target vectors go (:attr:`~MigrationStrategy.data_collection`), which
-model a point holds (:meth:`~MigrationStrategy.done` / :meth:`~MigrationStrategy.todo`, and for ``verify``
-:meth:`~MigrationStrategy.layout`), what the target vectors cost (:meth:`~MigrationStrategy.bytes_per_point`),
-how coverage is counted, and how the target vectors are written (:meth:`~MigrationStrategy.write_target`,
-used by the backfill and by mixed mode's read-repair). The rest of the package asks the strategy
-(``Migration.strategy``) instead of testing the plan's flags.
+:class:`MigrationStrategy`:
 
-The methods here are the defaults of a target vector with a name of its own (in place, blue-green); the
-re-embed, which overwrites the source vector under its own name, overrides them. This module may touch the
-store (coverage counts, the target write); what it decides without I/O takes no store.
+* where the target vectors go: :attr:`~MigrationStrategy.data_collection`;
+* needs: :meth:`~MigrationStrategy.check_plan`, :attr:`~MigrationStrategy.min_server_version` (and
+  ``doctor``'s :meth:`~MigrationStrategy.server_finding`, :meth:`~MigrationStrategy.doctor_layout`,
+  :meth:`~MigrationStrategy.doctor_target`);
+* which model a point holds: one filter for done (:meth:`~MigrationStrategy.done`), one for to do
+  (:meth:`~MigrationStrategy.todo`), counted by :meth:`~MigrationStrategy.coverage`, and ``verify``'s
+  :meth:`~MigrationStrategy.layout`;
+* writes during the migration: :meth:`~MigrationStrategy.destinations`,
+  :meth:`~MigrationStrategy.forwards`, the backup entries a write records first
+  (:meth:`~MigrationStrategy.source_entries`), and the backfill's and read-repair's
+  :meth:`~MigrationStrategy.write_target`;
+* queries: :meth:`~MigrationStrategy.query_plan`, :meth:`~MigrationStrategy.side` (one model's points,
+  for shadow comparison) and :meth:`~MigrationStrategy.mixed_searches`;
+* start: :meth:`~MigrationStrategy.start`; cutover: :meth:`~MigrationStrategy.sync_alias`,
+  :meth:`~MigrationStrategy.check_cutover`; cancel: :meth:`~MigrationStrategy.cancel`;
+* extra storage: :meth:`~MigrationStrategy.bytes_per_point` (and ``doctor``'s
+  :meth:`~MigrationStrategy.doctor_storage`);
+* the way back: :meth:`~MigrationStrategy.restore` (with the embedding of what the backup cannot serve),
+  :meth:`~MigrationStrategy.finalize_backup`, :meth:`~MigrationStrategy.protects`;
+* finalize drops: :meth:`~MigrationStrategy.drop_source`, after :meth:`~MigrationStrategy.check_finalize`
+  and :meth:`~MigrationStrategy.back_up_before_finalize`.
+
+The rest of the package asks the strategy (``Migration.strategy``) instead of testing the plan's flags.
+The methods here are the defaults of a target vector with a name of its own (in place, blue-green); each
+strategy overrides what it does differently. The methods that plan a write or a query decide without I/O
+(they return :mod:`lattice_qdrant.routing`'s data); the lifecycle methods act through the store, and reach
+the migration record through :class:`Lifecycle` (the coordinator sits above this package).
 """
 
 from __future__ import annotations
 
-from abc import ABC
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 from qdrant_client import models
 
+from .. import backups
+from ..embedders import Embedder, embed_checked
+from ..errors import ConfigError, InvalidTransitionError, MigrationError, StoreError
 from ..plan import MigrationPlan, Strategy
+from ..report import format_bytes
 from ..routing import (
     Coverage,
     Destination,
@@ -39,11 +63,42 @@ from ..routing import (
     needs_coverage,
     route,
 )
-from ..spec import ModelSpec
-from ..state import QueryRoute, WriteRoute
-from ..store import MODEL_FIELD, VERSION_FIELD, Store, stamp_filter, stored_as_written
+from ..spec import Distance, ModelSpec
+from ..state import (
+    Cancel,
+    Event,
+    MigrationState,
+    Phase,
+    QueryRoute,
+    Reopen,
+    Status,
+    WriteRoute,
+    format_duration,
+)
+from ..store import (
+    CONDITIONAL_WRITES_MIN_VERSION,
+    MODEL_FIELD,
+    VERSION_FIELD,
+    Store,
+    VectorInfo,
+    stamp_filter,
+    stored_as_written,
+)
 
-__all__ = ["MigrationStrategy", "Stamp", "VectorLayout", "same_model", "vector_bytes"]
+__all__ = [
+    "Finding",
+    "Lifecycle",
+    "MigrationStrategy",
+    "Stamp",
+    "VectorLayout",
+    "same_model",
+    "vector_bytes",
+]
+
+log = logging.getLogger(__name__)
+
+Finding = tuple[str, str, str]
+"""A ``doctor`` finding: ``(check, verdict, detail)``, the verdict ``ok``, ``warn`` or ``fail``."""
 
 Stamp = tuple[str, ModelSpec | str | None]
 """A point's model stamp as ``verify`` reads it: ``("none", None)``, ``("known", spec)`` or
@@ -110,6 +165,38 @@ class VectorLayout:
         ):
             return other
         return None
+
+
+class Lifecycle(Protocol):
+    """What a strategy needs of the migration it runs: :class:`~lattice_qdrant.coordinator.Migration` is
+    one (the coordinator sits above the strategies, so they name it by this protocol)."""
+
+    store: Store
+    collection: str
+    refresh_interval: float
+    clock: Callable[[], float]
+
+    def snapshot(self, *, refresh: bool = False) -> Snapshot:
+        """The record (see ``Migration.snapshot``)."""
+        ...
+
+    def apply(self, event: Event, *, backup_id: str | None = None) -> MigrationState:
+        """Apply one event with compare-and-set (see ``Migration.apply``)."""
+        ...
+
+    def coverage(self) -> Coverage:
+        """Points holding the target model, counted now."""
+        ...
+
+    def record_event(
+        self, name: str, before: MigrationState | None, after: MigrationState, epoch: int
+    ) -> None:
+        """Append an informative entry to the history (a failure is logged)."""
+        ...
+
+    def settled(self, name: str, snap: Snapshot) -> MigrationState | None:
+        """The state an earlier ``name`` of this migration wrote, if its reply was lost and it took effect."""
+        ...
 
 
 class MigrationStrategy(ABC):
@@ -270,9 +357,18 @@ class MigrationStrategy(ABC):
         """Points holding the target model, counted from the data now (read-only)."""
         return store.coverage(self.plan.collection, self.plan.target_vector)
 
+    #: the target write stamps through a payload filter on the text field (one request per batch on a
+    #: server), which a strict mode refusing unindexed filters on updates turns into a stamp by ids
+    stamp_filters_text: ClassVar[bool] = False
+
     def bytes_per_point(self) -> int:
-        """Storage the target model adds to the collection per point (the dry run's estimate)."""
-        return vector_bytes(self.plan.target.dimension)
+        """Storage the target model adds per point (the dry run's estimate)."""
+        return self.target_bytes(self.plan.target)
+
+    @classmethod
+    def target_bytes(cls, target: ModelSpec) -> int:
+        """Storage a point's target vector adds: float32 values and HNSW links (a vector of its own)."""
+        return vector_bytes(target.dimension)
 
     # ----------------------------------------------------------------- the target write
 
@@ -338,3 +434,366 @@ class MigrationStrategy(ABC):
                 must=[self._holds_target()], must_not=[stamp_filter(target.model_id, target.version)]
             ),
         )
+
+    # ----------------------------------------------------------------- plan and start
+
+    #: plan options only this strategy takes
+    own_options: ClassVar[tuple[str, ...]] = ()
+    #: plan options that belong to one strategy, and which one
+    _OWNED: ClassVar[dict[str, str]] = {
+        "target_collection": "blue_green",
+        "alias": "blue_green",
+        "copy_source_vector": "blue_green",
+    }
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        """Refuse plan options (set to a true value) that belong to another strategy.
+
+        Raises:
+            ConfigError: such an option is set (key ``strategy``).
+        """
+        foreign = [name for name in cls._OWNED if name not in cls.own_options and options.get(name)]
+        if foreign:
+            owner = cls._OWNED[foreign[0]]
+            flags = [f"--{name.replace('_', '-')}" for name, of in cls._OWNED.items() if of == owner]
+            listed = ", ".join(flags[:-1]) + f" and {flags[-1]}" if len(flags) > 1 else flags[0]
+            raise ConfigError(f"{listed} belong to the {owner} strategy", key="strategy")
+
+    @classmethod
+    def plan_defaults(
+        cls,
+        collection: str,
+        source_vector: str,
+        target: ModelSpec,
+        target_vector: str | None,
+        options: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        """The plan fields this strategy derives when they are not given: here, the target vector's name
+        (the target spec's :attr:`~lattice_qdrant.spec.ModelSpec.vector_name`)."""
+        return {"target_vector": target.vector_name if target_vector is None else target_vector}
+
+    def source_info(self, store: Store) -> VectorInfo:
+        """The collection's source vector as it is now (read-only).
+
+        Raises:
+            StoreError: the collection has no such vector (the message lists those it has).
+        """
+        plan = self.plan
+        vectors = store.vectors(plan.collection)
+        found = vectors.get(plan.source_vector)
+        if found is None:
+            known = ", ".join(repr(n) for n in vectors) or "none"
+            raise StoreError(
+                f"the source vector does not exist (vectors: {known}; '' is the unnamed one)",
+                collection=plan.collection,
+                vector=plan.source_vector,
+            )
+        return found
+
+    def check_plan(self, store: Store) -> None:
+        """Refuse, before anything is recorded, a collection this strategy cannot migrate (read-only);
+        nothing to check here beyond what every strategy checks.
+
+        Raises:
+            StoreError: the collection does not fit the strategy.
+        """
+        return None
+
+    def other_names(self) -> tuple[str, ...]:
+        """Other names under which the wrapper finds this migration (none here)."""
+        return ()
+
+    def planned(self, store: Store) -> None:
+        """After the plan is recorded: forget what an earlier plan of the collection left (nothing here)."""
+        return None
+
+    @abstractmethod
+    def start(self, lifecycle: Lifecycle, snap: Snapshot) -> MigrationState:
+        """Prepare the collection and start migrating: dual-writes begin (resumable: a start cut off is
+        finished by calling it again).
+
+        Raises:
+            TransitionError: the migration cannot start in its state.
+        """
+
+    # ----------------------------------------------------------------- cutover, rollback, finalize
+
+    def sync_alias(self, store: Store, state: MigrationState) -> bool:
+        """Put the alias readers use where ``state`` says queries go; ``True`` if it moved (no alias here:
+        the wrapper switches ``using``)."""
+        return False
+
+    def check_cutover(self, store: Store, state: MigrationState, *, force: bool) -> None:
+        """Refuse a cutover the collection is not ready for (read-only); nothing to check here beyond the
+        lifecycle's own refusals.
+
+        Raises:
+            TransitionError: the collection is not ready.
+        """
+        return None
+
+    def check_finalize(self, lifecycle: Lifecycle) -> None:
+        """Refuse a finalize the lifecycle allows but the data does not (read-only); nothing here: the
+        rollback window and coverage are the lifecycle's checks, which ``force`` overrides.
+
+        Raises:
+            TransitionError: the data is not ready (``force`` does not override this).
+        """
+        return None
+
+    def back_up_before_finalize(self, lifecycle: Lifecycle) -> str | None:
+        """Back the source vectors up before finalize drops them (policy ``always``), reusing a complete
+        backup made since cutover; the backup's id, or ``None`` when the policy is ``never``."""
+        plan = self.plan
+        if plan.backup_policy != "always":
+            return None
+        cutover_at = lifecycle.snapshot().state.cutover_at or 0.0
+        for manifest in backups.list_backups(lifecycle.store, plan.collection):
+            if (
+                manifest.complete
+                and manifest.reason == "finalize"
+                and manifest.vector == plan.source_vector
+                and manifest.created_at >= cutover_at
+            ):
+                return manifest.backup_id
+        return self.back_up_source(lifecycle.store, "finalize").backup_id
+
+    def back_up_source(self, store: Store, reason: str) -> backups.Manifest:
+        """Back up every point's source vector (streaming) with ``reason``; return the manifest."""
+        plan = self.plan
+        manifest = backups.create_backup(
+            store,
+            plan.collection,
+            plan.source_vector,
+            model=plan.source.qualified_id,
+            text_field=plan.text_field,
+            reason=reason,
+        )
+        log.info("%s: backed up %d source vectors as %s", plan.collection, manifest.count, manifest.backup_id)
+        return manifest
+
+    def drop_source(self, store: Store, state: MigrationState) -> None:
+        """After finalize: drop what held the source model (here the source named vector); idempotent, so
+        a finalize cut off after recording its state is finished by calling it again."""
+        store.drop_vector(self.plan.collection, self.plan.source_vector)
+
+    # ----------------------------------------------------------------- cancel
+
+    def cancel(self, lifecycle: Lifecycle, *, drop_target: bool) -> MigrationState:
+        """Abandon the migration (writes back to the source only), then clean up; on a migration already
+        cancelled only the clean-up is done, so a cancel cut off is finished by calling it again.
+
+        Raises:
+            TransitionError: the migration cannot be cancelled in its state.
+        """
+        state = lifecycle.snapshot(refresh=True).state
+        if state.status != Status.CANCELLED:
+            state = lifecycle.apply(Cancel())
+        self.clean_up_cancel(lifecycle.store, state, drop_target=drop_target)
+        return state
+
+    def clean_up_cancel(self, store: Store, state: MigrationState, *, drop_target: bool) -> None:
+        """After cancel: drop the target named vector unless kept (idempotent)."""
+        if drop_target:
+            store.drop_vector(self.plan.collection, self.plan.target_vector)
+
+    # ----------------------------------------------------------------- backups and restore
+
+    def finalize_backup(self, lifecycle: Lifecycle, backup_id: str | None = None) -> backups.Manifest:
+        """The backup ``restore`` uses: ``backup_id``, or the newest complete backup of the source vector.
+
+        Raises:
+            MigrationError: there is no such backup.
+        """
+        store, plan = lifecycle.store, self.plan
+        if backup_id is not None:
+            return backups.get_backup(store, backup_id)
+        found = [
+            m
+            for m in backups.list_backups(store, plan.collection)
+            if m.complete and m.vector == plan.source_vector
+        ]
+        if not found:
+            raise MigrationError(
+                f"no complete backup of {plan.source_vector!r} for {plan.collection!r}; "
+                "lattice-qdrant backups list shows what there is"
+            )
+        return found[0]
+
+    def protects(self, lifecycle: Lifecycle, snap: Snapshot, manifest: backups.Manifest) -> str | None:
+        """Why the migration still needs ``manifest`` (its rollback window is open), or ``None``."""
+        plan, state = self.plan, snap.state
+        if manifest.collection != plan.collection or manifest.vector != plan.source_vector:
+            return None
+        now = lifecycle.clock()
+        if state.finalized and state.finalized_at is not None:
+            left = state.finalized_at + plan.rollback_window - now
+            if left > 0:
+                return (
+                    f"{plan.collection!r} was finalized {format_duration(now - state.finalized_at)} "
+                    f"ago; its rollback window needs this backup for another {format_duration(left)}"
+                )
+            return None
+        if state.phase == Phase.ROLLBACK_WINDOW:
+            return f"{plan.collection!r} is in its rollback window"
+        return None
+
+    def restore(
+        self, lifecycle: Lifecycle, backup_id: str | None = None, *, embedder: Embedder | None = None
+    ) -> backups.RestoreReport:
+        """Undo a finalize: the source vector back from its backup, the rollback window reopened.
+
+        Writes go to both vectors again as soon as the source exists again (before the old vectors are
+        written back, so nothing written meanwhile is lost); queries stay on the target until ``rollback``.
+        With ``embedder`` (the source model's), the points the backup cannot serve (changed or inserted
+        since) are embedded afresh; without, they are reported.
+
+        Raises:
+            MigrationError: no usable backup.
+            InvalidTransitionError: the migration is neither finalized nor in its rollback window.
+        """
+        snap = lifecycle.snapshot(refresh=True)
+        plan, store = self.plan, lifecycle.store
+        manifest = self.finalize_backup(lifecycle, backup_id)
+        if snap.state.finalized:
+            self.recreate_source(
+                store, VectorInfo(plan.source_vector, manifest.dimension, Distance(manifest.distance))
+            )
+            lifecycle.apply(Reopen(at=lifecycle.clock()))
+        elif snap.state.phase != Phase.ROLLBACK_WINDOW:
+            raise InvalidTransitionError(
+                snap.state.label, "restore", "only a finalized migration is restored"
+            )
+        self.source_reopened(store)
+        report = backups.restore(store, manifest.backup_id)
+        return self._embedded(report, store, embedder)
+
+    def recreate_source(self, store: Store, shape: VectorInfo) -> None:
+        """Restore, after finalize: make what holds the source model exist again (the named vector)."""
+        store.ensure_vector_shape(self.plan.collection, shape.name, shape.size, shape.distance)
+
+    def source_reopened(self, store: Store) -> None:
+        """Restore, once writes reach the source again: bring it up to date before the vectors are written
+        back (nothing here: the points never left the collection)."""
+        return None
+
+    def embed_unserved(self, store: Store, embedder: Embedder, *, page_size: int = 128) -> int:
+        """After a restore: embed with the source model the points the backup could not serve (here: the
+        points without the source vector, changed or inserted since), conditional on their text; return
+        how many."""
+        plan = self.plan
+        missing = models.Filter(must_not=[models.HasVectorCondition(has_vector=plan.source_vector)])
+        done = 0
+        for todo in self._source_embeddings(store, embedder, missing, page_size):
+            store.update_if_unchanged(
+                plan.collection,
+                plan.text_field,
+                {pid: (text, {plan.source_vector: vector}) for pid, (text, vector) in todo.items()},
+            )
+            done += len(todo)
+        return done
+
+    def _embedded(
+        self, report: backups.RestoreReport, store: Store, embedder: Embedder | None
+    ) -> backups.RestoreReport:
+        if embedder is None:
+            return report
+        return replace(report, embedded=self.embed_unserved(store, embedder))
+
+    def _source_embeddings(
+        self, store: Store, embedder: Embedder, flt: models.Filter, page_size: int
+    ) -> Iterator[dict[Any, tuple[str, NDArray[np.float32]]]]:
+        """Pages of the points matching ``flt`` that have text, as ``{id: (text, source-model vector)}``."""
+        plan = self.plan
+        for page in store.iter_points(
+            plan.collection, flt=flt, page_size=page_size, with_payload=[plan.text_field]
+        ):
+            todo = [
+                (r.id, t)
+                for r in page
+                if isinstance(t := (r.payload or {}).get(plan.text_field), str) and t.strip()
+            ]
+            if todo:
+                vectors = embed_checked(embedder, [t for _, t in todo], plan.source)
+                yield {pid: (t, v) for (pid, t), v in zip(todo, vectors, strict=True)}
+
+    # ----------------------------------------------------------------- what the operator is told
+
+    #: the oldest server the strategy works on
+    min_server_version: ClassVar[tuple[int, int, int]] = CONDITIONAL_WRITES_MIN_VERSION
+
+    @classmethod
+    def server_finding(cls, version: tuple[int, int, int]) -> tuple[str, str]:
+        """``doctor``'s verdict and detail on a server of ``version``.
+
+        Every strategy needs 1.17+: the migration records' compare-and-set and the backfill's stale-proof
+        writes rely on ``update_mode``, which older servers drop silently.
+        """
+        found = ".".join(map(str, version))
+        needed = ".".join(map(str, CONDITIONAL_WRITES_MIN_VERSION[:2]))
+        if version < CONDITIONAL_WRITES_MIN_VERSION:
+            return "fail", (
+                f"Qdrant {found} found, {needed}+ needed by every strategy: older servers silently ignore "
+                "update_mode, so the migration's compare-and-set and the backfill's stale-proof writes would "
+                "not hold; upgrade the server" + cls._upgrade_note()
+            )
+        return "ok", f"Qdrant {found} ({cls.kind.value} needs {needed}+)"
+
+    @classmethod
+    def _upgrade_note(cls) -> str:
+        return ""
+
+    @classmethod
+    def doctor_layout(cls, vectors: Mapping[str, VectorInfo]) -> list[Finding]:
+        """``doctor``'s findings on the collection's vector layout (read-only): any layout works here."""
+        return []
+
+    @classmethod
+    def doctor_target(
+        cls,
+        vectors: Mapping[str, VectorInfo],
+        target: ModelSpec,
+        target_vector: str,
+        plan: MigrationPlan | None,
+    ) -> list[Finding]:
+        """``doctor``'s findings on where the target vectors would go (read-only): here, a new named vector
+        beside the source's, so the name must be free or already of the target's shape."""
+        found = vectors.get(target_vector)
+        if found is None:
+            return [("target vector", "ok", f"{target_vector!r} is free; start will add it")]
+        if found.size == target.dimension and found.distance == target.distance:
+            return [("target vector", "ok", f"{target_vector!r} exists with the right shape (resuming)")]
+        return [
+            (
+                "target vector",
+                "fail",
+                f"{target_vector!r} exists as {found.size}-d {found.distance.value}; choose another name",
+            )
+        ]
+
+    @classmethod
+    def doctor_storage(cls, target: ModelSpec, total: int) -> Finding:
+        """``doctor``'s finding on the storage and memory the target model adds to ``total`` points."""
+        per_point = vector_bytes(target.dimension)
+        return (
+            "storage",
+            "ok",
+            f"the target vector adds about {format_bytes(total * per_point)} "
+            f"({target.dimension} float32 values + HNSW links per point); as much RAM unless "
+            "the vector is kept on disk",
+        )
+
+    def status_extras(self, store: Store, snap: Snapshot) -> dict[str, Any]:
+        """What ``status`` shows of this strategy besides the common fields (read-only): its name, and a
+        ``layout`` line when it has one."""
+        return {"strategy": self.kind.value}
+
+    def cancelled_next_step(self, covered: int) -> str | None:
+        """``status``'s next step for a cancelled migration with ``covered`` points on the target, when it
+        is not "plan a new migration"."""
+        return None
+
+    def start_summary(self) -> str:
+        """What ``start`` changes, for ``migrate``'s question."""
+        return f"adds vector {self.plan.target_vector!r}"

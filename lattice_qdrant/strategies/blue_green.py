@@ -11,12 +11,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from .. import bluegreen
-from ..errors import MigrationError
-from ..plan import Strategy
-from ..routing import Coverage, Destination, MixedSearches, Role, Search
-from ..state import WriteRoute
-from ..store import Store
-from .base import MigrationStrategy, VectorLayout
+from ..errors import CollectionNotFoundError, InvalidTransitionError, MigrationError
+from ..plan import MigrationPlan, Strategy
+from ..report import format_bytes
+from ..routing import Coverage, Destination, MixedSearches, Role, Search, Snapshot
+from ..spec import ModelSpec
+from ..state import MigrationState, Phase, Start, Status, WriteRoute
+from ..store import Store, VectorInfo
+from .base import Finding, Lifecycle, MigrationStrategy, VectorLayout, vector_bytes
 
 __all__ = ["BlueGreenStrategy"]
 
@@ -25,6 +27,26 @@ class BlueGreenStrategy(MigrationStrategy):
     """A new collection for the target model, and an alias switch."""
 
     kind = Strategy.BLUE_GREEN
+    own_options = ("target_collection", "alias", "copy_source_vector")
+
+    @classmethod
+    def plan_defaults(
+        cls,
+        collection: str,
+        source_vector: str,
+        target: ModelSpec,
+        target_vector: str | None,
+        options: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        """The target collection is ``{collection}__{target vector name}``, and the target vector keeps the
+        source vector's name (so readers of the alias need no change at cutover) unless
+        ``copy_source_vector`` keeps both."""
+        if target_vector is None:
+            target_vector = target.vector_name if options.get("copy_source_vector") else source_vector
+        return {
+            "target_vector": target_vector,
+            "target_collection": options.get("target_collection") or f"{collection}__{target.vector_name}",
+        }
 
     @property
     def data_collection(self) -> str:
@@ -107,3 +129,130 @@ class BlueGreenStrategy(MigrationStrategy):
                 f"cannot backfill {self.plan.collection!r}: the copy into {self.data_collection!r} is not "
                 "complete; run start again to finish it"
             )
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def other_names(self) -> tuple[str, ...]:
+        """The alias and the target collection name the same migration (the wrapper looks them up)."""
+        return tuple(name for name in (self.plan.alias, self.plan.target_collection) if name)
+
+    def planned(self, store: Store) -> None:
+        """A copy recorded for an earlier plan of the collection is not this plan's."""
+        bluegreen.forget_copy(store, self.plan)
+
+    def start(self, lifecycle: Lifecycle, snap: Snapshot) -> MigrationState:
+        """Target collection, then dual-writes, then the copy (all resumable).
+
+        Dual-writes begin before the copy so that no write made during the copy is missed; the copy
+        inserts only points the wrapper has not written yet. Calling ``start`` again after a crash
+        finishes the copy.
+        """
+        plan, store, state = self.plan, lifecycle.store, snap.state
+        if state.status == Status.PLANNED:
+            bluegreen.prepare(store, plan)
+            cov = lifecycle.coverage()
+            state = lifecycle.apply(Start(processed=cov.covered, total=cov.total))
+        elif state.phase == Phase.STABLE or state.terminal:
+            raise InvalidTransitionError(state.label, "start")
+        if not bluegreen.copy_complete(store, plan):
+            bluegreen.copy_points(store, plan)
+        return lifecycle.snapshot(refresh=True).state
+
+    def sync_alias(self, store: Store, state: MigrationState) -> bool:
+        """Every lifecycle call first puts the alias where the recorded state says, so a switch cut off
+        halfway is repaired by the next call; cutover and rollback move it after recording their state."""
+        return bluegreen.sync_alias(store, self.plan, state)
+
+    def check_cutover(self, store: Store, state: MigrationState, *, force: bool) -> None:
+        """The target collection must exist (a server applies alias actions one by one: check first), and
+        the copy into it be complete (unless forced).
+
+        Raises:
+            CollectionNotFoundError: the target collection does not exist.
+            InvalidTransitionError: the copy is not complete and ``force`` is false.
+        """
+        if not store.collection_exists(self.data_collection):
+            raise CollectionNotFoundError(
+                "cutover refused: the target collection does not exist", collection=self.data_collection
+            )
+        if not bluegreen.copy_complete(store, self.plan) and not force:
+            raise InvalidTransitionError(
+                state.label, "cutover", "the copy into the target collection is not complete; start again"
+            )
+
+    def drop_source(self, store: Store, state: MigrationState) -> None:
+        """The alias stays on the target collection, and the source collection is dropped."""
+        bluegreen.sync_alias(store, self.plan, state)
+        store.drop_collection(self.plan.collection)
+
+    def clean_up_cancel(self, store: Store, state: MigrationState, *, drop_target: bool) -> None:
+        """The alias back on the source collection, the copy forgotten, the target collection dropped
+        unless kept (:func:`lattice_qdrant.bluegreen.clean_up_cancel`)."""
+        bluegreen.clean_up_cancel(store, self.plan, state, drop_target=drop_target)
+
+    def recreate_source(self, store: Store, shape: VectorInfo) -> None:
+        """The source collection again, with the backed-up source vector and the target collection's
+        payload indexes.
+
+        Raises:
+            CollectionNotFoundError: the target collection is gone (nothing to rebuild from).
+        """
+        bluegreen.recreate_source(store, self.plan, shape)
+
+    def source_reopened(self, store: Store) -> None:
+        """Every point of the target collection is copied back (payload, stamped with the source model),
+        after writes reach the source collection again so that none made meanwhile is missed."""
+        bluegreen.copy_back(store, self.plan)
+
+    # ----------------------------------------------------------------- what the operator is told
+
+    @classmethod
+    def doctor_target(
+        cls,
+        vectors: Mapping[str, VectorInfo],
+        target: ModelSpec,
+        target_vector: str,
+        plan: MigrationPlan | None,
+    ) -> list[Finding]:
+        """The target vectors go to a collection of their own: the source collection's names are free."""
+        where = (
+            repr(plan.target_collection)
+            if plan is not None and plan.target_collection
+            else "a new collection"
+        )
+        return [
+            (
+                "target vector",
+                "ok",
+                f"blue-green: {target.qualified_id} goes to {target_vector!r} in {where} "
+                f"({target.dimension}-d {target.distance.value}); start creates it and copies every point",
+            )
+        ]
+
+    @classmethod
+    def doctor_storage(cls, target: ModelSpec, total: int) -> Finding:
+        """The new collection holds the target vector and a copy of every point's payload."""
+        size = format_bytes(total * vector_bytes(target.dimension))
+        return (
+            "storage",
+            "ok",
+            f"the new collection holds the target vector, about {size} ({target.dimension} float32 values "
+            "+ HNSW links per point; as much RAM unless kept on disk), and a copy of every point's payload",
+        )
+
+    def status_extras(self, store: Store, snap: Snapshot) -> dict[str, Any]:
+        """The target collection and where the alias points."""
+        plan = self.plan
+        points_to = store.alias_target(plan.alias) if plan.alias else None
+        alias = f"; alias {plan.alias!r} -> {points_to!r}" if plan.alias else ""
+        return {
+            "strategy": self.kind.value,
+            "target_collection": self.data_collection,
+            "alias": plan.alias,
+            "alias_points_to": points_to,
+            "layout": f"blue-green: target collection {self.data_collection!r}{alias}",
+        }
+
+    def start_summary(self) -> str:
+        """The new collection, and the copy into it."""
+        return f"creates collection {self.data_collection!r} and copies every point into it"

@@ -11,16 +11,21 @@ start.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 from qdrant_client import models
 
-from ..errors import VectorValidationError
+from .. import backups
+from ..embedders import Embedder
+from ..errors import InvalidTransitionError, MigrationError, StoreError, VectorValidationError
+from ..gates import check_reembed_cancel, check_reembed_finalize
 from ..plan import MigrationPlan, Strategy
+from ..report import format_bytes
 from ..routing import (
     Coverage,
     Destination,
@@ -35,11 +40,14 @@ from ..routing import (
     route,
 )
 from ..spec import ModelSpec
-from ..state import QueryRoute, Status
-from ..store import Store, stamp_filter
-from .base import MigrationStrategy, Stamp, VectorLayout, same_model
+from ..state import Cancel, MigrationState, Phase, QueryRoute, Reopen, Rollback, Start, Status
+from ..store import Store, VectorInfo, stamp_filter
+from .base import Finding, Lifecycle, MigrationStrategy, Stamp, VectorLayout, same_model
 
-__all__ = ["ReembedStrategy", "StampLayout"]
+__all__ = ["REASON", "ReembedStrategy", "StampLayout"]
+
+#: The reason recorded on a re-embed's backup.
+REASON = "reembed"
 
 
 @dataclass(frozen=True)
@@ -80,6 +88,19 @@ class ReembedStrategy(MigrationStrategy):
     """The source vector overwritten by the target model under its own name, after a backup."""
 
     kind = Strategy.REEMBED
+    stamp_filters_text = True  # write_stamped's one request: vector, then a stamp filtered on the text
+
+    @classmethod
+    def plan_defaults(
+        cls,
+        collection: str,
+        source_vector: str,
+        target: ModelSpec,
+        target_vector: str | None,
+        options: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        """The target vector is the source vector (``""``: the unnamed one)."""
+        return {"target_vector": source_vector if target_vector is None else target_vector}
 
     def _holds_target(self) -> models.Condition:
         """Stamped with the target model."""
@@ -219,7 +240,8 @@ class ReembedStrategy(MigrationStrategy):
         covered = store.count(self.plan.collection, self.done())
         return Coverage(covered=min(covered, total), total=total)
 
-    def bytes_per_point(self) -> int:
+    @classmethod
+    def target_bytes(cls, target: ModelSpec) -> int:
         """None: the target overwrites the source in place (its backup was made at start)."""
         return 0
 
@@ -244,3 +266,254 @@ class ReembedStrategy(MigrationStrategy):
 
     def repair_stamps(self, store: Store) -> None:
         """None needed: the stamp is what selects the work, so a point cut off is done again."""
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self, lifecycle: Lifecycle, snap: Snapshot) -> MigrationState:
+        """Back up every source vector, then dual-writes begin (Start).
+
+        No point is overwritten before the backup is complete: the backfill and the wrapper's dual-writes
+        only begin with the Start event, which records the backup. A start cut off during the backup is
+        redone by calling ``start`` again (the incomplete backup is deleted); one cut off after the backup
+        completed reuses it.
+
+        Raises:
+            InvalidTransitionError: it has already started.
+            StoreError: the vector does not have the target's shape.
+        """
+        plan, state, store = self.plan, snap.state, lifecycle.store
+        if state.status != Status.PLANNED or state.phase != Phase.STABLE:
+            done = lifecycle.settled("start", snap)  # a start of ours whose reply was lost
+            if done is not None:
+                return done
+            raise InvalidTransitionError(state.label, "start", "it has already started")
+        found = self.source_info(store)
+        if found.size != plan.target.dimension or found.distance != plan.target.distance:
+            raise StoreError(
+                f"the vector is {found.size}-d {found.distance.value}, but {plan.target.qualified_id} is "
+                f"{plan.target.dimension}-d {plan.target.distance.value}: a re-embed cannot change the "
+                "vector config; use the blue_green strategy",
+                collection=plan.collection,
+                vector=plan.source_vector,
+            )
+        store.ensure_payload_indexes(plan.collection)
+        manifest = self._backup(store)
+        current = lifecycle.snapshot(refresh=True)
+        lifecycle.record_event(f"backup {manifest.backup_id}", current.state, current.state, current.epoch)
+        cov = lifecycle.coverage()
+        return lifecycle.apply(Start(processed=cov.covered, total=cov.total), backup_id=manifest.backup_id)
+
+    def _backup(self, store: Store) -> backups.Manifest:
+        """The re-embed's backup: a complete one made for this plan by an earlier start, or a new one."""
+        plan = self.plan
+        mine = [
+            m
+            for m in backups.list_backups(store, plan.collection)
+            if m.reason == REASON
+            and m.vector == plan.source_vector
+            and m.model == plan.source.qualified_id
+            and m.created_at >= plan.created_at
+        ]
+        complete = [m for m in mine if m.complete]
+        if complete:
+            return complete[0]
+        for cut_off in mine:  # a start cut off during its backup
+            backups.delete_backup(store, cut_off.backup_id, force=True)
+        return self.back_up_source(store, REASON)
+
+    def check_finalize(self, lifecycle: Lifecycle) -> None:
+        """Every point must hold the target: afterwards queries are plain target queries, and a point still
+        holding the source vector would be compared across models (``force`` does not override this).
+
+        Raises:
+            ReembedIncompleteError: points still hold the source model.
+        """
+        check_reembed_finalize(self.plan.collection, lifecycle.coverage().missing)
+
+    def back_up_before_finalize(self, lifecycle: Lifecycle) -> str | None:
+        """None: the backup was made at start, and finalize drops nothing."""
+        return None
+
+    def drop_source(self, store: Store, state: MigrationState) -> None:
+        """Nothing to drop: one vector, now the target's everywhere."""
+        return None
+
+    def cancel(self, lifecycle: Lifecycle, *, drop_target: bool) -> MigrationState:
+        """Refused while points hold the target (their source vectors are in the backup only): ``restore``
+        is the re-embed's cancel then. There is no target vector to drop.
+
+        Raises:
+            ReembedCancelRefusedError: points hold the target model.
+        """
+        state = lifecycle.snapshot(refresh=True).state
+        check_reembed_cancel(state, self.plan.collection, lifecycle.coverage().covered)
+        return state if state.status == Status.CANCELLED else lifecycle.apply(Cancel())
+
+    def finalize_backup(self, lifecycle: Lifecycle, backup_id: str | None = None) -> backups.Manifest:
+        """``backup_id``, or the backup the re-embed's start made.
+
+        Raises:
+            MigrationError: it has not started, or its backup is incomplete.
+        """
+        if backup_id is not None:
+            return backups.get_backup(lifecycle.store, backup_id)
+        snap = lifecycle.snapshot(refresh=True)
+        if snap.backup_id is None:
+            raise MigrationError(
+                f"the re-embed of {self.plan.collection!r} has no backup: it has not started"
+            )
+        manifest = backups.get_backup(lifecycle.store, snap.backup_id)
+        if not manifest.complete:
+            raise MigrationError(f"the re-embed's backup {manifest.backup_id!r} is incomplete")
+        return manifest
+
+    def protects(self, lifecycle: Lifecycle, snap: Snapshot, manifest: backups.Manifest) -> str | None:
+        """The backup is needed from start on: it holds the only copy of the overwritten source vectors,
+        until the migration is cancelled with no point left on the target, or finalized and its rollback
+        window has passed."""
+        plan, state = self.plan, snap.state
+        if manifest.collection != plan.collection or manifest.vector != plan.source_vector:
+            return None
+        if manifest.backup_id != snap.backup_id:
+            return None
+        if state.status == Status.CANCELLED:
+            held = lifecycle.coverage().covered
+            if held:
+                return (
+                    f"{held} point(s) of {plan.collection!r} still hold the target model: "
+                    "restore needs this backup"
+                )
+            return None
+        if not state.finalized:
+            return (
+                f"{plan.collection!r} is being re-embedded: this backup holds the only copy of its "
+                "source vectors"
+            )
+        return super().protects(lifecycle, snap, manifest)
+
+    def restore(
+        self, lifecycle: Lifecycle, backup_id: str | None = None, *, embedder: Embedder | None = None
+    ) -> backups.RestoreReport:
+        """Undo the re-embed (any time after start, finalized or not); its source vectors were overwritten
+        under the same name.
+
+        The migration is cancelled first (reopened and rolled back on the way when needed), so writes go
+        to the source model only; after ``refresh_interval`` (every process then routes so) each backed-up
+        source vector is written back with its model fields, only where the point still holds the text of
+        its backup entry; the count and checksum are checked against the manifest. With ``embedder`` (the
+        source model's), the points changed since are embedded with it, vector and stamp together; without,
+        they are reported and keep the target's. Resumable: run it again on the cancelled migration.
+
+        Raises:
+            InvalidTransitionError: it has not started (nothing was overwritten).
+            MigrationError: no usable backup, or a backup of another vector.
+        """
+        snap = lifecycle.snapshot(refresh=True)
+        plan, state, store = self.plan, snap.state, lifecycle.store
+        if state.status == Status.PLANNED:
+            raise InvalidTransitionError(
+                state.label, "restore", "it has not started: nothing was overwritten"
+            )
+        manifest = self.finalize_backup(lifecycle, backup_id)
+        if manifest.collection != plan.collection or manifest.vector != plan.source_vector:
+            raise MigrationError(
+                f"backup {manifest.backup_id!r} holds {manifest.collection!r} vector {manifest.vector!r}, "
+                f"not this re-embed's ({plan.collection!r} vector {plan.source_vector!r})"
+            )
+        # Writes back to the source model first, or restored points would be overwritten again.
+        if state.finalized:
+            state = lifecycle.apply(Reopen(at=lifecycle.clock()))
+        if state.phase == Phase.ROLLBACK_WINDOW:
+            state = lifecycle.apply(Rollback(at=lifecycle.clock()))
+        if state.status != Status.CANCELLED:
+            state = lifecycle.apply(Cancel())
+            # other processes route by a state at most refresh_interval old: let them see the cancel
+            time.sleep(lifecycle.refresh_interval)
+        current = lifecycle.snapshot(refresh=True)
+        lifecycle.record_event(f"restore {manifest.backup_id}", current.state, current.state, current.epoch)
+        report = backups.restore(store, manifest.backup_id, force=True, restore_model_fields=True)
+        if embedder is None:
+            return report
+        return replace(report, embedded=self.embed_unserved(store, embedder))
+
+    def embed_unserved(self, store: Store, embedder: Embedder, *, page_size: int = 128) -> int:
+        """The points still holding the target (changed since their backup entry), embedded with the source
+        model, vector and stamp together, conditional on their text."""
+        plan, source = self.plan, self.plan.source
+        done = 0
+        for todo in self._source_embeddings(store, embedder, self.done(), page_size):
+            done += len(
+                store.write_stamped(
+                    plan.collection,
+                    plan.source_vector,
+                    plan.text_field,
+                    todo,
+                    (source.model_id, source.version),
+                    distance=source.distance,
+                    unless=self.todo(),
+                )
+            )
+        return done
+
+    # ----------------------------------------------------------------- what the operator is told
+
+    @classmethod
+    def doctor_target(
+        cls,
+        vectors: Mapping[str, VectorInfo],
+        target: ModelSpec,
+        target_vector: str,
+        plan: MigrationPlan | None,
+    ) -> list[Finding]:
+        """The target overwrites the source vector, so it must have its shape."""
+        found = vectors.get(target_vector)
+        if found is None:
+            return []
+        if (found.size, found.distance) == (target.dimension, target.distance):
+            return [
+                (
+                    "target vector",
+                    "ok",
+                    f"re-embed: {target.qualified_id} overwrites {target_vector!r} point by point "
+                    "(same shape); start backs every source vector up first",
+                )
+            ]
+        return [
+            (
+                "target vector",
+                "fail",
+                f"{target_vector!r} is {found.size}-d {found.distance.value}, the target "
+                f"{target.dimension}-d {target.distance.value}: use the blue_green strategy",
+            )
+        ]
+
+    @classmethod
+    def doctor_storage(cls, target: ModelSpec, total: int) -> Finding:
+        """No vector added; the backup holds a copy of every source vector."""
+        return (
+            "storage",
+            "ok",
+            "a re-embed adds no vector to the collection; its backup collection holds a copy of every "
+            f"source vector and text (about {format_bytes(total * target.dimension * 4)} of vectors)",
+        )
+
+    def status_extras(self, store: Store, snap: Snapshot) -> dict[str, Any]:
+        """The backup, and that the stamp tells the models apart."""
+        return {
+            "strategy": self.kind.value,
+            "backup_id": snap.backup_id,
+            "layout": f"re-embed: one vector, the payload stamp says which model; backup {snap.backup_id}",
+        }
+
+    def cancelled_next_step(self, covered: int) -> str | None:
+        """Points still on the target after a cancel: a restore was cut off."""
+        if not covered:
+            return None
+        return (
+            f"lattice-qdrant restore {self.plan.collection}: {covered} point(s) still hold the target model "
+            "(a restore was cut off?)"
+        )
+
+    def start_summary(self) -> str:
+        """The backup, and the overwrite."""
+        return f"backs up and overwrites vector {self.plan.target_vector!r}"
