@@ -269,6 +269,14 @@ def test_mixed_mode_works_across_the_two_collections(
     res = lattice.query_points(blue.plan.collection, models.Document(text=CORPUS[2], model="m"), mode="mixed",
                                limit=3)  # fmt: skip
     assert res.points[0].id % len(CORPUS) == 2
+    # the target vector is the unnamed one here: the covered candidates are rescored from it, not re-embedded
+    from lattice_qdrant.mixed import mixed_query
+
+    plan = blue.plan
+    found = mixed_query(lattice.store, plan, CORPUS[2], limit=3, missing="source_order",
+                        embed_source=lattice.embedder(plan.source).embed,
+                        embed_target=lattice.embedder(plan.target).embed)  # fmt: skip
+    assert found.rescored > 0 and found.embedded == 0
 
 
 def test_verify_checks_the_source_collection_against_the_source_model(
