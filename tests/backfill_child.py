@@ -2,13 +2,14 @@
 
     python tests/backfill_child.py (--path DIR | --url URL) --collection docs --control CONTROL
         [--batch-size 50] [--writers 2] [--max-rate R] [--delay S] [--shard I/N] [--sigterm]
-        [--strategy reembed]
+        [--strategy reembed] [--progress]
 
 Opens a ``QdrantClient`` on the path or server, wraps it, plans and starts the migration of ``--collection``
 if that was not done yet (the cheap hash models of ``conftest.py``: "legacy" to "modern"; a 64-d "modern"
-overwriting "legacy" with ``--strategy reembed``), prints ``ready``,
-runs the backfill and prints its report as one JSON line. With ``--sigterm``, SIGTERM sets the backfill's
-stop event, so the run finishes its in-flight batches and exits 0.
+overwriting "legacy" with ``--strategy reembed``), prints ``ready``, runs the backfill and prints its
+report as one JSON line. With ``--progress`` it also prints ``written N`` each time the count of points
+written grows (a parent can kill it once writes are landing). With ``--sigterm``, SIGTERM sets the
+backfill's stop event, so the run finishes its in-flight batches and exits 0.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 from qdrant_client import QdrantClient
 
 import lattice_qdrant as lq
-from lattice_qdrant.backfill import BackfillOptions, Shard, run_backfill
+from lattice_qdrant.backfill import BackfillOptions, BackfillProgress, Shard, run_backfill
 from lattice_qdrant.embedders import HashEmbedder
 
 
@@ -41,6 +42,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--shard", default=None, help="I/N")
     parser.add_argument("--sigterm", action="store_true", help="SIGTERM stops the run cleanly")
+    parser.add_argument("--progress", action="store_true", help="print 'written N' as writes land")
     parser.add_argument(
         "--strategy", default="in_place", help="in_place, or reembed (a 64-d target overwriting 'legacy')"
     )
@@ -88,7 +90,16 @@ def main(argv: list[str] | None = None) -> int:
             heartbeat_interval=0.5,
         )
         print("ready", flush=True)
-        report = run_backfill(migration, modern, options, stop=stop)
+        seen = [0]
+
+        def on_progress(progress: BackfillProgress) -> None:
+            if progress.written > seen[0]:
+                seen[0] = progress.written
+                print(f"written {progress.written}", flush=True)
+
+        report = run_backfill(
+            migration, modern, options, stop=stop, on_progress=on_progress if args.progress else None
+        )
         print(json.dumps(dataclasses.asdict(report)), flush=True)
     finally:
         client.close()

@@ -818,12 +818,14 @@ def test_a_reembed_backfill_killed_at_random_moments_finishes_exactly(
     command = [sys.executable, str(CHILD), "--path", str(path), "--collection", "docs", "--control", "ctl",
                "--strategy", "reembed", "--batch-size", "50"]  # fmt: skip
     with log_path.open("w") as log:
-        for delay in (0.4, 0.9, 0.6):
+        for delay in (0.1, 0.4, 0.2):
             with subprocess.Popen(
-                [*command, "--max-rate", "300"], stdout=subprocess.PIPE, stderr=log, text=True
+                [*command, "--max-rate", "300", "--progress"], stdout=subprocess.PIPE, stderr=log, text=True
             ) as proc:
                 assert proc.stdout is not None
                 assert proc.stdout.readline().strip() == "ready", log_path.read_text()
+                # kill once writes are landing, however slowly a loaded machine got there
+                assert proc.stdout.readline().startswith("written "), log_path.read_text()
                 time.sleep(delay)
                 proc.kill()
                 proc.wait()
