@@ -16,7 +16,7 @@ safe way back::
 
 from .client import LatticeClient, wrap
 from .coordinator import Migration, Routing, Snapshot, plan_migration
-from .embedders import Embedder, HashEmbedder, SentenceTransformerEmbedder, embedder_for
+from .embedders import Embedder, EmbedderSettings, HashEmbedder, SentenceTransformerEmbedder, embedder_for
 from .errors import (
     CollectionNotFoundError,
     ConcurrentTransitionError,
@@ -68,6 +68,7 @@ __all__ = [
     "Distance",
     "Embedder",
     "EmbedderError",
+    "EmbedderSettings",
     "HashEmbedder",
     "InPlaceUnsupportedError",
     "IndexConflictError",

@@ -41,6 +41,7 @@ from . import commands
 from .backfill import BackfillOptions, BackfillProgress, BackfillReport, BackfillSettings, Shard
 from .commands import Connection, Session, StatusReport
 from .config import Settings, load_settings
+from .embedders import EmbedderSettings
 from .errors import ConfigError, LatticeError, TransitionError
 from .metrics import NO_METRICS
 from .options import choices, is_duration, plain, summary, value_type
@@ -69,6 +70,10 @@ models_app = typer.Typer(help="Register and inspect embedding model specs.", no_
 app.add_typer(models_app, name="models")
 
 
+#: placeholder default of a table parameter: typer always passes the table's options
+_NONE: Mapping[str, Any] = MappingProxyType({})
+
+
 @dataclass
 class _State:
     connection: Connection = field(default_factory=Connection)
@@ -85,7 +90,6 @@ def _state(ctx: typer.Context) -> _State:
     return obj
 
 
-@app.callback()
 def _root(
     ctx: typer.Context,
     url: Annotated[
@@ -116,8 +120,10 @@ def _root(
     ] = None,
     traceback: Annotated[bool, typer.Option("--traceback", help="Show the stack trace of an error.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what happens.")] = False,
+    runtime: EmbedderOpts = _NONE,
 ) -> None:
-    # No docstring: the app's --help is the Typer's help, written once.
+    # No docstring: the app's --help is the Typer's help, written once. Registered as the app's callback
+    # below, once its table of embedder options can be expanded.
     # The backfill draws its own progress; model loading's bars would tear through it.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     logging.basicConfig(
@@ -129,6 +135,7 @@ def _root(
         connection=Connection(url=url, path=path, api_key=api_key, grpc=grpc),
         config=config,
         traceback=traceback,
+        overrides=dict(runtime),
     )
 
 
@@ -262,8 +269,6 @@ def _command(group: typer.Typer, source: Callable[..., Any], name: str | None = 
     return register
 
 
-#: placeholder default of a table parameter: typer always passes the table's options
-_NONE: Mapping[str, Any] = MappingProxyType({})
 #: the options of a plan (:class:`~lattice_qdrant.plan.PlanOptions`)
 PlanOpts = Annotated[Mapping[str, Any], _Table(PlanOptions)]
 #: the backfill options the settings hold (:class:`~lattice_qdrant.backfill.BackfillSettings`)
@@ -275,6 +280,11 @@ BackfillOpts = Annotated[
         BackfillOptions, exclude=frozenset({"shard", "priorities", "heartbeat_interval", "progress_interval"})
     ),
 ]
+#: how this process runs the models (:class:`~lattice_qdrant.embedders.EmbedderSettings`): options of the
+#: app itself, before the command, since every command that embeds builds its models the same way
+EmbedderOpts = Annotated[Mapping[str, Any], _Table(EmbedderSettings)]
+
+app.callback()(_expand(_root))
 
 
 def _backfill_options(session: Session, **values: Any) -> BackfillOptions:
@@ -370,6 +380,16 @@ def models_register(
     max_length: Annotated[int | None, typer.Option(help="Maximum tokens.")] = None,
     prompt: Annotated[str | None, typer.Option(help="Text prepended to every input.")] = None,
     revision: Annotated[str | None, typer.Option(help="Model revision.")] = None,
+    backend: Annotated[
+        str,
+        typer.Option(
+            help="How the model runs: torch, onnx or openvino (the same vectors, so the same checksum)."
+        ),
+    ] = "torch",
+    quantize: Annotated[
+        str | None,
+        typer.Option(help="int8 (with --backend onnx): a quantized model, with a checksum of its own."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     with _session(ctx) as session:
@@ -385,6 +405,9 @@ def models_register(
                 max_length=max_length,
                 prompt=prompt,
                 revision=revision,
+                backend=backend,
+                quantization=quantize,
+                settings=session.settings,
             )
         except ValueError as exc:
             raise ConfigError(f"invalid model spec: {exc}") from exc
@@ -405,7 +428,9 @@ def models_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         if not specs:
             typer.echo("no models registered")
         for spec in specs:
-            typer.echo(f"{spec.qualified_id:40} {spec.dimension:>5}-d {spec.distance.value:9} {spec.name}")
+            runs = " ".join(x for x in (spec.backend, spec.quantization) if x and x != "torch")
+            line = f"{spec.qualified_id:40} {spec.dimension:>5}-d {spec.distance.value:9} {spec.name}"
+            typer.echo(f"{line} ({runs})" if runs else line)
 
 
 @_command(models_app, commands.show_model, "show")

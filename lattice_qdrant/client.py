@@ -31,7 +31,7 @@ from qdrant_client.http import models as rest
 
 from . import backups
 from .coordinator import DEFAULT_REFRESH_INTERVAL, Migration, find_migration, plan_migration
-from .embedders import Embedder, check_embedder, embed_checked, embedder_for
+from .embedders import Embedder, EmbedderSettings, check_embedder, embed_checked, embedder_for
 from .errors import (
     EmbedderError,
     MigrationError,
@@ -90,6 +90,7 @@ def wrap(
     retry: RetryPolicy | None = None,
     load_embedders: bool = True,
     store: Store | None = None,
+    embedder_settings: EmbedderSettings | None = None,
 ) -> LatticeClient:
     """Wrap a ``QdrantClient`` so its writes and queries follow each collection's migration.
 
@@ -105,6 +106,8 @@ def wrap(
         load_embedders: build an embedder from a registered spec when none was given (loads the model).
         store: the store to reach Qdrant through instead of the client's own (``control_collection`` and
             ``retry`` are then the store's): a fake of :mod:`lattice_qdrant.testing`, for instance.
+        embedder_settings: how the embedders built from specs run (device, precision, tokens per pass,
+            export cache); the defaults when ``None``.
     """
     return LatticeClient(
         client,
@@ -114,6 +117,7 @@ def wrap(
         retry=retry,
         load_embedders=load_embedders,
         store=store,
+        embedder_settings=embedder_settings,
     )
 
 
@@ -133,6 +137,7 @@ class LatticeClient:
         retry: RetryPolicy | None = None,
         load_embedders: bool = True,
         store: Store | None = None,
+        embedder_settings: EmbedderSettings | None = None,
     ) -> None:
         self.client = client
         self.store: Store = (
@@ -143,6 +148,7 @@ class LatticeClient:
         self.registry = ModelRegistry(self.store)
         self.refresh_interval = refresh_interval
         self.load_embedders = load_embedders
+        self.embedder_settings = embedder_settings
         self._embedders: dict[str, Embedder] = dict(embedders or {})
         self._built: dict[str, Embedder] = {}
         self._migrations: dict[str, Migration] = {}
@@ -181,7 +187,7 @@ class LatticeClient:
                     f"no embedder for {spec.qualified_id}; pass embedders={{{spec.model_id!r}: ...}} "
                     "to wrap()"
                 )
-            found = embedder_for(spec)
+            found = embedder_for(spec, self.embedder_settings)
             with self._lock:
                 found = self._built.setdefault(spec.qualified_id, found)
         check_embedder(found, spec)

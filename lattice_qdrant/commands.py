@@ -27,7 +27,7 @@ from . import verify as verification
 from .client import LatticeClient, wrap
 from .config import Settings, load_settings
 from .coordinator import Migration
-from .embedders import Embedder, check_embedder, embedder_for
+from .embedders import Embedder, EmbedderSettings, check_embedder, embedder_for
 from .errors import (
     ConfigError,
     EmbedderError,
@@ -151,6 +151,7 @@ class Session:
             refresh_interval=self.settings.refresh_interval,
             retry=RetryPolicy(attempts=self.settings.retries),
             store=store,
+            embedder_settings=self.settings,
         )
 
     @property
@@ -954,36 +955,31 @@ def spec_from_options(
     max_length: int | None = None,
     prompt: str | None = None,
     revision: str | None = None,
+    backend: str = "torch",
+    quantization: str | None = None,
+    settings: EmbedderSettings | None = None,
 ) -> ModelSpec:
-    """A spec from CLI options; the dimension is read from the model when not given (loads it)."""
+    """A spec from CLI options; the dimension is read from the model when not given (loads it, on its
+    backend, as ``settings`` say: an onnx or openvino model is exported then, if it is not cached)."""
+    fields: dict[str, Any] = {
+        "model_id": model_id,
+        "version": version,
+        "distance": distance,
+        "name": name,
+        "pooling": pooling,
+        "normalize": normalize,
+        "max_length": max_length,
+        "prompt": prompt,
+        "revision": revision,
+        "backend": backend,
+        "quantization": quantization,
+    }
     if dimension is None:
-        probe = ModelSpec(
-            model_id=model_id,
-            version=version,
-            dimension=1,
-            distance=distance,  # type: ignore[arg-type]
-            name=name,
-            pooling=pooling,
-            normalize=normalize,
-            max_length=max_length,
-            prompt=prompt,
-            revision=revision,
-        )
+        probe = ModelSpec.model_validate({**fields, "dimension": 1})
         if name.startswith("hash:"):
             raise ConfigError("a hash:bow model needs --dimension", key="dimension")
-        dimension = embedder_for(probe).dimension
-    return ModelSpec(
-        model_id=model_id,
-        version=version,
-        dimension=dimension,
-        distance=distance,  # type: ignore[arg-type]
-        name=name,
-        pooling=pooling,
-        normalize=normalize,
-        max_length=max_length,
-        prompt=prompt,
-        revision=revision,
-    )
+        dimension = embedder_for(probe, settings).dimension
+    return ModelSpec.model_validate({**fields, "dimension": dimension})
 
 
 # --------------------------------------------------------------------------- shadow comparison

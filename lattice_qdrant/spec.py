@@ -5,6 +5,13 @@ A spec carries a human id (``model_id``), an integer ``version``, the vector sha
 ``revision``, ``pooling``, ``normalize``, ``max_length`` and ``prompt``. The checksum is the SHA-256 of
 that configuration alone, so renaming a model (another ``model_id``) keeps its checksum and needs no
 re-embed, while changing any setting changes the checksum.
+
+A spec also says how the model runs: its inference ``backend`` (``torch``, ``onnx``, ``openvino``) and its
+``quantization``. The backends compute the same function, and their vectors agree far within verify's
+tolerance (ONNX Runtime's fp32 vectors are torch's to about 1e-7), so a backend alone is not part of the
+identity: the same model under another backend keeps its checksum, and its vectors need no re-embed. A
+quantized model computes another function (int8 weights give vectors at cosine 0.98-0.99 to the fp32
+ones): its recipe enters the configuration, so its checksum differs.
 """
 
 from __future__ import annotations
@@ -13,11 +20,24 @@ import hashlib
 import json
 import re
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["Distance", "ModelSpec"]
+__all__ = ["QUANTIZATION_RECIPES", "Backend", "Distance", "ModelSpec", "Quantization"]
+
+#: how a model's forward pass runs: sentence-transformers' torch model, ONNX Runtime or OpenVINO
+Backend = Literal["torch", "onnx", "openvino"]
+#: a quantization of the model's weights
+Quantization = Literal["int8"]
+
+QUANTIZATION_RECIPES: dict[tuple[str, str], str] = {
+    ("onnx", "int8"): "onnxruntime-dynamic-qint8-per-channel-reduce-range",
+}
+"""The recipe behind each (backend, quantization) a spec may name. The recipe is part of the checksum:
+another recipe gives other vectors, so it would be another model. ``reduce_range`` (7-bit weights) keeps
+the int8 kernels of CPUs without VNNI from saturating, so every machine of a fleet computes the same
+vectors."""
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
 
@@ -45,6 +65,9 @@ class ModelSpec(BaseModel):
         normalize: whether vectors are L2-normalised.
         max_length: maximum tokens (longer text is truncated by the model).
         prompt: text prepended to every input, if any.
+        backend: how the forward pass runs (``torch``, ``onnx``, ``openvino``); not part of the checksum.
+        quantization: ``int8`` (with the ``onnx`` backend) for a dynamically quantized model, or ``None``;
+            part of the checksum.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -59,6 +82,8 @@ class ModelSpec(BaseModel):
     normalize: bool = True
     max_length: int | None = Field(default=None, ge=1)
     prompt: str | None = None
+    backend: Backend = "torch"
+    quantization: Quantization | None = None
 
     @field_validator("model_id")
     @classmethod
@@ -77,9 +102,24 @@ class ModelSpec(BaseModel):
             raise ValueError("name must not be empty")
         return value
 
+    @model_validator(mode="after")
+    def _check_quantization(self) -> ModelSpec:
+        if self.quantization is not None and (self.backend, self.quantization) not in QUANTIZATION_RECIPES:
+            known = ", ".join(f"{q} with backend {b}" for b, q in QUANTIZATION_RECIPES)
+            raise ValueError(
+                f"quantization {self.quantization!r} is not available with backend {self.backend!r} "
+                f"(available: {known})"
+            )
+        return self
+
     def configuration(self) -> dict[str, Any]:
-        """The settings that decide what the vectors are (the checksum's input)."""
-        return {
+        """The settings that decide what the vectors are (the checksum's input).
+
+        The backend is not among them (every backend computes the same vectors); a quantization is, as its
+        recipe (:data:`QUANTIZATION_RECIPES`), and only when set, so the checksums of unquantized specs are
+        those they always were.
+        """
+        configuration: dict[str, Any] = {
             "name": self.name,
             "revision": self.revision,
             "pooling": self.pooling,
@@ -87,6 +127,9 @@ class ModelSpec(BaseModel):
             "max_length": self.max_length,
             "prompt": self.prompt,
         }
+        if self.quantization is not None:
+            configuration["quantization"] = QUANTIZATION_RECIPES[(self.backend, self.quantization)]
+        return configuration
 
     @property
     def checksum(self) -> str:
@@ -105,7 +148,8 @@ class ModelSpec(BaseModel):
         return f"{self.model_id.replace('/', '-')}-v{self.version}"
 
     def same_vectors_as(self, other: ModelSpec) -> bool:
-        """Whether vectors of ``other`` are interchangeable with ours (a rename is)."""
+        """Whether vectors of ``other`` are interchangeable with ours (a rename is, and so is another backend;
+        a quantization is not)."""
         return (
             self.checksum == other.checksum
             and self.dimension == other.dimension

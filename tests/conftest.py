@@ -58,6 +58,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="session")
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One ONNX export cache for the whole run: the model tests export all-MiniLM-L6-v2 once."""
+    return tmp_path_factory.mktemp("onnx-cache")
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     """``"local"`` or ``"server"`` (the latter only runs with ``QDRANT_URL``)."""
