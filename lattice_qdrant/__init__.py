@@ -49,6 +49,7 @@ from .errors import (
     TransientStoreError,
     TransitionError,
     UnnamedVectorError,
+    UploadRejectedError,
     VectorConflictError,
     VectorValidationError,
 )
@@ -113,6 +114,7 @@ __all__ = [
     "TransientStoreError",
     "TransitionError",
     "UnnamedVectorError",
+    "UploadRejectedError",
     "VectorConflictError",
     "VectorValidationError",
     "WriteRoute",

@@ -10,18 +10,29 @@
   field in the payload; otherwise the batch is rejected;
 * validates every vector (dimension, finite values, required names) and rejects a bad batch whole, before
   anything is written;
+* re-embeds the target vector when a payload write changes the plan's text field;
 * picks ``using`` for queries from the routing state, embeds query text with the matching model, and
   refuses a query vector whose dimension does not fit the routed model.
 
-Collections without a migration, and every other method of the client, pass through unchanged.
+Which of the client's methods are routed is :mod:`lattice_qdrant.surface`'s table (``ROUTED``); each is a
+method of :class:`LatticeClient` with the client's own parameters. The ``PASSED_THROUGH`` methods reach the
+wrapped client unchanged, and so do collections without a migration. A name in neither table (a method
+a newer qdrant-client added) raises ``AttributeError`` instead of silently bypassing the migration.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
+import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from pydantic import ValidationError
@@ -29,15 +40,17 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.conversions.conversion import GrpcToRest
 from qdrant_client.http import models as rest
 
-from . import backups
+from . import backups, surface
 from .coordinator import DEFAULT_REFRESH_INTERVAL, Migration, find_migration, plan_migration
 from .embedders import Embedder, EmbedderSettings, check_embedder, embed_checked, embedder_for
 from .errors import (
+    ConfigError,
     EmbedderError,
     MigrationError,
     MigrationNotFoundError,
     PlanError,
     StoreError,
+    UploadRejectedError,
     VectorValidationError,
 )
 from .mixed import MissingPolicy, mixed_query
@@ -46,22 +59,36 @@ from .registry import ModelRegistry
 from .routing import (
     EMPTY_DOCUMENT,
     TEXT_TYPES,
+    Inference,
     MixedQuery,
     PassThrough,
     Resolution,
+    Role,
     Snapshot,
+    TextChange,
     as_point_structs,
+    as_request,
+    batched,
     blank,
     check_update_filter,
     check_vector,
     id_key,
+    in_memory,
+    inference_mode,
     is_dense,
     query_text,
+    request_options,
     resolve,
     roles,
     route,
     schema_moved,
+    selected,
+    single_call,
     split,
+    text_change,
+    upload_problem,
+    upload_rows,
+    upload_structs,
 )
 from .spec import ModelSpec
 from .store import (
@@ -73,12 +100,15 @@ from .store import (
     open_store,
     stamp_selector,
 )
-from .strategies import strategy_class
+from .strategies import MigrationStrategy, strategy_class
 
 __all__ = ["LatticeClient", "wrap"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+#: Ids a text change re-embeds per request.
+REEMBED_PAGE = 256
 
 
 def wrap(
@@ -91,6 +121,7 @@ def wrap(
     load_embedders: bool = True,
     store: Store | None = None,
     embedder_settings: EmbedderSettings | None = None,
+    inference: Inference | None = None,
 ) -> LatticeClient:
     """Wrap a ``QdrantClient`` so its writes and queries follow each collection's migration.
 
@@ -108,6 +139,14 @@ def wrap(
             ``retry`` are then the store's): a fake of :mod:`lattice_qdrant.testing`, for instance.
         embedder_settings: how the embedders built from specs run (device, precision, tokens per pass,
             export cache); the defaults when ``None``.
+        inference: where the ``models.Document`` of routed writes and queries is embedded: ``"local"``
+            (the default for a client without cloud inference) with the routed model's embedder, or
+            ``"server"`` by Qdrant's inference, the Document's ``model`` set to the routed spec's
+            ``model_id`` (needs ``QdrantClient(..., cloud_inference=True)``). A client made with
+            ``cloud_inference=True`` needs the choice made here.
+
+    Raises:
+        ConfigError: ``inference`` is missing for a cloud-inference client, or does not fit the client.
     """
     return LatticeClient(
         client,
@@ -118,13 +157,15 @@ def wrap(
         load_embedders=load_embedders,
         store=store,
         embedder_settings=embedder_settings,
+        inference=inference,
     )
 
 
 class LatticeClient:
     """A ``QdrantClient`` whose writes and queries follow the migration of each collection.
 
-    Use :func:`wrap` to build one. Attributes the wrapper does not define are the wrapped client's.
+    Use :func:`wrap` to build one. The methods :data:`lattice_qdrant.surface.ROUTED` names are the
+    wrapper's own, with the client's parameters; those ``PASSED_THROUGH`` names are the wrapped client's.
     """
 
     def __init__(
@@ -138,7 +179,9 @@ class LatticeClient:
         load_embedders: bool = True,
         store: Store | None = None,
         embedder_settings: EmbedderSettings | None = None,
+        inference: Inference | None = None,
     ) -> None:
+        self.inference: Inference = inference_mode(bool(getattr(client, "cloud_inference", False)), inference)
         self.client = client
         self.store: Store = (
             store
@@ -157,8 +200,20 @@ class LatticeClient:
         self._lock = threading.Lock()
 
     def __getattr__(self, name: str) -> Any:
-        # Everything the wrapper does not route is the wrapped client's, unchanged.
-        return getattr(self.client, name)
+        # Only what surface.py passes through is the wrapped client's: a method it does not know (a newer
+        # qdrant-client's) may write or search vectors, and must not bypass the migration unnoticed.
+        if name in surface.PASSED_THROUGH or name in surface.ATTRIBUTES:
+            return getattr(self.client, name)
+        if name in surface.ROUTED:  # pragma: no cover - a test checks every routed name is defined
+            raise AttributeError(f"LatticeClient does not implement the routed method {name!r}")
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise AttributeError(
+            f"{type(self.client).__name__}.{name} is in neither table of lattice_qdrant/surface.py (ROUTED, "
+            "PASSED_THROUGH): the wrapper does not know whether it writes or searches vectors, so it does "
+            f"not pass it through; classify it there, or call it on the wrapped client (.client.{name}) "
+            "to bypass the migration knowingly"
+        )
 
     def __repr__(self) -> str:
         return f"LatticeClient({self.client!r})"
@@ -299,22 +354,51 @@ class LatticeClient:
 
     # ----------------------------------------------------------------- writes
 
+    def _refuse_server_inference(self, strategy: MigrationStrategy) -> None:
+        """Refuse, before anything is written, a migration whose strategy needs the embeddings in this
+        process while the wrapper leaves embedding to the server."""
+        refusal = strategy.server_inference_refusal() if self.inference == "server" else None
+        if refusal is not None:
+            raise ConfigError(refusal, key="inference")
+
     def upsert(
         self,
         collection_name: str,
         points: models.Batch | Sequence[models.PointStruct],
+        wait: bool = True,
+        ordering: models.WriteOrdering | None = None,
+        shard_key_selector: Any = None,
+        update_filter: models.Filter | Any = None,
+        update_mode: models.UpdateMode | None = None,
+        timeout: int | None = None,
         **kwargs: Any,
     ) -> models.UpdateResult:
         """Upsert points, routed and validated as the collection's migration requires.
 
         In place, the routed vectors go in one upsert (an upsert replaces the whole point). Blue-green,
         the source vector goes to the source collection and the target vector to the target collection.
+        A point whose payload has a new text gets its routed vectors embedded from it when they are not
+        given, so no target vector is left from the old text.
 
         Raises:
             VectorValidationError: a point is missing a routed vector or has a bad one; nothing was
                 written.
         """
-        structs = as_point_structs(points)
+        options = _explicit(
+            "upsert",
+            wait=wait,
+            ordering=ordering,
+            shard_key_selector=shard_key_selector,
+            update_filter=update_filter,
+            update_mode=update_mode,
+            timeout=timeout,
+            **kwargs,
+        )
+        return self._upsert(collection_name, as_point_structs(points), options)
+
+    def _upsert(
+        self, collection_name: str, structs: list[models.PointStruct], kwargs: dict[str, Any]
+    ) -> models.UpdateResult:
         migration = self._migration_for(collection_name)
         if migration is None:
             return self.store.upsert(collection_name, self._embed_unrouted(structs), **kwargs)
@@ -322,11 +406,9 @@ class LatticeClient:
         def write() -> models.UpdateResult:
             snap = migration.snapshot()
             strategy, plan = migration.strategy_of(snap), snap.plan
-            required = roles(route(snap, 0.0).write)
+            required, texts, checked = self._check_upsert(snap, strategy, structs)
+            resolved = self._embedded(plan, checked)
             ids = [p.id for p in structs]
-            texts = [(p.payload or {}).get(plan.text_field) for p in structs]
-            splits = [split(p.vector, plan, required, ambiguous=strategy.ambiguity()) for p in structs]
-            resolved = self._embedded(plan, resolve(plan, ids, splits, required, texts))
             narrowed = self._back_up_sources(
                 migration,
                 snap,
@@ -359,12 +441,185 @@ class LatticeClient:
 
         return self._with_fresh_routing(migration, write)
 
+    def _check_upsert(
+        self, snap: Snapshot, strategy: MigrationStrategy, structs: Sequence[models.PointStruct]
+    ) -> tuple[tuple[Role, ...], list[Any], Resolution]:
+        """An upsert's points validated against the routing (nothing embedded, nothing written): the roles
+        written, each point's text, and what is left to embed.
+
+        Raises:
+            VectorValidationError: every bad point.
+        """
+        self._refuse_server_inference(strategy)
+        plan = snap.plan
+        required = roles(route(snap, 0.0).write)
+        ids = [p.id for p in structs]
+        texts = [(p.payload or {}).get(plan.text_field) for p in structs]
+        splits = [split(p.vector, plan, required, ambiguous=strategy.ambiguity()) for p in structs]
+        return required, texts, resolve(plan, ids, splits, required, texts)
+
+    def upload_points(
+        self,
+        collection_name: str,
+        points: Iterable[models.PointStruct],
+        batch_size: int = 64,
+        parallel: int = 1,
+        method: str | None = None,
+        max_retries: int = 3,
+        wait: bool = False,
+        shard_key_selector: Any = None,
+        update_filter: models.Filter | Any = None,
+        update_mode: models.UpdateMode | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Upload points in batches of ``batch_size``, each routed and validated as :meth:`upsert`.
+
+        A generator is read lazily, one batch at a time; points held in a list or tuple are validated
+        whole before anything is written. From a generator, a bad batch is refused whole and the batches
+        before it stay written (:class:`~lattice_qdrant.errors.UploadRejectedError` says how many points
+        were). ``parallel`` > 1 (0: one per CPU) sends that many routed batches at once from a pool of
+        threads of this process (embedding and routing need the wrapper, which processes would not
+        share); ``method`` is therefore unused, and ``max_retries`` is the store's retry policy.
+
+        Raises:
+            VectorValidationError: a point is bad (see above for what was written).
+        """
+        options = _explicit(
+            "upsert",
+            wait=wait,
+            shard_key_selector=shard_key_selector,
+            update_filter=update_filter,
+            update_mode=update_mode,
+            **kwargs,
+        )
+        again = (lambda: upload_structs(points)) if isinstance(points, Sequence) else None
+        self._upload(collection_name, again, upload_structs(points), batch_size, parallel, options)
+
+    def upload_collection(
+        self,
+        collection_name: str,
+        vectors: Any,
+        payload: Iterable[dict[Any, Any]] | None = None,
+        ids: Iterable[Any] | None = None,
+        batch_size: int = 64,
+        parallel: int = 1,
+        method: str | None = None,
+        max_retries: int = 3,
+        wait: bool = False,
+        shard_key_selector: Any = None,
+        update_filter: models.Filter | Any = None,
+        update_mode: models.UpdateMode | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Upload vectors, payloads and ids as points, in batches routed and validated as :meth:`upsert`.
+
+        ``vectors`` is an iterable of vectors (lists, dicts of named vectors, ``models.Document``), a 2-d
+        numpy array, or a dict of vector name -> 2-d array (or list of vectors); a routed vector left out is
+        embedded from the payload's text. ``ids`` default to random UUIDs, as qdrant-client makes them.
+        Held in memory (lists, tuples, arrays), the upload is validated whole before anything is written;
+        read from a generator, batch by batch (see :meth:`upload_points`, which also says what
+        ``parallel``, ``method`` and ``max_retries`` do).
+
+        Raises:
+            VectorValidationError: the columns do not fit together, or a point is bad.
+        """
+        problem = upload_problem(vectors, payload, ids)
+        if problem is not None:
+            raise VectorValidationError([(None, problem)])
+        options = _explicit(
+            "upsert",
+            wait=wait,
+            shard_key_selector=shard_key_selector,
+            update_filter=update_filter,
+            update_mode=update_mode,
+            **kwargs,
+        )
+        again: Callable[[], Iterator[Any]] | None = None
+        if in_memory(vectors, payload, ids):
+            if ids is None:  # the same random ids in the check and in the write, made as qdrant-client does
+                columns = list(vectors.values()) if isinstance(vectors, dict) else [vectors]
+                ids = [str(uuid.uuid4()) for _ in range(len(columns[0]) if columns else 0)]
+            fixed = ids
+
+            def rows() -> Iterator[Any]:
+                return upload_rows(vectors, payload, fixed)
+
+            again = rows
+        self._upload(
+            collection_name, again, upload_rows(vectors, payload, ids), batch_size, parallel, options
+        )
+
+    def _upload(
+        self,
+        collection_name: str,
+        again: Callable[[], Iterator[Any]] | None,
+        points: Iterable[Any],
+        batch_size: int,
+        parallel: int,
+        options: dict[str, Any],
+    ) -> None:
+        """Upsert ``points`` batch by batch, ``parallel`` batches at a time; ``again`` (data held in
+        memory) reads them once more, to validate the whole upload first."""
+        if again is not None:
+            self._check_upload(collection_name, again(), batch_size)
+        workers = (os.cpu_count() or 1) if parallel == 0 else max(1, parallel)
+        written = 0
+        if workers == 1:
+            for batch in batched(points, batch_size):
+                written = self._upload_batch(collection_name, batch, options, written)
+            return
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lattice-upload") as pool:
+            running: set[Future[int]] = set()
+            for batch in batched(points, batch_size):
+                if len(running) >= 2 * workers:  # read the points no faster than they are written
+                    done, running = wait_for(running, return_when=FIRST_COMPLETED)
+                    written += sum(f.result() for f in done)
+                running.add(pool.submit(self._upload_batch, collection_name, batch, options, 0))
+            for future in running:
+                written += future.result()
+
+    def _upload_batch(
+        self, collection_name: str, batch: list[Any], options: dict[str, Any], written: int
+    ) -> int:
+        try:
+            self._upsert(collection_name, batch, options)
+        except VectorValidationError as exc:
+            if written:
+                raise UploadRejectedError(exc.problems, written=written) from None
+            raise
+        return written + len(batch)
+
+    def _check_upload(self, collection_name: str, points: Iterable[Any], batch_size: int) -> None:
+        """Validate every point of an upload against the routing, reporting every bad one; nothing is
+        written or embedded."""
+        migration = self._migration_for(collection_name)
+        if migration is None:
+            for batch in batched(points, batch_size):
+                self._embed_unrouted(batch, check_only=True)
+            return
+        snap = migration.snapshot()
+        strategy = migration.strategy_of(snap)
+        problems: list[tuple[Any, str]] = []
+        for batch in batched(points, batch_size):
+            try:
+                self._check_upsert(snap, strategy, batch)
+            except VectorValidationError as exc:
+                problems += exc.problems
+        if problems:
+            raise VectorValidationError(problems)
+
+    # ------------------------------------------------------------ helpers of the writes
+
     def _embedded(self, plan: MigrationPlan, resolved: Resolution) -> Resolution:
-        """``resolved`` with what it left to embed embedded, each text with its role's model."""
+        """``resolved`` with what it left to embed embedded, each text with its role's model (with
+        server-side inference, as a ``models.Document`` of that model for the server to embed)."""
         specs = {"source": plan.source, "target": plan.target}
         for role, todo in resolved.pending.items():
             if todo:
                 spec = specs[role]
+                if self.inference == "server":
+                    resolved.defer(role, spec.model_id)
+                    continue
                 resolved.fill(role, embed_checked(self.embedder(spec), [text for _, text in todo], spec))
         return resolved
 
@@ -446,8 +701,11 @@ class LatticeClient:
             matched = [pid for pid in present if id_key(pid) in keys]
         return matched if update_mode == models.UpdateMode.UPDATE_ONLY else matched + missing
 
-    def _embed_unrouted(self, points: Sequence[models.PointStruct]) -> list[models.PointStruct]:
-        """Embed ``models.Document`` values whose ``model`` names a registered embedder.
+    def _embed_unrouted(
+        self, points: Sequence[models.PointStruct], *, check_only: bool = False
+    ) -> list[models.PointStruct]:
+        """Embed ``models.Document`` values whose ``model`` names a registered embedder (``check_only``:
+        only check them).
 
         Raises:
             VectorValidationError: such a Document has empty text; nothing was written.
@@ -462,6 +720,8 @@ class LatticeClient:
         ]
         if empty:
             raise VectorValidationError(empty)
+        if check_only:
+            return list(points)
         out = []
         for point in points:
             vector = point.vector
@@ -483,6 +743,11 @@ class LatticeClient:
         self,
         collection_name: str,
         points: Sequence[models.PointVectors],
+        wait: bool = True,
+        ordering: models.WriteOrdering | None = None,
+        shard_key_selector: Any = None,
+        update_filter: models.Filter | Any = None,
+        timeout: int | None = None,
         **kwargs: Any,
     ) -> models.UpdateResult:
         """Update named vectors, keeping both in step while writes are dual.
@@ -498,6 +763,20 @@ class LatticeClient:
         Raises:
             VectorValidationError: a point or the ``update_filter`` is refused; nothing was written.
         """
+        options = _explicit(
+            "update_vectors",
+            wait=wait,
+            ordering=ordering,
+            shard_key_selector=shard_key_selector,
+            update_filter=update_filter,
+            timeout=timeout,
+            **kwargs,
+        )
+        return self._update_vectors(collection_name, list(points), options)
+
+    def _update_vectors(
+        self, collection_name: str, points: list[models.PointVectors], kwargs: dict[str, Any]
+    ) -> models.UpdateResult:
         migration = self._migration_for(collection_name)
         if migration is None:
             return self.store.update_vectors(collection_name, points, **kwargs)
@@ -505,26 +784,9 @@ class LatticeClient:
         def write() -> models.UpdateResult:
             snap = migration.snapshot()
             strategy, plan = migration.strategy_of(snap), snap.plan
-            required = roles(route(snap, 0.0).write)
-            splits = [split(p.vector, plan, required, ambiguous=strategy.ambiguity()) for p in points]
-            touched = [not isinstance(part, str) and bool(part[0]) for part in splits]
-            texts: list[Any] = [None] * len(points)
-            need = [p.id for p, t in zip(points, touched, strict=True) if t]
-            if need and len(required) > 1:
-                home = plan.collection if "source" in required else strategy.data_collection
-                stored = {
-                    r.id: (r.payload or {}).get(plan.text_field)
-                    for r in self.store.retrieve(home, need, with_payload=[plan.text_field])
-                }
-                texts = [stored.get(p.id) for p in points]
-            hint = (
-                "writes go to both vectors during the migration and the point has no text in "
-                f"{plan.text_field!r} to embed it from; give both vectors"
-            )
-            ids = [p.id for p in points]
-            resolved = self._embedded(
-                plan, resolve(plan, ids, splits, required, texts, fill=touched, hint=hint)
-            )
+            checked = self._check_update_vectors(snap, strategy, collection_name, points, kwargs)
+            resolved = self._embedded(plan, checked.resolution)
+            required, ids = checked.required, [p.id for p in points]
             # the model that wrote the routed vectors, as an upsert stamps it
             routed = [p.id for i, p in enumerate(points) if resolved.roles[i]]
             writes = []
@@ -536,12 +798,8 @@ class LatticeClient:
                     for i, p in enumerate(points)
                 ]
                 writes.append((destination, [b for b in batch if b.vector]))
-            # a caller's update_filter makes the write conditional: the stamp follows the same condition
             caller = _update_filter(kwargs)
-            if caller is not None:
-                written = {n for _, batch in writes for n in _vector_names(batch)}
-                check_update_filter(caller, written, (MODEL_FIELD, VERSION_FIELD))
-            entries = strategy.source_entries(ids, resolved.roles, texts, required)
+            entries = strategy.source_entries(ids, resolved.roles, checked.texts, required)
             narrowed = self._back_up_sources(migration, snap, entries, ids, caller)
             options = kwargs if narrowed is None else {**kwargs, "update_filter": narrowed}
             result: models.UpdateResult | None = None
@@ -571,38 +829,394 @@ class LatticeClient:
 
         return self._with_fresh_routing(migration, write)
 
-    def delete(self, collection_name: str, *args: Any, **kwargs: Any) -> Any:
-        """Delete points; while a blue-green migration dual-writes, from both collections."""
-        return self._forward("delete", collection_name, *args, **kwargs)
+    def _check_update_vectors(
+        self,
+        snap: Snapshot,
+        strategy: MigrationStrategy,
+        collection_name: str,
+        points: Sequence[models.PointVectors],
+        kwargs: dict[str, Any],
+    ) -> _VectorUpdate:
+        """An ``update_vectors`` validated against the routing and the stored texts (reads only; nothing
+        embedded or written).
 
-    def set_payload(self, collection_name: str, *args: Any, **kwargs: Any) -> Any:
-        """Set payload keys; while a blue-green migration dual-writes, in both collections."""
-        return self._forward("set_payload", collection_name, *args, **kwargs)
+        Raises:
+            VectorValidationError: every bad point, or an ``update_filter`` the stamp cannot follow.
+        """
+        self._refuse_server_inference(strategy)
+        plan = snap.plan
+        required = roles(route(snap, 0.0).write)
+        splits = [split(p.vector, plan, required, ambiguous=strategy.ambiguity()) for p in points]
+        touched = [not isinstance(part, str) and bool(part[0]) for part in splits]
+        texts: list[Any] = [None] * len(points)
+        need = [p.id for p, t in zip(points, touched, strict=True) if t]
+        if need and len(required) > 1:
+            home = plan.collection if "source" in required else strategy.data_collection
+            stored = {
+                id_key(r.id): (r.payload or {}).get(plan.text_field)
+                for r in self.store.retrieve(home, need, with_payload=[plan.text_field])
+            }
+            texts = [stored.get(id_key(p.id)) for p in points]
+        hint = (
+            "writes go to both vectors during the migration and the point has no text in "
+            f"{plan.text_field!r} to embed it from; give both vectors"
+        )
+        ids = [p.id for p in points]
+        resolution = resolve(plan, ids, splits, required, texts, fill=touched, hint=hint)
+        caller = _update_filter(kwargs)
+        if caller is not None:
+            # the names this write sets: every routed vector of a point it touches, and the others given
+            written: set[str] = set()
+            for destination in strategy.destinations(collection_name, required):
+                for i, extra in enumerate(resolution.extras):
+                    given: dict[str, list[float]] = {role: [] for role in required} if touched[i] else {}
+                    value = destination.vectors_of(given, extra)
+                    written |= set(value) if isinstance(value, dict) else {""}
+            check_update_filter(caller, written, (MODEL_FIELD, VERSION_FIELD))
+        return _VectorUpdate(required, texts, resolution)
 
-    def overwrite_payload(self, collection_name: str, *args: Any, **kwargs: Any) -> Any:
-        """Replace payloads; while a blue-green migration dual-writes, in both collections."""
-        return self._forward("overwrite_payload", collection_name, *args, **kwargs)
+    def delete_vectors(
+        self,
+        collection_name: str,
+        vectors: Sequence[str],
+        points: Any,
+        wait: bool = True,
+        ordering: models.WriteOrdering | None = None,
+        shard_key_selector: Any = None,
+        timeout: int | None = None,
+        **kwargs: Any,
+    ) -> models.UpdateResult:
+        """Delete named vectors of the points selected; the names are the application's.
 
-    def delete_payload(self, collection_name: str, *args: Any, **kwargs: Any) -> Any:
-        """Delete payload keys; while a blue-green migration dual-writes, in both collections."""
-        return self._forward("delete_payload", collection_name, *args, **kwargs)
-
-    def clear_payload(self, collection_name: str, *args: Any, **kwargs: Any) -> Any:
-        """Clear payloads; while a blue-green migration dual-writes, in both collections."""
-        return self._forward("clear_payload", collection_name, *args, **kwargs)
-
-    def _forward(self, method: str, collection_name: str, *args: Any, **kwargs: Any) -> Any:
+        Naming the source or the target vector deletes the point's embedding: every vector the migration
+        writes now (both while dual-writing, in each collection of a blue-green migration), so neither
+        model keeps an embedding the application removed. Other names are deleted as given. A point
+        that keeps its text is embedded again by the backfill while it lacks the target vector (delete
+        the point, or its text, to take it out of search).
+        """
+        options = _explicit(
+            "delete_vectors",
+            wait=wait,
+            ordering=ordering,
+            shard_key_selector=shard_key_selector,
+            timeout=timeout,
+            **kwargs,
+        )
         migration = self._migration_for(collection_name)
         if migration is None:
-            return getattr(self.client, method)(collection_name, *args, **kwargs)
+            found: models.UpdateResult = self.store.forward(
+                "delete_vectors", collection_name, vectors=vectors, points=points, **options
+            )
+            return found
         snap = migration.snapshot()
-        targets = migration.strategy_of(snap).forwards(route(snap, 0.0).write)
-        if targets is None:  # one collection holds both models: the call is the client's, unchanged
-            return getattr(self.client, method)(collection_name, *args, **kwargs)
-        result: Any = None
-        for collection in targets:
-            result = self.store.forward(method, collection, *args, **kwargs)
+        strategy = migration.strategy_of(snap)
+        required = roles(route(snap, 0.0).write)
+        result: models.UpdateResult | None = None
+        for collection, names in strategy.vector_deletions(collection_name, list(vectors), required):
+            result = self.store.forward("delete_vectors", collection, vectors=names, points=points, **options)
+        if result is None:
+            raise VectorValidationError([(None, "no vector to delete: give the names of vectors to delete")])
         return result
+
+    def delete(
+        self,
+        collection_name: str,
+        points_selector: Any,
+        wait: bool = True,
+        ordering: models.WriteOrdering | None = None,
+        shard_key_selector: Any = None,
+        timeout: int | None = None,
+        **kwargs: Any,
+    ) -> models.UpdateResult:
+        """Delete points; while a blue-green migration dual-writes, from both collections."""
+        options = _explicit(
+            "delete",
+            wait=wait,
+            ordering=ordering,
+            shard_key_selector=shard_key_selector,
+            timeout=timeout,
+            **kwargs,
+        )
+        return self._payload_write(
+            "delete", collection_name, {"points_selector": points_selector}, options, lambda field: None
+        )
+
+    def set_payload(
+        self,
+        collection_name: str,
+        payload: dict[str, Any],
+        points: Any,
+        key: str | None = None,
+        wait: bool = True,
+        ordering: models.WriteOrdering | None = None,
+        shard_key_selector: Any = None,
+        timeout: int | None = None,
+        **kwargs: Any,
+    ) -> models.UpdateResult:
+        """Set payload keys; while a blue-green migration dual-writes, in both collections.
+
+        A new text in the plan's text field re-embeds the target vector of the points selected (ids or a
+        filter), in the same call (see :meth:`_reembed_text`).
+        """
+        options = _explicit(
+            "set_payload",
+            key=key,
+            wait=wait,
+            ordering=ordering,
+            shard_key_selector=shard_key_selector,
+            timeout=timeout,
+            **kwargs,
+        )
+        return self._payload_write(
+            "set_payload",
+            collection_name,
+            {"payload": payload, "points": points},
+            options,
+            lambda field: text_change("set_payload", field, payload=payload, key=key),
+        )
+
+    def overwrite_payload(
+        self,
+        collection_name: str,
+        payload: dict[str, Any],
+        points: Any,
+        wait: bool = True,
+        ordering: models.WriteOrdering | None = None,
+        shard_key_selector: Any = None,
+        timeout: int | None = None,
+        **kwargs: Any,
+    ) -> models.UpdateResult:
+        """Replace payloads; while a blue-green migration dual-writes, in both collections; a new text
+        re-embeds the target vector, as :meth:`set_payload`."""
+        options = _explicit(
+            "overwrite_payload",
+            wait=wait,
+            ordering=ordering,
+            shard_key_selector=shard_key_selector,
+            timeout=timeout,
+            **kwargs,
+        )
+        return self._payload_write(
+            "overwrite_payload",
+            collection_name,
+            {"payload": payload, "points": points},
+            options,
+            lambda field: text_change("overwrite_payload", field, payload=payload),
+        )
+
+    def delete_payload(
+        self,
+        collection_name: str,
+        keys: Sequence[str],
+        points: Any,
+        wait: bool = True,
+        ordering: models.WriteOrdering | None = None,
+        shard_key_selector: Any = None,
+        timeout: int | None = None,
+        **kwargs: Any,
+    ) -> models.UpdateResult:
+        """Delete payload keys; while a blue-green migration dual-writes, in both collections. Deleting
+        the text leaves the target vector as it is (``verify`` counts the point as unverifiable)."""
+        options = _explicit(
+            "delete_payload",
+            wait=wait,
+            ordering=ordering,
+            shard_key_selector=shard_key_selector,
+            timeout=timeout,
+            **kwargs,
+        )
+        return self._payload_write(
+            "delete_payload", collection_name, {"keys": keys, "points": points}, options, lambda field: None
+        )
+
+    def clear_payload(
+        self,
+        collection_name: str,
+        points_selector: Any,
+        wait: bool = True,
+        ordering: models.WriteOrdering | None = None,
+        shard_key_selector: Any = None,
+        timeout: int | None = None,
+        **kwargs: Any,
+    ) -> models.UpdateResult:
+        """Clear payloads; while a blue-green migration dual-writes, in both collections (the target
+        vector stays, as with :meth:`delete_payload`)."""
+        options = _explicit(
+            "clear_payload",
+            wait=wait,
+            ordering=ordering,
+            shard_key_selector=shard_key_selector,
+            timeout=timeout,
+            **kwargs,
+        )
+        return self._payload_write(
+            "clear_payload",
+            collection_name,
+            {"points_selector": points_selector},
+            options,
+            lambda field: None,
+        )
+
+    def _payload_write(
+        self,
+        method: str,
+        collection_name: str,
+        call: dict[str, Any],
+        options: dict[str, Any],
+        change_of: Callable[[str], TextChange | None],
+    ) -> models.UpdateResult:
+        """A delete or payload write, sent where the strategy says (both collections of a dual-writing
+        blue-green migration), then the text change re-embedded."""
+        migration = self._migration_for(collection_name)
+        if migration is None:
+            found: models.UpdateResult = getattr(self.client, method)(collection_name, **call, **options)
+            return found
+        snap = migration.snapshot()
+        strategy = migration.strategy_of(snap)
+        write = route(snap, 0.0).write
+        change = change_of(snap.plan.text_field)
+        reembed = change is not None and change.embeddable and "target" in roles(write)
+        if reembed:
+            self._refuse_server_inference(strategy)
+        # the points are resolved before the write: a filter on the text would not select them after it
+        selector = call.get("points", call.get("points_selector"))
+        ids = self._selected_ids(strategy.data_collection, selector) if reembed else []
+        targets = strategy.forwards(write)
+        result: models.UpdateResult | None = None
+        if targets is None:  # one collection holds both models: the call is the client's, unchanged
+            result = getattr(self.client, method)(collection_name, **call, **options)
+        else:
+            for collection in targets:
+                result = self.store.forward(method, collection, **call, **options)
+        if result is None:  # pragma: no cover - every route has a collection
+            raise StoreError(f"no collection for {method}", collection=collection_name)
+        if reembed and change is not None and change.text is not None:
+            self._reembed_text(strategy, change.text, ids)
+        return result
+
+    def _selected_ids(self, collection: str, selector: Any) -> list[Any]:
+        """The ids a points selector selects in ``collection`` now: the ids given, or a filter's matches
+        read by scroll in bounded pages."""
+        ids, flt = selected(_rest_selector(selector))
+        if ids is not None:
+            return ids
+        found: list[Any] = []
+        for page in self.store.iter_points(collection, flt=flt, page_size=REEMBED_PAGE, with_payload=False):
+            found += [r.id for r in page]
+        return found
+
+    def _reembed_text(self, strategy: MigrationStrategy, text: str, ids: Sequence[Any]) -> None:
+        """The target vector of ``ids`` embedded from their new ``text`` (one embedding: a payload write
+        sets the same text on every point it selects), written where the point still holds that text.
+
+        The source vector is the application's own embedding, as before the migration: the wrapper only
+        keeps the target vectors, which it and the backfill write, in step with the text.
+        """
+        if not ids:
+            return
+        target = strategy.plan.target
+        vector: Any
+        if self.inference == "server":
+            vector = models.Document(text=text, model=target.model_id)
+        else:
+            vector = embed_checked(self.embedder(target), [text], target)[0]
+        for page in batched(ids, REEMBED_PAGE):
+            strategy.rewrite_target(self.store, text, page, vector)
+
+    def batch_update_points(
+        self,
+        collection_name: str,
+        update_operations: Sequence[Any],
+        wait: bool = True,
+        ordering: models.WriteOrdering | None = None,
+        timeout: int | None = None,
+        **kwargs: Any,
+    ) -> list[models.UpdateResult]:
+        """Run the operations in order, each routed as its single-call twin (``upsert``, ``set_payload``,
+        ``update_vectors``, ...).
+
+        Every operation is validated first, against the routing and the data as they are before the batch:
+        one bad operation refuses the whole batch before anything is written. The operations then run
+        one by one, each as its twin does (so a blue-green migration's dual-write reaches both collections
+        with one operation before the next runs, and a text change re-embeds); as on a server, the
+        batch is not atomic and the operations after a failing one do not run. Without a migration the
+        batch is one request, as given.
+
+        Returns:
+            one result per operation.
+
+        Raises:
+            VectorValidationError: an operation is refused (its index and problem); nothing was written.
+        """
+        options = _explicit("batch_update_points", wait=wait, ordering=ordering, timeout=timeout, **kwargs)
+        operations = [
+            op if isinstance(op, _REST_OPERATIONS) else GrpcToRest.convert_points_update_operation(op)
+            for op in update_operations
+        ]
+        migration = self._migration_for(collection_name)
+        if migration is None:
+            embedded = [self._embed_unrouted_operation(op) for op in operations]
+            result: list[models.UpdateResult] = self.store.forward(
+                "batch_update_points", collection_name, update_operations=embedded, **options
+            )
+            return result
+        calls = self._check_operations(migration, collection_name, operations)
+        single = {k: v for k, v in options.items() if k in ("wait", "ordering", "timeout")}
+        return [getattr(self, method)(collection_name, **arguments, **single) for method, arguments in calls]
+
+    def _check_operations(
+        self, migration: Migration, collection_name: str, operations: Sequence[Any]
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """The operations as single calls, each validated as its twin validates it.
+
+        Raises:
+            VectorValidationError: every problem, each named by its operation's index.
+        """
+        snap = migration.snapshot()
+        strategy = migration.strategy_of(snap)
+        calls: list[tuple[str, dict[str, Any]]] = []
+        problems: list[tuple[Any, str]] = []
+        for index, operation in enumerate(operations):
+            found = single_call(operation)
+            if isinstance(found, str):
+                problems.append((None, f"operation {index}: {found}"))
+                continue
+            method, arguments = found
+            arguments = {k: v for k, v in arguments.items() if v is not None}
+            try:
+                if method == "upsert":
+                    self._check_upsert(snap, strategy, as_point_structs(arguments["points"]))
+                elif method == "update_vectors":
+                    self._check_update_vectors(
+                        snap, strategy, collection_name, arguments["points"], dict(arguments)
+                    )
+                else:
+                    selected(_rest_selector(arguments.get("points", arguments.get("points_selector"))))
+            except VectorValidationError as exc:
+                problems += [
+                    (pid, f"operation {index} ({method}): {problem}") for pid, problem in exc.problems
+                ]
+            calls.append((method, arguments))
+        if problems:
+            raise VectorValidationError(problems)
+        return calls
+
+    def _embed_unrouted_operation(self, operation: Any) -> Any:
+        """An upsert operation with its ``models.Document`` of registered embedders embedded (a collection
+        without a migration); any other operation as it is."""
+        if not isinstance(operation, models.UpsertOperation):
+            return operation
+        found = operation.upsert
+        points = found.batch if isinstance(found, models.PointsBatch) else found.points
+        embedded = self._embed_unrouted(as_point_structs(points))
+        return models.UpsertOperation(
+            upsert=models.PointsList(
+                points=embedded,
+                shard_key=found.shard_key,
+                update_filter=found.update_filter,
+                update_mode=found.update_mode,
+            )
+        )
 
     # ----------------------------------------------------------------- queries
 
@@ -610,8 +1224,20 @@ class LatticeClient:
         self,
         collection_name: str,
         query: Any = None,
-        *,
         using: str | None = None,
+        prefetch: Any = None,
+        query_filter: models.Filter | Any = None,
+        search_params: models.SearchParams | Any = None,
+        limit: int = 10,
+        offset: int | None = None,
+        with_payload: Any = True,
+        with_vectors: Any = False,
+        score_threshold: float | None = None,
+        lookup_from: Any = None,
+        consistency: Any = None,
+        shard_key_selector: Any = None,
+        timeout: int | None = None,
+        *,
         mode: Literal["routed", "mixed"] | None = None,
         missing: MissingPolicy | None = None,
         read_repair: bool | None = None,
@@ -627,19 +1253,64 @@ class LatticeClient:
             collection_name: the collection.
             query: what to search for.
             using: a vector name, overriding the routing.
+            prefetch: as ``query_points`` (passed as given).
+            query_filter: as ``query_points``.
+            search_params: as ``query_points``.
+            limit: as ``query_points``.
+            offset: as ``query_points``.
+            with_payload: as ``query_points``.
+            with_vectors: as ``query_points``.
+            score_threshold: as ``query_points``.
+            lookup_from: as ``query_points``.
+            consistency: as ``query_points``.
+            shard_key_selector: as ``query_points``.
+            timeout: as ``query_points``.
             mode: ``"routed"`` or ``"mixed"`` (default: the plan's ``query_mode``). Mixed mode, before
                 cutover, rescores candidates of both vectors in the target space (needs a
                 ``models.Document``; see :mod:`lattice_qdrant.mixed`); once queries are routed to the
                 target it is the same as routed.
             missing: mixed mode's policy for candidates without a target vector (default: the plan's).
             read_repair: mixed mode writes vectors embedded on the fly back (default: the plan's).
-            **kwargs: passed to ``query_points`` (``limit``, ``query_filter``, ``with_payload``, ...).
+            **kwargs: passed to ``query_points``.
 
         Raises:
             VectorValidationError: the query vector does not fit the routed model, mixed mode got a
                 vector instead of text, or the query text is empty.
         """
+        options = _explicit(
+            "query_points",
+            prefetch=prefetch,
+            query_filter=query_filter,
+            search_params=search_params,
+            limit=limit,
+            offset=offset,
+            with_payload=with_payload,
+            with_vectors=with_vectors,
+            score_threshold=score_threshold,
+            lookup_from=lookup_from,
+            consistency=consistency,
+            shard_key_selector=shard_key_selector,
+            timeout=timeout,
+            **kwargs,
+        )
         migration = self._migration_for(collection_name)
+        self._check_query_text(query, migration)
+        if migration is None:
+            if using is not None:
+                options["using"] = using
+            return self.store.query(collection_name, query=self._embed_unrouted_query(query), **options)
+
+        def run() -> rest.QueryResponse:
+            snap = migration.snapshot()
+            decided = self._routed_query(migration, snap, collection_name, query, using, mode, options)
+            if decided is None:
+                return self._mixed(snap.plan, query, missing, read_repair, options)
+            collection, call = decided
+            return self.store.query(collection, **call)
+
+        return self._with_fresh_routing(migration, run)
+
+    def _check_query_text(self, query: Any, migration: Migration | None) -> None:
         nearest = query.nearest if isinstance(query, models.NearestQuery) else query
         if (
             isinstance(nearest, TEXT_TYPES)
@@ -649,32 +1320,269 @@ class LatticeClient:
             raise VectorValidationError(
                 [(None, f"the query's {EMPTY_DOCUMENT}, so there is nothing to search for; give the text")]
             )
-        if migration is None:
-            prepared = self._embed_unrouted_query(query)
-            if using is not None:
-                kwargs["using"] = using
-            return self.store.query(collection_name, query=prepared, **kwargs)
 
-        def run() -> rest.QueryResponse:
-            snap = migration.snapshot()
-            strategy, plan = migration.strategy_of(snap), snap.plan
-            coverage = migration.recent_coverage() if strategy.query_needs_coverage(snap, using) else None
-            decided = strategy.query_plan(
-                snap, coverage, collection_name, textual=query_text(query) is not None, mode=mode, using=using
+    def _routed_query(
+        self,
+        migration: Migration,
+        snap: Snapshot,
+        collection_name: str,
+        query: Any,
+        using: str | None,
+        mode: Literal["routed", "mixed"] | None,
+        options: Mapping[str, Any],
+        *,
+        has_query: bool = True,
+    ) -> tuple[str, dict[str, Any]] | None:
+        """Where a query runs and its arguments (``using`` and the query as the strategy's plan says,
+        text embedded, a vector checked), or ``None`` for a mixed-mode query (:meth:`_mixed` runs it)."""
+        strategy, plan = migration.strategy_of(snap), snap.plan
+        coverage = migration.recent_coverage() if strategy.query_needs_coverage(snap, using) else None
+        decided = strategy.query_plan(
+            snap, coverage, collection_name, textual=query_text(query) is not None, mode=mode, using=using
+        )
+        if isinstance(decided, MixedQuery):
+            return None
+        call = dict(options)
+        if has_query:
+            call["query"] = query
+        if isinstance(decided, PassThrough):
+            return decided.collection, {**call, "using": decided.using}
+        self._refuse_server_inference(strategy)
+        spec = plan.target if decided.role == "target" else plan.source
+        if decided.restriction is not None:
+            user = call.get("query_filter")
+            if user is not None and not isinstance(user, models.Filter):
+                user = GrpcToRest.convert_filter(user)
+            call["query_filter"] = (
+                decided.restriction if user is None else models.Filter(must=[user, decided.restriction])
             )
-            if isinstance(decided, MixedQuery):
-                return self._mixed(plan, query, missing, read_repair, kwargs)
-            if isinstance(decided, PassThrough):
-                return self.store.query(decided.collection, query=query, using=decided.using, **kwargs)
-            spec = plan.target if decided.role == "target" else plan.source
-            options = dict(kwargs)
-            if decided.restriction is not None:
-                user = options.get("query_filter")
-                options["query_filter"] = (
-                    decided.restriction if user is None else models.Filter(must=[user, decided.restriction])
+        if has_query:
+            call["query"] = self._prepare_query(query, spec, decided.using)
+        call["using"] = decided.using
+        return decided.collection, call
+
+    def query_batch_points(
+        self,
+        collection_name: str,
+        requests: Sequence[models.QueryRequest],
+        consistency: Any = None,
+        timeout: int | None = None,
+        **kwargs: Any,
+    ) -> list[rest.QueryResponse]:
+        """Run each request as :meth:`query_points` would: ``using`` and the query (a vector, a
+        ``models.Document`` embedded with the routed model) follow the routing.
+
+        The routed requests are sent in one ``query_batch_points`` per collection they search; a request
+        mixed mode takes (the plan's ``query_mode``, before cutover) runs on its own, as
+        :meth:`query_points` runs it.
+
+        Returns:
+            one response per request, in their order.
+
+        Raises:
+            VectorValidationError: a request is refused (its index and problem); nothing was searched.
+        """
+        options = _explicit("query_batch_points", consistency=consistency, timeout=timeout, **kwargs)
+        migration = self._migration_for(collection_name)
+        problems: list[tuple[Any, str]] = []
+        for index, request in enumerate(requests):
+            try:
+                self._check_query_text(request.query, migration)
+            except VectorValidationError as exc:
+                problems += [(None, f"request {index}: {p}") for _, p in exc.problems]
+        if problems:
+            raise VectorValidationError(problems)
+        if migration is None:
+            prepared = [r.model_copy(update={"query": self._embed_unrouted_query(r.query)}) for r in requests]
+            found: list[rest.QueryResponse] = self.store.forward(
+                "query_batch_points", collection_name, requests=prepared, **options
+            )
+            return found
+
+        def run() -> list[rest.QueryResponse]:
+            snap = migration.snapshot()
+            out: list[rest.QueryResponse | None] = [None] * len(requests)
+            grouped: dict[str, list[tuple[int, models.QueryRequest]]] = {}
+            mixed: list[tuple[int, dict[str, Any]]] = []
+            refused: list[tuple[Any, str]] = []
+            for index, request in enumerate(requests):
+                arguments = request_options(request)
+                query, using = arguments.pop("query", None), arguments.pop("using", None)
+                try:
+                    decided = self._routed_query(
+                        migration, snap, collection_name, query, using, None, arguments
+                    )
+                    if decided is None:
+                        mixed.append((index, {"query": query, **arguments}))
+                        continue
+                    collection, call = decided
+                    grouped.setdefault(collection, []).append((index, as_request(call)))
+                except VectorValidationError as exc:
+                    refused += [(None, f"request {index}: {p}") for _, p in exc.problems]
+            if refused:
+                raise VectorValidationError(refused)
+            for collection, batch in grouped.items():
+                answers = self.store.forward(
+                    "query_batch_points", collection, requests=[r for _, r in batch], **options
                 )
-            prepared = self._prepare_query(query, spec, decided.using)
-            return self.store.query(decided.collection, query=prepared, using=decided.using, **options)
+                for (index, _), answer in zip(batch, answers, strict=True):
+                    out[index] = answer
+            for index, arguments in mixed:
+                query = arguments.pop("query")
+                out[index] = self._mixed(snap.plan, query, None, None, arguments)
+            return [r if r is not None else rest.QueryResponse(points=[]) for r in out]
+
+        return self._with_fresh_routing(migration, run)
+
+    def query_points_groups(
+        self,
+        collection_name: str,
+        group_by: str,
+        query: Any = None,
+        using: str | None = None,
+        prefetch: Any = None,
+        query_filter: models.Filter | Any = None,
+        search_params: models.SearchParams | Any = None,
+        limit: int = 10,
+        group_size: int = 3,
+        with_payload: Any = True,
+        with_vectors: Any = False,
+        score_threshold: float | None = None,
+        with_lookup: Any = None,
+        lookup_from: Any = None,
+        consistency: Any = None,
+        shard_key_selector: Any = None,
+        timeout: int | None = None,
+        **kwargs: Any,
+    ) -> rest.GroupsResult:
+        """``query_points_groups`` routed as :meth:`query_points` in routed mode (groups cannot be mixed:
+        a re-embed over partial coverage searches the points holding the model the routing says).
+
+        Raises:
+            VectorValidationError: as :meth:`query_points`.
+        """
+        options = _explicit(
+            "query_points_groups",
+            prefetch=prefetch,
+            query_filter=query_filter,
+            search_params=search_params,
+            limit=limit,
+            group_size=group_size,
+            with_payload=with_payload,
+            with_vectors=with_vectors,
+            score_threshold=score_threshold,
+            with_lookup=with_lookup,
+            lookup_from=lookup_from,
+            consistency=consistency,
+            shard_key_selector=shard_key_selector,
+            timeout=timeout,
+            **kwargs,
+        )
+        migration = self._migration_for(collection_name)
+        self._check_query_text(query, migration)
+        if migration is None:
+            if using is not None:
+                options["using"] = using
+            found: rest.GroupsResult = self.store.forward(
+                "query_points_groups",
+                collection_name,
+                group_by=group_by,
+                query=self._embed_unrouted_query(query),
+                **options,
+            )
+            return found
+
+        def run() -> rest.GroupsResult:
+            snap = migration.snapshot()
+            decided = self._routed_query(migration, snap, collection_name, query, using, "routed", options)
+            if decided is None:  # pragma: no cover - routed mode is never mixed
+                raise VectorValidationError([(None, "query_points_groups cannot run in mixed mode")])
+            collection, call = decided
+            result: rest.GroupsResult = self.store.forward(
+                "query_points_groups", collection, group_by=group_by, **call
+            )
+            return result
+
+        return self._with_fresh_routing(migration, run)
+
+    def search_matrix_pairs(
+        self,
+        collection_name: str,
+        query_filter: models.Filter | Any = None,
+        limit: int = 3,
+        sample: int = 10,
+        using: str | None = None,
+        consistency: Any = None,
+        timeout: int | None = None,
+        shard_key_selector: Any = None,
+        **kwargs: Any,
+    ) -> rest.SearchMatrixPairsResponse:
+        """The distance matrix of sampled points (pairs), in the routed vector (``using`` as
+        :meth:`query_points` chooses it; a re-embed samples the points holding that model)."""
+        result: rest.SearchMatrixPairsResponse = self._matrix(
+            "search_matrix_pairs",
+            collection_name,
+            using,
+            _explicit(
+                "search_matrix_pairs",
+                query_filter=query_filter,
+                limit=limit,
+                sample=sample,
+                consistency=consistency,
+                timeout=timeout,
+                shard_key_selector=shard_key_selector,
+                **kwargs,
+            ),
+        )
+        return result
+
+    def search_matrix_offsets(
+        self,
+        collection_name: str,
+        query_filter: models.Filter | Any = None,
+        limit: int = 3,
+        sample: int = 10,
+        using: str | None = None,
+        consistency: Any = None,
+        timeout: int | None = None,
+        shard_key_selector: Any = None,
+        **kwargs: Any,
+    ) -> rest.SearchMatrixOffsetsResponse:
+        """The distance matrix of sampled points (offsets), in the routed vector, as
+        :meth:`search_matrix_pairs`."""
+        result: rest.SearchMatrixOffsetsResponse = self._matrix(
+            "search_matrix_offsets",
+            collection_name,
+            using,
+            _explicit(
+                "search_matrix_offsets",
+                query_filter=query_filter,
+                limit=limit,
+                sample=sample,
+                consistency=consistency,
+                timeout=timeout,
+                shard_key_selector=shard_key_selector,
+                **kwargs,
+            ),
+        )
+        return result
+
+    def _matrix(self, method: str, collection_name: str, using: str | None, options: dict[str, Any]) -> Any:
+        migration = self._migration_for(collection_name)
+        if migration is None:
+            if using is not None:
+                options["using"] = using
+            return self.store.forward(method, collection_name, **options)
+
+        def run() -> Any:
+            snap = migration.snapshot()
+            decided = self._routed_query(
+                migration, snap, collection_name, None, using, "routed", options, has_query=False
+            )
+            if decided is None:  # pragma: no cover - routed mode is never mixed
+                raise VectorValidationError([(None, f"{method} cannot run in mixed mode")])
+            collection, call = decided
+            return self.store.forward(method, collection, **call)
 
         return self._with_fresh_routing(migration, run)
 
@@ -686,6 +1594,12 @@ class LatticeClient:
         read_repair: bool | None,
         kwargs: dict[str, Any],
     ) -> rest.QueryResponse:
+        if self.inference == "server":
+            raise ConfigError(
+                "mixed mode rescores candidates with both embeddings of the query, which needs them in this "
+                "process: pass mode='routed' (or plan query_mode='routed'), or wrap with inference='local'",
+                key="inference",
+            )
         text = query_text(query)
         if text is None:
             raise VectorValidationError(
@@ -714,6 +1628,8 @@ class LatticeClient:
 
     def _prepare_query(self, query: Any, spec: ModelSpec, name: str) -> Any:
         if isinstance(query, TEXT_TYPES):
+            if self.inference == "server":
+                return models.Document(text=query.text, model=spec.model_id)
             return embed_checked(self.embedder(spec), [query.text], spec)[0].tolist()
         if isinstance(query, models.NearestQuery):
             return query.model_copy(update={"nearest": self._prepare_query(query.nearest, spec, name)})
@@ -756,3 +1672,59 @@ def _update_filter(kwargs: dict[str, Any]) -> models.Filter | None:
 def _vector_names(batch: Sequence[models.PointVectors]) -> set[str]:
     """The vector names a batch of ``update_vectors`` writes (``""``: the unnamed vector)."""
     return {n for p in batch for n in (p.vector if isinstance(p.vector, dict) else {"": None})}
+
+
+@dataclass(frozen=True)
+class _VectorUpdate:
+    """An ``update_vectors`` validated: the roles written, each point's stored text, what to embed."""
+
+    required: tuple[Role, ...]
+    texts: list[Any]
+    resolution: Resolution
+
+
+#: The REST operations of ``batch_update_points`` (anything else is a gRPC one, converted).
+_REST_OPERATIONS = (
+    models.UpsertOperation,
+    models.DeleteOperation,
+    models.SetPayloadOperation,
+    models.OverwritePayloadOperation,
+    models.DeletePayloadOperation,
+    models.ClearPayloadOperation,
+    models.UpdateVectorsOperation,
+    models.DeleteVectorsOperation,
+)
+
+
+@functools.cache
+def _defaults(method: str) -> dict[str, Any]:
+    """``QdrantClient.<method>``'s parameter defaults by name."""
+    return {
+        name: parameter.default
+        for name, parameter in inspect.signature(getattr(QdrantClient, method)).parameters.items()
+        if parameter.default is not inspect.Parameter.empty
+    }
+
+
+def _explicit(method: str, **values: Any) -> dict[str, Any]:
+    """The arguments of ``QdrantClient.<method>`` given other than as their defaults: what the wrapper
+    passes on (the client applies its defaults to the rest, as it would have)."""
+    defaults = _defaults(method)
+
+    def default(name: str, value: Any) -> bool:
+        found = defaults.get(name, inspect.Parameter.empty)
+        return value is found or (type(value) is type(found) and value == found)
+
+    return {name: value for name, value in values.items() if not default(name, value)}
+
+
+def _rest_selector(selector: Any) -> Any:
+    """A points selector as REST models (a gRPC filter or selector converted)."""
+    if isinstance(selector, models.Filter | models.PointIdsList | models.FilterSelector | list | tuple):
+        return selector
+    name = type(selector).__name__
+    if name == "Filter":
+        return GrpcToRest.convert_filter(selector)
+    if name == "PointsSelector":
+        return GrpcToRest.convert_points_selector(selector)
+    return selector

@@ -14,6 +14,7 @@ catch qdrant-client's own exceptions::
     ├── EmbedderError                 an embedder failed, or does not match its spec
     │   └── MissingDependencyError    an optional dependency is missing (names the install command)
     ├── VectorValidationError         a write or query was rejected before anything was sent
+    │   └── UploadRejectedError       an upload's batch was rejected after earlier batches were written
     ├── ProbeError                    the probe has nothing to measure (an empty collection or sample)
     ├── MigrationError                the migration record and its lifecycle
     │   ├── MigrationNotFoundError    the collection has no migration
@@ -76,6 +77,7 @@ __all__ = [
     "TransientStoreError",
     "TransitionError",
     "UnnamedVectorError",
+    "UploadRejectedError",
     "VectorConflictError",
     "VectorValidationError",
 ]
@@ -188,6 +190,22 @@ class VectorValidationError(LatticeError):
         )
         more = f" (and {len(self.problems) - 5} more)" if len(self.problems) > 5 else ""
         super().__init__(f"rejected, nothing was written: {shown}{more}")
+
+
+class UploadRejectedError(VectorValidationError):
+    """A batch of an upload read from a generator was rejected whole, after earlier batches were written.
+
+    Attributes:
+        written: points of the earlier batches, written before this one was rejected.
+    """
+
+    def __init__(self, problems: Sequence[tuple[Any, str]], *, written: int) -> None:
+        super().__init__(problems)
+        self.written = written
+        self.args = (
+            str(self).replace("rejected, nothing was written", "batch rejected, nothing of it was written", 1)
+            + f"; the {written} point(s) of the earlier batches were written",
+        )
 
 
 class ProbeError(LatticeError):

@@ -13,15 +13,23 @@ a :class:`Coverage` reading, and returns data: no store, no embedder, no request
   and which texts still need embedding with which model;
 * :func:`check_update_filter`: whether the model stamp can follow a caller's ``update_filter``;
 * :class:`Destination`, :data:`QueryPlan` and :class:`MixedSearches`: the plans the strategies
-  (:mod:`lattice_qdrant.strategies`) return for writes, queries and mixed-mode searches.
+  (:mod:`lattice_qdrant.strategies`) return for writes, queries and mixed-mode searches;
+* the shapes of qdrant-client's other routed calls, read into the single calls the wrapper routes:
+  :func:`upload_rows` / :func:`upload_structs` / :func:`batched` (the bulk uploads, lazily),
+  :func:`single_call` (an operation of ``batch_update_points`` as its single-call twin),
+  :func:`request_options` / :func:`as_request` (a ``QueryRequest`` as ``query_points`` arguments),
+  :func:`text_change` (whether a payload write changes the text the target vector is embedded from) and
+  :func:`selected` (a points selector as ids or a filter);
+* :func:`inference_mode`: where ``models.Document`` is embedded, as the caller chose it.
 
 ``qdrant_client.models`` is used for its data classes only (filters, ``models.Document``).
 """
 
 from __future__ import annotations
 
+import itertools
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -29,7 +37,7 @@ import numpy as np
 from numpy.typing import NDArray
 from qdrant_client import models
 
-from .errors import VectorValidationError
+from .errors import ConfigError, VectorValidationError
 from .plan import MigrationPlan
 from .spec import ModelSpec
 from .state import MigrationState, Phase, QueryRoute, WriteRoute, query_route, write_route
@@ -39,6 +47,7 @@ __all__ = [
     "TEXT_TYPES",
     "Coverage",
     "Destination",
+    "Inference",
     "MixedQuery",
     "MixedSearches",
     "PassThrough",
@@ -50,21 +59,33 @@ __all__ = [
     "Search",
     "Snapshot",
     "Split",
+    "TextChange",
     "VectorsOf",
     "as_point_structs",
+    "as_request",
+    "batched",
     "blank",
     "check_update_filter",
     "check_vector",
     "id_key",
+    "in_memory",
+    "inference_mode",
     "is_dense",
     "needs_coverage",
     "negated_vectors",
     "query_text",
+    "request_options",
     "resolve",
     "roles",
     "route",
     "schema_moved",
+    "selected",
+    "single_call",
     "split",
+    "text_change",
+    "upload_problem",
+    "upload_rows",
+    "upload_structs",
 ]
 
 Role = Literal["source", "target"]
@@ -328,6 +349,12 @@ class Resolution:
         for (index, _), row in zip(self.pending.get(role, []), rows, strict=True):
             self.roles[index][role] = [float(x) for x in row]
 
+    def defer(self, role: Role, model: str) -> None:
+        """Leave the embedding of ``pending[role]`` to the server: each text as a ``models.Document`` of
+        ``model`` (server-side inference, see :func:`inference_mode`)."""
+        for index, text in self.pending.get(role, []):
+            self.roles[index][role] = models.Document(text=text, model=model)  # type: ignore[assignment]
+
 
 def resolve(
     plan: MigrationPlan,
@@ -547,3 +574,306 @@ class MixedSearches:
     target_vector: str
     vectors_from: tuple[Role, ...] = ("source", "target")
     fetch_from: str | None = None
+
+
+# --------------------------------------------------------------------------- where Documents are embedded
+
+Inference = Literal["local", "server"]
+"""Where the wrapper has a ``models.Document`` of a routed write or query embedded: in this process with
+the routed model's embedder (``local``), or by Qdrant's inference (``server``)."""
+
+
+def inference_mode(cloud_inference: bool, chosen: Inference | None) -> Inference:
+    """The inference the wrapper uses for a client made with (or without) ``cloud_inference=True``.
+
+    Never chosen silently: a client made for server-side inference needs an explicit choice, since
+    embedding locally would not do what the client was made for and sending the Document would need the
+    models to be the server's.
+
+    Raises:
+        ConfigError: a cloud-inference client and no choice, ``"server"`` for a client without cloud
+            inference, or an unknown choice (key ``inference``).
+    """
+    if chosen is None:
+        if cloud_inference:
+            raise ConfigError(
+                "the client was made with cloud_inference=True: say where the wrapper embeds the "
+                "models.Document of routed writes and queries: wrap(client, inference='local') embeds them "
+                "in this process with the routed model's embedder, inference='server' sends them to Qdrant "
+                "with the routed model's model_id as the Document's model",
+                key="inference",
+            )
+        return "local"
+    if chosen not in ("local", "server"):
+        raise ConfigError(f"inference must be 'local' or 'server', not {chosen!r}", key="inference")
+    if chosen == "server" and not cloud_inference:
+        raise ConfigError(
+            "inference='server' sends models.Document to Qdrant to embed, which needs a client made with "
+            "QdrantClient(..., cloud_inference=True); use inference='local' (the default) otherwise",
+            key="inference",
+        )
+    return chosen
+
+
+# --------------------------------------------------------------------------- bulk uploads
+
+
+def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """``items`` in lists of ``size`` (the last one shorter), read lazily: one list in memory at a time."""
+    if size < 1:
+        raise VectorValidationError([(None, f"batch_size must be at least 1, not {size}")])
+    it = iter(items)
+    while batch := list(itertools.islice(it, size)):
+        yield batch
+
+
+def _plain(value: Any) -> Any:
+    """A vector value with numpy arrays as lists (a named-vector dict's values too)."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {name: _plain(item) for name, item in value.items()}
+    return value
+
+
+def _sized(value: Any) -> bool:
+    return isinstance(value, Sequence | np.ndarray) and not isinstance(value, str)
+
+
+def in_memory(vectors: Any, *columns: Any) -> bool:
+    """Whether an upload's data is held in memory whole (lists, tuples or arrays; ``None`` columns), so it
+    can be read twice: validated whole, then written. A generator or another iterator is read once."""
+    if isinstance(vectors, dict):
+        sized = all(_sized(column) for column in vectors.values())
+    else:
+        sized = _sized(vectors)
+    return sized and all(column is None or _sized(column) for column in columns)
+
+
+def _length(vectors: Any) -> int | None:
+    if isinstance(vectors, dict):
+        lengths = {len(column) for column in vectors.values() if _sized(column)}
+        return lengths.pop() if len(lengths) == 1 else None
+    return len(vectors) if _sized(vectors) else None
+
+
+def upload_problem(vectors: Any, payload: Any, ids: Any) -> str | None:
+    """What is wrong with ``upload_collection``'s columns as a whole (``None``: nothing): named columns
+    of different lengths, or ids or payloads fewer than the vectors."""
+    if isinstance(vectors, dict) and vectors:
+        if not all(_sized(column) for column in vectors.values()):
+            return "vectors as a dict must map each vector name to a list or an array of vectors"
+        lengths = {name: len(column) for name, column in vectors.items()}
+        if len(set(lengths.values())) > 1:
+            shown = ", ".join(f"{name!r}: {n}" for name, n in lengths.items())
+            return f"each named vector needs as many vectors ({shown})"
+    count = _length(vectors)
+    if count is None:
+        return None
+    for name, column in (("ids", ids), ("payload", payload)):
+        if column is not None and _sized(column) and len(column) < count:
+            return f"{name} has {len(column)} items for {count} vectors"
+    return None
+
+
+def upload_rows(vectors: Any, payload: Iterable[Any] | None, ids: Iterable[Any] | None) -> Iterator[Any]:
+    """``upload_collection``'s columns as points, one at a time (read lazily, as qdrant-client does).
+
+    ``vectors`` is an iterable of vector values (lists, dicts of named vectors, ``models.Document``), a
+    2-d array, or a dict of vector name -> 2-d array (or list of vectors); ``ids`` default to random UUIDs
+    (qdrant-client's ``uuid4``), payloads to none. The points are built unchecked
+    (``model_construct``): the routing validates them and reports each bad one.
+    """
+    rows: Iterable[Any]
+    if isinstance(vectors, dict):
+        count = _length(vectors) or 0
+        rows = ({name: _plain(column[i]) for name, column in vectors.items()} for i in range(count))
+    else:
+        rows = (_plain(row) for row in vectors)
+    id_column: Iterable[Any] = (
+        (str(uuid.uuid4()) for _ in itertools.count())
+        if ids is None
+        else (str(pid) if isinstance(pid, uuid.UUID) else pid for pid in ids)
+    )
+    payloads: Iterable[Any] = itertools.repeat(None) if payload is None else payload
+    for pid, vector, body in zip(id_column, rows, payloads, strict=False):
+        yield models.PointStruct.model_construct(
+            id=pid, vector=vector if vector is not None else {}, payload=body or {}
+        )
+
+
+def upload_structs(points: Iterable[Any]) -> Iterator[Any]:
+    """``upload_points``' points (``PointStruct`` or ``Record``) as points to upsert, one at a time."""
+    for point in points:
+        if isinstance(point, models.PointStruct):
+            yield point
+        else:
+            yield models.PointStruct.model_construct(
+                id=point.id, vector=_plain(point.vector) or {}, payload=point.payload or {}
+            )
+
+
+# --------------------------------------------------------------------------- batch_update_points
+
+
+def single_call(operation: Any) -> tuple[str, dict[str, Any]] | str:
+    """An operation of ``batch_update_points`` as its single-call twin: ``(method, arguments by
+    parameter name)``, or the problem with it (an operation the wrapper does not know).
+
+    A payload operation's ``points`` win over its ``filter`` (a server ignores the filter when points
+    are given).
+    """
+    if isinstance(operation, models.UpsertOperation):
+        found = operation.upsert
+        points: Any = found.batch if isinstance(found, models.PointsBatch) else found.points
+        return "upsert", {
+            "points": points,
+            "shard_key_selector": found.shard_key,
+            "update_filter": found.update_filter,
+            "update_mode": found.update_mode,
+        }
+    if isinstance(operation, models.DeleteOperation):
+        return "delete", {"points_selector": operation.delete}
+    if isinstance(operation, models.ClearPayloadOperation):
+        return "clear_payload", {"points_selector": operation.clear_payload}
+    if isinstance(operation, models.UpdateVectorsOperation):
+        update = operation.update_vectors
+        return "update_vectors", {
+            "points": update.points,
+            "shard_key_selector": update.shard_key,
+            "update_filter": update.update_filter,
+        }
+    body: Any
+    if isinstance(operation, models.SetPayloadOperation | models.OverwritePayloadOperation):
+        overwrite = isinstance(operation, models.OverwritePayloadOperation)
+        body = operation.overwrite_payload if overwrite else operation.set_payload  # type: ignore[union-attr]
+        selector = body.points if body.points is not None else body.filter
+        if selector is None:
+            return "a payload operation selects no points (give points or filter)"
+        arguments = {"payload": body.payload, "points": selector, "shard_key_selector": body.shard_key}
+        if overwrite:
+            if body.key is not None:
+                return "an overwrite_payload operation with a key is not supported; use set_payload with key"
+            return "overwrite_payload", arguments
+        return "set_payload", {**arguments, "key": body.key}
+    if isinstance(operation, models.DeletePayloadOperation):
+        body = operation.delete_payload
+        selector = body.points if body.points is not None else body.filter
+        if selector is None:
+            return "a delete_payload operation selects no points (give points or filter)"
+        return "delete_payload", {"keys": body.keys, "points": selector, "shard_key_selector": body.shard_key}
+    if isinstance(operation, models.DeleteVectorsOperation):
+        body = operation.delete_vectors
+        selector = body.points if body.points is not None else body.filter
+        if selector is None:
+            return "a delete_vectors operation selects no points (give points or filter)"
+        return "delete_vectors", {
+            "vectors": body.vector,
+            "points": selector,
+            "shard_key_selector": body.shard_key,
+        }
+    return f"unsupported operation {type(operation).__name__}"
+
+
+# --------------------------------------------------------------------------- query_batch_points
+
+#: ``QueryRequest`` fields and the ``query_points`` parameters they are.
+_REQUEST_FIELDS: dict[str, str] = {
+    "shard_key": "shard_key_selector",
+    "prefetch": "prefetch",
+    "query": "query",
+    "using": "using",
+    "filter": "query_filter",
+    "params": "search_params",
+    "score_threshold": "score_threshold",
+    "limit": "limit",
+    "offset": "offset",
+    "with_vector": "with_vectors",
+    "with_payload": "with_payload",
+    "lookup_from": "lookup_from",
+}
+
+
+def request_options(request: models.QueryRequest) -> dict[str, Any]:
+    """A ``QueryRequest`` as ``query_points`` arguments (the fields it sets)."""
+    return {
+        _REQUEST_FIELDS[name]: getattr(request, name)
+        for name in _REQUEST_FIELDS
+        if getattr(request, name) is not None
+    }
+
+
+def as_request(options: Mapping[str, Any]) -> models.QueryRequest:
+    """``query_points`` arguments as a ``QueryRequest`` (the inverse of :func:`request_options`).
+
+    Raises:
+        VectorValidationError: an argument a ``QueryRequest`` has no field for.
+    """
+    fields = {parameter: name for name, parameter in _REQUEST_FIELDS.items()}
+    unknown = sorted(set(options) - set(fields))
+    if unknown:
+        raise VectorValidationError([(None, f"a QueryRequest has no field for {', '.join(unknown)}")])
+    return models.QueryRequest(**{fields[k]: v for k, v in options.items()})
+
+
+# --------------------------------------------------------------------------- payload writes
+
+
+@dataclass(frozen=True)
+class TextChange:
+    """A payload write that changes the plan's text field: the new text, ``None`` when it removes it (or
+    makes it something other than a string)."""
+
+    text: str | None
+
+    @property
+    def embeddable(self) -> bool:
+        """Whether the new text can be embedded (a string with something in it)."""
+        return not blank(self.text)
+
+
+def text_change(
+    method: str,
+    text_field: str,
+    *,
+    payload: Mapping[str, Any] | None = None,
+    key: str | None = None,
+    keys: Sequence[str] = (),
+) -> TextChange | None:
+    """Whether a payload write (``set_payload``, ``overwrite_payload``, ``delete_payload``,
+    ``clear_payload``) changes the text field, and to what; ``None``: it leaves it alone."""
+
+    def inside(path: str) -> bool:
+        return path == text_field or path.startswith((f"{text_field}.", f"{text_field}["))
+
+    if method == "clear_payload":
+        return TextChange(None)
+    if method == "delete_payload":
+        return TextChange(None) if any(inside(k) for k in keys) else None
+    payload = payload or {}
+    if method == "overwrite_payload":
+        value = payload.get(text_field)
+        return TextChange(value if isinstance(value, str) else None)
+    if key is not None:  # the payload goes under ``key``: the text becomes an object if it is the text's
+        return TextChange(None) if inside(key) else None
+    if text_field not in payload:
+        return None
+    value = payload[text_field]
+    return TextChange(value if isinstance(value, str) else None)
+
+
+def selected(points: Any) -> tuple[list[Any] | None, models.Filter | None]:
+    """A REST points selector as ``(ids, None)`` or ``(None, filter)``.
+
+    Raises:
+        VectorValidationError: it is neither ids nor a filter.
+    """
+    if isinstance(points, models.PointIdsList):
+        return list(points.points), None
+    if isinstance(points, models.FilterSelector):
+        return None, points.filter
+    if isinstance(points, models.Filter):
+        return None, points
+    if isinstance(points, Sequence) and not isinstance(points, str):
+        return list(points), None
+    raise VectorValidationError([(None, f"unsupported points selector of type {type(points).__name__}")])

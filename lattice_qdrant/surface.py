@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Final, Literal
 
-__all__ = ["PASSED_THROUGH", "ROUTED", "Kind", "kind_of"]
+__all__ = ["ATTRIBUTES", "PASSED_THROUGH", "ROUTED", "Kind", "kind_of"]
 
 Kind = Literal["write", "query", "pass-through"]
 """What a method is to the wrapper."""
@@ -115,6 +115,13 @@ PASSED_THROUGH: Final[dict[str, str]] = {
         "the client's own plumbing",
     ),
     "migrate": "copies collections to another client, as stored (not an embedding-model migration)",
+}
+
+
+#: Attributes a client instance sets (``QdrantClient.__init__``), read through the wrapper unchanged.
+ATTRIBUTES: Final[dict[str, str]] = {
+    "cloud_inference": "whether Qdrant embeds models.Document (the wrapper's inference choice reads it)",
+    "local_inference_batch_size": "qdrant-client's own batch size for local inference",
 }
 
 

@@ -611,7 +611,8 @@ class ServerStore(ControlRecords):
     ) -> list[Any]:
         """Write named vectors to points that still hold the text they were embedded from.
 
-        ``pending`` maps point ids to ``(text, {vector name: vector})`` (text ``None``: the point had none).
+        ``pending`` maps point ids to ``(text, {vector name: vector})`` (text ``None``: the point had none;
+        a vector may be a ``models.Document`` for the server to embed).
         One ``update_vectors`` conditional on each point still holding its text (and, with ``lacking``,
         still lacking that vector), so a write the application made meanwhile wins; payload and other
         vectors are left alone. Points deleted meanwhile are dropped: a server applies an
@@ -642,7 +643,11 @@ class ServerStore(ControlRecords):
                     models.PointVectors(
                         id=pid,
                         vector={
-                            name: np.asarray(v, dtype=np.float64).tolist() for name, v in todo[pid][1].items()
+                            # a models.Document stays one: the server embeds it (server-side inference)
+                            name: v
+                            if isinstance(v, models.Document)
+                            else np.asarray(v, dtype=np.float64).tolist()
+                            for name, v in todo[pid][1].items()
                         },
                     )
                     for pid in ids

@@ -264,6 +264,30 @@ class MigrationStrategy(ABC):
         collection named, unchanged (one collection holds both models)."""
         return None
 
+    def vector_deletions(
+        self, collection_name: str, names: Sequence[str], required: tuple[Role, ...]
+    ) -> list[tuple[str, list[str]]]:
+        """Where a ``delete_vectors`` of the vectors ``names`` goes, and which names it deletes there
+        (pure): ``[(collection, names)]``.
+
+        The names are the application's: the source or the target vector's name means the point's
+        embedding, so every vector the write route writes (``required``) is deleted, and neither model is
+        left holding an embedding the application removed. Other names are deleted as given. Here: one
+        collection holds them all.
+        """
+        plan = self.plan
+        routed = {plan.source_vector, plan.target_vector}
+        own = {"source": plan.source_vector, "target": plan.target_vector}
+        out = [n for n in names if n not in routed]
+        if any(n in routed for n in names):
+            out += [own[r] for r in required]
+        return [(collection_name, list(dict.fromkeys(out)))]
+
+    def server_inference_refusal(self) -> str | None:
+        """Why the wrapper cannot leave embedding to Qdrant's server-side inference for this strategy
+        (``None``: it can; the writes here keep no copy of a vector they write)."""
+        return None
+
     def ambiguity(self) -> str | None:
         """The problem to report for a plain vector that could be either model's (``None``: the default
         wording, naming the vectors)."""
@@ -397,8 +421,20 @@ class MigrationStrategy(ABC):
         )
         if not ids:
             return []
-        # Stamp the model on the points that now hold the target vector (ours, or the application's).
-        # Selecting them by id keeps this O(batch) on every backend; a filter would scan in local mode.
+        stored = self._stamp_holding_target(store, ids)
+        # Ours took effect where the stored vector is the one we wrote (as a server stores it).
+        distance = plan.target.distance
+        return [
+            pid for pid in ids if pid in stored and stored_as_written(stored[pid], pending[pid][1], distance)
+        ]
+
+    def _stamp_holding_target(self, store: Store, ids: Sequence[Any]) -> dict[Any, Any]:
+        """Stamp the target model on those of ``ids`` that hold the target vector (ours, or the
+        application's); return their stored target vectors by id.
+
+        Selecting them by id keeps this O(batch) on every backend; a filter would scan in local mode.
+        """
+        plan, collection = self.plan, self.data_collection
         records = store.retrieve(collection, ids, with_payload=False, with_vectors=[plan.target_vector])
         stored: dict[Any, Any] = {
             r.id: r.vector[plan.target_vector]
@@ -411,11 +447,23 @@ class MigrationStrategy(ABC):
                 {MODEL_FIELD: plan.target.model_id, VERSION_FIELD: plan.target.version},
                 list(stored),
             )
-        # Ours took effect where the stored vector is the one we wrote (as a server stores it).
-        distance = plan.target.distance
-        return [
-            pid for pid in ids if pid in stored and stored_as_written(stored[pid], pending[pid][1], distance)
-        ]
+        return stored
+
+    def rewrite_target(self, store: Store, text: str, ids: Sequence[Any], vector: Any) -> None:
+        """After the application changed the points' text to ``text``: write ``vector`` (its target
+        embedding, or a ``models.Document`` for the server to embed) as their target vector, over the one
+        they hold, only where a point still holds ``text`` (a later write wins), and stamp the target model.
+
+        The write the wrapper makes for a text change (``set_payload``, ``overwrite_payload`` and their
+        operations in ``batch_update_points``), before or after cutover. Points missing here (a blue-green
+        copy not done yet) are skipped: the copy brings their text and the backfill their vector.
+        """
+        plan = self.plan
+        written = store.update_if_unchanged(
+            self.data_collection, plan.text_field, {pid: (text, {plan.target_vector: vector}) for pid in ids}
+        )
+        if written:
+            self._stamp_holding_target(store, written)
 
     def repair_stamps(self, store: Store) -> None:
         """Stamp the target model on points holding the target vector but not the stamp.

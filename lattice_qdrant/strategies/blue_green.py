@@ -7,7 +7,7 @@ switch are :mod:`lattice_qdrant.bluegreen`'s (store operations); this class deci
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .. import bluegreen
@@ -76,6 +76,25 @@ class BlueGreenStrategy(MigrationStrategy):
 
             out.append(Destination(self.data_collection, new, plan.target))
         return out
+
+    def vector_deletions(
+        self, collection_name: str, names: Sequence[str], required: tuple[Role, ...]
+    ) -> list[tuple[str, list[str]]]:
+        """Each collection written to deletes the vectors it holds: the source collection the source
+        vector and the other names, the target collection the target vector (and the copied source
+        vector); a name of either model's vector stands for the point's embedding, deleted in both."""
+        plan = self.plan
+        src, tgt = plan.source_vector, plan.target_vector
+        routed = any(n in (src, tgt) for n in names)
+        others = [n for n in names if n not in (src, tgt)]
+        out: list[tuple[str, list[str]]] = []
+        if "source" in required:
+            out.append((plan.collection, others + ([src] if routed else [])))
+        if "target" in required:
+            held = ([tgt] + ([src] if plan.copy_source_vector and src != tgt else [])) if routed else []
+            # the other names live in the source collection; once it is the only one left, as given
+            out.append((self.data_collection, held + ([] if "source" in required else others)))
+        return [(collection, list(dict.fromkeys(found))) for collection, found in out if found]
 
     def forwards(self, write: WriteRoute) -> tuple[str, ...] | None:
         """Deletes and payload changes reach the collections writes go to: both while writes are dual."""

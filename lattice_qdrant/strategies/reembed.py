@@ -267,6 +267,30 @@ class ReembedStrategy(MigrationStrategy):
     def repair_stamps(self, store: Store) -> None:
         """None needed: the stamp is what selects the work, so a point cut off is done again."""
 
+    def rewrite_target(self, store: Store, text: str, ids: Sequence[Any], vector: Any) -> None:
+        """After a text change: the target embedding over the shared vector with the target stamp, vector
+        and stamp together (:meth:`~lattice_qdrant.store.Store.write_stamped`), on points still holding
+        ``text``, whichever model they held (a point still on the source moves to the target: its source
+        vector was embedded from the old text, and its backup entry, made from that text, is not restored
+        over the new one)."""
+        plan, target = self.plan, self.plan.target
+        store.write_stamped(
+            self.data_collection,
+            plan.target_vector,
+            plan.text_field,
+            dict.fromkeys(ids, (text, vector)),
+            (target.model_id, target.version),
+            distance=target.distance,
+        )
+
+    def server_inference_refusal(self) -> str | None:
+        """A re-embed keeps each source vector it overwrites in its backup and checks what it wrote by
+        reading it back: both need the embeddings in this process."""
+        return (
+            "a re-embed backs up each source vector it overwrites and reads back what it wrote, which needs "
+            "the embeddings in this process: wrap the client with inference='local'"
+        )
+
     # ----------------------------------------------------------------- lifecycle
 
     def start(self, lifecycle: Lifecycle, snap: Snapshot) -> MigrationState:
