@@ -126,6 +126,7 @@ LAYERS: list[set[str]] = [
         "kernels",
         "metrics",
         "report",
+        "surface",
     },
     # the embedders, and the store: the only package that calls qdrant-client
     {"embedders", "store", "store.base", "store.protocol", "store.control", "store.translate", "store.server"}
