@@ -1,7 +1,8 @@
 """The CLI reference in the README, generated from the commands' own ``--help``.
 
-``python -m lattice_qdrant.cli_reference --write README.md`` rewrites the part of the README between the
-markers; the test suite fails when the README is out of date.
+``python -m lattice_qdrant.cli_reference --write README.md`` rewrites the parts of the README between the
+markers: the CLI reference, and the table of the client's routed and passed-through methods
+(:func:`lattice_qdrant.surface.render`); the test suite fails when the README is out of date.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import typer
 from typer.testing import CliRunner
 
+from . import surface
 from .cli import app
 
 __all__ = ["END", "START", "render", "update"]
@@ -49,13 +51,15 @@ def render() -> str:
 
 
 def update(readme: Path) -> bool:
-    """Rewrite the generated part of ``readme``; return whether it changed."""
+    """Rewrite the generated parts of ``readme``; return whether it changed."""
     text = readme.read_text(encoding="utf-8")
-    if START not in text or END not in text:
-        raise SystemExit(f"{readme} has no {START!r} ... {END!r} markers")
-    before, rest = text.split(START, 1)
-    _, after = rest.split(END, 1)
-    new = before + render() + after
+    new = text
+    for start, end, body in ((START, END, render()), (surface.START, surface.END, surface.render())):
+        if start not in new or end not in new:
+            raise SystemExit(f"{readme} has no {start!r} ... {end!r} markers")
+        before, rest = new.split(start, 1)
+        _, after = rest.split(end, 1)
+        new = before + body + after
     if new != text:
         readme.write_text(new, encoding="utf-8")
         return True

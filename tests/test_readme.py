@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lattice_qdrant import cli_reference
+from lattice_qdrant import cli_reference, surface
 from lattice_qdrant.config import ENV_PREFIX, Settings
 
 README = Path(__file__).parent.parent / "README.md"
@@ -34,6 +34,16 @@ def test_the_cli_reference_is_generated_from_the_current_help() -> None:
     assert text[start:end] == cli_reference.render(), (
         "the README's CLI reference is out of date: python -m lattice_qdrant.cli_reference --write README.md"
     )
+
+
+def test_the_table_of_routed_and_passed_through_methods_is_generated_from_the_surface() -> None:
+    text = README.read_text()
+    start, end = text.index(surface.START), text.index(surface.END) + len(surface.END)
+    assert text[start:end] == surface.render(), (
+        "the README's table of client methods is out of date: "
+        "python -m lattice_qdrant.cli_reference --write README.md"
+    )
+    assert all(f"| `{name}` |" in surface.render() for name in surface.ROUTED)
 
 
 def test_the_configuration_example_names_every_setting() -> None:
