@@ -566,7 +566,7 @@ class LatticeClient:
         written = 0
         if workers == 1:
             for batch in batched(points, batch_size):
-                written = self._upload_batch(collection_name, batch, options, written)
+                written += self._upload_batch(collection_name, batch, options, written)
             return
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lattice-upload") as pool:
             running: set[Future[int]] = set()
@@ -574,20 +574,22 @@ class LatticeClient:
                 if len(running) >= 2 * workers:  # read the points no faster than they are written
                     done, running = wait_for(running, return_when=FIRST_COMPLETED)
                     written += sum(f.result() for f in done)
-                running.add(pool.submit(self._upload_batch, collection_name, batch, options, 0))
+                running.add(pool.submit(self._upload_batch, collection_name, batch, options, written))
             for future in running:
                 written += future.result()
 
     def _upload_batch(
         self, collection_name: str, batch: list[Any], options: dict[str, Any], written: int
     ) -> int:
+        """Upsert one batch of an upload (``written``: points of the upload written before it); return
+        how many points it wrote."""
         try:
             self._upsert(collection_name, batch, options)
         except VectorValidationError as exc:
             if written:
                 raise UploadRejectedError(exc.problems, written=written) from None
             raise
-        return written + len(batch)
+        return len(batch)
 
     def _check_upload(self, collection_name: str, points: Iterable[Any], batch_size: int) -> None:
         """Validate every point of an upload against the routing, reporting every bad one; nothing is
