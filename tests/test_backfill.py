@@ -406,44 +406,6 @@ def test_an_embedder_of_the_wrong_dimension_is_refused_before_anything_is_writte
 # --------------------------------------------------------------------------- 2. never stale
 
 
-def test_a_dual_write_made_before_the_backfill_writes_wins(
-    start: Start,
-    lattice: lq.LatticeClient,
-    legacy: HashEmbedder,
-    modern: HashEmbedder,
-) -> None:
-    migration = start(n=12)
-    docs = migration.collection
-    new_text = "an application rewrote this point while the backfill embedded it"
-    victim: list[Any] = []
-
-    def application(number: int, ids: list[Any]) -> None:
-        if number == 1:
-            victim.append(ids[len(ids) // 2])
-            lattice.upsert(
-                docs,
-                [
-                    models.PointStruct(
-                        id=victim[0],
-                        vector=models.Document(text=new_text, model="auto"),
-                        payload={"text": new_text},
-                    )
-                ],
-            )
-
-    writes = Writes(migration.store, before=application)
-    report = run_backfill(migration, modern, BackfillOptions(batch_size=12, writers=1))
-
-    assert victim and victim[0] in writes.calls[0]  # the backfill did try to write it, with the old text
-    points = assert_backfilled(lattice.client, docs, modern)
-    record = points[victim[0]]
-    assert record.payload["text"] == new_text
-    assert same_direction(vector_of(record, TARGET), modern.embed([new_text])[0])
-    assert same_direction(vector_of(record, "legacy"), legacy.embed([new_text])[0])
-    assert report.stopped_by == "done"
-    assert migration.snapshot(refresh=True).state.status == lq.Status.COMPLETED
-
-
 def test_a_text_changed_behind_the_wrappers_back_is_embedded_again_with_its_new_text(
     start: Start,
     lattice: lq.LatticeClient,

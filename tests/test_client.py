@@ -34,21 +34,6 @@ def stored(client: QdrantClient, collection: str, pid: Any) -> models.Record:
     return client.retrieve(collection, [pid], with_payload=True, with_vectors=True)[0]
 
 
-def test_document_is_embedded_with_both_models_in_one_upsert(
-    lattice: lq.LatticeClient, migrating: lq.Migration, legacy: HashEmbedder, modern: HashEmbedder
-) -> None:
-    text = "a cat naps in the sun"
-    lattice.upsert(
-        migrating.collection,
-        [models.PointStruct(id=100, vector=models.Document(text=text, model="any"), payload={"k": 1})],
-    )
-    rec = stored(lattice.client, migrating.collection, 100)
-    target = migrating.plan.target_vector
-    assert same_direction(rec.vector["legacy"], legacy.embed([text])[0])
-    assert same_direction(rec.vector[target], modern.embed([text])[0])
-    assert rec.payload == {"k": 1, MODEL_FIELD: "modern", VERSION_FIELD: 1}
-
-
 def test_missing_target_vector_is_embedded_from_the_text_field(
     lattice: lq.LatticeClient, migrating: lq.Migration, legacy: HashEmbedder, modern: HashEmbedder
 ) -> None:
@@ -124,22 +109,6 @@ def test_every_problem_of_a_batch_is_reported(lattice: lq.LatticeClient, migrati
         lattice.upsert(migrating.collection, points)
     assert [pid for pid, _ in err.value.problems] == [0, 1, 2, 3, 5, 6]
     assert "and 1 more" in str(err.value)
-
-
-def test_legacy_route_takes_a_plain_vector_as_the_source(
-    lattice: lq.LatticeClient,
-    names: Any,
-    legacy: HashEmbedder,
-    source_spec: lq.ModelSpec,
-    target_spec: lq.ModelSpec,
-) -> None:
-    docs = names("docs")
-    fill_collection(lattice.client, docs, legacy, n=2)
-    lattice.plan(docs, source=source_spec, target=target_spec, source_vector="legacy")
-    lattice.upsert(docs, [models.PointStruct(id=9, vector=[0.5] * 64, payload={"text": "z"})])
-    rec = stored(lattice.client, docs, 9)
-    assert set(rec.vector) == {"legacy"}
-    assert rec.payload[MODEL_FIELD] == "legacy"
 
 
 def test_queries_follow_the_routing(
@@ -387,52 +356,6 @@ def test_an_update_filter_requiring_a_written_vector_missing_is_refused(
     # vector but not yet the target's, so it is written (and stamped) only by the second
     lattice.update_vectors(docs, [point], update_filter=models.Filter(must_not=[flt]))
     assert stored(lattice.client, docs, 5).payload.get(MODEL_FIELD) == stamp
-
-
-@pytest.mark.parametrize("text", ["", "  \n\t"])
-@pytest.mark.parametrize("form", ["document", "per-vector"])
-def test_a_document_with_empty_text_rejects_the_whole_batch_before_anything_is_written(
-    lattice: lq.LatticeClient, migrating: lq.Migration, legacy: HashEmbedder, text: str, form: str
-) -> None:
-    docs, target = migrating.collection, migrating.plan.target_vector
-    empty = models.Document(text=text, model="m")
-    vector: Any = empty if form == "document" else {"legacy": legacy.embed(["x"])[0].tolist(), target: empty}
-    good = models.PointStruct(
-        id=300, vector=models.Document(text="fine", model="m"), payload={"text": "fine"}
-    )
-    bad = models.PointStruct(id=301, vector=vector, payload={"text": "fine"})
-    before = {r.id: r for r in lattice.client.scroll(docs, limit=100, with_vectors=True)[0]}
-    with pytest.raises(lq.VectorValidationError, match="nothing was written") as err:
-        lattice.upsert(docs, [good, bad])
-    assert [pid for pid, _ in err.value.problems] == [301]  # once, though the Document stands for both
-    assert "models.Document has empty text" in err.value.problems[0][1]
-    # update_vectors too: the good point of the batch keeps what it had
-    with pytest.raises(lq.VectorValidationError, match="empty text"):
-        lattice.update_vectors(
-            docs,
-            [
-                models.PointVectors(id=0, vector={"legacy": models.Document(text="fine", model="m")}),
-                models.PointVectors(id=1, vector={"legacy": empty}),
-            ],
-        )
-    after = {r.id: r for r in lattice.client.scroll(docs, limit=100, with_vectors=True)[0]}
-    assert after == before
-
-
-@pytest.mark.parametrize(
-    "query",
-    [
-        models.Document(text="", model="m"),
-        models.Document(text="   ", model="m"),
-        models.NearestQuery(nearest=models.Document(text=" ", model="m")),
-    ],
-)
-@pytest.mark.parametrize("mode", [None, "routed", "mixed"])
-def test_a_query_with_empty_text_is_refused(
-    lattice: lq.LatticeClient, migrating: lq.Migration, query: Any, mode: Any
-) -> None:
-    with pytest.raises(lq.VectorValidationError, match="empty text, so there is nothing to search for"):
-        lattice.query_points(migrating.collection, query, mode=mode, limit=3)
 
 
 def test_empty_text_is_refused_on_a_collection_without_a_migration_too(

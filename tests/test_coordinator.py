@@ -319,48 +319,6 @@ def test_every_strategy_plans_on_a_server_it_can_run_on(
     assert migration.plan.strategy == strategy
 
 
-def test_full_lifecycle_in_place(
-    planned: lq.Migration, lattice: lq.LatticeClient, modern: HashEmbedder
-) -> None:
-    docs = planned.collection
-    state = planned.start()
-    assert (state.status, state.phase) == (lq.Status.IN_PROGRESS, lq.Phase.MIGRATING)
-    assert (state.processed, state.total) == (0, 30)
-    vectors = lattice.client.get_collection(docs).config.params.vectors
-    assert set(vectors) == {"legacy", planned.plan.target_vector}
-    assert vectors[planned.plan.target_vector].size == modern.dimension
-
-    with pytest.raises(lq.ThresholdNotMetError, match="--force"):
-        planned.cutover()
-    backfill_all(lattice, docs, modern)
-    assert planned.progress().status == lq.Status.COMPLETED
-
-    state = planned.cutover()
-    assert state.phase == lq.Phase.ROLLBACK_WINDOW and state.cutover_at is not None
-    assert planned.routing().query_vector == planned.plan.target_vector
-    with pytest.raises(lq.RollbackWindowOpenError, match="force"):
-        planned.finalize()
-
-    state = planned.rollback()
-    assert planned.routing().query_vector == "legacy"
-    assert planned.routing().write == lq.WriteRoute.DUAL_WRITE
-    planned.cutover()
-    state = planned.finalize(force=True)
-    assert state.finalized and state.phase == lq.Phase.STABLE
-    assert set(lattice.client.get_collection(docs).config.params.vectors) == {planned.plan.target_vector}
-    routing = planned.routing()
-    assert (routing.write, routing.query_vector) == (
-        lq.WriteRoute.TARGET,
-        planned.plan.target_vector,
-    )
-    events = [e["event"] for e in planned.history()]
-    assert events[0] == "plan" and events[-1] == "finalize"
-    assert {"start", "cutover", "rollback"} <= set(events)
-    # a finalized migration takes no event
-    with pytest.raises(lq.InvalidTransitionError, match="finalize"):
-        planned.rollback()
-
-
 def test_finalize_after_the_window_needs_no_force(
     lattice: lq.LatticeClient,
     names: Any,

@@ -577,13 +577,14 @@ def test_a_batch_with_one_bad_point_is_refused_whole_and_nothing_is_written(
 
 @pytest.mark.parametrize("text", ["", "  \n\t"])
 def test_an_empty_document_is_refused_in_a_write_and_in_a_query(
-    migrating: SyncRun, names: Any, text: str
+    migrating: SyncRun, names: Any, legacy: HashEmbedder, text: str
 ) -> None:
     run, plan = migrating, migrating.plan
     docs, empty = plan.collection, models.Document(text=text, model="any")
     before = everything(run, names)
     # the Document standing for both models, or for one vector of a point
-    for vector in (empty, {plan.source_vector: doc("fine"), plan.target_vector: empty}):
+    per_vector = {plan.source_vector: legacy.embed(["x"])[0].tolist(), plan.target_vector: empty}
+    for vector in (empty, per_vector):
         with pytest.raises(lq.VectorValidationError, match="nothing was written") as err:
             run.upsert(
                 docs,
@@ -592,7 +593,7 @@ def test_an_empty_document_is_refused_in_a_write_and_in_a_query(
         assert [pid for pid, _ in err.value.problems] == [301]  # once, though the Document stands for both
         assert "models.Document has empty text" in err.value.problems[0][1]
     with pytest.raises(lq.VectorValidationError, match="empty text"):
-        run.update_vectors(docs, [models.PointVectors(id=0, vector=doc("fine")),
+        run.update_vectors(docs, [models.PointVectors(id=0, vector={plan.source_vector: doc("fine")}),
                                   models.PointVectors(id=1, vector={plan.source_vector: empty})])  # fmt: skip
     assert everything(run, names) == before
     for query in (empty, models.NearestQuery(nearest=empty)):
