@@ -92,6 +92,16 @@ class Blocking:
         return call
 
 
+def _routed(name: str) -> Callable[..., Any]:
+    """The executor's method ``name``: the wrapper's, called through the executor's ``lattice``."""
+
+    def call(run: SyncRun, *args: Any, **kwargs: Any) -> Any:
+        return getattr(run.lattice, name)(*args, **kwargs)
+
+    call.__name__ = name
+    return call
+
+
 class SyncRun:
     """A scenario's way to the sync wrapper (``executor`` ``"sync"``).
 
@@ -137,25 +147,13 @@ class SyncRun:
         """One backfill run of the migration with ``options``."""
         return run_backfill(self._migration, embedder, BackfillOptions(**options))  # type: ignore[arg-type]
 
-    # the wrapper's routed methods
-
-    def upsert(self, *args: Any, **kwargs: Any) -> Any:
-        return self.lattice.upsert(*args, **kwargs)
-
-    def update_vectors(self, *args: Any, **kwargs: Any) -> Any:
-        return self.lattice.update_vectors(*args, **kwargs)
-
-    def delete(self, *args: Any, **kwargs: Any) -> Any:
-        return self.lattice.delete(*args, **kwargs)
-
-    def set_payload(self, *args: Any, **kwargs: Any) -> Any:
-        return self.lattice.set_payload(*args, **kwargs)
-
-    def query_points(self, *args: Any, **kwargs: Any) -> Any:
-        return self.lattice.query_points(*args, **kwargs)
-
-    def query_text(self, *args: Any, **kwargs: Any) -> Any:
-        return self.lattice.query_text(*args, **kwargs)
+    # the wrapper's routed methods, as the wrapper takes them
+    upsert = _routed("upsert")
+    update_vectors = _routed("update_vectors")
+    delete = _routed("delete")
+    set_payload = _routed("set_payload")
+    query_points = _routed("query_points")
+    query_text = _routed("query_text")
 
     # what the scenarios ask of the plan (pure)
 
