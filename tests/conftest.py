@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +126,48 @@ def lattice(qdrant: QdrantClient, names: Any, legacy: HashEmbedder, modern: Hash
     return make_lattice(qdrant, names)
 
 
+MakeMigration = Callable[..., lq.Migration]
+
+
+@pytest.fixture
+def make_migration(
+    lattice: lq.LatticeClient,
+    names: Any,
+    legacy: HashEmbedder,
+    source_spec: lq.ModelSpec,
+    target_spec: lq.ModelSpec,
+) -> MakeMigration:
+    """A factory of this test's migrations, the setup most tests share.
+
+    ``make_migration(n=48, *, texts=None, started=True, target=None, **plan)`` fills a new collection with
+    ``n`` points (or one a text of ``texts``) holding their ``legacy`` vector, plans its migration through
+    ``lattice`` from ``source_spec`` to ``target`` (``target_spec`` unless given; other plan options as
+    keywords: ``strategy``, ``rollback_window``, ...) and starts it unless ``started`` is false. The first
+    collection is ``names("docs")``, the next ``names("docs2")``, and so on.
+    """
+    made: list[str] = []
+
+    def make(
+        n: int = 48,
+        *,
+        texts: list[str] | None = None,
+        started: bool = True,
+        target: lq.ModelSpec | None = None,
+        **plan: Any,
+    ) -> lq.Migration:
+        docs = names(f"docs{len(made) + 1}" if made else "docs")
+        made.append(docs)
+        fill_collection(lattice.client, docs, legacy, n=n, texts=texts)
+        migration = lattice.plan(
+            docs, source=source_spec, target=target or target_spec, source_vector="legacy", **plan
+        )
+        if started:
+            migration.start()
+        return migration
+
+    return make
+
+
 @pytest.fixture
 def cli(backend: str, tmp_path: Path, names: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     """Run the CLI against this test's Qdrant and control collection, checking the exit code.
@@ -167,6 +209,13 @@ class Watched(RecordingStore):
         super().__init__(self.faults)
 
 
+@pytest.fixture
+def watched(qdrant: QdrantClient, names: Any) -> Watched:
+    """The store of this test's control collection, watched: a module builds its ``lattice`` over it when
+    its tests watch and act on the store's calls."""
+    return Watched(open_store(qdrant, control_collection=names("control")))
+
+
 def watched_lattice(qdrant: Any, names: Any, **kwargs: Any) -> tuple[lq.LatticeClient, Watched]:
     """The wrapped client over a :class:`Watched` store of this test's control collection."""
     watched = Watched(open_store(qdrant, control_collection=names("control")))
@@ -190,6 +239,22 @@ def unit(vector: Any) -> Any:
 def same_direction(actual: Any, expected: Any, atol: float = 1e-5) -> bool:
     """Whether two vectors point the same way (local mode may hand cosine vectors back normalised)."""
     return bool(np.allclose(unit(actual), unit(expected), atol=atol))
+
+
+def fill_target(migration: lq.Migration, embedder: Any, ids: Any = None) -> None:
+    """Give points (every one, or those of ``ids``) their target vector behind the coordinator's back: what
+    a backfill writes, without the engine and without the stamp (the migration's state does not know)."""
+    client, plan = migration.store.client, migration.plan
+    records, _ = client.scroll(plan.data_collection, limit=10_000, with_payload=True)
+    records = [r for r in records if ids is None or r.id in ids]
+    vectors = embedder.embed([str((r.payload or {})["text"]) for r in records])
+    client.update_vectors(
+        plan.data_collection,
+        [
+            models.PointVectors(id=r.id, vector={plan.target_vector: v.tolist()})
+            for r, v in zip(records, vectors, strict=True)
+        ],
+    )
 
 
 def fill_collection(

@@ -55,7 +55,7 @@ from lattice_qdrant.state import Progress
 from lattice_qdrant.store import MODEL_FIELD, VERSION_FIELD, Store, open_store
 from lattice_qdrant.testing import Call, Fail, Meanwhile
 
-from conftest import QDRANT_URL, Watched, fill_collection, make_lattice, same_direction
+from conftest import QDRANT_URL, MakeMigration, Watched, fill_collection, make_lattice, same_direction
 
 CHILD = Path(__file__).with_name("backfill_child.py")
 TARGET = "modern-v1"
@@ -156,11 +156,6 @@ class Writes:
 
 
 @pytest.fixture
-def watched(qdrant: QdrantClient, names: Any) -> Watched:
-    return Watched(open_store(qdrant, control_collection=names("control")))
-
-
-@pytest.fixture
 def lattice(qdrant: QdrantClient, names: Any, watched: Watched) -> lq.LatticeClient:
     """The wrapped client, over a store the tests watch and act through."""
     return make_lattice(qdrant, names, store=watched)
@@ -254,37 +249,13 @@ class RecordingMetrics(BackfillMetrics):
             self.stages.add(stage)
 
 
-Start = Callable[..., lq.Migration]
-
-
-@pytest.fixture
-def start(
-    lattice: lq.LatticeClient,
-    names: Any,
-    legacy: HashEmbedder,
-    source_spec: lq.ModelSpec,
-    target_spec: lq.ModelSpec,
-) -> Start:
-    """Make a collection of ``n`` points (or of ``texts``), plan its migration and (by default) start it."""
-
-    def make(n: int = 48, *, texts: list[str] | None = None, started: bool = True) -> lq.Migration:
-        docs = names("docs")
-        fill_collection(lattice.client, docs, legacy, n=n, texts=texts)
-        migration = lattice.plan(docs, source=source_spec, target=target_spec, source_vector="legacy")
-        if started:
-            migration.start()
-        return migration
-
-    return make
-
-
 # --------------------------------------------------------------------------- 1. basic
 
 
 def test_backfill_fills_every_point_with_the_target_model_and_leaves_the_rest_alone(
-    start: Start, lattice: lq.LatticeClient, legacy: HashEmbedder, modern: HashEmbedder
+    make_migration: MakeMigration, lattice: lq.LatticeClient, legacy: HashEmbedder, modern: HashEmbedder
 ) -> None:
-    migration = start(n=40)
+    migration = make_migration(n=40)
     docs = migration.collection
     lattice.client.set_payload(docs, {"tenant": "a", "year": 2024}, points=list(range(40)))
     before = all_points(lattice.client, docs)
@@ -309,9 +280,9 @@ def test_backfill_fills_every_point_with_the_target_model_and_leaves_the_rest_al
 
 
 def test_a_second_run_finds_nothing_to_do(
-    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder
+    make_migration: MakeMigration, lattice: lq.LatticeClient, modern: HashEmbedder
 ) -> None:
-    migration = start(n=20)
+    migration = make_migration(n=20)
     run_backfill(migration, modern, BackfillOptions(batch_size=8))
     writes = Writes(migration.store)
     again = run_backfill(migration, modern, BackfillOptions(batch_size=8))
@@ -363,13 +334,13 @@ def test_point_ids_may_be_uuids(
     ],
 )
 def test_a_migration_that_is_not_running_is_refused(
-    start: Start,
+    make_migration: MakeMigration,
     lattice: lq.LatticeClient,
     modern: HashEmbedder,
     setup: str,
     words: tuple[str, ...],
 ) -> None:
-    migration = start(n=10, started=setup != "planned")
+    migration = make_migration(n=10, started=setup != "planned")
     if setup == "paused":
         migration.pause("maintenance")
     elif setup == "failed":
@@ -391,9 +362,9 @@ def test_a_migration_that_is_not_running_is_refused(
 
 
 def test_an_embedder_of_the_wrong_dimension_is_refused_before_anything_is_written(
-    start: Start, lattice: lq.LatticeClient
+    make_migration: MakeMigration, lattice: lq.LatticeClient
 ) -> None:
-    migration = start(n=10)
+    migration = make_migration(n=10)
     writes = Writes(migration.store)
     with pytest.raises(lq.EmbedderError, match="96"):
         run_backfill(migration, HashEmbedder(32, ngrams=2, salt="modern"))
@@ -407,12 +378,12 @@ def test_an_embedder_of_the_wrong_dimension_is_refused_before_anything_is_writte
 
 
 def test_a_text_changed_behind_the_wrappers_back_is_embedded_again_with_its_new_text(
-    start: Start,
+    make_migration: MakeMigration,
     lattice: lq.LatticeClient,
     legacy: HashEmbedder,
     modern: HashEmbedder,
 ) -> None:
-    migration = start(n=12)
+    migration = make_migration(n=12)
     docs = migration.collection
     old_texts = {pid: r.payload["text"] for pid, r in all_points(lattice.client, docs).items()}
     new_text = "a writer that does not use the wrapper changed this text"
@@ -440,9 +411,9 @@ def test_a_text_changed_behind_the_wrappers_back_is_embedded_again_with_its_new_
 
 
 def test_points_deleted_between_read_and_write_are_skipped(
-    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder
+    make_migration: MakeMigration, lattice: lq.LatticeClient, modern: HashEmbedder
 ) -> None:
-    migration = start(n=20)
+    migration = make_migration(n=20)
     docs = migration.collection
     gone: list[Any] = []
 
@@ -465,9 +436,9 @@ def test_points_deleted_between_read_and_write_are_skipped(
 
 
 def test_a_dual_write_made_after_the_backfill_wrote_keeps_its_new_vector(
-    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder
+    make_migration: MakeMigration, lattice: lq.LatticeClient, modern: HashEmbedder
 ) -> None:
-    migration = start(n=30)
+    migration = make_migration(n=30)
     docs = migration.collection
     new_text = "rewritten by the application after the backfill wrote it"
     victim: list[Any] = []
@@ -495,9 +466,9 @@ def make_bad_points(client: QdrantClient, collection: str) -> None:
 
 
 def test_bad_points_are_recorded_and_the_run_goes_on(
-    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder
+    make_migration: MakeMigration, lattice: lq.LatticeClient, modern: HashEmbedder
 ) -> None:
-    migration = start(n=12)
+    migration = make_migration(n=12)
     docs = migration.collection
     make_bad_points(lattice.client, docs)
 
@@ -524,9 +495,9 @@ def test_bad_points_are_recorded_and_the_run_goes_on(
 
 
 def test_retry_failed_writes_fixed_points_and_forgets_their_failures(
-    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder
+    make_migration: MakeMigration, lattice: lq.LatticeClient, modern: HashEmbedder
 ) -> None:
-    migration = start(n=12)
+    migration = make_migration(n=12)
     docs = migration.collection
     make_bad_points(lattice.client, docs)
     run_backfill(migration, PoisonedEmbedder(modern), BackfillOptions(batch_size=5))
@@ -555,9 +526,9 @@ def test_retry_failed_writes_fixed_points_and_forgets_their_failures(
 
 
 def test_clear_failures_forgets_some_or_all(
-    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder
+    make_migration: MakeMigration, lattice: lq.LatticeClient, modern: HashEmbedder
 ) -> None:
-    migration = start(n=12)
+    migration = make_migration(n=12)
     docs = migration.collection
     make_bad_points(lattice.client, docs)
     run_backfill(migration, PoisonedEmbedder(modern), BackfillOptions(batch_size=5))
@@ -582,11 +553,11 @@ def test_list_failures_without_a_control_collection_is_empty(qdrant: QdrantClien
 
 
 def test_over_long_texts_are_truncated_before_embedding(
-    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder
+    make_migration: MakeMigration, lattice: lq.LatticeClient, modern: HashEmbedder
 ) -> None:
     texts = [f"{word} lorem ipsum dolor sit amet number {i}" for i, word in enumerate("abcdef")]
     texts += ["tiny", "cat nap"]
-    migration = start(texts=texts)
+    migration = make_migration(texts=texts)
     docs = migration.collection
     report = run_backfill(migration, modern, BackfillOptions(max_text_chars=10, batch_size=3))
     assert (report.written, report.truncated) == (8, 6)
@@ -603,8 +574,10 @@ def test_over_long_texts_are_truncated_before_embedding(
 
 
 @pytest.mark.parametrize("writers", [1, 3])
-def test_no_more_than_writers_writes_run_at_once(start: Start, modern: HashEmbedder, writers: int) -> None:
-    migration = start(n=160)
+def test_no_more_than_writers_writes_run_at_once(
+    make_migration: MakeMigration, modern: HashEmbedder, writers: int
+) -> None:
+    migration = make_migration(n=160)
     writes = Writes(migration.store, sleep=0.02)
     report = run_backfill(migration, modern, BackfillOptions(batch_size=8, writers=writers, queue_depth=4))
     assert report.written == 160
@@ -613,8 +586,10 @@ def test_no_more_than_writers_writes_run_at_once(start: Start, modern: HashEmbed
         assert writes.max_concurrent > 1
 
 
-def test_every_write_holds_at_most_batch_size_points(start: Start, modern: HashEmbedder) -> None:
-    migration = start(n=50)
+def test_every_write_holds_at_most_batch_size_points(
+    make_migration: MakeMigration, modern: HashEmbedder
+) -> None:
+    migration = make_migration(n=50)
     writes = Writes(migration.store)
     run_backfill(migration, modern, BackfillOptions(batch_size=7, writers=2))
     sizes = [len(call) for call in writes.calls]
@@ -630,8 +605,10 @@ def in_flight_batches(options: BackfillOptions) -> int:
     return 1 + waiting + window + options.queue_depth + options.writers
 
 
-def test_queues_and_the_work_in_flight_stay_bounded(start: Start, modern: HashEmbedder) -> None:
-    migration = start(n=120)
+def test_queues_and_the_work_in_flight_stay_bounded(
+    make_migration: MakeMigration, modern: HashEmbedder
+) -> None:
+    migration = make_migration(n=120)
     options = BackfillOptions(batch_size=5, writers=1, queue_depth=2, embed_window=10)
     seen: list[tuple[int, int, int]] = []
 
@@ -676,9 +653,9 @@ def longest_sorted_run(texts: Sequence[str]) -> int:
 
 @pytest.mark.parametrize("window", [5, 12, 20, 40])
 def test_the_embedder_sorts_the_waiting_batches_together_by_length(
-    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder, window: int
+    make_migration: MakeMigration, lattice: lq.LatticeClient, modern: HashEmbedder, window: int
 ) -> None:
-    migration = start(n=60)
+    migration = make_migration(n=60)
     gate = threading.Event()
     slow = SlowEmbedder(modern, gate=gate)
     options = BackfillOptions(batch_size=5, writers=1, queue_depth=3, embed_window=window)
@@ -731,9 +708,9 @@ class PlanningEmbedder(SlowEmbedder):
 
 
 def test_each_embed_call_is_one_planned_pass_over_the_whole_window(
-    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder
+    make_migration: MakeMigration, lattice: lq.LatticeClient, modern: HashEmbedder
 ) -> None:
-    migration = start(n=60)
+    migration = make_migration(n=60)
     writes = Writes(migration.store)
     gate = threading.Event()
     embedder = PlanningEmbedder(modern, budget=700, gate=gate)
@@ -763,9 +740,12 @@ def test_each_embed_call_is_one_planned_pass_over_the_whole_window(
 
 
 def test_a_failing_pass_plan_falls_back_to_batches(
-    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder, caplog: pytest.LogCaptureFixture
+    make_migration: MakeMigration,
+    lattice: lq.LatticeClient,
+    modern: HashEmbedder,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    migration = start(n=30)
+    migration = make_migration(n=30)
     embedder = PlanningEmbedder(modern, budget=700)
     embedder.fail_planning = True
     report = run_backfill(migration, embedder, BackfillOptions(batch_size=5, embed_window=40))
@@ -776,9 +756,9 @@ def test_a_failing_pass_plan_falls_back_to_batches(
 
 
 def test_a_bad_text_in_a_wide_pass_fails_alone(
-    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder
+    make_migration: MakeMigration, lattice: lq.LatticeClient, modern: HashEmbedder
 ) -> None:
-    migration = start(n=30)
+    migration = make_migration(n=30)
     docs = migration.collection
     lattice.client.set_payload(docs, payload={"text": "poison in a pass"}, points=[7])
 
@@ -792,8 +772,8 @@ def test_a_bad_text_in_a_wide_pass_fails_alone(
     assert_backfilled(lattice.client, docs, modern, ids=[i for i in range(30) if i != 7])
 
 
-def test_max_rate_throttles_the_reader(start: Start, modern: HashEmbedder) -> None:
-    migration = start(n=120)
+def test_max_rate_throttles_the_reader(make_migration: MakeMigration, modern: HashEmbedder) -> None:
+    migration = make_migration(n=120)
     max_rate = 150.0
     report = run_backfill(migration, modern, BackfillOptions(batch_size=20, max_rate=max_rate))
     assert report.written == 120
@@ -801,15 +781,15 @@ def test_max_rate_throttles_the_reader(start: Start, modern: HashEmbedder) -> No
     assert report.elapsed >= 0.8 * 120 / max_rate
 
 
-def test_delay_waits_after_each_batch(start: Start, modern: HashEmbedder) -> None:
-    migration = start(n=60)
+def test_delay_waits_after_each_batch(make_migration: MakeMigration, modern: HashEmbedder) -> None:
+    migration = make_migration(n=60)
     report = run_backfill(migration, modern, BackfillOptions(batch_size=10, delay=0.1))
     assert report.written == 60
     assert report.elapsed >= 0.8 * 6 * 0.1
 
 
-def test_on_progress_numbers_are_consistent(start: Start, modern: HashEmbedder) -> None:
-    migration = start(n=60)
+def test_on_progress_numbers_are_consistent(make_migration: MakeMigration, modern: HashEmbedder) -> None:
+    migration = make_migration(n=60)
     gate = threading.Event()
     snapshots: list[dict[str, Any]] = []
 
@@ -862,10 +842,10 @@ def stop_after_first_write(
 
 
 def test_a_stop_event_stops_the_run_and_the_next_run_finishes_the_rest(
-    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder
+    make_migration: MakeMigration, lattice: lq.LatticeClient, modern: HashEmbedder
 ) -> None:
     n = 200
-    migration = start(n=n)
+    migration = make_migration(n=n)
     options = BackfillOptions(batch_size=10, writers=1, queue_depth=2, embed_window=30)
     first = stop_after_first_write(migration, modern, options)
     assert 0 < first.written < n
@@ -883,8 +863,8 @@ def test_a_stop_event_stops_the_run_and_the_next_run_finishes_the_rest(
     assert migration.snapshot(refresh=True).state.status == lq.Status.COMPLETED
 
 
-def test_a_run_stopped_by_its_stop_event_says_so(start: Start, modern: HashEmbedder) -> None:
-    migration = start(n=200)
+def test_a_run_stopped_by_its_stop_event_says_so(make_migration: MakeMigration, modern: HashEmbedder) -> None:
+    migration = make_migration(n=200)
     report = stop_after_first_write(
         migration,
         modern,
@@ -894,8 +874,10 @@ def test_a_run_stopped_by_its_stop_event_says_so(start: Start, modern: HashEmbed
     assert report.stopped_by == "stop"
 
 
-def test_a_failing_progress_callback_leaves_no_pipeline_running(start: Start, modern: HashEmbedder) -> None:
-    migration = start(n=20)
+def test_a_failing_progress_callback_leaves_no_pipeline_running(
+    make_migration: MakeMigration, modern: HashEmbedder
+) -> None:
+    migration = make_migration(n=20)
     release = threading.Event()
 
     def hold(number: int, ids: list[Any]) -> None:
@@ -927,9 +909,9 @@ def test_a_failing_progress_callback_leaves_no_pipeline_running(start: Start, mo
 
 
 def test_until_stops_near_the_coverage_asked_for(
-    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder
+    make_migration: MakeMigration, lattice: lq.LatticeClient, modern: HashEmbedder
 ) -> None:
-    migration = start(n=100)
+    migration = make_migration(n=100)
     options = BackfillOptions(batch_size=8, until=50)
     report = run_backfill(migration, modern, options)
     assert report.stopped_by == "until"
@@ -941,8 +923,10 @@ def test_until_stops_near_the_coverage_asked_for(
     assert migration.snapshot(refresh=True).state.status == lq.Status.COMPLETED
 
 
-def test_a_run_whose_until_is_already_met_writes_nothing(start: Start, modern: HashEmbedder) -> None:
-    migration = start(n=40)
+def test_a_run_whose_until_is_already_met_writes_nothing(
+    make_migration: MakeMigration, modern: HashEmbedder
+) -> None:
+    migration = make_migration(n=40)
     run_backfill(migration, modern, BackfillOptions(batch_size=8, until=60))
     writes = Writes(migration.store)
     again = run_backfill(migration, modern, BackfillOptions(batch_size=8, until=50))
@@ -952,9 +936,9 @@ def test_a_run_whose_until_is_already_met_writes_nothing(start: Start, modern: H
 
 
 def test_a_run_that_finds_everything_covered_records_completion_even_with_until(
-    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder
+    make_migration: MakeMigration, lattice: lq.LatticeClient, modern: HashEmbedder
 ) -> None:
-    migration = start(n=12)
+    migration = make_migration(n=12)
     docs = migration.collection
     records = list(all_points(lattice.client, docs).values())
     vectors = modern.embed([r.payload["text"] for r in records])
@@ -971,9 +955,9 @@ def test_a_run_that_finds_everything_covered_records_completion_even_with_until(
 
 
 def test_max_points_caps_the_points_of_one_run(
-    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder
+    make_migration: MakeMigration, lattice: lq.LatticeClient, modern: HashEmbedder
 ) -> None:
-    migration = start(n=100)
+    migration = make_migration(n=100)
     report = run_backfill(migration, modern, BackfillOptions(batch_size=8, max_points=30))
     assert report.stopped_by == "max_points"
     assert report.written == 30
@@ -981,9 +965,9 @@ def test_max_points_caps_the_points_of_one_run(
 
 
 def test_max_tokens_caps_the_tokens_of_one_run(
-    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder
+    make_migration: MakeMigration, lattice: lq.LatticeClient, modern: HashEmbedder
 ) -> None:
-    migration = start(n=60)
+    migration = make_migration(n=60)
     texts = [
         r.payload["text"]
         for r in sorted(all_points(lattice.client, migration.collection).values(), key=lambda r: r.id)
@@ -997,9 +981,9 @@ def test_max_tokens_caps_the_tokens_of_one_run(
 
 
 def test_max_tokens_holds_even_when_the_embedder_lags_behind_the_reader(
-    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder, watched: Watched
+    make_migration: MakeMigration, lattice: lq.LatticeClient, modern: HashEmbedder, watched: Watched
 ) -> None:
-    migration = start(n=100)
+    migration = make_migration(n=100)
     docs = migration.collection
     texts = [r.payload["text"] for r in sorted(all_points(lattice.client, docs).values(), key=lambda r: r.id)]
     budget = sum(estimate_tokens(t) for t in texts[:25])  # two and a half batches
@@ -1020,9 +1004,9 @@ def test_max_tokens_holds_even_when_the_embedder_lags_behind_the_reader(
 
 
 def test_priority_filters_are_backfilled_first_in_order(
-    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder
+    make_migration: MakeMigration, lattice: lq.LatticeClient, modern: HashEmbedder
 ) -> None:
-    migration = start(n=60)
+    migration = make_migration(n=60)
     docs = migration.collection
     tenant = {i: "abc"[(i * 7) % 3] for i in range(60)}
     for name in "abc":
@@ -1089,13 +1073,13 @@ def test_a_bad_shard_is_refused(text: str, problem: str) -> None:
 
 
 def test_three_shards_at_once_split_the_work_exactly(
-    start: Start,
+    make_migration: MakeMigration,
     lattice: lq.LatticeClient,
     names: Any,
     modern: HashEmbedder,
 ) -> None:
     n = 90
-    migration = start(n=n)
+    migration = make_migration(n=n)
     docs = migration.collection
     reports: dict[int, BackfillReport] = {}
     written: dict[int, list[Any]] = {}
@@ -1307,9 +1291,9 @@ def test_sigterm_stops_cleanly_after_the_batches_in_flight(
 
 
 def test_estimate_measures_without_writing(
-    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder
+    make_migration: MakeMigration, lattice: lq.LatticeClient, modern: HashEmbedder
 ) -> None:
-    migration = start(n=40)
+    migration = make_migration(n=40)
     docs = migration.collection
     texts = [r.payload["text"] for r in all_points(lattice.client, docs).values()]
     writes = Writes(migration.store)
@@ -1326,9 +1310,9 @@ def test_estimate_measures_without_writing(
 
 
 def test_estimate_samples_and_follows_shards_and_progress(
-    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder
+    make_migration: MakeMigration, lattice: lq.LatticeClient, modern: HashEmbedder
 ) -> None:
-    migration = start(n=90)
+    migration = make_migration(n=90)
     assert estimate(migration, modern, sample=10).sampled == 10
     sharded = estimate(migration, modern, BackfillOptions(shard=Shard(index=1, count=3)))
     assert sharded.todo == 30
@@ -1340,8 +1324,8 @@ def test_estimate_samples_and_follows_shards_and_progress(
     assert (done.todo, done.total, done.tokens, done.storage_bytes, done.sampled) == (0, 90, 0, 0, 0)
 
 
-def test_estimate_truncates_like_the_backfill(start: Start, modern: HashEmbedder) -> None:
-    migration = start(texts=["x" * 400, "y" * 400])
+def test_estimate_truncates_like_the_backfill(make_migration: MakeMigration, modern: HashEmbedder) -> None:
+    migration = make_migration(texts=["x" * 400, "y" * 400])
     dry = estimate(migration, modern, BackfillOptions(max_text_chars=40))
     assert dry.tokens == 2 * estimate_tokens("x" * 40)
 
@@ -1350,11 +1334,11 @@ def test_estimate_truncates_like_the_backfill(start: Start, modern: HashEmbedder
 
 
 def test_prometheus_metrics_count_what_the_run_did(
-    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder
+    make_migration: MakeMigration, lattice: lq.LatticeClient, modern: HashEmbedder
 ) -> None:
     from prometheus_client import CollectorRegistry
 
-    migration = start(n=30)
+    migration = make_migration(n=30)
     docs = migration.collection
     lattice.client.set_payload(docs, {"text": "poison"}, points=[7])
     registry = CollectorRegistry()
@@ -1375,8 +1359,10 @@ def test_prometheus_metrics_count_what_the_run_did(
         assert registry.get_sample_value("lattice_backfill_active_workers", staged) == 0, stage
 
 
-def test_a_metrics_sink_sees_every_point_and_stage(start: Start, modern: HashEmbedder) -> None:
-    migration = start(n=30)
+def test_a_metrics_sink_sees_every_point_and_stage(
+    make_migration: MakeMigration, modern: HashEmbedder
+) -> None:
+    migration = make_migration(n=30)
     metrics = RecordingMetrics()
     report = run_backfill(migration, modern, BackfillOptions(batch_size=6), metrics=metrics)
     assert metrics.points_written == report.written == 30
@@ -1397,9 +1383,9 @@ def test_prometheus_metrics_need_prometheus_client(monkeypatch: pytest.MonkeyPat
 
 
 def test_a_running_backfill_leaves_a_heartbeat_and_removes_it_at_the_end(
-    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder
+    make_migration: MakeMigration, lattice: lq.LatticeClient, modern: HashEmbedder
 ) -> None:
-    migration = start(n=40)
+    migration = make_migration(n=40)
     docs = migration.collection
     gate = threading.Event()
     seen: list[list[dict[str, Any]]] = []
@@ -1423,12 +1409,12 @@ def test_a_running_backfill_leaves_a_heartbeat_and_removes_it_at_the_end(
 
 
 def test_a_pause_from_another_process_stops_the_run(
-    start: Start,
+    make_migration: MakeMigration,
     lattice: lq.LatticeClient,
     names: Any,
     modern: HashEmbedder,
 ) -> None:
-    migration = start(n=100)
+    migration = make_migration(n=100)
     docs = migration.collection
     other = lq.Migration(Store(lattice.client, control_collection=names("control")), docs, refresh_interval=0)
     stop = threading.Event()
@@ -1457,9 +1443,9 @@ def test_a_pause_from_another_process_stops_the_run(
 
 
 def test_a_store_failure_fails_the_migration_until_resumed(
-    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder
+    make_migration: MakeMigration, lattice: lq.LatticeClient, modern: HashEmbedder
 ) -> None:
-    migration = start(n=30)
+    migration = make_migration(n=30)
 
     def broken(number: int, ids: list[Any]) -> None:
         raise lq.StoreError("update vectors failed: disk on fire", collection=migration.collection)
@@ -1478,9 +1464,9 @@ def test_a_store_failure_fails_the_migration_until_resumed(
 
 
 def test_a_stamp_lost_between_the_two_writes_is_repaired_by_the_next_run(
-    start: Start, lattice: lq.LatticeClient, modern: HashEmbedder, watched: Watched
+    make_migration: MakeMigration, lattice: lq.LatticeClient, modern: HashEmbedder, watched: Watched
 ) -> None:
-    migration = start(n=20)
+    migration = make_migration(n=20)
 
     lost = lq.StoreError("set payload failed: connection reset", collection=migration.collection)
     watched.faults.inject("set_payload", Fail(lost))
@@ -1494,9 +1480,13 @@ def test_a_stamp_lost_between_the_two_writes_is_repaired_by_the_next_run(
 
 
 def test_completion_survives_a_concurrent_stale_progress(
-    start: Start, lattice: lq.LatticeClient, names: Any, modern: HashEmbedder, watched: Watched
+    make_migration: MakeMigration,
+    lattice: lq.LatticeClient,
+    names: Any,
+    modern: HashEmbedder,
+    watched: Watched,
 ) -> None:
-    migration = start(n=20)
+    migration = make_migration(n=20)
     docs = migration.collection
     # another worker, which counted the coverage a moment ago
     other = lq.Migration(Store(lattice.client, control_collection=names("control")), docs, refresh_interval=0)

@@ -12,10 +12,10 @@ from lattice_qdrant import commands
 from lattice_qdrant.backfill import run_backfill
 from lattice_qdrant.config import Settings
 from lattice_qdrant.embedders import HashEmbedder
-from lattice_qdrant.store import MODEL_FIELD, open_store
+from lattice_qdrant.store import MODEL_FIELD
 from lattice_qdrant.testing import Call, Fail, LoseReply, Meanwhile
 
-from conftest import CORPUS, Watched, fill_collection, make_lattice, same_direction
+from conftest import CORPUS, MakeMigration, Watched, make_lattice, same_direction
 
 
 def unnamed_collection(client: QdrantClient, name: str, embedder: HashEmbedder, n: int) -> None:
@@ -32,11 +32,6 @@ def unnamed_collection(client: QdrantClient, name: str, embedder: HashEmbedder, 
             for i, t in enumerate(texts)
         ],
     )
-
-
-@pytest.fixture
-def watched(qdrant: QdrantClient, names: Any) -> Watched:
-    return Watched(open_store(qdrant, control_collection=names("control")))
 
 
 @pytest.fixture
@@ -233,19 +228,10 @@ def test_cancel_keeps_the_alias_on_the_source_and_drops_the_new_collection(
 
 
 def test_blue_green_with_named_vectors_and_the_source_vector_kept(
-    lattice: lq.LatticeClient,
-    names: Any,
-    legacy: HashEmbedder,
-    modern: HashEmbedder,
-    source_spec: lq.ModelSpec,
-    target_spec: lq.ModelSpec,
+    lattice: lq.LatticeClient, make_migration: MakeMigration, modern: HashEmbedder
 ) -> None:
-    docs = names("docs")
-    fill_collection(lattice.client, docs, legacy, n=12)
-    migration = lattice.plan(
-        docs, source=source_spec, target=target_spec, source_vector="legacy", strategy="blue_green",
-        copy_source_vector=True,
-    )  # fmt: skip
+    migration = make_migration(n=12, started=False, strategy="blue_green", copy_source_vector=True)
+    docs = migration.collection
     plan = migration.plan
     assert plan.target_vector == "modern-v1" and plan.alias is None
     migration.start()

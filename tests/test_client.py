@@ -12,22 +12,12 @@ import lattice_qdrant as lq
 from lattice_qdrant.embedders import MINILM, HashEmbedder, SentenceTransformerEmbedder
 from lattice_qdrant.store import MODEL_FIELD, VERSION_FIELD
 
-from conftest import fill_collection, make_lattice, same_direction
+from conftest import MakeMigration, fill_collection, make_lattice, same_direction
 
 
 @pytest.fixture
-def migrating(
-    lattice: lq.LatticeClient,
-    names: Any,
-    legacy: HashEmbedder,
-    source_spec: lq.ModelSpec,
-    target_spec: lq.ModelSpec,
-) -> lq.Migration:
-    docs = names("docs")
-    fill_collection(lattice.client, docs, legacy, n=12)
-    migration = lattice.plan(docs, source=source_spec, target=target_spec, source_vector="legacy")
-    migration.start()
-    return migration
+def migrating(make_migration: MakeMigration) -> lq.Migration:
+    return make_migration(n=12)
 
 
 def stored(client: QdrantClient, collection: str, pid: Any) -> models.Record:
@@ -275,17 +265,9 @@ def test_a_plain_vector_is_taken_by_the_model_whose_dimension_it_has(
 
 
 def test_a_vector_query_is_routed_when_mixed_mode_is_only_the_plans_default(
-    lattice: lq.LatticeClient,
-    names: Any,
-    legacy: HashEmbedder,
-    source_spec: lq.ModelSpec,
-    target_spec: lq.ModelSpec,
+    lattice: lq.LatticeClient, make_migration: MakeMigration, legacy: HashEmbedder
 ) -> None:
-    docs = names("docs")
-    fill_collection(lattice.client, docs, legacy, n=6)
-    lattice.plan(
-        docs, source=source_spec, target=target_spec, source_vector="legacy", query_mode="mixed"
-    ).start()
+    docs = make_migration(n=6, query_mode="mixed").collection
     vector = legacy.embed(["cat on the mat"])[0].tolist()
     assert lattice.query_points(docs, vector, limit=1).points  # routed to the source vector
     with pytest.raises(lq.VectorValidationError, match="mixed mode embeds the query"):

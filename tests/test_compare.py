@@ -18,7 +18,7 @@ from lattice_qdrant import compare as cmp
 from lattice_qdrant.compare import QuerySpec
 from lattice_qdrant.embedders import HashEmbedder
 
-from conftest import CORPUS, fill_collection
+from conftest import CORPUS, MakeMigration, fill_collection, fill_target
 
 N = 36  # three notes of each CORPUS sentence: ids i, i + 12, i + 24 share a sentence
 
@@ -43,45 +43,9 @@ def labelled_queries() -> list[QuerySpec]:
     return [QuerySpec(text, relevant_to(sentence)) for text, sentence in LABELLED]
 
 
-def backfill(client: lq.LatticeClient, collection: str, embedder: HashEmbedder, ids: Any = None) -> None:
-    """Give points (all, or ``ids``) their target vector, as the backfill would."""
-    plan = client.migration(collection).plan
-    records, _ = client.client.scroll(collection, limit=10_000, with_payload=True)
-    records = [r for r in records if ids is None or r.id in ids]
-    vectors = embedder.embed([r.payload["text"] for r in records])
-    client.client.update_vectors(
-        collection,
-        [
-            models.PointVectors(id=r.id, vector={plan.target_vector: v.tolist()})
-            for r, v in zip(records, vectors, strict=True)
-        ],
-    )
-
-
-def make_migration(
-    lattice: lq.LatticeClient,
-    names: Any,
-    legacy: HashEmbedder,
-    source_spec: lq.ModelSpec,
-    target_spec: lq.ModelSpec,
-    **plan: Any,
-) -> lq.Migration:
-    docs = names("docs")
-    fill_collection(lattice.client, docs, legacy, n=N)
-    return lattice.plan(docs, source=source_spec, target=target_spec, source_vector="legacy", **plan)
-
-
 @pytest.fixture
-def started(
-    lattice: lq.LatticeClient,
-    names: Any,
-    legacy: HashEmbedder,
-    source_spec: lq.ModelSpec,
-    target_spec: lq.ModelSpec,
-) -> lq.Migration:
-    migration = make_migration(lattice, names, legacy, source_spec, target_spec)
-    migration.start()
-    return migration
+def started(make_migration: MakeMigration) -> lq.Migration:
+    return make_migration(N)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -260,7 +224,7 @@ def test_a_report_on_a_backfilled_collection(
     started: lq.Migration, lattice: lq.LatticeClient, modern: HashEmbedder
 ) -> None:
     docs = started.collection
-    backfill(lattice, docs, modern)
+    fill_target(started, modern)
     queries = [*labelled_queries(), QuerySpec("weather forecast for tomorrow")]
     report = cmp.compare(lattice, docs, queries, ks=(1, 3, 10), origin="labels.jsonl")
 
@@ -321,7 +285,7 @@ def test_a_report_on_a_backfilled_collection(
 def test_the_html_report_is_self_contained(
     started: lq.Migration, lattice: lq.LatticeClient, modern: HashEmbedder
 ) -> None:
-    backfill(lattice, started.collection, modern)
+    fill_target(started, modern)
     report = cmp.compare(lattice, started.collection, labelled_queries())
     page = report.render_html()
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
@@ -347,7 +311,7 @@ def test_partial_coverage_is_reported_and_only_covered_points_are_found(
     started: lq.Migration, lattice: lq.LatticeClient, modern: HashEmbedder
 ) -> None:
     covered = set(range(0, N, 2))
-    backfill(lattice, started.collection, modern, ids=covered)
+    fill_target(started, modern, ids=covered)
     report = cmp.compare(lattice, started.collection, labelled_queries(), ks=(5, 20))
     assert (report.covered, report.total) == (N // 2, N)
     assert any("covers 50.0%" in note and "floor" in note for note in report.notes)
@@ -363,7 +327,7 @@ def test_partial_coverage_is_reported_and_only_covered_points_are_found(
 def test_without_labels_there_is_no_recall_and_the_gate_cannot_judge(
     started: lq.Migration, lattice: lq.LatticeClient, modern: HashEmbedder
 ) -> None:
-    backfill(lattice, started.collection, modern)
+    fill_target(started, modern)
     report = cmp.compare(lattice, started.collection, [QuerySpec("cats"), QuerySpec("dogs")])
     assert report.labelled == 0
     assert all(row.recall == {} and row.ndcg == {} for row in report.at_k)
@@ -376,7 +340,7 @@ def test_without_labels_there_is_no_recall_and_the_gate_cannot_judge(
 
 
 def test_sampled_comparison(started: lq.Migration, lattice: lq.LatticeClient, modern: HashEmbedder) -> None:
-    backfill(lattice, started.collection, modern)
+    fill_target(started, modern)
     report = cmp.compare(lattice, started.collection, [], sample=6, seed=3)
     assert len(report.outcomes) == 6 and report.labelled == 6
     assert report.origin == "a sample of 6 points (known-item queries, seed 3)"
@@ -389,13 +353,9 @@ def test_sampled_comparison(started: lq.Migration, lattice: lq.LatticeClient, mo
 
 
 def test_compare_needs_queries_and_a_target_vector(
-    lattice: lq.LatticeClient,
-    names: Any,
-    legacy: HashEmbedder,
-    source_spec: lq.ModelSpec,
-    target_spec: lq.ModelSpec,
+    lattice: lq.LatticeClient, make_migration: MakeMigration, names: Any
 ) -> None:
-    planned = make_migration(lattice, names, legacy, source_spec, target_spec)
+    planned = make_migration(N, started=False)
     with pytest.raises(lq.StoreError, match="lattice-qdrant start") as err:
         cmp.compare(lattice, planned.collection, labelled_queries())
     assert err.value.vector == planned.plan.target_vector
@@ -409,7 +369,7 @@ def test_compare_needs_queries_and_a_target_vector(
 def test_after_cutover_mixed_is_the_target_and_after_finalize_only_the_target_is_searched(
     started: lq.Migration, lattice: lq.LatticeClient, modern: HashEmbedder
 ) -> None:
-    backfill(lattice, started.collection, modern)
+    fill_target(started, modern)
     started.cutover()
     report = cmp.compare(lattice, started.collection, labelled_queries())
     assert report.systems == ("source", "target", "mixed")
@@ -486,18 +446,11 @@ def test_quality_gate_without_models_to_check() -> None:
 
 
 @pytest.fixture
-def gated(
-    lattice: lq.LatticeClient,
-    names: Any,
-    legacy: HashEmbedder,
-    modern: HashEmbedder,
-    source_spec: lq.ModelSpec,
-    target_spec: lq.ModelSpec,
-) -> lq.Migration:
-    migration = make_migration(lattice, names, legacy, source_spec, target_spec, compare_margin=0.05)
+def gated(make_migration: MakeMigration, modern: HashEmbedder) -> lq.Migration:
+    migration = make_migration(N, started=False, compare_margin=0.05)
     assert migration.plan.compare_margin == 0.05
     migration.start()
-    backfill(lattice, migration.collection, modern)
+    fill_target(migration, modern)
     return migration
 
 
@@ -541,14 +494,8 @@ def test_cutover_is_refused_on_a_comparison_without_labels(gated: lq.Migration) 
         gated.cutover()
 
 
-def test_the_lifecycle_refuses_before_the_gate(
-    lattice: lq.LatticeClient,
-    names: Any,
-    legacy: HashEmbedder,
-    source_spec: lq.ModelSpec,
-    target_spec: lq.ModelSpec,
-) -> None:
-    migration = make_migration(lattice, names, legacy, source_spec, target_spec, compare_margin=0.05)
+def test_the_lifecycle_refuses_before_the_gate(make_migration: MakeMigration) -> None:
+    migration = make_migration(N, started=False, compare_margin=0.05)
     with pytest.raises(lq.InvalidTransitionError):
         migration.cutover()  # not started
     migration.start()
@@ -569,18 +516,11 @@ def test_a_recorded_comparison_opens_the_gate(gated: lq.Migration, lattice: lq.L
 
 
 def test_a_recorded_comparison_at_low_coverage_closes_the_gate(
-    lattice: lq.LatticeClient,
-    names: Any,
-    legacy: HashEmbedder,
-    modern: HashEmbedder,
-    source_spec: lq.ModelSpec,
-    target_spec: lq.ModelSpec,
+    lattice: lq.LatticeClient, make_migration: MakeMigration, modern: HashEmbedder
 ) -> None:
-    migration = make_migration(
-        lattice, names, legacy, source_spec, target_spec, compare_margin=0.05, cutover_threshold=0.3
-    )
+    migration = make_migration(N, started=False, compare_margin=0.05, cutover_threshold=0.3)
     migration.start()
-    backfill(lattice, migration.collection, modern, ids=set(range(0, N, 3)))
+    fill_target(migration, modern, ids=set(range(0, N, 3)))
     report = cmp.compare(lattice, migration.collection, labelled_queries())
     cmp.record_comparison(lattice.store, report)
     assert report.row(10).recall["target"] == 0.25 and report.row(10).recall["source"] == 1.0
@@ -590,10 +530,8 @@ def test_a_recorded_comparison_at_low_coverage_closes_the_gate(
     assert migration.cutover(force=True).phase == lq.Phase.ROLLBACK_WINDOW
 
 
-def test_a_plan_without_a_margin_is_not_gated(
-    started: lq.Migration, lattice: lq.LatticeClient, modern: HashEmbedder
-) -> None:
-    backfill(lattice, started.collection, modern)
+def test_a_plan_without_a_margin_is_not_gated(started: lq.Migration, modern: HashEmbedder) -> None:
+    fill_target(started, modern)
     record(started, 0.9, 0.1)
     assert started.cutover().phase == lq.Phase.ROLLBACK_WINDOW
 

@@ -14,41 +14,12 @@ from lattice_qdrant.embedders import HashEmbedder
 from lattice_qdrant.store import open_store
 from lattice_qdrant.testing import Fail, FaultyStore, Meanwhile
 
-from conftest import fill_collection, make_lattice
-
-
-def backfill_all(client: lq.LatticeClient, collection: str, embedder: HashEmbedder) -> None:
-    """Give every point its target vector (what the backfill engine does, minus the engine)."""
-    migration = client.migration(collection)
-    plan = migration.plan
-    records, _ = client.client.scroll(collection, limit=10_000, with_payload=True)
-    vectors = embedder.embed([r.payload["text"] for r in records])
-    client.client.update_vectors(
-        collection,
-        [
-            models.PointVectors(id=r.id, vector={plan.target_vector: v.tolist()})
-            for r, v in zip(records, vectors, strict=True)
-        ],
-    )
+from conftest import MakeMigration, fill_collection, fill_target, make_lattice
 
 
 @pytest.fixture
-def planned(
-    lattice: lq.LatticeClient,
-    names: Any,
-    legacy: HashEmbedder,
-    source_spec: lq.ModelSpec,
-    target_spec: lq.ModelSpec,
-) -> lq.Migration:
-    docs = names("docs")
-    fill_collection(lattice.client, docs, legacy, n=30)
-    return lattice.plan(
-        docs,
-        source=source_spec,
-        target=target_spec,
-        source_vector="legacy",
-        rollback_window=3600,
-    )
+def planned(make_migration: MakeMigration) -> lq.Migration:
+    return make_migration(n=30, started=False, rollback_window=3600)
 
 
 def test_plan_records_the_plan_and_registers_both_models(
@@ -236,57 +207,53 @@ class PosingServer:
 STRATEGIES = ["in_place", "blue_green", "reembed"]
 
 
-def plan_with(
-    client: lq.LatticeClient, docs: str, strategy: str, source: lq.ModelSpec, target: lq.ModelSpec
-) -> lq.Migration:
-    """A plan of ``strategy`` from ``source`` (a re-embed keeps the source's shape: version 2 of it)."""
-    if strategy == "reembed":
-        target = HashEmbedder(source.dimension, salt="newer").spec(source.model_id, 2)
-    return client.plan(docs, source=source, target=target, source_vector="legacy", strategy=strategy)
+@pytest.fixture
+def plan_on(
+    qdrant: QdrantClient,
+    names: Any,
+    legacy: HashEmbedder,
+    source_spec: lq.ModelSpec,
+    target_spec: lq.ModelSpec,
+) -> Callable[[str, str], lq.Migration]:
+    """``plan_on(version, strategy)``: a plan of ``strategy`` for a collection of 3 points
+    (``names("docs")``), through a wrapper of a server of ``version`` (a re-embed keeps the source's
+    shape: version 2 of it)."""
+    docs = names("docs")
+    fill_collection(qdrant, docs, legacy, n=3)
+
+    def plan(version: str, strategy: str) -> lq.Migration:
+        target = target_spec
+        if strategy == "reembed":
+            target = HashEmbedder(source_spec.dimension, salt="newer").spec(source_spec.model_id, 2)
+        server = make_lattice(PosingServer(qdrant, version), names)
+        return server.plan(docs, source=source_spec, target=target, source_vector="legacy", strategy=strategy)
+
+    return plan
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("version", ["1.16.3", "1.15.4", "1.12.0"])
 def test_every_strategy_is_refused_at_plan_on_a_server_older_than_1_17(
-    qdrant: QdrantClient,
-    names: Any,
-    legacy: HashEmbedder,
-    source_spec: lq.ModelSpec,
-    target_spec: lq.ModelSpec,
-    strategy: str,
-    version: str,
+    plan_on: Any, qdrant: QdrantClient, names: Any, strategy: str, version: str
 ) -> None:
     # such a server drops update_mode: two planners would both win, the backfill would overwrite
-    docs = names("docs")
-    fill_collection(qdrant, docs, legacy, n=3)
-    old = make_lattice(PosingServer(qdrant, version), names)
-
     with pytest.raises(lq.ServerVersionError) as caught:
-        plan_with(old, docs, strategy, source_spec, target_spec)
+        plan_on(version, strategy)
 
     assert f"Qdrant {version} found, 1.17+ needed" in str(caught.value)
-    assert caught.value.collection == docs
+    assert caught.value.collection == names("docs")
     # nothing was written: no control collection, no model registered
     assert not qdrant.collection_exists(names("control"))
     with pytest.raises(lq.MigrationNotFoundError):
-        make_lattice(qdrant, names).migration(docs)
+        make_lattice(qdrant, names).migration(names("docs"))
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_every_strategy_is_refused_at_plan_on_a_server_of_unknown_version(
-    qdrant: QdrantClient,
-    names: Any,
-    legacy: HashEmbedder,
-    source_spec: lq.ModelSpec,
-    target_spec: lq.ModelSpec,
-    strategy: str,
+    plan_on: Any, qdrant: QdrantClient, names: Any, strategy: str
 ) -> None:
-    docs = names("docs")
-    fill_collection(qdrant, docs, legacy, n=3)
-    unknown = make_lattice(PosingServer(qdrant, "unknown"), names)
-
     with pytest.raises(lq.ServerVersionError, match="no readable version"):
-        plan_with(unknown, docs, strategy, source_spec, target_spec)
+        plan_on("unknown", strategy)
 
     assert not qdrant.collection_exists(names("control"))
 
@@ -294,46 +261,29 @@ def test_every_strategy_is_refused_at_plan_on_a_server_of_unknown_version(
 @pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("version", ["1.17.0", "1.18.2"])
 def test_every_strategy_plans_on_a_server_it_can_run_on(
-    qdrant: QdrantClient,
-    names: Any,
-    legacy: HashEmbedder,
-    source_spec: lq.ModelSpec,
-    target_spec: lq.ModelSpec,
-    strategy: str,
-    version: str,
+    plan_on: Any, qdrant: QdrantClient, names: Any, strategy: str, version: str
 ) -> None:
-    docs = names("docs")
-    fill_collection(qdrant, docs, legacy, n=3)
-    server = make_lattice(PosingServer(qdrant, version), names)
-
     if strategy == "in_place" and version < "1.18":
         # in place also adds a named vector to the live collection: refused at plan, nothing recorded
         with pytest.raises(lq.InPlaceUnsupportedError, match=rf"Qdrant {version} found, 1.18\+ needed"):
-            plan_with(server, docs, strategy, source_spec, target_spec)
+            plan_on(version, strategy)
         with pytest.raises(lq.MigrationNotFoundError):
-            make_lattice(qdrant, names).migration(docs)
+            make_lattice(qdrant, names).migration(names("docs"))
         return
-    migration = plan_with(server, docs, strategy, source_spec, target_spec)
+    migration = plan_on(version, strategy)
 
     assert migration.state.status == lq.Status.PLANNED
     assert migration.plan.strategy == strategy
 
 
 def test_finalize_after_the_window_needs_no_force(
-    lattice: lq.LatticeClient,
-    names: Any,
-    legacy: HashEmbedder,
-    modern: HashEmbedder,
-    source_spec: lq.ModelSpec,
-    target_spec: lq.ModelSpec,
+    lattice: lq.LatticeClient, make_migration: MakeMigration, modern: HashEmbedder
 ) -> None:
-    docs = names("docs")
-    fill_collection(lattice.client, docs, legacy, n=5)
-    lattice.plan(docs, source=source_spec, target=target_spec, source_vector="legacy", rollback_window=60)
+    docs = make_migration(n=5, started=False, rollback_window=60).collection
     now = [1_000_000.0]
     migration = lq.Migration(lattice.store, docs, refresh_interval=0, clock=lambda: now[0])
     migration.start()
-    backfill_all(lattice, docs, modern)
+    fill_target(migration, modern)
     migration.cutover()
     now[0] += 59
     with pytest.raises(lq.RollbackWindowOpenError) as err:
@@ -412,7 +362,7 @@ def test_state_survives_a_restart_including_the_cutover_time(
         "docs", source=source_spec, target=target_spec, source_vector="legacy", rollback_window=7200
     )
     migration.start()
-    backfill_all(first, "docs", modern)
+    fill_target(migration, modern)
     cut = migration.cutover()
     qdrant.close()
 
@@ -568,21 +518,11 @@ def test_coverage_is_counted_from_the_data(
 
 
 def test_query_threshold_moves_queries_before_cutover(
-    lattice: lq.LatticeClient,
-    names: Any,
-    legacy: HashEmbedder,
-    modern: HashEmbedder,
-    source_spec: lq.ModelSpec,
-    target_spec: lq.ModelSpec,
+    make_migration: MakeMigration, modern: HashEmbedder, target_spec: lq.ModelSpec
 ) -> None:
-    docs = names("docs")
-    fill_collection(lattice.client, docs, legacy, n=10)
-    migration = lattice.plan(
-        docs, source=source_spec, target=target_spec, source_vector="legacy", query_threshold=0.5
-    )
-    migration.start()
+    migration = make_migration(n=10, query_threshold=0.5)
     assert migration.routing().query_vector == "legacy"
-    backfill_all(lattice, docs, modern)
+    fill_target(migration, modern)
     assert migration.routing().query_vector == target_spec.vector_name
 
 

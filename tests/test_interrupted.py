@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from qdrant_client import QdrantClient, models
+from qdrant_client import QdrantClient
 
 import lattice_qdrant as lq
 from lattice_qdrant import commands
@@ -19,7 +19,7 @@ from lattice_qdrant.embedders import HashEmbedder
 from lattice_qdrant.store import RetryPolicy, Store, open_store
 from lattice_qdrant.testing import Call, Fail, FaultyStore, LoseReply, Resend
 
-from conftest import fill_collection, make_lattice
+from conftest import MakeMigration, fill_collection, fill_target, make_lattice
 
 #: no waiting between the store's retries
 QUICK = RetryPolicy(attempts=3, initial=0.0, maximum=0.0, jitter=0.0)
@@ -98,49 +98,18 @@ Make = Callable[..., lq.Migration]
 
 
 @pytest.fixture
-def make(
-    lattice: lq.LatticeClient,
-    names: Any,
-    legacy: HashEmbedder,
-    source_spec: lq.ModelSpec,
-    target_spec: lq.ModelSpec,
-) -> Make:
+def make(make_migration: MakeMigration, names: Any, legacy: HashEmbedder) -> Make:
     """``make(strategy, **plan)``: a collection of 20 points and its planned migration."""
 
     def plan(strategy: str = "in_place", **kwargs: Any) -> lq.Migration:
-        docs = names("docs")
-        fill_collection(lattice.client, docs, legacy, n=20)
-        target = target_spec
         if strategy == "reembed":
-            target = HashEmbedder(legacy.dimension, ngrams=2, salt="newer").spec("newer", 1)
+            kwargs["target"] = HashEmbedder(legacy.dimension, ngrams=2, salt="newer").spec("newer", 1)
         if strategy == "blue_green":
             kwargs.setdefault("target_collection", names("docs_new"))
             kwargs.setdefault("alias", names("live"))
-        return lattice.plan(
-            docs,
-            source=source_spec,
-            target=target,
-            source_vector="legacy",
-            strategy=strategy,
-            rollback_window=3600,
-            **kwargs,
-        )
+        return make_migration(20, started=False, strategy=strategy, rollback_window=3600, **kwargs)
 
     return plan
-
-
-def fill_target(migration: lq.Migration, embedder: HashEmbedder) -> None:
-    """Give every point its target vector behind the coordinator's back (its state does not know)."""
-    client, plan = migration.store.client, migration.plan
-    records, _ = client.scroll(plan.data_collection, limit=1000, with_payload=True)
-    vectors = embedder.embed([str((r.payload or {})["text"]) for r in records])
-    client.update_vectors(
-        plan.data_collection,
-        [
-            models.PointVectors(id=r.id, vector={plan.target_vector: v.tolist()})
-            for r, v in zip(records, vectors, strict=True)
-        ],
-    )
 
 
 def record_comparison(migration: lq.Migration) -> None:

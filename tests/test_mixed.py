@@ -27,7 +27,7 @@ from lattice_qdrant.spec import Distance
 from lattice_qdrant.store import MODEL_FIELD, VERSION_FIELD, Store, open_store
 from lattice_qdrant.testing import Call, FaultyStore, Meanwhile
 
-from conftest import fill_collection, make_lattice, unit
+from conftest import MakeMigration, make_lattice, unit
 
 TARGET = "modern-v1"
 QUERIES = [
@@ -286,22 +286,9 @@ Make = Callable[..., Setup]
 
 
 @pytest.fixture
-def setup(
-    lattice: lq.LatticeClient,
-    names: Any,
-    legacy: HashEmbedder,
-    source_spec: lq.ModelSpec,
-    target_spec: lq.ModelSpec,
-) -> Make:
-    def make(n: int = 48, *, target: lq.ModelSpec | None = None, started: bool = True, **plan: Any) -> Setup:
-        docs = names("docs")
-        fill_collection(lattice.client, docs, legacy, n=n, texts=make_texts(n))
-        migration = lattice.plan(
-            docs, source=source_spec, target=target or target_spec, source_vector="legacy", **plan
-        )
-        if started:
-            migration.start()
-        return Setup(lattice, migration, legacy)
+def setup(lattice: lq.LatticeClient, make_migration: MakeMigration, legacy: HashEmbedder) -> Make:
+    def make(n: int = 48, **plan: Any) -> Setup:
+        return Setup(lattice, make_migration(n, texts=make_texts(n), **plan), legacy)
 
     return make
 

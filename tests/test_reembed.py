@@ -27,21 +27,25 @@ from lattice_qdrant import backups, commands
 from lattice_qdrant.backfill import BackfillOptions, estimate, run_backfill
 from lattice_qdrant.config import Settings
 from lattice_qdrant.embedders import HashEmbedder
-from lattice_qdrant.store import MODEL_FIELD, VERSION_FIELD, Store, open_store, stamp_filter
+from lattice_qdrant.store import MODEL_FIELD, VERSION_FIELD, Store, stamp_filter
 from lattice_qdrant.testing import Call, LoseReply, Meanwhile
 
-from conftest import CORPUS, QDRANT_URL, Watched, fill_collection, make_lattice, same_direction, unit
+from conftest import (
+    CORPUS,
+    QDRANT_URL,
+    MakeMigration,
+    Watched,
+    fill_collection,
+    make_lattice,
+    same_direction,
+    unit,
+)
 
 CHILD = Path(__file__).with_name("backfill_child.py")
 DIM = 64
 
 
 # --------------------------------------------------------------------------- fixtures and helpers
-
-
-@pytest.fixture
-def watched(qdrant: QdrantClient, names: Any) -> Watched:
-    return Watched(open_store(qdrant, control_collection=names("control")))
 
 
 @pytest.fixture
@@ -129,19 +133,18 @@ Plan = Callable[..., lq.Migration]
 @pytest.fixture
 def planned(
     lattice: lq.LatticeClient,
-    names: Any,
-    legacy: HashEmbedder,
+    make_migration: MakeMigration,
     source_spec: lq.ModelSpec,
     newer_spec: lq.ModelSpec,
 ) -> Plan:
+    """A re-embed's plan of ``n`` points, every other one stamped with the source model (legacy data often
+    has no stamp)."""
+
     def make(n: int = 40, **kwargs: Any) -> lq.Migration:
-        docs = names("docs")
-        fill_collection(lattice.client, docs, legacy, n=n)
-        stamp_some(lattice.client, docs, source_spec, list(range(0, n, 2)))
         kwargs.setdefault("rollback_window", 3600.0)
-        return lattice.plan(
-            docs, source=source_spec, target=newer_spec, source_vector="legacy", strategy="reembed", **kwargs
-        )
+        migration = make_migration(n, started=False, target=newer_spec, strategy="reembed", **kwargs)
+        stamp_some(lattice.client, migration.collection, source_spec, list(range(0, n, 2)))
+        return migration
 
     return make
 

@@ -23,22 +23,15 @@ from lattice_qdrant.cli import app
 from lattice_qdrant.config import Settings
 from lattice_qdrant.embedders import HashEmbedder
 
-from conftest import fill_collection, make_lattice, same_direction
+from conftest import MakeMigration, fill_collection, make_lattice, same_direction
 
 
 @pytest.fixture
 def finalized(
-    lattice: lq.LatticeClient,
-    names: Any,
-    legacy: HashEmbedder,
-    modern: HashEmbedder,
-    source_spec: lq.ModelSpec,
-    target_spec: lq.ModelSpec,
+    lattice: lq.LatticeClient, make_migration: MakeMigration, modern: HashEmbedder
 ) -> tuple[lq.Migration, dict[Any, Any]]:
-    docs = names("docs")
-    fill_collection(lattice.client, docs, legacy, n=40)
-    migration = lattice.plan(docs, source=source_spec, target=target_spec, source_vector="legacy")
-    migration.start()
+    migration = make_migration(n=40)
+    docs = migration.collection
     run_backfill(migration, modern)
     migration.cutover()
     original = {
@@ -145,17 +138,10 @@ def test_a_backup_the_rollback_window_needs_is_not_deleted_without_force(
 
 
 def test_rollback_mid_backfill(
-    lattice: lq.LatticeClient,
-    names: Any,
-    legacy: HashEmbedder,
-    modern: HashEmbedder,
-    source_spec: lq.ModelSpec,
-    target_spec: lq.ModelSpec,
+    lattice: lq.LatticeClient, make_migration: MakeMigration, modern: HashEmbedder
 ) -> None:
-    docs = names("docs")
-    fill_collection(lattice.client, docs, legacy, n=60)
-    migration = lattice.plan(docs, source=source_spec, target=target_spec, source_vector="legacy")
-    migration.start()
+    migration = make_migration(n=60)
+    docs = migration.collection
     gate = threading.Event()
 
     class Slow:

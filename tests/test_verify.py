@@ -22,7 +22,7 @@ from lattice_qdrant.backfill import run_backfill
 from lattice_qdrant.embedders import HashEmbedder, embedder_for
 from lattice_qdrant.errors import ConfigError
 from lattice_qdrant.spec import Distance
-from lattice_qdrant.store import MODEL_FIELD, VERSION_FIELD, open_store
+from lattice_qdrant.store import MODEL_FIELD, VERSION_FIELD
 from lattice_qdrant.testing import Call, Meanwhile
 from lattice_qdrant.verify import (
     REASONS,
@@ -33,7 +33,7 @@ from lattice_qdrant.verify import (
     verify,
 )
 
-from conftest import Watched, fill_collection, make_lattice, same_direction
+from conftest import MakeMigration, Watched, fill_collection, make_lattice, same_direction
 
 TARGET = "modern-v1"
 
@@ -64,11 +64,6 @@ FIX = "update_if_unchanged"
 
 
 @pytest.fixture
-def watched(qdrant: QdrantClient, names: Any) -> Watched:
-    return Watched(open_store(qdrant, control_collection=names("control")))
-
-
-@pytest.fixture
 def lattice(qdrant: QdrantClient, names: Any, watched: Watched) -> lq.LatticeClient:
     """The wrapped client, over a store the tests watch and act through."""
     return make_lattice(qdrant, names, store=watched)
@@ -96,21 +91,11 @@ Make = Callable[..., lq.Migration]
 
 
 @pytest.fixture
-def migrated(
-    lattice: lq.LatticeClient,
-    names: Any,
-    legacy: HashEmbedder,
-    modern: HashEmbedder,
-    source_spec: lq.ModelSpec,
-    target_spec: lq.ModelSpec,
-) -> Make:
+def migrated(make_migration: MakeMigration, modern: HashEmbedder) -> Make:
     """A collection of ``n`` points, planned, started and (by default) fully backfilled."""
 
     def make(n: int = 24, *, backfilled: bool = True, texts: list[str] | None = None) -> lq.Migration:
-        docs = names("docs")
-        fill_collection(lattice.client, docs, legacy, n=n, texts=texts)
-        migration = lattice.plan(docs, source=source_spec, target=target_spec, source_vector="legacy")
-        migration.start()
+        migration = make_migration(n, texts=texts)
         if backfilled:
             run_backfill(migration, modern)
         return migration
