@@ -21,7 +21,7 @@ from lattice_qdrant.embedders import HashEmbedder
 from lattice_qdrant.store import Store, open_store
 from lattice_qdrant.testing import Meanwhile, StoreWrapper
 
-from conftest import CORPUS, Watched, fill_collection, make_lattice, same_direction
+from conftest import CORPUS, MakeMigration, Watched, fill_collection, make_lattice, same_direction
 
 STRATEGIES = ["in_place", "blue_green", "reembed"]
 N = 12
@@ -39,37 +39,14 @@ def target(strategy: str) -> HashEmbedder:
 
 
 @pytest.fixture
-def watched(qdrant: QdrantClient, names: Any) -> Watched:
-    return Watched(open_store(qdrant, control_collection=names("control")))
-
-
-@pytest.fixture
 def lattice(qdrant: QdrantClient, names: Any, watched: Watched) -> lq.LatticeClient:
     return make_lattice(qdrant, names, store=watched)
 
 
 @pytest.fixture
-def migrating(
-    lattice: lq.LatticeClient,
-    names: Any,
-    legacy: HashEmbedder,
-    target: HashEmbedder,
-    source_spec: lq.ModelSpec,
-    strategy: str,
-) -> lq.Migration:
+def migrating(make_migration: MakeMigration, target: HashEmbedder, strategy: str) -> lq.Migration:
     """A started migration of ``N`` points (writes go to both models), for each strategy."""
-    docs = names("docs")
-    fill_collection(lattice.client, docs, legacy, n=N)
-    migration = lattice.plan(
-        docs,
-        source=source_spec,
-        target=target.spec("modern", 1),
-        source_vector="legacy",
-        strategy=strategy,
-        rollback_window=3600,
-    )
-    migration.start()
-    return migration
+    return make_migration(N, target=target.spec("modern", 1), strategy=strategy, rollback_window=3600)
 
 
 def point_of(client: QdrantClient, collection: str, pid: Any) -> models.Record | None:
