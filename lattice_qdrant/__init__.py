@@ -14,10 +14,12 @@ safe way back::
     migration.finalize()     # after the window: the source vector is dropped
 """
 
-from .client import LatticeClient, wrap
+from .aclient import AsyncLatticeClient, AsyncMigration, wrap
+from .client import LatticeClient
 from .coordinator import Migration, Routing, Snapshot, plan_migration
 from .embedders import Embedder, EmbedderSettings, HashEmbedder, SentenceTransformerEmbedder, embedder_for
 from .errors import (
+    AsyncClientError,
     CollectionNotFoundError,
     ConcurrentTransitionError,
     ConfigError,
@@ -62,6 +64,9 @@ from .store import Coverage, RetryPolicy, Store
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncClientError",
+    "AsyncLatticeClient",
+    "AsyncMigration",
     "CollectionNotFoundError",
     "ConcurrentTransitionError",
     "ConfigError",

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from pydantic import ValidationError
-from qdrant_client import QdrantClient, models
+from qdrant_client import AsyncQdrantClient, QdrantClient, models
 from qdrant_client.conversions.conversion import GrpcToRest
 from qdrant_client.http import models as rest
 
@@ -146,8 +146,15 @@ def wrap(
             ``cloud_inference=True`` needs the choice made here.
 
     Raises:
-        ConfigError: ``inference`` is missing for a cloud-inference client, or does not fit the client.
+        ConfigError: ``inference`` is missing for a cloud-inference client, or does not fit the client; or
+            ``client`` is an ``AsyncQdrantClient``, which ``lattice_qdrant.wrap`` wraps in the async twin
+            (:mod:`lattice_qdrant.aclient`).
     """
+    if isinstance(client, AsyncQdrantClient):
+        raise ConfigError(
+            "an AsyncQdrantClient is wrapped by lattice_qdrant.wrap (the async twin, "
+            "lattice_qdrant.aclient.AsyncLatticeClient), not lattice_qdrant.client.wrap"
+        )
     return LatticeClient(
         client,
         embedders=embedders,

@@ -272,6 +272,12 @@ class Migration:
         self._remember(snap)
         return snap
 
+    def cached_snapshot(self) -> Snapshot | None:
+        """The record as this object last read or wrote it, without reading it (``None``: never read);
+        the async twin's ``state`` and ``plan`` come from it, so reading them does no I/O on the loop."""
+        with self._lock:
+            return self._cached
+
     def _remember(self, snap: Snapshot) -> None:
         with self._lock:
             if self._cached is None or snap.epoch >= self._cached.epoch:

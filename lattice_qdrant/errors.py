@@ -6,8 +6,9 @@ catch qdrant-client's own exceptions::
 
     LatticeError
     ├── ConfigError                   a configuration value is wrong (names the key)
-    │   └── PlanError                 a migration plan is inconsistent (also a ValueError)
-    │       └── TextFieldError        no sampled point holds text in the plan's text field
+    │   ├── PlanError                 a migration plan is inconsistent (also a ValueError)
+    │   │   └── TextFieldError        no sampled point holds text in the plan's text field
+    │   └── AsyncClientError          the async twin cannot run on this AsyncQdrantClient as it is
     ├── ModelError                    model specs and the model registry
     │   ├── ModelConflictError        another spec is registered under the same id and version
     │   └── ModelNotFoundError        no spec registered under that id / version
@@ -46,6 +47,7 @@ from collections.abc import Sequence
 from typing import Any
 
 __all__ = [
+    "AsyncClientError",
     "CollectionNotFoundError",
     "ConcurrentTransitionError",
     "ConfigError",
@@ -134,6 +136,16 @@ class TextFieldError(PlanError):
         self.field = field
         self.sampled = sampled
         self.fields = list(fields)
+
+
+class AsyncClientError(ConfigError):
+    """The async twin (:mod:`lattice_qdrant.aclient`) cannot run on this ``AsyncQdrantClient`` as it is.
+
+    Routed calls run on a synchronous client of the same server, built from the async client's
+    ``init_options``: an option with no synchronous twin (an async ``auth_token_provider``, an httpx async
+    transport) is refused by name, and the message says to pass ``sync_client=`` to ``wrap``. Also raised
+    when a coroutine of qdrant-client's local mode suspends, which the twin relies on it never doing.
+    """
 
 
 class ModelError(LatticeError):

@@ -135,7 +135,7 @@ LAYERS: list[set[str]] = [
     {"strategies", "strategies.base", "strategies.in_place", "strategies.blue_green", "strategies.reembed"},
     {"coordinator"},  # Migration: the lifecycle, applied through the strategy
     {"backfill", "mixed", "verify", "compare", "probe"},  # executors over the coordinator and the strategies
-    {"client"},  # the wrapping client executes the routing decisions
+    {"client", "aclient"},  # the wrapping clients (sync, and its async twin) execute the routing decisions
     {"config", "commands"},
     {"cli", "cli_reference", "__main__", ""},
 ]
