@@ -28,6 +28,17 @@ def test_the_quickstart_runs_as_written(capsys: pytest.CaptureFixture[str]) -> N
     assert "completed/stable (finalized) ['modern-v1']" in out
 
 
+def test_the_async_quickstart_runs_as_written(capsys: pytest.CaptureFixture[str]) -> None:
+    text = README.read_text()
+    block = re.search(
+        r"<!-- quickstart-async:start -->\n```python\n(.*?)```\n<!-- quickstart-async:end -->", text, re.S
+    )
+    assert block, "the async quickstart block is missing"
+    exec(compile(block.group(1), "README.md async quickstart", "exec"), {"__name__": "quickstart"})
+    out = capsys.readouterr().out
+    assert "completed/rollback_window ['a cat sleeps on the mat', 'a dog barks at the cat']" in out
+
+
 def test_the_cli_reference_is_generated_from_the_current_help() -> None:
     text = README.read_text()
     start, end = text.index(cli_reference.START), text.index(cli_reference.END) + len(cli_reference.END)
