@@ -25,7 +25,7 @@ from lattice_qdrant import client as sync_module
 from lattice_qdrant.embedders import HashEmbedder
 from lattice_qdrant.state import Phase, Status
 from lattice_qdrant.store import MODEL_FIELD, VERSION_FIELD, open_store
-from lattice_qdrant.surface import ROUTED
+from lattice_qdrant.surface import PASSED_THROUGH, ROUTED
 from lattice_qdrant.testing import RecordingStore
 
 from conftest import CORPUS, same_direction
@@ -277,6 +277,43 @@ async def test_a_pause_resume_and_cancel_are_awaitable(
     assert state.terminal
     info = await twin.get_collection(migration.collection)
     assert list(info.config.params.vectors) == ["legacy"]  # type: ignore[arg-type]
+
+
+def test_every_passed_through_method_is_the_async_clients_awaitable_as_there(
+    twin: lq.AsyncLatticeClient,
+) -> None:
+    """In local mode each is wrapped to take the local lock, and stays what it is: a coroutine function
+    where ``AsyncQdrantClient``'s is one, a plain call where it is not."""
+    for name in sorted(PASSED_THROUGH):
+        theirs = getattr(AsyncQdrantClient, name)
+        if not callable(theirs) or isinstance(theirs, property):
+            continue
+        ours = getattr(twin, name)
+        assert inspect.iscoroutinefunction(ours) == inspect.iscoroutinefunction(theirs), name
+        assert ours.__name__ == name, name
+
+
+@run
+async def test_a_local_path_works_and_keeps_the_migration_across_a_reopening(
+    tmp_path: Any,
+    names: Any,
+    legacy: HashEmbedder,
+    modern: HashEmbedder,
+    source_spec: lq.ModelSpec,
+    target_spec: lq.ModelSpec,
+) -> None:
+    control = names("control")
+    first = lq.wrap(AsyncQdrantClient(path=str(tmp_path / "db")), control_collection=control)
+    migration = await migrating(first, "docs", legacy, source_spec, target_spec)
+    await first.upsert("docs", [models.PointStruct(id=50, vector=models.Document(text="a cat", model="m"))])
+    await first.close()
+
+    again = lq.wrap(AsyncQdrantClient(path=str(tmp_path / "db")), control_collection=control)
+    reopened = await again.migration("docs")
+    assert reopened.state.phase == Phase.MIGRATING
+    (rec,) = await again.retrieve("docs", [50], with_vectors=True)
+    assert same_direction(rec.vector[migration.plan.target_vector], modern.embed(["a cat"])[0])
+    await again.close()
 
 
 # ----------------------------------------------------------------- concurrency
