@@ -22,8 +22,8 @@ executor), so nothing of the routing is written twice and the event loop is neve
   qdrant-client's async local mode only awaits its own coroutines, so a coroutine of it never suspends
   (one that did would raise ``AsyncClientError``). Local mode is not thread-safe: every call the twin
   makes on it, the routed ones in worker threads and the pass-through ones on the loop, takes the one lock
-  of the local store (a pass-through waits at most for the request in progress). Call the local client
-  through the twin only.
+  of the local store (a pass-through waits at most for the request, or the read-back of a control
+  record's write, in progress). Call the local client through the twin only.
 
 Why threads rather than an async store generated from the sync one (as qdrant-client generates its async
 client): the store is most of the package's I/O code (retries, strict-mode adaptations, compare-and-set of
