@@ -316,6 +316,40 @@ async def test_a_local_path_works_and_keeps_the_migration_across_a_reopening(
     await again.close()
 
 
+def test_a_name_in_neither_table_is_refused_as_the_sync_wrapper_refuses_it(
+    twin: lq.AsyncLatticeClient,
+) -> None:
+    with pytest.raises(AttributeError, match=r"neither table of lattice_qdrant/surface\.py"):
+        twin.some_method_a_newer_client_adds  # noqa: B018
+    assert twin.cloud_inference is False  # an attribute the table reads through
+
+
+@run
+async def test_uploads_and_batches_are_routed_through_the_twin(
+    twin: lq.AsyncLatticeClient,
+    names: Any,
+    legacy: HashEmbedder,
+    modern: HashEmbedder,
+    source_spec: lq.ModelSpec,
+    target_spec: lq.ModelSpec,
+) -> None:
+    migration = await migrating(twin, names("docs"), legacy, source_spec, target_spec)
+    docs, target = migration.collection, migration.plan.target_vector
+    texts = [f"uploaded {i}" for i in range(5)]
+    points = (models.PointStruct(id=500 + i, vector={}, payload={"text": t}) for i, t in enumerate(texts))
+    assert twin.upload_points(docs, points, batch_size=2) is None  # a plain call, as on AsyncQdrantClient
+    batched = models.PointStruct(
+        id=600, vector=models.Document(text="batched", model="m"), payload={"text": "batched"}
+    )
+    await twin.batch_update_points(docs, [models.UpsertOperation(upsert=models.PointsList(points=[batched]))])
+    found = await twin.retrieve(docs, [*range(500, 505), 600], with_vectors=True, with_payload=True)
+    assert len(found) == 6
+    for rec in found:
+        assert same_direction(rec.vector[target], modern.embed([rec.payload["text"]])[0])
+        assert same_direction(rec.vector["legacy"], legacy.embed([rec.payload["text"]])[0])
+        assert rec.payload[MODEL_FIELD] == "modern"
+
+
 # ----------------------------------------------------------------- concurrency
 
 
