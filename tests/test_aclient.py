@@ -452,6 +452,15 @@ def test_the_routed_calls_of_a_servers_client_run_on_a_sync_client_of_the_same_s
     asyncio.run(twin.close())
 
 
+def test_a_cloud_inference_client_needs_the_inference_choice_on_the_twin_too() -> None:
+    client = AsyncQdrantClient(url="https://127.0.0.1:9", cloud_inference=True, check_compatibility=False)
+    with pytest.raises(lq.ConfigError, match="cloud_inference=True"):
+        lq.wrap(client)
+    twin = lq.wrap(client, inference="server")
+    assert twin.sync.inference == "server" and twin.sync.client.cloud_inference
+    asyncio.run(twin.close())
+
+
 @pytest.mark.parametrize(
     ("option", "value"),
     [
