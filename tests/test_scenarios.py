@@ -9,12 +9,14 @@ The fixtures:
 
 * ``backend`` (conftest): local mode always, a server when ``QDRANT_URL`` is set;
 * ``strategy``: a :class:`Case`, the plan's strategy with the arguments it needs and its target model;
-* ``executor``: the way a scenario reaches the wrapper (:class:`SyncRun`, and more to come: see there);
+* ``executor``: the way a scenario reaches the wrapper: the sync one (:class:`SyncRun`) or the async twin
+  (:class:`AsyncRun`);
 * ``planned`` (filled and planned) and ``migrating`` (started too): the shared setup.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import threading
 from collections.abc import Callable, Sequence
@@ -24,7 +26,7 @@ from typing import Any
 import numpy as np
 import pytest
 from numpy.typing import NDArray
-from qdrant_client import QdrantClient, models
+from qdrant_client import AsyncQdrantClient, QdrantClient, models
 
 import lattice_qdrant as lq
 from lattice_qdrant import backups
@@ -33,7 +35,7 @@ from lattice_qdrant.embedders import HashEmbedder
 from lattice_qdrant.store import MODEL_FIELD, VERSION_FIELD
 from lattice_qdrant.strategies import MigrationStrategy, strategy_for
 
-from conftest import fill_collection, make_lattice, same_direction, unit
+from conftest import QDRANT_URL, fill_collection, make_lattice, same_direction, unit
 
 #: points in a scenario's collection
 N = 24
@@ -110,12 +112,7 @@ class SyncRun:
     the plain client ``run.raw``; every call returns through :meth:`done`, which here returns what the call
     returned.
 
-    An async executor is one more entry in :data:`EXECUTORS` and one subclass: :meth:`open` builds an
-    ``AsyncLatticeClient`` over an ``AsyncQdrantClient`` of the test's backend (local mode cannot share an
-    in-memory database between two clients, so ``raw`` must be the async client too) and closes them at the
-    end; :meth:`done` runs a coroutine to completion, on an event loop in a thread of its own so that a call
-    made from a backfill thread (:class:`RacedEmbedder`) works as well; :meth:`backfill` is overridden if
-    the async twin has its own.
+    The async executor (:class:`AsyncRun`) is one more entry in :data:`EXECUTORS` and one subclass.
     """
 
     def __init__(self, qdrant: QdrantClient, names: Any) -> None:
@@ -168,12 +165,69 @@ class SyncRun:
         return strategy_for(self.plan)
 
 
-EXECUTORS: dict[str, type[SyncRun]] = {"sync": SyncRun}
+class AsyncRun(SyncRun):
+    """A scenario's way to the async twin (``executor`` ``"async"``): ``lq.wrap(AsyncQdrantClient(...))``.
+
+    ``raw`` is the ``AsyncQdrantClient`` itself (local mode cannot share an in-memory database between two
+    clients), and :meth:`done` runs each coroutine on an event loop in a thread of its own, so a call made
+    from a backfill thread (:class:`RacedEmbedder`) works as well. The lifecycle is the twin's
+    ``AsyncMigration``; the backfill, synchronous, runs on its sync ``Migration``.
+    """
+
+    def __init__(self, qdrant: AsyncQdrantClient, names: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="scenario-loop", daemon=True)
+        self._thread.start()
+        self.twin: lq.AsyncLatticeClient = make_lattice(qdrant, names)  # type: ignore[assignment]
+        assert isinstance(self.twin, lq.AsyncLatticeClient)  # lq.wrap gave the async twin
+        self.raw = Blocking(qdrant, self.done)
+        self.lattice = Blocking(self.twin, self.done)
+        self.migration = None
+        self._plan = None
+        self._migration = None
+
+    @classmethod
+    def open(cls, request: pytest.FixtureRequest) -> SyncRun:
+        """The executor of a test, over an ``AsyncQdrantClient`` of its backend, closed at the end (on a
+        server, after this test's collections are dropped)."""
+        backend, names = request.getfixturevalue("backend"), request.getfixturevalue("names")
+        client = (
+            AsyncQdrantClient(":memory:")
+            if backend == "local"
+            else AsyncQdrantClient(url=QDRANT_URL, timeout=30)
+        )
+        run = cls(client, names)
+
+        def close() -> None:
+            if backend != "local":
+                for coll in run.raw.get_collections().collections:
+                    if coll.name.startswith(names.prefix):
+                        run.raw.delete_collection(coll.name)
+            run.done(run.twin.close())
+            run._loop.call_soon_threadsafe(run._loop.stop)
+            run._thread.join(5)
+            run._loop.close()
+
+        request.addfinalizer(close)
+        return run
+
+    def done(self, value: Any) -> Any:
+        """What a call returned, its coroutine run to completion on the executor's loop."""
+        if asyncio.iscoroutine(value):
+            return asyncio.run_coroutine_threadsafe(value, self._loop).result()
+        return value
+
+    def backfill(self, embedder: Any, **options: Any) -> BackfillReport:
+        """One backfill run (synchronous, the operator's) of the async migration's sync ``Migration``."""
+        return run_backfill(self._migration.sync, embedder, BackfillOptions(**options))  # type: ignore[union-attr]
+
+
+EXECUTORS: dict[str, type[SyncRun]] = {"sync": SyncRun, "async": AsyncRun}
 
 
 @pytest.fixture(params=list(EXECUTORS))
 def executor(request: pytest.FixtureRequest, backend: str) -> SyncRun:
-    """The wrapper on the test's backend, reached the way the param says (``"sync"``)."""
+    """The wrapper on the test's backend, reached the way the param says (``"sync"``, ``"async"``)."""
     return EXECUTORS[request.param].open(request)
 
 
