@@ -1684,6 +1684,126 @@ def test_iter_points_of_an_empty_collection_yields_nothing(
     assert list(store.iter_points(name, page_size=3)) == []
 
 
+def _mixed_collection(client: QdrantClient, name: str) -> list[Any]:
+    """Integer and UUID ids, a second vector on some points, payload on most, a few deleted (one of them
+    upserted again): what local mode's scroll order, masks and offsets have to get right."""
+    client.create_collection(
+        name,
+        vectors_config={
+            "a": models.VectorParams(size=2, distance=models.Distance.DOT),
+            "b": models.VectorParams(size=2, distance=models.Distance.DOT),
+        },
+    )
+    ids: list[Any] = [*range(40, 0, -3), *(str(uuid.uuid5(uuid.NAMESPACE_URL, f"p{n}")) for n in range(12))]
+    client.upsert(
+        name,
+        [
+            models.PointStruct(
+                id=pid,
+                vector={"a": [1.0, float(n)], **({"b": [0.0, 1.0]} if n % 3 == 0 else {})},
+                payload=None if n % 5 == 4 else {"n": n, "tag": "odd" if n % 2 else "even"},
+            )
+            for n, pid in enumerate(ids)
+        ],
+    )
+    client.delete(name, [ids[2], ids[15], ids[7]])
+    client.upsert(name, [models.PointStruct(id=ids[7], vector={"a": [1.0, 1.0]}, payload={"n": 7})])
+    return ids
+
+
+SCROLLS: list[dict[str, Any]] = [
+    {},
+    {"with_payload": False, "with_vectors": True},
+    {"with_payload": ["tag"], "with_vectors": ["b"]},
+    {"flt": models.Filter(must_not=[models.HasVectorCondition(has_vector="b")])},
+    {"flt": models.Filter(must=[models.FieldCondition(key="tag", match=models.MatchValue(value="odd"))])},
+    {"flt": models.Filter(must=[models.SliceCondition(slice=models.Slice(total=3, index=1))])},
+    {"flt": models.Filter(must=[models.IsEmptyCondition(is_empty=models.PayloadField(key="n"))])},
+]
+
+
+@pytest.mark.parametrize("limit", [1, 4, 100])
+@pytest.mark.parametrize("ask", range(len(SCROLLS)))
+def test_local_mode_scroll_pages_as_local_mode_does(names: Any, ask: int, limit: int) -> None:
+    """The local store walks ids from the offset rather than calling local mode's scroll (which sorts and
+    filters every point for each page): every page, offset and record is the same as local mode's own,
+    for ids added between pages too, and for an offset that is no point's id."""
+    client = QdrantClient(":memory:")
+    name = names("mixed")
+    ids = _mixed_collection(client, name)
+    store = Store(client)
+    kwargs = SCROLLS[ask]
+    theirs_kwargs = {"scroll_filter" if k == "flt" else k: v for k, v in kwargs.items()}
+
+    def both(offset: Any) -> tuple[Any, Any]:
+        ours = store.scroll(name, limit=limit, offset=offset, **kwargs)
+        theirs = client.scroll(name, limit=limit, offset=offset, **theirs_kwargs)
+        return ours, theirs
+
+    offset: Any = None
+    pages = 0
+    while True:
+        ours, theirs = both(offset)
+        assert ours == theirs
+        offset = ours[1]
+        pages += 1
+        if pages == 2:  # new ids between pages, before and after the offset
+            client.upsert(
+                name,
+                [
+                    models.PointStruct(id=pid, vector={"a": [1.0, 2.0]}, payload={"n": 99, "tag": "odd"})
+                    for pid in (0, 1000, str(uuid.uuid5(uuid.NAMESPACE_URL, "late")))
+                ],
+            )
+        if offset is None:
+            break
+    for offset in (38, ids[2]):  # no point's id; a deleted point's
+        ours, theirs = both(offset)
+        assert ours == theirs
+    client.close()
+
+
+def test_local_mode_scroll_checks_each_point_once_per_pass(
+    names: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Paging through a collection checks the filter on each point once, however many pages: a pass
+    costs the collection's size, not its square (local mode's own scroll checks every point per page)."""
+    from qdrant_client.local import payload_filters
+
+    checked = 0
+    check = payload_filters.check_filter
+
+    def counting(*args: Any) -> bool:
+        nonlocal checked
+        checked += 1
+        return check(*args)
+
+    monkeypatch.setattr(payload_filters, "check_filter", counting)
+    client = QdrantClient(":memory:")
+    name = names("pass")
+    fill_collection(client, name, HashEmbedder(8), n=300)
+    odd = models.Filter(must_not=[models.HasIdCondition(has_id=list(range(0, 300, 2)))])
+    pages = list(Store(client).iter_points(name, flt=odd, page_size=10))
+    assert [r.id for page in pages for r in page] == list(range(1, 300, 2))
+    assert len(pages) == 15
+    assert checked <= 300 + len(pages)  # each point once (a page's last look-ahead is checked again)
+    client.close()
+
+
+def test_local_mode_scroll_falls_back_when_local_mode_is_laid_out_otherwise(names: Any) -> None:
+    from lattice_qdrant.store import LocalStore
+
+    client = QdrantClient(":memory:")
+    name = names("docs")
+    fill_collection(client, name, HashEmbedder(8), n=12)
+    proxy = RecordingClient(client)
+    proxy._client = _RemoteStandIn()  # not qdrant-client's QdrantLocal
+    page, offset = LocalStore(proxy).scroll(name, limit=5, with_payload=False)  # type: ignore[arg-type]
+    assert ([r.id for r in page], offset) == ([0, 1, 2, 3, 4], 5)
+    assert proxy.count_calls("scroll") == 1
+    client.close()
+
+
 def test_upsert_and_retrieve_through_the_store(store: Store, coll: str) -> None:
     store.upsert(
         coll,

@@ -12,18 +12,27 @@ differs there overridden, and nothing else in the package asks which one it has.
   square of its size: ``update_if_unchanged`` sends small requests.
 * A filter selector scans the whole collection, so ``write_stamped`` stamps by ids after a read-back, and
   ``update_vectors_stamped`` stamps after the write, both under the lock.
+* Its scroll sorts every id and checks the filter on every point for each page, so paging through a
+  collection costs the square of its size: :meth:`LocalStore.scroll` walks the ids in order from the
+  offset instead, checking the filter only on the points it visits (local mode's own check, on its own
+  data), so a pass over the collection costs its size.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
 import warnings
 import weakref
+from bisect import bisect_left
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from qdrant_client import models
+from qdrant_client.local import payload_filters
+from qdrant_client.local.local_collection import LocalCollection
+from qdrant_client.local.utils import normalize_point_id
 
 from .base import MODEL_FIELD, VERSION_FIELD, stamp_selector
 from .server import ServerStore
@@ -35,6 +44,51 @@ _LOCAL_CONDITIONAL_CHUNK = 16
 
 _LOCAL_LOCKS: weakref.WeakKeyDictionary[Any, threading.RLock] = weakref.WeakKeyDictionary()
 _LOCAL_LOCKS_GUARD = threading.Lock()
+
+
+#: what :meth:`LocalStore.scroll` reads of a local collection (else it takes local mode's own scroll)
+_INTERNALS = (
+    "ids",
+    "payload",
+    "deleted",
+    "deleted_per_vector",
+    "_get_payload",
+    "_get_vectors",
+    "_universal_id",
+    "_validate_with_payload",
+)
+
+
+class _IdOrder:
+    """A local collection's point ids in scroll order (local mode's own sort key), kept between pages.
+
+    Local mode only ever adds ids (a deleted point stays, marked deleted, and comes back under its old
+    index when upserted again), in the insertion order of its ``ids`` dict: while that dict has as many
+    ids as when they were sorted, the order holds; when it has more, only the new ones are sorted in.
+    """
+
+    def __init__(self) -> None:
+        self.size = 0
+        self.keys: list[tuple[str, int]] = []
+
+    def of(self, collection: LocalCollection) -> list[tuple[str, int]]:
+        ids = collection.ids
+        if len(ids) < self.size:  # not what local mode does: sort them all again
+            self.size, self.keys = 0, []
+        if len(ids) > self.size:
+            added = sorted(map(collection._universal_id, itertools.islice(ids, self.size, None)))
+            self.keys = sorted(self.keys + added) if self.keys else added  # two sorted runs: a merge
+            self.size = len(ids)
+        return self.keys
+
+
+#: per local collection (weakly: a dropped collection takes its order with it); used under the local lock
+_ORDERS: weakref.WeakKeyDictionary[LocalCollection, _IdOrder] = weakref.WeakKeyDictionary()
+
+
+def _point_id(key: tuple[str, int]) -> Any:
+    """A sort key back to its point id (``("", 7)`` -> ``7``, ``(uuid, 0)`` -> ``uuid``)."""
+    return key[0] if key[0] else key[1]
 
 
 def _local_lock(client: Any) -> threading.RLock:
@@ -126,3 +180,87 @@ class LocalStore(ServerStore):
     def _stamps_by_ids(self, collection: str) -> bool:
         """Always: a filter selector scans the whole collection in local mode."""
         return True
+
+    def scroll(
+        self,
+        collection: str,
+        *,
+        flt: models.Filter | None = None,
+        limit: int = 256,
+        offset: Any = None,
+        with_payload: bool | Sequence[str] = True,
+        with_vectors: bool | Sequence[str] = False,
+    ) -> tuple[list[models.Record], Any]:
+        """One page of points in id order and the offset of the next page (``None`` at the end).
+
+        The same page as local mode's scroll, in the time of the points visited rather than of the whole
+        collection: local mode sorts every id and checks the filter on every point for each page, which
+        makes paging through a collection cost the square of its size. This walks the ids in local mode's
+        order from ``offset`` (sorted once, and again only for ids added since) and checks the filter,
+        with local mode's own function, only on the points it visits. Falls back to local mode's scroll
+        when the local collection is not laid out as expected.
+        """
+        return self._call(  # type: ignore[no-any-return]
+            "scroll points",
+            self._scroll_page,
+            collection,
+            flt,
+            limit,
+            offset,
+            with_payload if isinstance(with_payload, bool) else list(with_payload),
+            with_vectors if isinstance(with_vectors, bool) else list(with_vectors),
+            collection=collection,
+            reading=True,
+        )
+
+    def _scroll_page(
+        self,
+        collection: str,
+        flt: models.Filter | None,
+        limit: int,
+        offset: Any,
+        with_payload: bool | list[str],
+        with_vectors: bool | list[str],
+    ) -> tuple[list[models.Record], Any]:
+        # the store was chosen for local mode; its collections are read directly when laid out as expected
+        collection_of = getattr(getattr(self.client, "_client", None), "_get_collection", None)
+        found = collection_of(collection) if callable(collection_of) else None
+        if (
+            not isinstance(found, LocalCollection)
+            or limit < 1
+            or not all(hasattr(found, a) for a in _INTERNALS)
+        ):
+            records, next_offset = self.client.scroll(
+                collection,
+                scroll_filter=flt,
+                limit=limit,
+                offset=offset,
+                with_payload=with_payload,
+                with_vectors=with_vectors,
+            )
+            return list(records), next_offset
+        found._validate_with_payload(with_payload)
+        payload_filters.validate_filter(flt)  # a filter the server refuses fails even on an empty collection
+        keys = _ORDERS.setdefault(found, _IdOrder()).of(found)
+        start = 0 if offset is None else bisect_left(keys, found._universal_id(normalize_point_id(offset)))
+        ids, deleted, vectors_deleted = found.ids, found.deleted, found.deleted_per_vector
+        page: list[models.Record] = []
+        for at in range(start, len(keys)):
+            point_id = _point_id(keys[at])
+            idx = ids.get(point_id)
+            if idx is None or deleted[idx]:
+                continue
+            if flt is not None:
+                has_vector = {name: True for name, gone in vectors_deleted.items() if not gone[idx]}
+                if not payload_filters.check_filter(flt, found.payload[idx], point_id, has_vector):
+                    continue
+            if len(page) == limit:
+                return page, point_id
+            page.append(
+                models.Record(
+                    id=point_id,
+                    payload=found._get_payload(idx, with_payload),
+                    vector=found._get_vectors(idx, with_vectors),  # type: ignore[arg-type]  # as local mode
+                )
+            )
+        return page, None
