@@ -25,7 +25,11 @@ Guarantees, on a server as in local mode:
   exponential backoff with jitter).
 * **Scale-out.** ``shard=(i, n)`` takes the points whose id hashes to ``i`` modulo ``n``; ``n`` workers on any
   number of machines split the work with nothing missed and nothing done twice. Qdrant has no range filter
-  on point ids, and hashing balances integer and UUID ids alike.
+  on point ids, and hashing balances integer and UUID ids alike. From server 1.19 (and in local mode) the
+  reader asks for its slice (``SliceCondition``: Qdrant's own id hash), so each worker reads only its share;
+  against older servers each worker reads every point still to do and keeps those whose id hashes
+  (:func:`shard_of`) to its share. A worker records its method in its heartbeat and joins the method of
+  the workers already running (:func:`joined_shard_method`): workers that split two ways would miss points.
 """
 
 from __future__ import annotations
@@ -55,15 +59,19 @@ from .errors import (
     InvalidTransitionError,
     LatticeError,
     MigrationError,
+    ShardMethodError,
 )
 from .metrics import NO_METRICS, BackfillMetrics
 from .options import Duration, documented
 from .plan import MigrationPlan
 from .state import Status
-from .store import Coverage, Store
+from .store import SLICES_MIN_VERSION, Coverage, Store
+from .store.base import version_text
 from .strategies import strategy_for, vector_bytes
 
 __all__ = [
+    "SHARD_HASH",
+    "SHARD_SLICE",
     "BackfillOptions",
     "BackfillProgress",
     "BackfillReport",
@@ -74,8 +82,11 @@ __all__ = [
     "clear_failures",
     "embed_queue_size",
     "estimate",
+    "joined_shard_method",
     "list_failures",
     "run_backfill",
+    "shard_method",
+    "shard_method_detail",
     "shard_of",
     "vector_bytes",
     "write_target_vectors",
@@ -110,10 +121,75 @@ def estimate_tokens(text: str) -> int:
     return max(1, math.ceil(len(text) / 4))
 
 
+#: ``--shard I/N`` by Qdrant's slices: the reader asks for its slice, and reads only its share.
+SHARD_SLICE = "slice"
+#: ``--shard I/N`` by id hash (servers before 1.19): the reader reads every point still to do and keeps its
+#: share (:func:`shard_of`).
+SHARD_HASH = "hash"
+
+
 def shard_of(point_id: Any, count: int) -> int:
-    """The shard (``0 .. count-1``) a point id belongs to; stable across processes and machines."""
+    """The shard (``0 .. count-1``) a point id belongs to by the id-hash method (:data:`SHARD_HASH`);
+    stable across processes and machines."""
     digest = hashlib.blake2b(str(point_id).encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(digest, "big") % count
+
+
+def shard_method(version: tuple[int, int, int] | None) -> str:
+    """How ``--shard I/N`` splits the points against a server of ``version`` (``None``: local mode):
+    :data:`SHARD_SLICE` from 1.19 on and in local mode, :data:`SHARD_HASH` before (pure)."""
+    return SHARD_SLICE if version is None or version >= SLICES_MIN_VERSION else SHARD_HASH
+
+
+def shard_method_detail(method: str) -> str:
+    """What ``method`` costs, in a sentence (for ``doctor``)."""
+    if method == SHARD_SLICE:
+        return (
+            "--shard I/N reads by Qdrant's slices (server 1.19+, local mode): each worker reads only its "
+            "share of the points"
+        )
+    return (
+        f"--shard I/N splits by id hash (Qdrant {version_text(SLICES_MIN_VERSION[:2])}+ has slices): each "
+        "worker reads every point still to do and keeps its share, so N workers read the collection N times"
+    )
+
+
+def joined_shard_method(collection: str, ours: str, running: Sequence[str]) -> str:
+    """The method a sharded worker uses, given the one its server allows (``ours``) and those of the
+    sharded workers already running on ``collection`` (pure).
+
+    Workers of one run must split the points the same way, or each would leave points the other's split
+    gives it. A worker that could read by slices joins workers splitting by id hash (any server can), with a
+    warning; one that cannot read by slices refuses to join workers that do.
+
+    Raises:
+        ShardMethodError: the running workers read by slices and this worker's server has none, or they
+            already split two ways.
+    """
+    methods = sorted(set(running))
+    if not methods or methods == [ours]:
+        return ours
+    if methods == [SHARD_HASH]:
+        log.warning(
+            "%s: the backfill workers running split the points by id hash; this worker does too (so that "
+            "no point is missed), though the server has slices: once they stop, a new run reads by slices",
+            collection,
+        )
+        return SHARD_HASH
+    if methods == [SHARD_SLICE]:
+        problem = (
+            f"the backfill workers running on {collection!r} read by Qdrant's slices, but this worker's "
+            f"server has none (they need Qdrant {version_text(SLICES_MIN_VERSION[:2])}+), so it would split "
+            "the points another way and some would belong to no worker's share: point every worker at the "
+            "same server, or stop them all and start every worker again"
+        )
+    else:
+        problem = (
+            f"the backfill workers running on {collection!r} split the points two ways "
+            f"({' and '.join(methods)}), so some points belong to no worker's share: stop them all and "
+            "start every worker again (they then split the same way)"
+        )
+    raise ShardMethodError(problem, collection=collection, ours=ours, running=methods)
 
 
 class Shard(BaseModel):
@@ -129,6 +205,10 @@ class Shard(BaseModel):
         if self.index >= self.count:
             raise ValueError(f"shard index {self.index} must be below the shard count {self.count}")
         return self
+
+    def condition(self) -> models.SliceCondition:
+        """This worker's slice, as Qdrant's filter condition (server 1.19+, local mode)."""
+        return models.SliceCondition(slice=models.Slice(total=self.count, index=self.index))
 
     @classmethod
     def parse(cls, text: str) -> Shard:
@@ -294,6 +374,8 @@ class BackfillReport:
     Attributes:
         stopped_by: ``"done"`` (nothing left), ``"stop"`` (signal), ``"until"``, ``"max_points"``,
             ``"max_tokens"``, ``"paused"`` (paused or cancelled by another process) or ``"passes"``.
+        shard_method: how a sharded run split the points (:data:`SHARD_SLICE` or :data:`SHARD_HASH`;
+            ``None`` without a shard).
     """
 
     collection: str
@@ -306,6 +388,7 @@ class BackfillReport:
     covered: int
     total: int
     stopped_by: str
+    shard_method: str | None = None
 
     @property
     def coverage(self) -> float:
@@ -459,6 +542,8 @@ class _Run:
         self.failed_ids: set[str] = set()
         self.worker = uuid.uuid4().hex[:12]
         self.progress = BackfillProgress(collection=self.collection, todo=0)
+        #: how this worker's shard is read (``None`` without a shard); chosen when the run starts
+        self.shard_method: str | None = None
 
     # ----------------------------------------------------------------- helpers
 
@@ -516,12 +601,15 @@ class _Run:
     # ----------------------------------------------------------------- reader
 
     def scopes(self) -> Iterator[models.Filter]:
-        """Priority filters first, then everything else still missing."""
+        """Priority filters first, then everything else still missing (this worker's slice of them when
+        it reads by slices)."""
+        shard = self.options.shard
+        own = [shard.condition()] if shard is not None and self.shard_method == SHARD_SLICE else []
         done: list[models.Filter] = []
         for priority in self.options.priorities:
-            yield self.strategy.todo(also=[priority, *[_not(d) for d in done]])
+            yield self.strategy.todo(also=[priority, *[_not(d) for d in done], *own])
             done.append(priority)
-        yield self.strategy.todo(also=[_not(d) for d in done])
+        yield self.strategy.todo(also=[*[_not(d) for d in done], *own])
 
     def read(self) -> None:
         """Reader thread: pages of missing points -> embed queue, pass after pass."""
@@ -600,8 +688,9 @@ class _Run:
         ids: list[Any] = []
         texts: list[str] = []
         bad: list[tuple[Any, str]] = []
+        by_hash = options.shard if self.shard_method == SHARD_HASH else None
         for record in page:
-            if options.shard is not None and shard_of(record.id, options.shard.count) != options.shard.index:
+            if by_hash is not None and shard_of(record.id, by_hash.count) != by_hash.index:
                 continue
             if str(record.id) in self.failed_ids:
                 continue
@@ -825,8 +914,23 @@ class _Run:
     total = 0
     tokens_read = 0  # estimated tokens dispatched by the reader (the token budget counts these)
 
+    def _choose_shard_method(self) -> str | None:
+        """How this worker reads its shard: what its server allows, joined to the method of the sharded
+        workers already running (their heartbeats; one without a method is from a version that only had
+        the id hash)."""
+        if self.options.shard is None:
+            return None
+        ours = shard_method(self.store.server_version())
+        others = [
+            str(beat.get("shard_method") or SHARD_HASH)
+            for beat in running(self.store, self.collection)
+            if beat.get("shard")
+        ]
+        return joined_shard_method(self.collection, ours, others)
+
     def run(self, on_progress: Callable[[BackfillProgress], None] | None) -> BackfillReport:
         options = self.options
+        self.shard_method = self._choose_shard_method()
         coverage = self.migration.coverage()
         self.covered_at_start, self.total = coverage.covered, coverage.total
         if not options.retry_failed:
@@ -934,7 +1038,11 @@ class _Run:
                 self.store.delete_record(_HEARTBEAT, key)
             else:
                 payload = self.progress.to_dict()
-                payload.update(shard=str(self.options.shard) if self.options.shard else None, at=time.time())
+                payload.update(
+                    shard=str(self.options.shard) if self.options.shard else None,
+                    shard_method=self.shard_method,
+                    at=time.time(),
+                )
                 self.store.put_record(_HEARTBEAT, key, payload)
                 state = self.migration.snapshot(refresh=True).state
                 if state.status in (Status.PAUSED, Status.CANCELLED) and not self.stop.is_set():
@@ -958,6 +1066,7 @@ class _Run:
             covered=covered,
             total=total,
             stopped_by=self.stopped_by,
+            shard_method=self.shard_method,
         )
 
 

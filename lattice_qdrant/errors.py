@@ -28,6 +28,7 @@ catch qdrant-client's own exceptions::
     │       │   └── ReembedIncompleteError    finalize refused: points of a re-embed still hold the source
     │       ├── QualityGateError          cutover refused: the shadow comparison shows the target too weak
     │       └── ConcurrentTransitionError another process changed the state first
+    ├── ShardMethodError              backfill workers of one run would split the points two ways
     └── StoreError                    Qdrant refused or failed a request
         ├── TransientStoreError       worth retrying (timeouts, connection errors, HTTP 408/429/5xx)
         ├── CollectionNotFoundError   the collection does not exist
@@ -71,6 +72,7 @@ __all__ = [
     "ReembedIncompleteError",
     "RollbackWindowOpenError",
     "ServerVersionError",
+    "ShardMethodError",
     "StorageFullError",
     "StoreError",
     "StrictModeError",
@@ -362,6 +364,25 @@ class ConcurrentTransitionError(TransitionError):
         self.event = event
         self.expected_epoch = expected_epoch
         self.found_epoch = found_epoch
+
+
+class ShardMethodError(LatticeError):
+    """A sharded backfill worker would split the points another way than the workers already running.
+
+    ``--shard I/N`` splits by Qdrant's slices (server 1.19+, local mode) or by an id hash (older servers);
+    workers of one run that split two ways would each leave points the other's split gives it.
+
+    Attributes:
+        collection: the collection being backfilled.
+        ours: the method this worker can use.
+        running: the methods of the workers running.
+    """
+
+    def __init__(self, message: str, *, collection: str, ours: str, running: Sequence[str]) -> None:
+        super().__init__(message)
+        self.collection = collection
+        self.ours = ours
+        self.running = list(running)
 
 
 class StoreError(LatticeError):

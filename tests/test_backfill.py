@@ -33,9 +33,12 @@ import pytest
 from numpy.typing import NDArray
 from pydantic import ValidationError
 from qdrant_client import QdrantClient, models
+from qdrant_client.local.siphash import point_id_slice
 
 import lattice_qdrant as lq
 from lattice_qdrant.backfill import (
+    SHARD_HASH,
+    SHARD_SLICE,
     BackfillOptions,
     BackfillProgress,
     BackfillReport,
@@ -44,16 +47,18 @@ from lattice_qdrant.backfill import (
     embed_queue_size,
     estimate,
     estimate_tokens,
+    joined_shard_method,
     list_failures,
     run_backfill,
     running,
+    shard_method,
     shard_of,
 )
 from lattice_qdrant.embedders import HashEmbedder
 from lattice_qdrant.metrics import NO_METRICS, BackfillMetrics, prometheus_metrics
 from lattice_qdrant.state import Progress
 from lattice_qdrant.store import MODEL_FIELD, VERSION_FIELD, Store, open_store
-from lattice_qdrant.testing import Call, Fail, Meanwhile
+from lattice_qdrant.testing import Call, Fail, Meanwhile, StoreWrapper
 
 from conftest import QDRANT_URL, MakeMigration, Watched, fill_collection, make_lattice, same_direction
 
@@ -1072,6 +1077,38 @@ def test_a_bad_shard_is_refused(text: str, problem: str) -> None:
         Shard.parse(text)
 
 
+class Reads(StoreWrapper):
+    """The ids each ``scroll`` of ``collection`` returned (what a worker's reader read), and the filters."""
+
+    def __init__(self, store: Store, collection: str) -> None:
+        super().__init__(store)
+        self.collection = collection
+        self.pages: list[list[Any]] = []
+        self.filters: list[models.Filter | None] = []
+
+    def handle(self, call: Call, proceed: Callable[[], Any]) -> Any:
+        result = proceed()
+        if call.method == "scroll" and call.collection == self.collection:
+            self.pages.append([r.id for r in result[0]])
+            self.filters.append(call.arguments["flt"])
+        return result
+
+    @property
+    def ids(self) -> list[Any]:
+        return [pid for page in self.pages for pid in page]
+
+
+def share_of(method: str | None, pid: Any, count: int) -> int:
+    """The share a point belongs to by ``method``: Qdrant's slice (its SipHash, as local mode computes it)
+    or the id hash."""
+    return point_id_slice(pid, count) if method == SHARD_SLICE else shard_of(pid, count)
+
+
+def slices_in(flt: models.Filter | None) -> list[models.SliceCondition]:
+    must = [] if flt is None or flt.must is None else flt.must
+    return [c for c in (must if isinstance(must, list) else [must]) if isinstance(c, models.SliceCondition)]
+
+
 def test_three_shards_at_once_split_the_work_exactly(
     make_migration: MakeMigration,
     lattice: lq.LatticeClient,
@@ -1082,14 +1119,13 @@ def test_three_shards_at_once_split_the_work_exactly(
     migration = make_migration(n=n)
     docs = migration.collection
     reports: dict[int, BackfillReport] = {}
-    written: dict[int, list[Any]] = {}
     errors: list[BaseException] = []
     runs = []
     for index in range(3):
         # a worker of its own, as another process would have: its own store and migration object
         store = Watched(open_store(lattice.client, control_collection=names("control")))
-        writes = Writes(store)
-        runs.append((index, lq.Migration(store, docs, refresh_interval=0), writes))
+        reads = Reads(store, docs)
+        runs.append((index, lq.Migration(reads, docs, refresh_interval=0), Writes(store), reads))
 
     def work(index: int, worker: lq.Migration) -> None:
         try:
@@ -1098,22 +1134,168 @@ def test_three_shards_at_once_split_the_work_exactly(
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(index, worker)) for index, worker, _ in runs]
+    threads = [threading.Thread(target=work, args=(index, worker)) for index, worker, _, _ in runs]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=120)
     assert errors == []
-    for index, _, writes in runs:
-        written[index] = writes.ids
-        assert all(shard_of(pid, 3) == index for pid in writes.ids)
+    # local mode and servers from 1.19 read by slices; older servers by id hash
+    method = shard_method(lattice.store.server_version())
+    union = []
+    for index, _, writes, reads in runs:
+        assert reports[index].shard_method == method
+        assert all(share_of(method, pid, 3) == index for pid in writes.ids)
         assert reports[index].written == len(set(writes.ids))
         assert reports[index].stopped_by == "done"
-    union = [pid for ids in written.values() for pid in ids]
+        union += writes.ids
+        if method == SHARD_SLICE:  # the reader read its slice only, each point once
+            mine = sorted(pid for pid in range(n) if share_of(method, pid, 3) == index)
+            assert sorted(reads.ids) == mine
+            assert all(slices_in(f) == [Shard(index=index, count=3).condition()] for f in reads.filters)
     assert sorted(union) == list(range(n))  # nothing missed, nothing done twice
     assert sum(r.written for r in reports.values()) == n
     assert_backfilled(lattice.client, docs, modern)
     assert migration.progress().status == lq.Status.COMPLETED
+
+
+class PosingServer:
+    """The real client posing as a Qdrant server of ``version`` (what ``info()`` reports), so the server's
+    store is chosen; every call takes one lock, as local mode needs from the backfill's threads."""
+
+    _client = None  # not qdrant-client's local mode
+
+    def __init__(self, real: QdrantClient, version: str) -> None:
+        self._real = real
+        self.version = version
+        self._lock = threading.RLock()
+
+    def info(self) -> models.VersionInfo:
+        return models.VersionInfo(title="qdrant - vector search engine", version=self.version)
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._real, name)
+        if name.startswith("_") or not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return attr(*args, **kwargs)
+
+        return call
+
+
+@pytest.mark.parametrize(("version", "method"), [("1.18.2", SHARD_HASH), ("1.19.0", SHARD_SLICE)])
+def test_a_shard_reads_by_slices_from_1_19_and_by_id_hash_before(
+    qdrant: QdrantClient,
+    backend: str,
+    names: Any,
+    legacy: HashEmbedder,
+    modern: HashEmbedder,
+    source_spec: lq.ModelSpec,
+    target_spec: lq.ModelSpec,
+    version: str,
+    method: str,
+) -> None:
+    if backend != "local":
+        pytest.skip("poses as a server over local mode")
+    n = 60
+    docs = names("docs")
+    fill_collection(qdrant, docs, legacy, n=n)
+    poser = PosingServer(qdrant, version)
+    reads = Reads(open_store(poser, control_collection=names("control")), docs)  # type: ignore[arg-type]
+    lattice = make_lattice(poser, names, store=reads)
+    migration = lattice.plan(docs, source=source_spec, target=target_spec, source_vector="legacy")
+    migration.start()
+    reads.pages.clear()  # planning sampled texts
+    reads.filters.clear()
+    seen: list[list[dict[str, Any]]] = []
+    options = BackfillOptions(batch_size=8, shard=Shard(index=1, count=3), heartbeat_interval=0.05)
+    report = run_backfill(
+        migration,
+        SlowEmbedder(modern, 0.01),
+        options,
+        on_progress=lambda _: seen.append(running(reads, docs)),
+    )
+    mine = sorted(pid for pid in range(n) if share_of(method, pid, 3) == 1)
+    assert report.shard_method == method
+    assert report.written == len(mine)
+    assert sorted(pid for pid in range(n) if vector_of(all_points(qdrant, docs)[pid], TARGET)) == mine
+    first_pass = reads.ids[: len(reads.ids) if method == SHARD_SLICE else n]
+    if method == SHARD_SLICE:  # only its slice, asked of Qdrant
+        assert sorted(first_pass) == mine
+        assert all(slices_in(f) for f in reads.filters)
+    else:  # every point still to do, its share kept
+        assert sorted(first_pass) == list(range(n))
+        assert not any(slices_in(f) for f in reads.filters)
+    beats = [beat for beats in seen for beat in beats]
+    assert beats and all(b["shard"] == "1/3" and b["shard_method"] == method for b in beats)
+
+
+def test_shard_method_follows_the_server_version() -> None:
+    assert shard_method(None) == SHARD_SLICE  # local mode
+    assert shard_method((1, 19, 0)) == shard_method((2, 0, 0)) == SHARD_SLICE
+    assert shard_method((1, 18, 9)) == shard_method((1, 17, 0)) == SHARD_HASH
+
+
+def test_a_worker_joins_the_method_of_the_workers_running(caplog: pytest.LogCaptureFixture) -> None:
+    assert joined_shard_method("docs", SHARD_SLICE, []) == SHARD_SLICE
+    assert joined_shard_method("docs", SHARD_HASH, [SHARD_HASH, SHARD_HASH]) == SHARD_HASH
+    assert joined_shard_method("docs", SHARD_SLICE, [SHARD_SLICE]) == SHARD_SLICE
+    with caplog.at_level("WARNING", logger="lattice_qdrant.backfill"):
+        assert joined_shard_method("docs", SHARD_SLICE, [SHARD_HASH]) == SHARD_HASH
+    assert "split the points by id hash; this worker does too" in caplog.text
+    with pytest.raises(lq.ShardMethodError, match="read by Qdrant's slices, but this worker's server") as e:
+        joined_shard_method("docs", SHARD_HASH, [SHARD_SLICE])
+    assert (e.value.collection, e.value.ours, e.value.running) == ("docs", SHARD_HASH, [SHARD_SLICE])
+    with pytest.raises(lq.ShardMethodError, match=r"split the points two ways \(hash and slice\)"):
+        joined_shard_method("docs", SHARD_SLICE, [SHARD_SLICE, SHARD_HASH])
+
+
+def running_worker(store: Store, collection: str, **beat: Any) -> None:
+    """The heartbeat of another sharded worker, running now."""
+    store.put_record(
+        "backfill",
+        f"{collection}:other",
+        {"collection": collection, "shard": "0/2", "at": time.time(), **beat},
+    )
+
+
+@pytest.mark.parametrize("theirs", [{"shard_method": SHARD_HASH}, {}])
+def test_a_worker_that_could_read_slices_joins_workers_splitting_by_id_hash(
+    make_migration: MakeMigration, lattice: lq.LatticeClient, modern: HashEmbedder, theirs: dict[str, Any]
+) -> None:
+    """A worker running with the id hash (``{}``: a version that recorded no method had only that one)
+    makes a new worker of the run split by id hash too, on a server that has slices."""
+    migration = make_migration(n=30)
+    docs = migration.collection
+    running_worker(lattice.store, docs, **theirs)
+    writes = Writes(migration.store)
+    report = run_backfill(migration, modern, BackfillOptions(batch_size=4, shard=Shard(index=1, count=2)))
+    assert report.shard_method == SHARD_HASH
+    assert sorted(writes.ids) == [pid for pid in range(30) if shard_of(pid, 2) == 1]
+
+
+def test_a_worker_without_slices_refuses_to_join_workers_reading_by_slices(
+    qdrant: QdrantClient,
+    backend: str,
+    names: Any,
+    legacy: HashEmbedder,
+    modern: HashEmbedder,
+    source_spec: lq.ModelSpec,
+    target_spec: lq.ModelSpec,
+) -> None:
+    if backend != "local":
+        pytest.skip("poses as a server over local mode")
+    docs = names("docs")
+    fill_collection(qdrant, docs, legacy, n=20)
+    lattice = make_lattice(PosingServer(qdrant, "1.18.0"), names)
+    migration = lattice.plan(docs, source=source_spec, target=target_spec, source_vector="legacy")
+    migration.start()
+    running_worker(lattice.store, docs, shard_method=SHARD_SLICE)
+    with pytest.raises(lq.ShardMethodError, match="would split the points another way"):
+        run_backfill(migration, modern, BackfillOptions(shard=Shard(index=1, count=2)))
+    assert coverage(qdrant, docs) == 0  # refused before anything was read or written
 
 
 def test_three_shard_processes_against_a_server(
@@ -1402,7 +1584,7 @@ def test_a_running_backfill_leaves_a_heartbeat_and_removes_it_at_the_end(
     assert all(len(b) == 1 for b in beats)
     beat = beats[-1][0]
     assert {"written", "rate", "eta", "todo", "read", "at"} <= set(beat)
-    assert beat["collection"] == docs and beat["shard"] is None
+    assert beat["collection"] == docs and beat["shard"] is None and beat["shard_method"] is None
     assert beat["todo"] == 40 and 0 <= beat["written"] <= 40
     assert running(lattice.store, docs) == []
     assert running(lattice.store, "another-collection") == []

@@ -534,9 +534,10 @@ def test_scroll_pages_while_writing_them(engines: Pair) -> None:
 
 def test_slices_split_the_points_the_same_way(engines: Pair) -> None:
     """``SliceCondition``: ``N`` slices are disjoint, their union is every point, and local mode's SipHash
-    puts each id (integer or UUID) in the same slice as the engine. The backfill's ``--shard I/N`` does
-    not use slices (servers before 1.19 have none): ``shard_of`` is its own hash, another split of the
-    same kind (also a partition), which is fine since all workers of a run use it."""
+    puts each id (integer or UUID) in the same slice as the engine, so the backfill's ``--shard I/N``
+    reads the same share in local mode as from a server (1.19+). Against older servers it splits by
+    ``shard_of``, its own hash: another partition, which is fine since all workers of a run use one
+    method."""
     uuids = [str(uuid.uuid5(uuid.NAMESPACE_URL, f"p{n}")) for n in range(40)]
 
     def scenario(e: Engine) -> Any:

@@ -24,6 +24,9 @@ PAYLOAD_INDEXES: dict[str, models.PayloadSchemaType] = {
 CONTROL_COLLECTION = "lattice_qdrant"
 #: Named vectors can be added to a live collection from this server version on.
 IN_PLACE_MIN_VERSION = (1, 18, 0)
+#: Qdrant's slice filter (``SliceCondition``: points whose id hashes to slice ``i`` of ``n``) exists from
+#: this server version on; local mode has it too.
+SLICES_MIN_VERSION = (1, 19, 0)
 #: Conditional writes hold from this server version on (``update_mode``; ``update_filter`` since 1.15.4):
 #: older servers drop the fields silently, so every strategy needs it.
 CONDITIONAL_WRITES_MIN_VERSION = (1, 17, 0)
