@@ -313,6 +313,14 @@ def _bar(fraction: float, width: int = 30) -> str:
     return "[" + "#" * filled + "." * (width - filled) + "]"
 
 
+#: how ``status`` names a run's shard method
+_SHARD_METHODS = {
+    "slice": "Qdrant's slices (each worker reads its share)",
+    "hash": "id hash (each worker reads every point to do)",
+    "mixed": "two methods at once: stop the workers and start them again",
+}
+
+
 def render_status(report: StatusReport) -> str:
     """The human form of a :class:`StatusReport`."""
     lines = [
@@ -331,9 +339,15 @@ def render_status(report: StatusReport) -> str:
         lines.append(f"  failed    {report.failed} point(s): {shown}")
     if report.workers:
         eta = report.eta
+        sharded = any(w.get("shard") for w in report.workers)
         lines.append(
             f"  backfill  {len(report.workers)} worker(s), {report.rate:.1f} points/s, "
             f"ETA {format_duration(eta) if eta is not None else 'unknown'}"
+            + (
+                f"; shards by {_SHARD_METHODS.get(str(report.shard_method), report.shard_method)}"
+                if sharded
+                else ""
+            )
         )
     if report.rollback_window_left is not None:
         lines.append(f"  window    {format_duration(report.rollback_window_left)} left before finalize")

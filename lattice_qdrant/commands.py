@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -235,6 +235,9 @@ class StatusReport:
     alias: str | None = None
     alias_points_to: str | None = None
     backup_id: str | None = None
+    #: how ``--shard I/N`` splits the points: the sharded workers' method while they run (``"mixed"`` if
+    #: they disagree), else what a sharded run would use now (``"slice"`` or ``"hash"``)
+    shard_method: str | None = None
 
     @property
     def coverage(self) -> float:
@@ -288,6 +291,19 @@ def _next_step(state: MigrationState, strategy: MigrationStrategy, report: Statu
     return f"lattice-qdrant backfill {c}"
 
 
+def _shard_method_of(session: Session, workers: Sequence[Mapping[str, Any]]) -> str | None:
+    """How ``--shard`` splits the points: the running sharded workers' method (a heartbeat without one is
+    from a version that only had the id hash), else the one this server allows; ``None`` when its version
+    cannot be read."""
+    methods = {str(w.get("shard_method") or bf.SHARD_HASH) for w in workers if w.get("shard")}
+    if methods:
+        return methods.pop() if len(methods) == 1 else "mixed"
+    try:
+        return bf.shard_method(session.store.server_version())
+    except LatticeError:
+        return None
+
+
 def _status_of(session: Session, collection: str) -> StatusReport:
     migration = session.migration(collection)
     snap = migration.snapshot(refresh=True)
@@ -331,7 +347,9 @@ def _status_of(session: Session, collection: str) -> StatusReport:
         "error": state.error,
         "reason": state.reason,
     }
-    report.update(strategy.status_extras(session.store, snap))
+    report.update(
+        strategy.status_extras(session.store, snap), shard_method=_shard_method_of(session, workers)
+    )
     status = StatusReport(**report, next_step="")
     return replace(status, next_step=_next_step(state, strategy, status))
 
@@ -819,6 +837,8 @@ def doctor(
     # a future migration is checked for the default strategy
     judge = strategy_class(planned.strategy if planned else PlanOptions.model_fields["strategy"].default)
     add("server", *_server_finding(version, judge, unreadable))
+    if unreadable is None:
+        add("shards", "ok", bf.shard_method_detail(bf.shard_method(version)))
 
     # what to check against
     source_spec: ModelSpec | None = None

@@ -483,6 +483,77 @@ def test_status_shows_rate_and_eta_while_a_backfill_runs(
     assert commands.status(session, [docs])[0].workers == []
 
 
+@pytest.mark.parametrize(
+    ("version", "says"),
+    [
+        (None, "reads by Qdrant's slices (server 1.19+, local mode): each worker reads only its share"),
+        ("1.19.0", "reads by Qdrant's slices"),
+        ("1.18.4", "splits by id hash (Qdrant 1.19+ has slices): each worker reads every point still to do"),
+    ],
+)
+def test_doctor_and_status_say_how_shards_split_the_points(
+    qdrant: Any,
+    names: Any,
+    legacy: HashEmbedder,
+    source_spec: Any,
+    target_spec: Any,
+    version: str | None,
+    says: str,
+) -> None:
+    from lattice_qdrant import commands
+    from lattice_qdrant.config import Settings
+
+    docs = names("docs")
+    fill_collection(qdrant, docs, legacy, n=5)
+    settings = Settings(control_collection=names("control"))
+    local = commands.Session(settings=settings, client=qdrant)
+    commands.register_model(local, source_spec)
+    commands.register_model(local, target_spec)
+    commands.plan(local, docs, source="legacy", target="modern", source_vector="legacy")
+    session = commands.Session(
+        settings=settings, client=qdrant if version is None else posing_as(qdrant, version)
+    )
+
+    [shards] = [f for f in commands.doctor(session, docs).findings if f.check == "shards"]
+    assert shards.verdict == "ok" and says in shards.detail
+    report = commands.status(session, [docs])[0]
+    assert report.shard_method == ("hash" if version == "1.18.4" else "slice")
+    assert report.to_dict()["shard_method"] == report.shard_method  # status --json
+
+
+def test_status_tells_the_shard_method_of_the_running_workers(
+    qdrant: Any, names: Any, legacy: HashEmbedder, source_spec: Any, target_spec: Any
+) -> None:
+    import time
+
+    from lattice_qdrant import commands
+    from lattice_qdrant.cli import render_status
+    from lattice_qdrant.config import Settings
+
+    docs = names("docs")
+    fill_collection(qdrant, docs, legacy, n=5)
+    session = commands.Session(settings=Settings(control_collection=names("control")), client=qdrant)
+    commands.register_model(session, source_spec)
+    commands.register_model(session, target_spec)
+    commands.plan(session, docs, source="legacy", target="modern", source_vector="legacy")
+    commands.start(session, docs)
+
+    def beat(worker: str, **fields: Any) -> None:
+        record = {"collection": docs, "shard": "0/2", "rate": 1.0, "written": 1, "at": time.time(), **fields}
+        session.store.put_record("backfill", f"{docs}:{worker}", record)
+
+    beat("a", shard_method="hash")  # local mode has slices, but the run's workers split by id hash
+    report = commands.status(session, [docs])[0]
+    assert report.shard_method == "hash"
+    assert "; shards by id hash (each worker reads every point to do)" in render_status(report)
+    beat("b")  # a version that recorded no method had only the id hash
+    assert commands.status(session, [docs])[0].shard_method == "hash"
+    beat("c", shard_method="slice")
+    report = commands.status(session, [docs])[0]
+    assert report.shard_method == "mixed"
+    assert "shards by two methods at once: stop the workers" in render_status(report)
+
+
 # -- the backfill command: several collections, signals, progress, metrics ------------------------------
 
 
