@@ -19,6 +19,10 @@
 4. **Peak RSS for 20k vs 200k points** with the cheap hash embedder, each size in its own process, reading
    from a synthetic collection served by a store that holds no points (local mode keeps every point in the
    process's memory, which would measure Qdrant, not the backfill).
+5. **Scale on local mode**: the backfill's rate with the hash embedder at 10k, 50k and 100k points of local
+   mode, each run in its own process (sizes interleaved over the repetitions), and the time per point of the
+   largest against the smallest: a pass must cost the collection's size, not its square. Also each run's
+   peak RSS, which here holds the collection itself (local mode keeps it in the process).
 """
 
 from __future__ import annotations
@@ -363,18 +367,85 @@ def _rss_child(n: int) -> None:
     _out(json.dumps({"points": n, "peak_kib": peak, "before_kib": before, "seconds": elapsed}))
 
 
+def _child(flag: str, n: int) -> dict[str, Any]:
+    """Run this module with ``flag n`` in a fresh process; its last line of output, as JSON."""
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.backfill", flag, str(n)],
+        cwd=ROOT,  # where ``benchmarks`` imports from, whatever the caller's directory
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    row: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return row
+
+
 def _rss(sizes: Sequence[int]) -> list[dict[str, Any]]:
-    out = []
+    return [_child("--rss-child", n) for n in sizes]
+
+
+def _scale_texts(n: int) -> list[str]:
+    """``n`` distinct texts of the corpus's lengths (its paragraphs, numbered as they repeat)."""
+    base = [d.text for d in python_docs()]
+    return [f"{base[i % len(base)]} ({i // len(base)})" for i in range(n)]
+
+
+def _scale_child(n: int) -> None:
+    """Backfill ``n`` points of local mode with the hash embedder and print its rate (a fresh process)."""
+    texts = _scale_texts(n)
+    client = _collection(texts, "bench")
+    embedder = HashEmbedder(384)
+    migration = _migrating(client, open_store(client), "bench", embedder)
+    before = _peak_kib()
+    started = time.perf_counter()
+    report = run_backfill(migration, embedder, BackfillOptions())
+    elapsed = time.perf_counter() - started
+    if report.written != n:
+        raise SystemExit(f"wrote {report.written} of {n}")
+    _out(json.dumps({"points": n, "seconds": elapsed, "peak_kib": _peak_kib(), "before_kib": before}))
+
+
+def _scale(sizes: Sequence[int], repeat: int) -> list[dict[str, Any]]:
+    """One row per size: the median seconds of ``repeat`` runs (sizes interleaved), rate, time per point."""
+    runs: dict[int, list[dict[str, Any]]] = {n: [] for n in sizes}
+    for rep in range(repeat):
+        for n in sizes if rep % 2 == 0 else sizes[::-1]:
+            runs[n].append(_child("--scale-child", n))
+    rows = []
     for n in sizes:
-        result = subprocess.run(
-            [sys.executable, "-m", "benchmarks.backfill", "--rss-child", str(n)],
-            cwd=ROOT,  # where ``benchmarks`` imports from, whatever the caller's directory
-            check=True,
-            capture_output=True,
-            text=True,
+        seconds = statistics.median(r["seconds"] for r in runs[n])
+        rows.append(
+            {
+                "points": n,
+                "seconds": seconds,
+                "points_per_second": n / seconds,
+                "us_per_point": seconds / n * 1e6,
+                "peak_kib": max(r["peak_kib"] for r in runs[n]),
+                "before_kib": max(r["before_kib"] for r in runs[n]),
+            }
         )
-        out.append(json.loads(result.stdout.strip().splitlines()[-1]))
-    return out
+    return rows
+
+
+def _scale_table(sizes: Sequence[int], repeat: int) -> tuple[list[dict[str, Any]], float | None]:
+    """Print and return the scale rows, and the time per point of the largest size over the smallest."""
+    _out(
+        "\nscale on local mode: backfill with the hash embedder (384-d), the library's defaults, each run "
+        f"in its own process, median of {repeat} interleaved runs"
+    )
+    _out(f"{'points':>9} {'seconds':>8} {'points/s':>9} {'us/point':>9} {'peak RSS':>10} {'before':>10}")
+    rows = _scale(sizes, repeat)
+    for row in rows:
+        _out(
+            f"{row['points']:>9} {row['seconds']:>8.2f} {row['points_per_second']:>9.0f} "
+            f"{row['us_per_point']:>9.1f} {row['peak_kib'] / 1024:>6.1f} MiB "
+            f"{row['before_kib'] / 1024:>6.1f} MiB"
+        )
+    if len(rows) < 2:
+        return rows, None
+    ratio = float(rows[-1]["us_per_point"] / rows[0]["us_per_point"])
+    _out(f"time per point {rows[-1]['points']} / {rows[0]['points']} points: {ratio:.2f}x")
+    return rows, ratio
 
 
 def _throughput_table(args: argparse.Namespace, embedder: Embedder, label: str) -> list[dict[str, Any]]:
@@ -430,15 +501,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="interleaved repetitions (median kept)")
     parser.add_argument("--latency-ms", type=float, nargs="*", default=[0.0, 20.0, 50.0])
     parser.add_argument("--rss-sizes", type=int, nargs="*", default=[20_000, 200_000])
+    parser.add_argument(
+        "--scale-sizes", type=int, nargs="*", default=[10_000, 50_000, 100_000], help="points of local mode"
+    )
+    parser.add_argument("--scale-repeat", type=int, default=3, help="interleaved runs of each scale size")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--rss-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--scale-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.rss_child:
         _rss_child(args.rss_child)
         return 0
+    if args.scale_child:
+        _scale_child(args.scale_child)
+        return 0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    results: dict[str, Any] = {"throughput": [], "rss": []}
+    results: dict[str, Any] = {"throughput": [], "rss": [], "scale": []}
     _out(f"lattice-qdrant backfill benchmark  (cpus: {os.cpu_count()}, python {sys.version.split()[0]})")
     if not args.skip_throughput:
         models_run = [args.model] if args.model == "hash" else [args.model, "hash"]
@@ -462,6 +541,8 @@ def main(argv: list[str] | None = None) -> int:
             ratio = rows[-1]["peak_kib"] / rows[0]["peak_kib"]
             results["rss_ratio"] = ratio
             _out(f"peak RSS {rows[-1]['points']} / {rows[0]['points']} points: {ratio:.2f}x")
+    if args.scale_sizes:
+        results["scale"], results["scale_ratio"] = _scale_table(args.scale_sizes, args.scale_repeat)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

@@ -17,6 +17,7 @@ def test_backfill_benchmark_reports_every_ratio(capsys: pytest.CaptureFixture[st
     out = tmp_path / "bench.json"
     argv = ["--points", "48", "--model", "hash", "--batch-size", "8", "--embed-window", "32", "--repeat", "1"]
     argv += ["--latency-ms", "0", "2", "--rss-sizes", "300", "600", "--json", str(out)]
+    argv += ["--scale-sizes", "40", "120", "--scale-repeat", "1"]
     assert bench_backfill.main(argv) == 0
     printed = capsys.readouterr().out
     assert "48 documents" in printed and "hash:bow" in printed
@@ -36,12 +37,21 @@ def test_backfill_benchmark_reports_every_ratio(capsys: pytest.CaptureFixture[st
     assert results["rss_ratio"] == pytest.approx(
         results["rss"][1]["peak_kib"] / results["rss"][0]["peak_kib"]
     )
+    assert "scale on local mode" in printed and "time per point 120 / 40 points" in printed
+    scale = results["scale"]
+    assert [row["points"] for row in scale] == [40, 120]
+    for row in scale:
+        assert row["points_per_second"] == pytest.approx(row["points"] / row["seconds"])
+        assert row["us_per_point"] == pytest.approx(row["seconds"] / row["points"] * 1e6)
+        assert row["peak_kib"] >= row["before_kib"] > 0
+    assert results["scale_ratio"] == pytest.approx(scale[1]["us_per_point"] / scale[0]["us_per_point"])
 
 
 def test_backfill_benchmark_without_latencies_prints_no_throughput_table(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert bench_backfill.main(["--points", "16", "--model", "hash", "--latency-ms", "--rss-sizes"]) == 0
+    argv = ["--points", "16", "--model", "hash", "--latency-ms", "--rss-sizes", "--scale-sizes"]
+    assert bench_backfill.main(argv) == 0
     assert "throughput" not in capsys.readouterr().out
 
 
