@@ -598,7 +598,9 @@ class DelayedStore(StoreWrapper):
     network (concurrently with other requests), then is served (one at a time with ``serial``).
 
     A request is a call of a point, schema or alias operation (each page of ``iter_points`` is a
-    ``scroll``); the control records are made of those, so they pay for each of theirs.
+    ``scroll``); the control records are made of those, so they pay for each of theirs. The check that
+    conditional writes hold is one request on its first call only: a server's store reads the version
+    once, then trusts it.
 
     Args:
         store: the store to wrap.
@@ -611,6 +613,7 @@ class DelayedStore(StoreWrapper):
         self.latency = latency
         self.serial = serial
         self._serve = threading.RLock()
+        self._checked = False  # whether conditional writes were checked (once, as a server's store does)
 
     def _served(self) -> contextlib.AbstractContextManager[Any]:
         return self._serve if self.serial else contextlib.nullcontext()
@@ -618,6 +621,10 @@ class DelayedStore(StoreWrapper):
     def handle(self, call: Call, proceed: Callable[[], _R]) -> _R:
         if call.method in CONTROL_METHODS or call.method == "iter_points":
             return proceed()  # its requests pay for themselves
+        if call.method == "check_conditional_writes":
+            if self._checked:
+                return proceed()
+            self._checked = True
         if self.latency:
             time.sleep(self.latency)
         with self._served():

@@ -320,6 +320,16 @@ def test_each_request_pays_the_latency_and_is_served_one_at_a_time(store: Server
     assert 0.05 <= elapsed < 4 * 0.05  # the network time overlaps; the service does not wait on it
 
 
+def test_the_conditional_writes_check_is_a_request_only_once(store: ServerStore) -> None:
+    # a server's store reads the version on the first check and trusts it afterwards
+    delayed = DelayedStore(store, 0.2)
+    started = time.perf_counter()
+    for _ in range(5):
+        delayed.check_conditional_writes()
+    elapsed = time.perf_counter() - started
+    assert 0.2 <= elapsed < 3 * 0.2
+
+
 def test_a_page_of_iter_points_is_a_request(store: ServerStore, docs: str) -> None:
     store.upsert(docs, [point(i) for i in range(6)])
     recording = RecordingStore(store)
