@@ -67,7 +67,7 @@ from .plan import MigrationPlan
 from .state import Status
 from .store import SLICES_MIN_VERSION, Coverage, Store
 from .store.base import version_text
-from .strategies import strategy_for, vector_bytes
+from .strategies import MigrationStrategy, strategy_for, vector_bytes
 
 __all__ = [
     "SHARD_HASH",
@@ -515,6 +515,7 @@ class _Run:
     def __init__(
         self,
         migration: Migration,
+        strategy: MigrationStrategy,
         embedder: Embedder,
         options: BackfillOptions,
         stop: threading.Event,
@@ -522,7 +523,7 @@ class _Run:
     ) -> None:
         self.migration = migration
         self.store = migration.store
-        self.strategy = migration.strategy
+        self.strategy = strategy
         self.plan = self.strategy.plan
         self.collection = migration.collection
         self.embedder = embedder
@@ -544,6 +545,10 @@ class _Run:
         self.progress = BackfillProgress(collection=self.collection, todo=0)
         #: how this worker's shard is read (``None`` without a shard); chosen when the run starts
         self.shard_method: str | None = None
+        #: set once the reader knows the recorded failures (it loads them before its first page)
+        self.failures_loaded = threading.Event()
+        #: set once the run's work is counted (the progress thread reports nothing before)
+        self.counted = threading.Event()
 
     # ----------------------------------------------------------------- helpers
 
@@ -615,6 +620,11 @@ class _Run:
         """Reader thread: pages of missing points -> embed queue, pass after pass."""
         try:
             self.metrics.active(self.collection, "read", 1)
+            if not self.options.retry_failed:
+                failed = {str(f.point_id) for f in list_failures(self.store, self.collection)}
+                with self.lock:
+                    self.failed_ids |= failed
+            self.failures_loaded.set()
             passes = 0
             while not self.stop.is_set():
                 passes += 1
@@ -631,6 +641,7 @@ class _Run:
         except BaseException as exc:
             self.fail(exc)
         finally:
+            self.failures_loaded.set()
             self.metrics.active(self.collection, "read", -1)
             self._put_done(self.embed_q)
 
@@ -928,21 +939,40 @@ class _Run:
         ]
         return joined_shard_method(self.collection, ours, others)
 
+    def _coverage(self) -> Coverage:
+        """Coverage counted from the data now (by the run's strategy: no read of the migration record)."""
+        return self.strategy.coverage(self.store)
+
+    def _count_todo(self, coverage: Coverage | None) -> None:
+        """Count the run's work: the coverage (unless counted already) and, once the reader has loaded
+        them, the recorded failures. The calling thread does this while the reader loads the failures and
+        reads its first page, before it embeds: no write can happen before the count."""
+        try:
+            coverage = coverage or self._coverage()
+            self.covered_at_start, self.total = coverage.covered, coverage.total
+            while not self.failures_loaded.wait(0.1):
+                if self.error is not None:
+                    return
+            with self.lock:
+                todo = coverage.missing - len(self.failed_ids)
+                if self.options.shard is not None:
+                    todo = math.ceil(todo / self.options.shard.count)
+                self.progress.todo = max(0, todo)
+        finally:
+            self.counted.set()
+
     def run(self, on_progress: Callable[[BackfillProgress], None] | None) -> BackfillReport:
         options = self.options
         self.shard_method = self._choose_shard_method()
-        coverage = self.migration.coverage()
-        self.covered_at_start, self.total = coverage.covered, coverage.total
-        if not options.retry_failed:
-            self.failed_ids = {str(f.point_id) for f in list_failures(self.store, self.collection)}
-        todo = coverage.missing - len(self.failed_ids)
-        if options.shard is not None:
-            todo = math.ceil(todo / options.shard.count)
-        self.progress = BackfillProgress(collection=self.collection, todo=max(0, todo))
-        if options.until is not None and coverage.fraction * 100 >= options.until:
-            self.stopped_by = "until"
-            self._record_progress()
-            return self._report(coverage.covered, coverage.total)
+        self.progress = BackfillProgress(collection=self.collection, todo=0)
+        coverage: Coverage | None = None
+        if options.until is not None:  # the coverage decides whether to run at all, and the budget
+            coverage = self._coverage()
+            self.covered_at_start, self.total = coverage.covered, coverage.total
+            if coverage.fraction * 100 >= options.until:
+                self.stopped_by = "until"
+                self._record_progress()
+                return self._report(coverage.covered, coverage.total)
 
         # The calling thread embeds: it made the embedder check (and, in most programs, every other use of
         # the model). PyTorch on CPU runs about a quarter slower in a thread other than the first one that
@@ -959,6 +989,7 @@ class _Run:
         for thread in [*workers, monitor]:
             thread.start()
         try:
+            self._count_todo(coverage)
             self.embed()
             for thread in workers:
                 thread.join()
@@ -977,14 +1008,21 @@ class _Run:
             self.stopped_by = "stop"
         if on_progress is not None and self.error is None:
             on_progress(self.progress)
-        self._heartbeat(final=True, count=False)
-        if self.error is not None:
-            if isinstance(self.error, LatticeError):
-                with contextlib.suppress(LatticeError):
-                    self.migration.fail(f"backfill: {self.error}")
-            raise self.error
-        self._repair_stamps()
-        final = self.migration.coverage()
+        # the heartbeat goes while the stamps are repaired and the coverage counted (one round trip less)
+        farewell = threading.Thread(
+            target=self._heartbeat, kwargs={"final": True, "count": False}, name="backfill-farewell"
+        )
+        farewell.start()
+        try:
+            if self.error is not None:
+                if isinstance(self.error, LatticeError):
+                    with contextlib.suppress(LatticeError):
+                        self.migration.fail(f"backfill: {self.error}")
+                raise self.error
+            self._repair_stamps()
+            final = self._coverage()
+        finally:
+            farewell.join()
         self._record_progress(final)
         return self._report(final.covered, final.total)
 
@@ -992,6 +1030,9 @@ class _Run:
         """Progress thread: the callback a few times a second, and this worker's heartbeats."""
         options = self.options
         try:
+            while not self.counted.wait(0.1):  # report the run's numbers once they are counted
+                if done.is_set():
+                    return
             last_beat = last_count = time.monotonic()
             self._heartbeat(final=False, count=False)
             while not done.wait(0.1):
@@ -1124,7 +1165,8 @@ def run_backfill(
         StoreError: Qdrant failed after retries (the state records the failure; ``resume`` clears it).
     """
     options = options or BackfillOptions()
-    state = migration.snapshot(refresh=True).state
+    snap = migration.snapshot(refresh=True)  # the run's one read of the record before it starts
+    state, strategy = snap.state, migration.strategy_of(snap)
     if state.status not in (Status.IN_PROGRESS, Status.COMPLETED) or state.finalized:
         hint = {
             Status.PLANNED: "start it first",
@@ -1134,8 +1176,8 @@ def run_backfill(
         raise MigrationError(
             f"cannot backfill {migration.collection!r}: the migration is {state.label}; {hint}"
         )
-    migration.strategy.check_backfill(migration.store)
+    strategy.check_backfill(migration.store)
     # the embedder must fit the target spec (fails fast, before any thread starts)
-    embed_checked(embedder, ["lattice-qdrant"], migration.plan.target)
-    run = _Run(migration, embedder, options, stop or threading.Event(), metrics)
+    embed_checked(embedder, ["lattice-qdrant"], snap.plan.target)
+    run = _Run(migration, strategy, embedder, options, stop or threading.Event(), metrics)
     return run.run(on_progress)
