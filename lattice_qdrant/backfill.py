@@ -4,7 +4,8 @@ Guarantees, on a server as in local mode:
 
 * **The data is the checkpoint.** The work is always "points without the target vector", the strategy's
   :meth:`~lattice_qdrant.strategies.MigrationStrategy.todo` (``has_vector`` in ``must_not``; for a
-  same-name re-embed, points not stamped with the target model), read in id order. A run killed at any
+  same-name re-embed, points not stamped with the target model), read in id order, after the points that
+  mixed queries met (the traffic queue, :mod:`lattice_qdrant.traffic`) and the priorities. A run killed at any
   moment (even SIGKILL) loses nothing: the next run finds exactly the points still missing and redoes at
   most the batches that were in flight. SIGTERM / Ctrl-C (a set ``stop`` event) stops reading and lets
   in-flight batches finish.
@@ -51,6 +52,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from qdrant_client import models
 
+from . import traffic
 from .coordinator import Migration
 from .embedders import Embedder, embed_checked, fixed_passes
 from .errors import (
@@ -98,6 +100,8 @@ _FAILURE = "failure"
 _HEARTBEAT = "backfill"
 #: points the reader asks for in one request (whole batches; see :func:`read_page_size`)
 _READ_PAGE = 512
+#: points of the traffic queue a pass takes first, at most (the rest are done in id order)
+_TRAFFIC_TAKE = 4096
 #: A run stops making passes after this many (each pass only redoes points whose text changed under it).
 _MAX_PASSES = 10
 
@@ -549,6 +553,8 @@ class _Run:
         self.failures_loaded = threading.Event()
         #: set once the run's work is counted (the progress thread reports nothing before)
         self.counted = threading.Event()
+        #: the traffic queue's points this pass takes first
+        self.traffic_taken: list[Any] = []
 
     # ----------------------------------------------------------------- helpers
 
@@ -606,15 +612,40 @@ class _Run:
     # ----------------------------------------------------------------- reader
 
     def scopes(self) -> Iterator[models.Filter]:
-        """Priority filters first, then everything else still missing (this worker's slice of them when
-        it reads by slices)."""
+        """The points queries met (the traffic queue), then the priority filters, then everything else
+        still missing (this worker's slice of them when it reads by slices)."""
         shard = self.options.shard
         own = [shard.condition()] if shard is not None and self.shard_method == SHARD_SLICE else []
         done: list[models.Filter] = []
-        for priority in self.options.priorities:
+        for priority in [*self._traffic_scope(), *self.options.priorities]:
             yield self.strategy.todo(also=[priority, *[_not(d) for d in done], *own])
             done.append(priority)
         yield self.strategy.todo(also=[*[_not(d) for d in done], *own])
+
+    def _traffic_scope(self) -> list[models.Filter]:
+        """The oldest points of the traffic queue (:mod:`lattice_qdrant.traffic`), as a filter."""
+        self.traffic_taken = traffic.queued_ids(self.store, self.collection, _TRAFFIC_TAKE)
+        if not self.traffic_taken:
+            return []
+        return [models.Filter(must=[models.HasIdCondition(has_id=self.traffic_taken)])]
+
+    def _forget_traffic(self) -> None:
+        """Delete the traffic records of the points taken that are no longer to do (or failed here);
+        another shard's stay for it."""
+        taken, self.traffic_taken = self.traffic_taken, []
+        if not taken:
+            return
+        try:
+            left, _ = self.store.scroll(
+                self.strategy.data_collection,
+                flt=self.strategy.todo(also=[models.HasIdCondition(has_id=taken)]),
+                limit=len(taken),
+                with_payload=False,
+            )
+            missing = {str(r.id) for r in left} - self.failed_ids
+            traffic.forget(self.store, self.collection, [pid for pid in taken if str(pid) not in missing])
+        except LatticeError as exc:  # the queue is a hint; the next run clears it
+            log.warning("%s: could not clear the traffic queue: %s", self.collection, exc)
 
     def read(self) -> None:
         """Reader thread: pages of missing points -> embed queue, pass after pass."""
@@ -630,6 +661,7 @@ class _Run:
                 passes += 1
                 dispatched = self._read_pass()
                 self._wait_drained()
+                self._forget_traffic()
                 if self.stop.is_set() or dispatched == 0:
                     break
                 if passes >= _MAX_PASSES:

@@ -337,6 +337,8 @@ def render_status(report: StatusReport) -> str:
     if report.failed:
         shown = ", ".join(f"{f['point_id']} ({f['reason']})" for f in report.failures[:3])
         lines.append(f"  failed    {report.failed} point(s): {shown}")
+    if report.traffic_queued:
+        lines.append(f"  traffic   {report.traffic_queued} point(s) met by queries, backfilled first")
     if report.workers:
         eta = report.eta
         sharded = any(w.get("shard") for w in report.workers)

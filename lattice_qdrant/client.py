@@ -101,6 +101,7 @@ from .store import (
     stamp_selector,
 )
 from .strategies import MigrationStrategy, strategy_class
+from .traffic import TrafficRecorder
 
 __all__ = ["LatticeClient", "wrap"]
 
@@ -205,6 +206,8 @@ class LatticeClient:
         self._absent: dict[str, float] = {}
         self._manifests: dict[str, backups.Manifest] = {}
         self._lock = threading.Lock()
+        #: records the uncovered points mixed queries meet, for the backfill (:mod:`lattice_qdrant.traffic`)
+        self.traffic = TrafficRecorder(self.store)
 
     def __getattr__(self, name: str) -> Any:
         # Only what surface.py passes through is the wrapped client's: a method it does not know (a newer
@@ -311,7 +314,11 @@ class LatticeClient:
             )
         except ValidationError as exc:
             raise PlanError(
-                "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+                "; ".join(
+                    (f"{'.'.join(map(str, e['loc']))}: " if e["loc"] else "")
+                    + str(e["msg"]).removeprefix("Value error, ")
+                    for e in exc.errors()
+                )
             ) from None
         plan_migration(self.store, plan)
         with self._lock:
@@ -1250,6 +1257,7 @@ class LatticeClient:
         mode: Literal["routed", "mixed"] | None = None,
         missing: MissingPolicy | None = None,
         read_repair: bool | None = None,
+        embed_budget: int | None = None,
         **kwargs: Any,
     ) -> rest.QueryResponse:
         """``query_points`` with ``using`` chosen by the migration and query text embedded.
@@ -1280,6 +1288,8 @@ class LatticeClient:
                 target it is the same as routed.
             missing: mixed mode's policy for candidates without a target vector (default: the plan's).
             read_repair: mixed mode writes vectors embedded on the fly back (default: the plan's).
+            embed_budget: mixed mode embeds at most this many candidates without a target vector (default:
+                the plan's ``embed_budget``).
             **kwargs: passed to ``query_points``.
 
         Raises:
@@ -1313,7 +1323,7 @@ class LatticeClient:
             snap = migration.snapshot()
             decided = self._routed_query(migration, snap, collection_name, query, using, mode, options)
             if decided is None:
-                return self._mixed(snap.plan, query, missing, read_repair, options)
+                return self._mixed(snap.plan, query, missing, read_repair, embed_budget, options)
             collection, call = decided
             return self.store.query(collection, **call)
 
@@ -1438,7 +1448,7 @@ class LatticeClient:
                     out[index] = answer
             for index, arguments in mixed:
                 query = arguments.pop("query")
-                out[index] = self._mixed(snap.plan, query, None, None, arguments)
+                out[index] = self._mixed(snap.plan, query, None, None, None, arguments)
             return [r if r is not None else rest.QueryResponse(points=[]) for r in out]
 
         return self._with_fresh_routing(migration, run)
@@ -1601,6 +1611,7 @@ class LatticeClient:
         query: Any,
         missing: MissingPolicy | None,
         read_repair: bool | None,
+        embed_budget: int | None,
         kwargs: dict[str, Any],
     ) -> rest.QueryResponse:
         if self.inference == "server":
@@ -1630,9 +1641,11 @@ class LatticeClient:
             missing=missing or plan.missing_policy,
             read_repair=plan.read_repair if read_repair is None else read_repair,
             oversample=plan.oversample,
+            embed_budget=plan.embed_budget if embed_budget is None else embed_budget,
             query_filter=kwargs.get("query_filter"),
             with_payload=kwargs.get("with_payload", True),
         )
+        self.traffic.note(plan.collection, result.uncovered, plan.traffic_queue)
         return rest.QueryResponse(points=result.points)
 
     def _prepare_query(self, query: Any, spec: ModelSpec, name: str) -> Any:

@@ -20,7 +20,7 @@ from typing import Any
 from qdrant_client import QdrantClient
 
 from . import backfill as bf
-from . import backups
+from . import backups, traffic
 from . import compare as comparison
 from . import probe as probing
 from . import verify as verification
@@ -238,6 +238,8 @@ class StatusReport:
     #: how ``--shard I/N`` splits the points: the sharded workers' method while they run (``"mixed"`` if
     #: they disagree), else what a sharded run would use now (``"slice"`` or ``"hash"``)
     shard_method: str | None = None
+    #: points that mixed queries met without the target vector, queued for the backfill to take first
+    traffic_queued: int = 0
 
     @property
     def coverage(self) -> float:
@@ -346,6 +348,7 @@ def _status_of(session: Session, collection: str) -> StatusReport:
         "finalized": state.finalized,
         "error": state.error,
         "reason": state.reason,
+        "traffic_queued": traffic.queued(session.store, collection),
     }
     report.update(
         strategy.status_extras(session.store, snap), shard_method=_shard_method_of(session, workers)

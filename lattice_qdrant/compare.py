@@ -8,7 +8,9 @@ Before cutover, :func:`compare` searches the collection with each query three wa
   states the coverage;
 * **mixed**: ``query_points(mode="mixed")`` (:mod:`lattice_qdrant.mixed`), candidates of both vectors
   rescored in the target space, without read-repair. Only while writes go to both vectors (between
-  start and finalize) and the source vector exists.
+  start and finalize) and the source vector exists. Its candidates, and so its ranking, depend on the
+  limit (``limit * oversample`` per search), so it is queried once per ``k`` with ``k`` as the limit: what
+  an application asking for ``k`` results gets.
 
 and reports, for each ``k``:
 
@@ -410,10 +412,22 @@ def _mean(values: Iterable[float | None]) -> float | None:
 
 @dataclass(frozen=True)
 class QueryOutcome:
-    """One query and the ids each system returned for it, best first (up to the largest ``k``)."""
+    """One query and the ids each system returned for it, best first (up to the largest ``k``).
+
+    Attributes:
+        query: the query.
+        results: each system's ids, queried with the largest ``k`` as the limit.
+        by_limit: for a system queried once per ``k`` (mixed mode, whose ranking depends on the limit), its
+            ids with each ``k`` as the limit; its metrics at ``k`` are those of that list.
+    """
 
     query: QuerySpec
     results: Mapping[str, tuple[PointId, ...]]
+    by_limit: Mapping[str, Mapping[int, tuple[PointId, ...]]] = field(default_factory=dict)
+
+    def ids(self, system: str, k: int) -> tuple[PointId, ...]:
+        """What ``system`` returned for a limit of ``k`` (its top ``k``)."""
+        return self.by_limit.get(system, {}).get(k, self.results[system])[:k]
 
     def at(self, k: int) -> dict[str, Any]:
         """This query's metrics at ``k`` (JSON-safe): overlap, rank correlation, recall and nDCG."""
@@ -427,10 +441,8 @@ class QueryOutcome:
             "k": k,
             "overlap": overlap,
             "rank_correlation": rho,
-            "recall": {s: recall_at_k(ids, relevant, k) for s, ids in self.results.items()}
-            if relevant
-            else {},
-            "ndcg": {s: ndcg_at_k(ids, relevant, k) for s, ids in self.results.items()} if relevant else {},
+            "recall": {s: recall_at_k(self.ids(s, k), relevant, k) for s in self.results} if relevant else {},
+            "ndcg": {s: ndcg_at_k(self.ids(s, k), relevant, k) for s in self.results} if relevant else {},
         }
 
 
@@ -581,6 +593,7 @@ class ComparisonReport:
                     "query": o.query.text,
                     "relevant": sorted(o.query.relevant, key=str) if o.query.relevant else None,
                     "results": {s: list(ids) for s, ids in o.results.items()},
+                    "by_limit": {s: {str(k): list(v) for k, v in by.items()} for s, by in o.by_limit.items()},
                     "at_k": [o.at(k) for k in self.ks],
                 }
                 for o in self.outcomes
@@ -865,6 +878,7 @@ def compare(
     limit = cutoffs[-1]
     notes: list[str] = []
     results: dict[str, list[tuple[PointId, ...]]] = {}
+    by_limit: dict[str, list[dict[int, tuple[PointId, ...]]]] = {}
     embedded: dict[str, NDArray[np.float32]] = {}
 
     def embed(role: str) -> NDArray[np.float32]:
@@ -892,13 +906,17 @@ def compare(
         if isinstance(decided, RoutedQuery):
             results["mixed"] = [_search(store, decided, v.tolist(), limit) for v in embed(decided.role)]
         else:
-            results["mixed"] = [_mixed(searcher, plan, text, limit) for text in texts]
+            by_limit["mixed"] = [{k: _mixed(searcher, plan, text, k) for k in cutoffs} for text in texts]
+            results["mixed"] = [per_query[limit] for per_query in by_limit["mixed"]]
         if routing.query == QueryRoute.TARGET:
             notes.append("queries are routed to the target vector now, so mixed mode is the target search")
     else:
         notes.append("mixed mode is not evaluated: it applies only while writes go to both vectors")
     systems = tuple(s for s in SYSTEMS if s in results)
-    outcomes = tuple(QueryOutcome(spec, {s: results[s][i] for s in systems}) for i, spec in enumerate(specs))
+    outcomes = tuple(
+        QueryOutcome(spec, {s: results[s][i] for s in systems}, {s: by[i] for s, by in by_limit.items()})
+        for i, spec in enumerate(specs)
+    )
     if not any(o.query.relevant for o in outcomes):
         notes.append(
             "no query has relevance labels: recall and nDCG are not computed, and the cutover gate "
@@ -953,6 +971,7 @@ def _mixed(searcher: Searcher, plan: MigrationPlan, text: str, limit: int) -> tu
         missing=plan.missing_policy,
         read_repair=False,
         oversample=plan.oversample,
+        embed_budget=plan.embed_budget,
         with_payload=False,
     )
     return tuple(normalize_id(p.id) for p in result.points)

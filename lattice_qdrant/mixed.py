@@ -2,21 +2,32 @@
 
 While the backfill runs, the target vector covers only part of the collection. A mixed query:
 
-1. embeds the query text with both models;
-2. gathers candidates from a source-vector search (source embedding) and a target-vector search (target
-   embedding), ``oversample`` times the limit each, fetching the candidates' target vectors;
-3. rescores every candidate that has a target vector in the target space with simsimd
-   (:mod:`lattice_qdrant.kernels`, the collection's distance);
-4. handles candidates without a target vector by the **missing policy**:
+1. embeds the query text with the source model and searches the source vector, ``oversample`` times the
+   limit, fetching the hits' target vectors (and source vectors);
+2. embeds the query text with the target model, in one pass with the best (by source rank) source hits
+   that have no target vector, at most ``embed_budget`` of them (missing policy ``"embed"``);
+3. searches the target vector with it, ``oversample`` times the limit;
+4. rescores every candidate that has a target vector (stored or just embedded) in the target space with
+   simsimd (:mod:`lattice_qdrant.kernels`, the collection's distance);
+5. places the candidates still without a target vector by the **missing policy**:
 
-   * ``"embed"``: embed their text with the target model on the fly and score them like the others;
-     with ``read_repair`` the vector is also written back, through the strategy's stale-proof conditional
-     write (the backfill's), so it counts towards coverage;
-   * ``"source_order"``: keep them where the source search ranked them (their score stays the source
-     score), and fill the other places with the covered candidates in target order.
+   * ``"embed"``: by an estimated target score, from their nearest candidates in the source space
+     (:func:`lattice_qdrant.ranking.estimate`); with ``read_repair`` the vectors embedded are also written
+     back, through the strategy's stale-proof conditional write (the backfill's), so they count towards
+     coverage;
+   * ``"source_order"``: nothing is embedded; they keep the place the source search gave them (their score
+     stays the source score), and the covered candidates fill the other places in target order.
 
-A candidate without text under ``"embed"`` falls back to ``"source_order"``. Scores are in the target
-space (cosine similarity, dot product, or a distance for Euclid / Manhattan, ordered as Qdrant orders them).
+A candidate without text is not embedded. Scores are in the target space (cosine similarity, dot product,
+or a distance for Euclid / Manhattan, ordered as Qdrant orders them).
+
+**What it costs.** Against a plain target query (one query embedding, one search): a second query
+embedding (the source model's), a second search, the candidates' vectors in both replies, and the
+budgeted texts in the target's embedding pass (about a query embedding's time per text of a paragraph's
+length). ``embed_budget`` bounds the last, which is what dominates: embedding every uncovered candidate
+(about 30 at 25% coverage, limit 10) costs some 20 times a target query. :attr:`MixedResult.uncovered`
+lists the candidates met without a stored target vector, which the wrapping client records for the
+backfill (:mod:`lattice_qdrant.traffic`).
 
 A same-name re-embed has one vector name for both models: which model a point's vector holds is its stamp
 (``embedding_model_id`` / ``embedding_version``), not the name. The source search is then restricted to the
@@ -37,8 +48,9 @@ from numpy.typing import NDArray
 from qdrant_client import models
 
 from . import kernels, ranking
-from .errors import StoreError
+from .errors import ConfigError, StoreError
 from .plan import MigrationPlan
+from .routing import Role
 from .store import Store, vector_value
 from .strategies import strategy_for
 
@@ -58,17 +70,22 @@ class MixedResult:
         points: the best ``limit`` candidates, best first.
         candidates: how many distinct candidates the two searches gathered.
         rescored: candidates scored in the target space from a stored target vector.
-        embedded: candidates embedded on the fly (missing policy ``"embed"``).
-        kept_order: candidates kept at their source rank (no target vector, no text, or ``"source_order"``).
+        embedded: candidates embedded on the fly (missing policy ``"embed"``, within the budget).
+        estimated: candidates placed by an estimated target score (``"embed"``, beyond the budget).
+        kept_order: candidates kept at their source rank (``"source_order"``, or nothing to estimate from).
         repaired: ids whose vector was written back by read-repair.
+        uncovered: ids of the candidates without a stored target vector (embedded or not, unless
+            repaired), best source rank first: what the backfill should embed first.
     """
 
     points: list[models.ScoredPoint]
     candidates: int = 0
     rescored: int = 0
     embedded: int = 0
+    estimated: int = 0
     kept_order: int = 0
     repaired: list[Any] = field(default_factory=list)
+    uncovered: list[Any] = field(default_factory=list)
 
 
 def mixed_query(
@@ -82,6 +99,7 @@ def mixed_query(
     missing: MissingPolicy = "embed",
     read_repair: bool = False,
     oversample: int = 4,
+    embed_budget: int | None = None,
     query_filter: models.Filter | None = None,
     with_payload: bool | Sequence[str] = True,
     backend: kernels.Backend = "simsimd",
@@ -101,71 +119,127 @@ def mixed_query(
         limit: how many points to return.
         missing: what to do with candidates that have no target vector yet (module docstring).
         read_repair: write the vectors embedded on the fly back (only with ``missing="embed"``).
-        oversample: each search gathers ``limit * oversample`` candidates.
+        oversample: each search gathers ``limit * oversample`` candidates (1 to 100).
+        embed_budget: under ``"embed"``, how many candidates without a target vector are embedded at most
+            (``None``: all of them; the wrapping client passes the plan's ``embed_budget``).
         query_filter: a filter both searches apply.
         with_payload: as in ``query_points`` (the text field is fetched internally either way).
         backend: rescoring kernels (``"simsimd"``, or ``"numpy"`` the reference).
+
+    Raises:
+        ConfigError: ``oversample`` is not between 1 and 100, or ``embed_budget`` is negative.
     """
+    _check_knobs(oversample, embed_budget)
     strategy = strategy_for(plan)
-    k = max(limit, limit * max(1, oversample))
-    q_source = embed_source([text])[0]
-    q_target = embed_target([text])[0]
+    k = max(limit, limit * oversample)
     searches = strategy.mixed_searches(query_filter)
-    found = {
-        role: store.query(
-            search.collection,
-            query=vector.tolist(),
-            using=search.using,
+    name, source_name = searches.target_vector, searches.source_vector
+    vectors: dict[Any, NDArray[np.float32] | list[float]] = {}
+    source_vectors: dict[Any, NDArray[np.float32] | list[float]] = {}
+
+    def search(role: Role, query: NDArray[np.float32]) -> list[models.ScoredPoint]:
+        plan_of = searches.source if role == "source" else searches.target
+        points = store.query(
+            plan_of.collection,
+            query=query.tolist(),
+            using=plan_of.using,
             limit=k,
             with_payload=True,
-            with_vectors=search.with_vectors,
-            query_filter=search.query_filter,
+            with_vectors=plan_of.with_vectors,
+            query_filter=plan_of.query_filter,
         ).points
-        for role, search, vector in (
-            ("source", searches.source, q_source),
-            ("target", searches.target, q_target),
-        )
-    }
-    name = searches.target_vector
-    vectors: dict[Any, NDArray[np.float32] | list[float]] = {}
-    for role in searches.vectors_from:
-        for point in found[role]:
-            value = vector_value(point, name)
-            if value is not None:
-                vectors.setdefault(point.id, value)
+        for point in points:
+            if role in searches.vectors_from:
+                _keep(vectors, point, name)
+            if role in searches.source_vectors_from:
+                _keep(source_vectors, point, source_name)
+        return points
+
+    q_source = embed_source([text])[0]
+    by_source = search("source", q_source)
     if searches.fetch_from is not None:
-        lacking = list(
-            dict.fromkeys(p.id for p in [*found["source"], *found["target"]] if p.id not in vectors)
-        )
-        fetched = (
-            store.retrieve(
-                searches.fetch_from, lacking, with_payload=False, with_vectors=[name] if name else True
-            )
-            if lacking
-            else []
-        )
-        for record in fetched:
-            value = vector_value(record, name)
-            if value is not None:
-                vectors[record.id] = value
-    candidates = ranking.gather(found["source"], found["target"], vectors)
-    result = MixedResult(points=[], candidates=len(candidates.order), rescored=len(candidates.vectors))
+        _fetch(store, searches.fetch_from, [p.id for p in by_source if p.id not in vectors], name, vectors)
+    todo: list[tuple[Any, str]] = []
     if missing == "embed":
-        todo = ranking.to_embed(candidates, plan.text_field)
-        if todo:
-            fresh = embed_target([t for _, t in todo])
-            for (pid, _), row in zip(todo, fresh, strict=True):
-                candidates.vectors[pid] = row
-            result.embedded = len(todo)
-            if read_repair:
-                try:
-                    result.repaired = strategy.write_target(
-                        store, {pid: (t, fresh[i]) for i, (pid, t) in enumerate(todo)}
-                    )
-                except StoreError as exc:  # a failed repair must not fail the query
-                    log.warning("%s: read-repair failed: %s", plan.collection, exc)
-    result.kept_order = len(candidates.uncovered)
+        todo = ranking.to_embed(ranking.gather(by_source, [], vectors), plan.text_field, embed_budget)
+    embedded = embed_target([text, *(t for _, t in todo)])
+    q_target, fresh = embedded[0], embedded[1:]
+    by_target = search("target", q_target)
+    if searches.fetch_from is not None:
+        lacking = [p.id for p in by_target if p.id not in vectors]
+        _fetch(store, searches.fetch_from, lacking, name, vectors)
+    candidates = ranking.gather(by_source, by_target, vectors, source_vectors)
+    result = MixedResult(points=[], candidates=len(candidates.order), rescored=len(candidates.vectors))
+    uncovered = candidates.uncovered
+    for (pid, _), row in zip(todo, fresh, strict=True):
+        candidates.vectors[pid] = row
+    result.embedded = len(todo)
+    if todo and read_repair:
+        try:
+            result.repaired = strategy.write_target(
+                store, {pid: (t, fresh[i]) for i, (pid, t) in enumerate(todo)}
+            )
+        except StoreError as exc:  # a failed repair must not fail the query
+            log.warning("%s: read-repair failed: %s", plan.collection, exc)
+    repaired = set(result.repaired)
+    result.uncovered = [pid for pid in uncovered if pid not in repaired]
+    scored = ranking.target_scores(candidates, q_target, plan.target, backend=backend)
+    guessed: dict[Any, float] = {}
+    if missing == "embed":
+        guessed = ranking.estimate(candidates, scored, plan.source, q_source, backend=backend)
     result.points = ranking.rank(
-        candidates, q_target, plan.target, limit=limit, with_payload=with_payload, backend=backend
+        candidates,
+        q_target,
+        plan.target,
+        limit=limit,
+        with_payload=with_payload,
+        backend=backend,
+        scored=scored,
+        estimates=guessed,
     )
+    result.estimated = len(guessed)
+    result.kept_order = len(candidates.uncovered) - result.estimated
     return result
+
+
+def _check_knobs(oversample: int, embed_budget: int | None) -> None:
+    if isinstance(oversample, bool) or not isinstance(oversample, int) or not 1 <= oversample <= 100:
+        raise ConfigError(
+            f"oversample must be an integer from 1 to 100 (each search gathers limit * oversample "
+            f"candidates), got {oversample!r}",
+            key="oversample",
+        )
+    if embed_budget is not None and (
+        isinstance(embed_budget, bool) or not isinstance(embed_budget, int) or embed_budget < 0
+    ):
+        raise ConfigError(
+            f"embed_budget must be an integer of at least 0 (the texts a mixed query embeds at most; 0 "
+            f"embeds none), got {embed_budget!r}",
+            key="embed_budget",
+        )
+
+
+def _keep(into: dict[Any, NDArray[np.float32] | list[float]], point: Any, name: str) -> None:
+    """Keep ``point``'s dense vector ``name`` (``""``: the unnamed one) under its id, if it has one."""
+    found = point.vector
+    value = found.get(name) if isinstance(found, dict) else found if name == "" else None
+    if isinstance(value, list) and value and not isinstance(value[0], list):
+        into.setdefault(point.id, value)
+
+
+def _fetch(
+    store: Store,
+    collection: str,
+    ids: Sequence[Any],
+    name: str,
+    into: dict[Any, NDArray[np.float32] | list[float]],
+) -> None:
+    """Fetch the target vectors of ``ids`` from ``collection`` (blue-green's target collection)."""
+    wanted = list(dict.fromkeys(ids))
+    if not wanted:
+        return
+    fetched = store.retrieve(collection, wanted, with_payload=False, with_vectors=[name] if name else True)
+    for record in fetched:
+        value = vector_value(record, name)
+        if value is not None:
+            into[record.id] = value

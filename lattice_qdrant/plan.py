@@ -16,7 +16,12 @@ from .options import Duration, documented
 from .spec import ModelSpec
 from .state import Policy
 
-__all__ = ["MigrationPlan", "PlanOptions", "PlanSettings", "Strategy"]
+__all__ = ["EMBED_BUDGET", "TRAFFIC_QUEUE", "MigrationPlan", "PlanOptions", "PlanSettings", "Strategy"]
+
+#: mixed mode's default embedding budget per query (``PlanSettings.embed_budget``)
+EMBED_BUDGET = 0
+#: the default bound of a collection's traffic queue (``PlanSettings.traffic_queue``)
+TRAFFIC_QUEUE = 10_000
 
 
 class Strategy(StrEnum):
@@ -67,6 +72,31 @@ class PlanSettings(BaseModel):
         description="Refuse cutover (unless forced) while the last shadow comparison has the target's recall "
         "more than this (0-1) below the source's (unset: no gate).",
     )
+    oversample: int = Field(
+        default=4,
+        ge=1,
+        le=100,
+        description="Mixed mode: each of its two searches gathers limit * oversample candidates (deeper "
+        "finds more of the points the target does not cover yet; each candidate adds its payload and vectors "
+        "to the reply).",
+    )
+    embed_budget: int = Field(
+        default=EMBED_BUDGET,
+        ge=0,
+        le=10_000,
+        description="Mixed mode, missing_policy embed: how many candidates without the target vector a query "
+        "embeds at most, the best by source rank first, in one pass with the query text (each costs about a "
+        "query embedding of its length); the others are placed by the target scores of their source-space "
+        "neighbours. A number above the candidates (2 * limit * oversample) embeds them all.",
+    )
+    traffic_queue: int = Field(
+        default=TRAFFIC_QUEUE,
+        ge=0,
+        le=1_000_000,
+        description="Mixed mode records, in the background, the candidates without the target vector its "
+        "queries meet, up to this many per collection, in the control collection; the backfill embeds them "
+        "first (0: record none).",
+    )
     backup_policy: Literal["always", "never"] = Field(
         default="always",
         description="Whether finalize backs the source vectors up before dropping them (``always``; "
@@ -98,9 +128,6 @@ class PlanOptions(PlanSettings):
     )
     read_repair: bool = Field(
         default=False, description="Mixed mode writes the vectors it embeds on the fly back."
-    )
-    oversample: int = Field(
-        default=4, ge=1, le=100, description="Mixed mode: each search gathers limit * oversample candidates."
     )
     target_collection: str | None = Field(
         default=None,

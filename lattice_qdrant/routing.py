@@ -567,6 +567,9 @@ class MixedSearches:
         target_vector: the vector name holding target vectors in the hits (and in ``fetch_from``).
         vectors_from: which searches' hits hold target vectors under that name.
         fetch_from: a collection to fetch the other candidates' target vectors from, or ``None``.
+        source_vector: the vector name holding source vectors in the hits of ``source_vectors_from``.
+        source_vectors_from: which searches' hits hold source vectors under that name (mixed mode places
+            the candidates it does not embed by their source-space neighbours).
     """
 
     source: Search
@@ -574,6 +577,8 @@ class MixedSearches:
     target_vector: str
     vectors_from: tuple[Role, ...] = ("source", "target")
     fetch_from: str | None = None
+    source_vector: str = ""
+    source_vectors_from: tuple[Role, ...] = ()
 
 
 # --------------------------------------------------------------------------- where Documents are embedded

@@ -438,6 +438,9 @@ class StoreWrapper(ControlRecords):
     def put_record(self, kind: str, key: str, payload: dict[str, Any]) -> None:
         return self._keep("put_record", ControlRecords.put_record, self, kind, key, payload)
 
+    def put_records(self, kind: str, records: Mapping[str, dict[str, Any]]) -> None:
+        return self._keep("put_records", ControlRecords.put_records, self, kind, records)
+
     def delete_record(self, kind: str, key: str) -> None:
         return self._keep("delete_record", ControlRecords.delete_record, self, kind, key)
 

@@ -131,7 +131,7 @@ LAYERS: list[set[str]] = [
     # the embedders, and the store: the only package that calls qdrant-client
     {"embedders", "store", "store.base", "store.protocol", "store.control", "store.translate", "store.server"}
     | {"store.local", "inference"},  # inference: the embedders' ONNX Runtime and OpenVINO backends
-    {"registry", "backups", "bluegreen", "testing"},  # store operations, and the store fakes for tests
+    {"registry", "backups", "bluegreen", "traffic", "testing"},  # store operations, and the store fakes
     {"strategies", "strategies.base", "strategies.in_place", "strategies.blue_green", "strategies.reembed"},
     {"coordinator"},  # Migration: the lifecycle, applied through the strategy
     {"backfill", "mixed", "verify", "compare", "probe"},  # executors over the coordinator and the strategies

@@ -439,7 +439,20 @@ def test_source_order_at_no_coverage_is_the_source_search(setup: Make) -> None:
         assert len(result.points) == 5 and result.kept_order == result.candidates == 20
 
 
-def test_points_without_text_fall_back_to_their_source_rank_under_embed(setup: Make) -> None:
+def source_neighbours_estimate(s: Setup, pid: Any, exact: dict[Any, float], neighbours: int = 3) -> float:
+    """The target score mixed mode estimates for ``pid``: the mean of the exact target scores of its
+    ``neighbours`` nearest scored candidates in the source space (stored source vectors), weighted by
+    their cosine similarity."""
+    ids = [pid, *exact]
+    stored = {r.id: r.vector["legacy"] for r in s.raw.retrieve(s.docs, ids, with_vectors=["legacy"])}
+    near = score(np.array(stored[pid]), np.array([stored[q] for q in exact]), Distance.COSINE)
+    order = np.argsort(-near, kind="stable")[:neighbours]
+    weights = np.maximum(near[order], 0.0) + 1e-6
+    values = np.array(list(exact.values()))[order]
+    return float((weights * values).sum() / weights.sum())
+
+
+def test_points_without_text_are_placed_by_their_source_neighbours_under_embed(setup: Make) -> None:
     s = setup()
     text = QUERIES[1]
     by_source = s.search(text, "legacy", 20)
@@ -449,15 +462,16 @@ def test_points_without_text_fall_back_to_their_source_rank_under_embed(setup: M
     s.raw.set_payload(s.docs, {"text": "   "}, points=[by_source[ranks[1]].id])
 
     result = s.query(text, limit=10, oversample=2, missing="embed", read_repair=True)
-    got = ids_of(result.points)
-    source_ranks = s.source_ranks()
-    for rank in ranks:
-        assert source_ranks[by_source[rank].id] == rank and got[rank] == by_source[rank].id
-        assert result.points[rank].score == pytest.approx(by_source[rank].score, abs=1e-6)
-    others = s.brute_force(text, [pid for pid in s.gathered() if pid not in mute])
-    assert_ranking([p for p in pairs(result.points) if p[0] not in mute], others)
-    assert (result.kept_order, result.embedded) == (2, 18)
-    assert not mute & set(result.repaired)
+    # the 18 with text are embedded and scored exactly; the 2 without are placed among them by the score
+    # their source-space neighbours have
+    exact = dict(s.brute_force(text, [pid for pid in s.gathered() if pid not in mute]))
+    guessed = {pid: source_neighbours_estimate(s, pid, exact) for pid in mute}
+    everyone = {**exact, **guessed}
+    ids = list(everyone)
+    want = [(pid, everyone[pid]) for pid in best_first(ids, np.array(list(everyone.values())), s.distance)]
+    assert_ranking(pairs(result.points), want)
+    assert (result.kept_order, result.embedded, result.estimated) == (0, 18, 2)
+    assert not mute & set(result.repaired) and set(result.uncovered) == mute
 
 
 # --------------------------------------------------------------------------- read-repair
@@ -613,7 +627,8 @@ def test_the_plan_defaults_apply_when_the_query_omits_them(setup: Make) -> None:
             default = client.query_points(s.docs, doc, limit=5)  # the plan says mixed, source_order
             assert pairs(default.points) == pairs(s.query(text, limit=5, missing="source_order").points)
             override = client.query_points(s.docs, doc, limit=5, missing="embed")
-            assert pairs(override.points) == pairs(s.query(text, limit=5, missing="embed").points)
+            direct = s.query(text, limit=5, missing="embed", embed_budget=s.plan.embed_budget)
+            assert pairs(override.points) == pairs(direct.points)
         assert pairs(default.points) != pairs(override.points)
         plain = client.query_points(s.docs, doc, limit=5, mode="routed")
         assert_ranking(pairs(plain.points), pairs(s.search(text, "legacy", 20)))
@@ -621,12 +636,15 @@ def test_the_plan_defaults_apply_when_the_query_omits_them(setup: Make) -> None:
 
 
 def test_the_plan_read_repair_default_and_its_override(setup: Make) -> None:
-    s = setup(query_mode="mixed", missing_policy="embed", read_repair=True)
+    s = setup(query_mode="mixed", missing_policy="embed", read_repair=True, embed_budget=40)
     client = s.lattice
     client.query_points(s.docs, models.Document(text=QUERIES[0], model="auto"), limit=5, read_repair=False)
     assert coverage(s.raw, s.docs) == 0
     client.query_points(s.docs, models.Document(text=QUERIES[0], model="auto"), limit=5)
     assert coverage(s.raw, s.docs) == 20  # oversample 4: every candidate was embedded and written back
+    # the plan's budget bounds the read-repairs as it bounds the embeddings
+    client.query_points(s.docs, models.Document(text=QUERIES[1], model="auto"), limit=5, embed_budget=3)
+    assert coverage(s.raw, s.docs) == 23
 
 
 def test_a_routed_plan_queries_mixed_only_when_asked(setup: Make) -> None:
@@ -637,7 +655,9 @@ def test_a_routed_plan_queries_mixed_only_when_asked(setup: Make) -> None:
     assert_ranking(pairs(routed.points), pairs(s.search(QUERIES[2], "legacy", 20)))
     with s.replaying():
         mixed = s.lattice.query_points(s.docs, doc, limit=5, mode="mixed")
-        assert pairs(mixed.points) == pairs(s.query(QUERIES[2], limit=5).points)
+        assert pairs(mixed.points) == pairs(
+            s.query(QUERIES[2], limit=5, embed_budget=s.plan.embed_budget).points
+        )
         nearest = s.lattice.query_points(s.docs, models.NearestQuery(nearest=doc), limit=5, mode="mixed")
         assert pairs(nearest.points) == pairs(mixed.points)
     assert set(ids_of(mixed.points)) != set(ids_of(routed.points))  # it did search the target space

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from qdrant_client import models
@@ -217,6 +217,24 @@ class ControlRecords(Store):
         self.upsert(
             self.control_collection,
             [models.PointStruct(id=record_id(kind, key), vector={}, payload=body)],
+        )
+
+    def put_records(self, kind: str, records: Mapping[str, dict[str, Any]]) -> None:
+        """Write records unconditionally, in one request (``records``: payload by key)."""
+        if not records:
+            return
+        self.ensure_control()
+        now = time.time()
+        self.upsert(
+            self.control_collection,
+            [
+                models.PointStruct(
+                    id=record_id(kind, key),
+                    vector={},
+                    payload={**payload, "kind": kind, "key": key, "updated_at": now},
+                )
+                for key, payload in records.items()
+            ],
         )
 
     def delete_record(self, kind: str, key: str) -> None:

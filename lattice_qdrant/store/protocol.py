@@ -276,6 +276,10 @@ class ControlStore(Protocol):
         """Write a record unconditionally (for records only one writer owns)."""
         ...
 
+    def put_records(self, kind: str, records: Mapping[str, dict[str, Any]]) -> None:
+        """Write records unconditionally, in one request (``records``: payload by key)."""
+        ...
+
     def delete_record(self, kind: str, key: str) -> None:
         """Remove a control record (no-op if absent)."""
         ...

@@ -366,13 +366,16 @@ class MigrationStrategy(ABC):
 
     def mixed_searches(self, query_filter: models.Filter | None) -> MixedSearches:
         """The two searches of a mixed query (pure): here both in the collection, each fetching the
-        candidates' target vectors."""
+        candidates' target and source vectors."""
         plan = self.plan
-        vectors: bool | list[str] = [plan.target_vector] if plan.target_vector else True
+        names = [plan.target_vector, plan.source_vector]
+        vectors: bool | list[str] = names if all(names) else True
         return MixedSearches(
             source=Search(plan.collection, plan.source_vector or None, query_filter, vectors),
             target=Search(self.data_collection, plan.target_vector or None, query_filter, vectors),
             target_vector=plan.target_vector,
+            source_vector=plan.source_vector,
+            source_vectors_from=("source", "target"),
         )
 
     # ----------------------------------------------------------------- coverage and cost

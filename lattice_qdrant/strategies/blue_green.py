@@ -111,14 +111,27 @@ class BlueGreenStrategy(MigrationStrategy):
 
     def mixed_searches(self, query_filter: Any) -> MixedSearches:
         """The source search runs on the source collection (which has no target vector), the target
-        search on the target collection; the source's candidates get their target vectors from there."""
+        search on the target collection; the source's candidates get their target vectors from there (the
+        source collection's vector of that name, if any, is a source vector), and only they have their
+        source vectors."""
         found = super().mixed_searches(query_filter)
         plan = self.plan
+        name = plan.target_vector
         return MixedSearches(
-            source=Search(plan.collection, plan.source_vector or None, query_filter, False),
-            target=found.target,
+            source=Search(
+                plan.collection,
+                plan.source_vector or None,
+                query_filter,
+                [plan.source_vector] if plan.source_vector else True,
+            ),
+            target=Search(
+                found.target.collection, found.target.using, query_filter, [name] if name else True
+            ),
             target_vector=found.target_vector,
+            vectors_from=("target",),
             fetch_from=self.data_collection,
+            source_vector=plan.source_vector,
+            source_vectors_from=("source",),
         )
 
     def layout(self, existing: Mapping[str, Any], text_field: str) -> VectorLayout | None:

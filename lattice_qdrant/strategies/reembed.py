@@ -213,18 +213,22 @@ class ReembedStrategy(MigrationStrategy):
 
     def mixed_searches(self, query_filter: Any) -> MixedSearches:
         """Both searches over the one name, each restricted by the stamp to the points holding its model
-        (and the caller's filter); only the target search's hits hold target vectors."""
+        (and the caller's filter); only the target search's hits hold target vectors, and only the source
+        search's source vectors."""
         plan = self.plan
         name = plan.source_vector
 
         def restricted(version: Any) -> Any:
             return version if query_filter is None else models.Filter(must=[query_filter, version])
 
+        vectors: bool | list[str] = [name] if name else True
         return MixedSearches(
-            source=Search(plan.collection, name, restricted(self.todo()), False),
-            target=Search(plan.collection, name, restricted(self.done()), [name] if name else True),
+            source=Search(plan.collection, name, restricted(self.todo()), vectors),
+            target=Search(plan.collection, name, restricted(self.done()), vectors),
             target_vector=name,
             vectors_from=("target",),
+            source_vector=name,
+            source_vectors_from=("source",),
         )
 
     def layout(self, existing: Mapping[str, Any], text_field: str) -> VectorLayout | None:

@@ -1,0 +1,182 @@
+"""The traffic queue: the uncovered points that queries meet, for the backfill to embed first.
+
+A mixed query meets candidates that have no target vector yet (:attr:`~lattice_qdrant.mixed.MixedResult.
+uncovered`). The wrapping client hands them to a :class:`TrafficRecorder`, which writes them to the control
+collection in the background: one record per point of a collection (kind ``"traffic"``, keyed by collection
+and point id, so a point met by many queries and many processes is recorded once), at most the plan's
+``traffic_queue`` records per collection. The backfill reads the queue before the id order
+(:func:`queued_ids`), so the part of the collection that searches reach is covered first, and deletes the
+records of the points it has covered (:func:`forget`); ``status`` shows the queue's length
+(:func:`queued`).
+
+Costs: a query only adds ids to an in-memory buffer (bounded; ids beyond it are dropped); a background
+thread writes the buffer at most once per ``interval`` (one count and one upsert per collection), and
+exits when idle. The queue is a hint, not a ledger: ids still in the buffer when the process dies are lost
+(their points are covered in id order later), and a bound reached drops new ids until the backfill drains
+the queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+from qdrant_client import models
+
+from .errors import LatticeError
+from .store import Store
+
+__all__ = ["KIND", "TrafficRecorder", "forget", "queued", "queued_ids"]
+
+log = logging.getLogger(__name__)
+
+#: the control records' kind
+KIND = "traffic"
+#: ids a recorder remembers having written, per collection, so repeated traffic is not rewritten
+_REMEMBERED = 65_536
+
+
+def _key(collection: str, point_id: Any) -> str:
+    return f"{collection}:{point_id}"
+
+
+def _filter(collection: str) -> models.Filter:
+    return models.Filter(
+        must=[
+            models.FieldCondition(key="kind", match=models.MatchValue(value=KIND)),
+            models.FieldCondition(key="collection", match=models.MatchValue(value=collection)),
+        ]
+    )
+
+
+def queued(store: Store, collection: str) -> int:
+    """How many points of ``collection`` the traffic queue holds (read-only)."""
+    if not store.collection_exists(store.control_collection):
+        return 0
+    return store.count(store.control_collection, _filter(collection))
+
+
+def queued_ids(store: Store, collection: str, limit: int) -> list[Any]:
+    """Up to ``limit`` point ids of ``collection``'s traffic queue, oldest records first (read-only)."""
+    if limit <= 0 or not store.collection_exists(store.control_collection):
+        return []
+    found: list[tuple[float, Any]] = []
+    for page in store.iter_points(store.control_collection, flt=_filter(collection), page_size=1024):
+        found += [((r.payload or {}).get("at", 0.0), (r.payload or {}).get("point_id")) for r in page]
+    found.sort(key=lambda item: item[0])
+    return [pid for _, pid in found if pid is not None][:limit]
+
+
+def forget(store: Store, collection: str, point_ids: Sequence[Any]) -> None:
+    """Delete the traffic records of these points (absent ones are ignored)."""
+    store.delete_records(KIND, [_key(collection, pid) for pid in point_ids])
+
+
+class TrafficRecorder:
+    """Writes the uncovered points queries meet to the traffic queue, off the request path.
+
+    Args:
+        store: where the control collection is.
+        interval: seconds between two writes of the buffer (and the idle time before the thread exits).
+        buffer: ids held in memory at most, over all collections; more are dropped until the next write.
+    """
+
+    def __init__(self, store: Store, *, interval: float = 1.0, buffer: int = 4096) -> None:
+        self.store = store
+        self.interval = interval
+        self.buffer = buffer
+        #: ids dropped because the buffer was full, or the queue at its bound
+        self.dropped = 0
+        self._pending: dict[str, dict[str, Any]] = {}
+        self._bounds: dict[str, int] = {}
+        self._size = 0
+        self._written: dict[str, OrderedDict[str, None]] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._thread: threading.Thread | None = None
+
+    def note(self, collection: str, point_ids: Sequence[Any], bound: int) -> None:
+        """Queue ``point_ids`` of ``collection`` for the next write (cheap; never raises, never waits on
+        Qdrant). ``bound`` is the queue's length limit for the collection (``0``: record nothing)."""
+        if bound <= 0 or not point_ids:
+            return
+        with self._lock:
+            pending = self._pending.setdefault(collection, {})
+            written = self._written.get(collection, OrderedDict())
+            self._bounds[collection] = bound
+            for pid in point_ids:
+                key = str(pid)
+                if key in pending or key in written:
+                    continue
+                if self._size >= self.buffer:
+                    self.dropped += 1
+                    continue
+                pending[key] = pid
+                self._size += 1
+            if self._size and (self._thread is None or not self._thread.is_alive()):
+                self._thread = threading.Thread(target=self._run, name="lattice-traffic", daemon=True)
+                self._thread.start()
+
+    def flush(self) -> int:
+        """Write what is buffered now, in the caller's thread; return how many records were written.
+
+        Raises:
+            StoreError: Qdrant refused or failed a request (the ids taken are dropped).
+        """
+        with self._lock:
+            taken, self._pending, self._size = self._pending, {}, 0
+            bounds = dict(self._bounds)
+        written = 0
+        for collection, ids in taken.items():
+            if ids:
+                written += self._write(collection, ids, bounds.get(collection, 0))
+        return written
+
+    def _write(self, collection: str, ids: dict[str, Any], bound: int) -> int:
+        room = bound - queued(self.store, collection)
+        chosen = list(ids.items())[: max(0, room)]
+        if len(chosen) < len(ids):
+            with self._lock:
+                self.dropped += len(ids) - len(chosen)
+        if not chosen:
+            return 0
+        now = time.time()
+        self.store.put_records(
+            KIND,
+            {
+                _key(collection, pid): {"collection": collection, "point_id": pid, "at": now}
+                for _, pid in chosen
+            },
+        )
+        with self._lock:
+            remembered = self._written.setdefault(collection, OrderedDict())
+            for key, _ in chosen:
+                remembered[key] = None
+            while len(remembered) > _REMEMBERED:
+                remembered.popitem(last=False)
+        return len(chosen)
+
+    def forget_written(self, collection: str) -> None:
+        """Forget which ids were written for ``collection`` (they are recorded again when met again)."""
+        with self._lock:
+            self._written.pop(collection, None)
+
+    def _run(self) -> None:
+        idle_since = time.monotonic()
+        while True:
+            with self._wake:
+                self._wake.wait(self.interval)
+                if not self._size:
+                    if time.monotonic() - idle_since >= self.interval:
+                        self._thread = None
+                        return
+                    continue
+            idle_since = time.monotonic()
+            try:
+                self.flush()
+            except LatticeError as exc:  # the queue is a hint: a failed write must not stop the process
+                log.warning("traffic queue: could not record the points queries met: %s", exc)
