@@ -615,3 +615,41 @@ def test_compare_cli_errors(cli: Any, tmp_path: Path) -> None:
         "plan", cli.docs, "--source", "legacy", "--target", "modern", "--source-vector", "legacy",
         "--compare-margin", "2", code=2,
     ).output  # fmt: skip
+
+
+def test_mixed_mode_is_queried_with_each_k_as_the_limit(
+    started: lq.Migration, lattice: lq.LatticeClient, modern: HashEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What an application asking for k results gets: mixed mode's candidates (limit * oversample per
+    search) and so its ranking depend on the limit, so each k is its own query."""
+    backfill(lattice, started.collection, modern, ids=set(range(0, N, 3)))
+    limits: list[int] = []
+    real = cmp.mixed_query
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        limits.append(kwargs["limit"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cmp, "mixed_query", spy)
+    queries = labelled_queries()
+    report = cmp.compare(lattice, started.collection, queries, ks=(1, 5, 20))
+    assert sorted(limits) == sorted([1, 5, 20] * len(queries))
+    for outcome in report.outcomes:
+        for k in (1, 5, 20):
+            alone = real(
+                lattice.store,
+                started.plan,
+                outcome.query.text,
+                embed_source=lattice.embedder(started.plan.source).embed,
+                embed_target=lattice.embedder(started.plan.target).embed,
+                limit=k,
+                embed_budget=started.plan.embed_budget,
+                with_payload=False,
+            )
+            assert outcome.ids("mixed", k) == tuple(p.id for p in alone.points)
+            assert outcome.at(k)["recall"]["mixed"] == cmp.recall_at_k(
+                [p.id for p in alone.points], outcome.query.relevant or frozenset(), k
+            )
+        assert outcome.results["mixed"] == outcome.by_limit["mixed"][20]
+    per_query = report.to_dict()["per_query"][0]
+    assert set(per_query["by_limit"]["mixed"]) == {"1", "5", "20"}

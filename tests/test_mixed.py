@@ -696,3 +696,93 @@ def test_a_vector_query_in_mixed_mode_is_refused(setup: Make) -> None:
         s.lattice.query_points(
             s.docs, models.Document(text="x", model="auto"), limit=3, mode="mixed", with_vectors=True
         )
+
+
+# --------------------------------------------------------------------------- the embedding budget
+
+
+class Counting:
+    """An embedder that counts the calls and the texts it embeds."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner = inner
+        self.dimension = inner.dimension
+        self.calls: list[int] = []
+
+    def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        self.calls.append(len(texts))
+        return self.inner.embed(texts)
+
+
+@pytest.mark.parametrize("budget", [0, 1, 3, 7])
+def test_the_budget_bounds_the_texts_embedded_in_one_pass_with_the_query(setup: Make, budget: int) -> None:
+    s = setup()
+    s.cover(list(range(0, 48, 4)))
+    target = Counting(s.target)
+    result = mixed_query(
+        s.lattice.store,
+        s.plan,
+        QUERIES[0],
+        embed_source=s.source.embed,
+        embed_target=target.embed,
+        limit=5,
+        embed_budget=budget,
+    )
+    assert target.calls == [1 + budget]  # the query text and the budgeted candidates, one call
+    assert (
+        result.embedded == budget and result.estimated + result.kept_order == len(result.uncovered) - budget
+    )
+    # the ones embedded are the uncovered candidates the source ranked best
+    ranks = s.source_ranks()
+    uncovered = sorted((pid for pid in ranks if pid % 4), key=ranks.__getitem__)
+    assert result.uncovered == uncovered
+    assert set(result.uncovered[:budget]) <= {p.id for p in result.points} | set(uncovered)
+
+
+def test_the_client_embeds_no_more_than_the_plan_allows(setup: Make) -> None:
+    s = setup(query_mode="mixed")
+    assert s.plan.embed_budget == 0  # the default: no document text on the request path
+    s.cover(list(range(0, 48, 4)))
+    target = Counting(s.target)
+    s.lattice.add_embedder(s.plan.target.qualified_id, target)  # type: ignore[arg-type]
+    doc = models.Document(text=QUERIES[1], model="auto")
+    s.lattice.query_points(s.docs, doc, limit=5)
+    s.lattice.query_points(s.docs, doc, limit=5, embed_budget=2)
+    assert target.calls == [1, 3]
+
+
+BAD_KNOBS = [
+    ("embed_budget", -1, "embed_budget must be an integer of at least 0"),
+    ("oversample", 0, "oversample must be an integer from 1 to 100"),
+    ("oversample", 101, "oversample must be an integer from 1 to 100"),
+]
+
+
+@pytest.mark.parametrize(("option", "value", "message"), BAD_KNOBS)
+def test_a_bad_budget_or_oversample_is_a_clear_error(
+    setup: Make, option: str, value: int, message: str
+) -> None:
+    s = setup()
+    with pytest.raises(lq.ConfigError, match=message) as found:
+        s.query(QUERIES[0], **{option: value})
+    assert found.value.key == option
+    doc = models.Document(text="x", model="auto")
+    with pytest.raises(lq.ConfigError, match=BAD_KNOBS[0][2]):
+        s.lattice.query_points(s.docs, doc, mode="mixed", embed_budget=-1)
+
+
+@pytest.mark.parametrize(("option", "value", "message"), BAD_KNOBS)
+def test_a_plan_names_a_bad_budget_or_oversample(
+    lattice: lq.LatticeClient,
+    names: Any,
+    legacy: HashEmbedder,
+    source_spec: lq.ModelSpec,
+    target_spec: lq.ModelSpec,
+    option: str,
+    value: int,
+    message: str,
+) -> None:
+    docs = names("docs")
+    fill_collection(lattice.client, docs, legacy, n=4)
+    with pytest.raises(lq.PlanError, match=rf"^{option}: Input should be (greater|less) than or equal to"):
+        lattice.plan(docs, source=source_spec, target=target_spec, source_vector="legacy", **{option: value})

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pytest
 from qdrant_client import models
 
 from lattice_qdrant import ranking
@@ -41,3 +42,57 @@ def test_an_embedded_candidate_is_ranked_like_the_stored_ones() -> None:
         candidates.vectors[pid] = np.array([4.0, 0.0], dtype=np.float32)
     ranked = ranking.rank(candidates, np.array([1.0, 0.0], dtype=np.float32), TARGET, limit=2)
     assert [(p.id, p.score) for p in ranked] == [(1, 4.0), (2, 1.0)] and candidates.uncovered == []
+
+
+SOURCE = ModelSpec(model_id="s", version=1, dimension=2, distance="Cosine", name="hash:bow")
+
+
+def test_a_candidate_not_embedded_is_placed_by_its_source_neighbours() -> None:
+    # 1 and 2 hold target vectors; 3 does not, and sits next to 2 in the source space
+    by_source = [hit(3, 0.50), hit(1, 0.49), hit(2, 0.48)]
+    vectors: dict[Any, Any] = {1: [1.0, 0.0], 2: [3.0, 0.0]}
+    sources: dict[Any, Any] = {1: [1.0, 0.0], 2: [0.0, 1.0], 3: [0.1, 1.0]}
+    candidates = ranking.gather(by_source, [], vectors, sources)
+    q = np.array([1.0, 0.0], dtype=np.float32)
+    scored = ranking.target_scores(candidates, q, TARGET)
+    guessed = ranking.estimate(candidates, scored, SOURCE, np.array([1.0, 0.0], dtype=np.float32))
+    near = np.array([0.1, 1.0]) / np.linalg.norm([0.1, 1.0])
+    w1, w2 = max(float(near @ [1.0, 0.0]), 0) + 1e-6, float(near @ [0.0, 1.0]) + 1e-6
+    assert guessed == {3: pytest.approx((w1 * 1.0 + w2 * 3.0) / (w1 + w2))}
+    ranked = ranking.rank(candidates, q, TARGET, limit=3, scored=scored, estimates=guessed)
+    assert [p.id for p in ranked] == [2, 3, 1]
+    # without an estimate it keeps its source rank (first)
+    assert [p.id for p in ranking.rank(candidates, q, TARGET, limit=3)] == [3, 2, 1]
+
+
+def test_a_candidate_the_source_is_sure_of_keeps_its_source_rank() -> None:
+    """A known-item search: the source scores its answer far above everything the target has scored, and
+    the answer's neighbours score low in the target space; it keeps the top place instead of sinking."""
+    answer = 0
+    angles = np.radians(np.linspace(80, 100, 19))
+    sources: dict[Any, Any] = {answer: [1.0, 0.0]}
+    sources |= {i: [float(np.cos(a)), float(np.sin(a))] for i, a in enumerate(angles, start=1)}
+    q_source = np.array([1.0, 0.0], dtype=np.float32)
+    by_source = sorted(
+        (hit(pid, float(np.dot(v, q_source))) for pid, v in sources.items()), key=lambda p: -p.score
+    )
+    vectors: dict[Any, Any] = {i: [0.1 * (i % 5), 1.0] for i in range(1, 20, 2)}  # half covered
+    candidates = ranking.gather(by_source, [], vectors, sources)
+    q_target = np.array([1.0, 0.0], dtype=np.float32)
+    scored = ranking.target_scores(candidates, q_target, TARGET)
+    guessed = ranking.estimate(candidates, scored, SOURCE, q_source)
+    assert answer not in guessed and set(guessed) == set(candidates.uncovered) - {answer}
+    ranked = ranking.rank(candidates, q_target, TARGET, limit=10, scored=scored, estimates=guessed)
+    assert ranked[0].id == answer and by_source[0].id == answer  # the source alone's recall@1, kept
+    # were it estimated like the others, it would sink below the scored candidates
+    unsure = ranking.estimate(candidates, scored, SOURCE, q_source, sure=float("inf"))
+    sunk = ranking.rank(candidates, q_target, TARGET, limit=5, scored=scored, estimates=unsure)
+    assert answer not in [p.id for p in sunk]
+
+
+def test_the_budget_embeds_the_best_source_ranks_first() -> None:
+    by_source = [hit(i, 1.0 - i / 10, f"text {i}") for i in range(6)]
+    candidates = ranking.gather(by_source, [], {1: [1.0, 0.0], 4: [1.0, 0.0]})
+    assert ranking.to_embed(candidates, "text", 2) == [(0, "text 0"), (2, "text 2")]
+    assert ranking.to_embed(candidates, "text", 0) == []
+    assert [pid for pid, _ in ranking.to_embed(candidates, "text")] == [0, 2, 3, 5]
