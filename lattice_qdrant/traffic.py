@@ -10,8 +10,8 @@ records of the points it has covered (:func:`forget`); ``status`` shows the queu
 (:func:`queued`).
 
 Costs: a query only adds ids to an in-memory buffer (bounded; ids beyond it are dropped); a background
-thread writes the buffer at most once per ``interval`` (one count and one upsert per collection), and
-exits when idle. The queue is a hint, not a ledger: ids still in the buffer when the process dies are lost
+thread writes the buffer at most once per ``interval`` (per collection: one read of the records already
+there, one count and one upsert), and exits when idle. The queue is a hint, not a ledger: ids still in the buffer when the process dies are lost
 (their points are covered in id order later), and a bound reached drops new ids until the backfill drains
 the queue.
 """
@@ -22,13 +22,13 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from qdrant_client import models
 
 from .errors import LatticeError
-from .store import Store
+from .store import Store, record_id
 
 __all__ = ["KIND", "TrafficRecorder", "forget", "queued", "queued_ids"]
 
@@ -96,6 +96,7 @@ class TrafficRecorder:
         self._size = 0
         self._written: dict[str, OrderedDict[str, None]] = {}
         self._lock = threading.Lock()
+        self._writing = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
 
@@ -127,21 +128,29 @@ class TrafficRecorder:
         Raises:
             StoreError: Qdrant refused or failed a request (the ids taken are dropped).
         """
-        with self._lock:
-            taken, self._pending, self._size = self._pending, {}, 0
-            bounds = dict(self._bounds)
-        written = 0
-        for collection, ids in taken.items():
-            if ids:
-                written += self._write(collection, ids, bounds.get(collection, 0))
-        return written
+        with self._writing:  # one write at a time: a flush returns after the background one it met
+            with self._lock:
+                taken, self._pending, self._size = self._pending, {}, 0
+                bounds = dict(self._bounds)
+            written = 0
+            for collection, ids in taken.items():
+                if ids:
+                    written += self._write(collection, ids, bounds.get(collection, 0))
+            return written
 
     def _write(self, collection: str, ids: dict[str, Any], bound: int) -> int:
-        room = bound - queued(self.store, collection)
-        chosen = list(ids.items())[: max(0, room)]
-        if len(chosen) < len(ids):
-            with self._lock:
-                self.dropped += len(ids) - len(chosen)
+        store = self.store
+        queue = store.control_collection
+        present = store.collection_exists(queue)
+        points = [record_id(KIND, _key(collection, pid)) for pid in ids.values()]
+        held = store.retrieve(queue, points, with_payload=True) if present else []
+        known = {str((r.payload or {}).get("point_id")) for r in held}  # another process wrote them
+        fresh = [(key, pid) for key, pid in ids.items() if key not in known]
+        room = bound - (queued(store, collection) if present else 0)
+        chosen = fresh[: max(0, room)]
+        with self._lock:
+            self.dropped += len(fresh) - len(chosen)
+            self._remember(collection, known)
         if not chosen:
             return 0
         now = time.time()
@@ -153,12 +162,16 @@ class TrafficRecorder:
             },
         )
         with self._lock:
-            remembered = self._written.setdefault(collection, OrderedDict())
-            for key, _ in chosen:
-                remembered[key] = None
-            while len(remembered) > _REMEMBERED:
-                remembered.popitem(last=False)
+            self._remember(collection, [key for key, _ in chosen])
         return len(chosen)
+
+    def _remember(self, collection: str, keys: Iterable[str]) -> None:
+        """Note ids as recorded (under the lock), forgetting the oldest beyond a bound."""
+        remembered = self._written.setdefault(collection, OrderedDict())
+        for key in keys:
+            remembered[key] = None
+        while len(remembered) > _REMEMBERED:
+            remembered.popitem(last=False)
 
     def forget_written(self, collection: str) -> None:
         """Forget which ids were written for ``collection`` (they are recorded again when met again)."""
