@@ -11,9 +11,9 @@ records of the points it has covered (:func:`forget`); ``status`` shows the queu
 
 Costs: a query only adds ids to an in-memory buffer (bounded; ids beyond it are dropped); a background
 thread writes the buffer at most once per ``interval`` (per collection: one read of the records already
-there, one count and one upsert), and exits when idle. The queue is a hint, not a ledger: ids still in the buffer when the process dies are lost
-(their points are covered in id order later), and a bound reached drops new ids until the backfill drains
-the queue.
+there, one count and one upsert), and exits when idle. The queue is a hint, not a ledger: ids still in the
+buffer when the process dies are lost (their points are covered in id order later), and a bound reached
+drops new ids until the backfill drains the queue.
 """
 
 from __future__ import annotations
