@@ -5,7 +5,8 @@ While the backfill runs, the target vector covers only part of the collection. A
 1. embeds the query text with the source model and searches the source vector, ``oversample`` times the
    limit, fetching the hits' target vectors (and source vectors);
 2. embeds the query text with the target model, in one pass with the best (by source rank) source hits
-   that have no target vector, at most ``embed_budget`` of them (missing policy ``"embed"``);
+   that have no target vector, at most ``embed_budget`` of them (missing policy ``"embed"``); with none to
+   embed (a budget of 0, the default, or ``"source_order"``) it does so in a thread, while step 1 runs;
 3. searches the target vector with it, ``oversample`` times the limit;
 4. rescores every candidate that has a target vector (stored or just embedded) in the target space with
    simsimd (:mod:`lattice_qdrant.kernels`, the collection's distance);
@@ -39,7 +40,9 @@ never compared with the other model's vectors.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -155,6 +158,10 @@ def mixed_query(
                 _keep(source_vectors, point, source_name)
         return points
 
+    # Without texts to embed along with it, the target's query embedding runs while the source search
+    # does (a model's forward pass and a search, or a round trip to a server, overlap).
+    alone = missing != "embed" or embed_budget == 0
+    early = _pool().submit(embed_target, [text]) if alone else None
     q_source = embed_source([text])[0]
     by_source = search("source", q_source)
     if searches.fetch_from is not None:
@@ -162,7 +169,7 @@ def mixed_query(
     todo: list[tuple[Any, str]] = []
     if missing == "embed":
         todo = ranking.to_embed(ranking.gather(by_source, [], vectors), plan.text_field, embed_budget)
-    embedded = embed_target([text, *(t for _, t in todo)])
+    embedded = early.result() if early is not None else embed_target([text, *(t for _, t in todo)])
     q_target, fresh = embedded[0], embedded[1:]
     by_target = search("target", q_target)
     if searches.fetch_from is not None:
@@ -200,6 +207,19 @@ def mixed_query(
     result.estimated = len(guessed)
     result.kept_order = len(candidates.uncovered) - result.estimated
     return result
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    """The threads that embed a mixed query's text for the target while its source search runs."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lattice-mixed")
+        return _POOL
 
 
 def _check_knobs(oversample: int, embed_budget: int | None) -> None:

@@ -622,7 +622,7 @@ def test_mixed_mode_is_queried_with_each_k_as_the_limit(
 ) -> None:
     """What an application asking for k results gets: mixed mode's candidates (limit * oversample per
     search) and so its ranking depend on the limit, so each k is its own query."""
-    backfill(lattice, started.collection, modern, ids=set(range(0, N, 3)))
+    fill_target(started, modern, ids=set(range(0, N, 3)))
     limits: list[int] = []
     real = cmp.mixed_query
 

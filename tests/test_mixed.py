@@ -27,7 +27,7 @@ from lattice_qdrant.spec import Distance
 from lattice_qdrant.store import MODEL_FIELD, VERSION_FIELD, Store, open_store
 from lattice_qdrant.testing import Call, FaultyStore, Meanwhile
 
-from conftest import MakeMigration, make_lattice, unit
+from conftest import MakeMigration, fill_collection, make_lattice, unit
 
 TARGET = "modern-v1"
 QUERIES = [
