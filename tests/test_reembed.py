@@ -208,7 +208,7 @@ def test_the_full_lifecycle_never_mixes_spaces_and_restore_gives_back_every_vect
     newer: HashEmbedder,
     newer_spec: lq.ModelSpec,
 ) -> None:
-    migration = planned(n=40, cutover_threshold=1.0)
+    migration = planned(n=40, cutover_threshold=1.0, embed_budget=100)  # mixed mode embeds every candidate
     docs, qdrant, store = migration.collection, lattice.client, lattice.store
     original = records(qdrant, docs)
 
@@ -370,8 +370,8 @@ def test_a_collection_with_only_the_unnamed_vector(
     with pytest.raises(lq.UnnamedVectorError, match="reembed"):
         lattice.plan(docs, source=source_spec, target=HashEmbedder(96).spec("wide", 1), source_vector="")
     migration = lattice.plan(
-        docs, source=source_spec, target=newer_spec, source_vector="", strategy="reembed"
-    )
+        docs, source=source_spec, target=newer_spec, source_vector="", strategy="reembed", embed_budget=100
+    )  # mixed mode embeds every candidate: its ranking is the brute force's
     assert migration.plan.target_vector == ""
     migration.start()
     assert backups.get_backup(lattice.store, migration.snapshot().backup_id or "").count == 24
@@ -410,7 +410,9 @@ def test_a_version_bump_under_the_same_model_id(
     bumped = HashEmbedder(DIM, ngrams=2, salt="legacy-2")
     v2 = bumped.spec("legacy", 2)
     assert (v2.model_id, v2.dimension) == (source_spec.model_id, source_spec.dimension)
-    migration = lattice.plan(docs, source=source_spec, target=v2, source_vector="legacy", strategy="reembed")
+    migration = lattice.plan(
+        docs, source=source_spec, target=v2, source_vector="legacy", strategy="reembed", embed_budget=100
+    )  # mixed mode embeds every candidate: its ranking is the brute force's
     migration.start()
     run_backfill(migration, bumped, BackfillOptions(max_points=10, batch_size=5))
     versions = [r.payload[VERSION_FIELD] for r in records(qdrant, docs).values()]
@@ -772,7 +774,7 @@ def test_estimate_status_doctor_and_verify_know_the_strategy(
 def test_read_repair_writes_the_vector_and_the_stamp(
     planned: Plan, lattice: lq.LatticeClient, newer: HashEmbedder
 ) -> None:
-    migration = planned(n=20, read_repair=True)
+    migration = planned(n=20, read_repair=True, embed_budget=100)
     docs = migration.collection
     migration.start()
     run_backfill(migration, newer, BackfillOptions(max_points=5))
