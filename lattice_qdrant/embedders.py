@@ -451,6 +451,9 @@ class SentenceTransformerEmbedder:
         # model's would change them under a concurrent encode (which then gets an unpadded batch).
         self._counter: Any = None
         self._counter_lock = threading.Lock()
+        # the passes the last ``passes`` call planned (their inputs): one of them, embedded alone, is one
+        # forward pass, and is not tokenized again to find that out
+        self._planned: frozenset[tuple[str, ...]] = frozenset()
 
     def __repr__(self) -> str:
         runs = "" if self.backend == "torch" else f", backend={self.backend!r}"
@@ -544,6 +547,8 @@ class SentenceTransformerEmbedder:
             return np.zeros((0, dimension), dtype=np.float32)
         inputs = self._inputs(texts)
         try:
+            if tuple(inputs) in self._planned:
+                return self._encode(inputs, len(inputs))
             passes = self._packed(inputs)
             if passes is None:
                 return self._encode(inputs, self.batch_size)
@@ -570,7 +575,8 @@ class SentenceTransformerEmbedder:
         """The forward passes :meth:`embed` would run on ``texts`` (loads the model).
 
         A caller that embeds each pass in a call of its own (as the backfill does, to hand work on
-        pass by pass) gets the same passes as one call over all the texts.
+        pass by pass) gets the same passes as one call over all the texts; a pass of the last call,
+        embedded alone, runs as one forward pass without being tokenized again to plan it.
 
         Args:
             texts: the texts, in order.
@@ -593,7 +599,10 @@ class SentenceTransformerEmbedder:
             raise EmbedderError(
                 f"sentence-transformers model {self.name!r} failed to tokenize {len(inputs)} texts: {exc}"
             ) from exc
-        return packed if packed is not None else fixed_passes(len(inputs), self.batch_size)
+        if packed is None:
+            return fixed_passes(len(inputs), self.batch_size)
+        self._planned = frozenset(tuple(inputs[i] for i in rows) for rows in packed)
+        return packed
 
     def _inputs(self, texts: Sequence[str]) -> list[str]:
         """The texts as the model sees them: with the prompt, if any."""

@@ -767,6 +767,20 @@ class TestTokenBudgetPasses:
         assert [len(inputs) for inputs, _ in passes] == [len(group) for group in planned]
         assert all(size >= len(inputs) for inputs, size in passes)  # one forward pass per call
 
+    def test_a_planned_pass_is_not_tokenized_again(self, fake_st: type[FakeSentenceTransformer]) -> None:
+        embedder, passes = self._embedder(fake_st, tokens_per_pass=40, prompt="t9 ")
+        texts = [_words(n, i) for i, n in enumerate([1, 30, 5, 5, 5, 10, 2])]
+        planned = embedder.passes(texts)
+        tokenizer = fake_st.instances[-1].tokenizer
+        assert len(tokenizer.calls) == 1
+        for group in planned:
+            vectors = embedder.embed([texts[i] for i in group])
+            assert list(vectors[:, 0]) == [9.0] * len(group)  # the prompt's tag: the model got the prompt
+        assert len(tokenizer.calls) == 1  # the planned passes were not planned again
+        assert [(len(inputs), size) for inputs, size in passes] == [(len(g), len(g)) for g in planned]
+        embedder.embed([texts[0], texts[1]])  # not a planned pass: planned as usual
+        assert len(tokenizer.calls) == 2
+
     def test_fixed_passes_are_runs_in_the_order_given(self, fake_st: type[FakeSentenceTransformer]) -> None:
         embedder, _ = self._embedder(fake_st, tokens_per_pass=None, batch_size=3)
         texts = [_words(n, i) for i, n in enumerate([1, 30, 5, 5, 5, 10, 2])]
