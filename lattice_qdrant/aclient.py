@@ -446,7 +446,9 @@ class AsyncLatticeClient:
         return self.sync.store
 
     async def close(self, grpc_grace: float | None = None, **kwargs: Any) -> None:
-        """Close the wrapped client, and the sync client built for the routed calls."""
+        """Write the traffic queue's buffered ids, then close the wrapped client, and the sync client built
+        for the routed calls."""
+        await asyncio.to_thread(self.sync.traffic.close)
         if self._owns_sync:
             await asyncio.to_thread(self.sync.client.close)
         await self.__getattr__("close")(grpc_grace=grpc_grace, **kwargs)

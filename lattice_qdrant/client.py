@@ -228,6 +228,12 @@ class LatticeClient:
     def __repr__(self) -> str:
         return f"LatticeClient({self.client!r})"
 
+    def close(self, grpc_grace: float | None = None, **kwargs: Any) -> None:
+        """Write the traffic queue's buffered ids (:meth:`TrafficRecorder.close`), then close the wrapped
+        client. Without it, ids that mixed queries met in the last second are not queued for the backfill."""
+        self.traffic.close()
+        self.client.close(grpc_grace=grpc_grace, **kwargs)
+
     # ----------------------------------------------------------------- embedders
 
     def add_embedder(self, ref: str, embedder: Embedder) -> None:

@@ -11,9 +11,10 @@ records of the points it has covered (:func:`forget`); ``status`` shows the queu
 
 Costs: a query only adds ids to an in-memory buffer (bounded; ids beyond it are dropped); a background
 thread writes the buffer at most once per ``interval`` (per collection: one read of the records already
-there, one count and one upsert), and exits when idle. The queue is a hint, not a ledger: ids still in the
-buffer when the process dies are lost (their points are covered in id order later), and a bound reached
-drops new ids until the backfill drains the queue.
+there, one count and one upsert), and exits when idle. :meth:`TrafficRecorder.close` writes what is still
+buffered (the wrapping clients' ``close`` calls it). The queue is a hint, not a ledger: ids still in the
+buffer when a process dies without closing its client are lost (their points are covered in id order
+later), and a bound reached drops new ids until the backfill drains the queue.
 """
 
 from __future__ import annotations
@@ -137,6 +138,16 @@ class TrafficRecorder:
                 if ids:
                     written += self._write(collection, ids, bounds.get(collection, 0))
             return written
+
+    def close(self) -> int:
+        """Write what is still buffered, as a process about to exit should; return how many records were
+        written. A failure is logged, not raised (the queue is a hint: the points are covered later in id
+        order)."""
+        try:
+            return self.flush()
+        except LatticeError as exc:
+            log.warning("traffic queue: could not record the points queries met before closing: %s", exc)
+            return 0
 
     def _write(self, collection: str, ids: dict[str, Any], bound: int) -> int:
         store = self.store

@@ -179,3 +179,53 @@ def test_status_shows_the_queue(
     assert "  traffic   3 point(s) met by queries, backfilled first" in render_status(report).splitlines()
     other = make_lattice(qdrant, names)  # another process's wrapper reads the same queue
     assert traffic.queued(other.store, started.collection) == 3
+
+
+def test_closing_the_wrapper_writes_what_is_still_buffered(tmp_path: Path, names: Any) -> None:
+    path = str(tmp_path / "db")
+    control = names("control")
+    lattice = lq.wrap(QdrantClient(path=path), control_collection=control)
+    lattice.traffic.interval = 60  # the background thread would not write before the process exits
+    lattice.traffic.note("docs", [4, 9], bound=10)
+    lattice.close()
+    reopened = QdrantClient(path=path)
+    try:
+        store = open_store(reopened, control_collection=control)
+        assert sorted(traffic.queued_ids(store, "docs", 10)) == [4, 9]
+    finally:
+        reopened.close()
+
+
+def test_the_async_twin_writes_what_is_still_buffered_when_closed(tmp_path: Path, names: Any) -> None:
+    import asyncio
+
+    from qdrant_client import AsyncQdrantClient
+
+    path, control = str(tmp_path / "db"), names("control")
+
+    async def run() -> None:
+        twin = lq.wrap(AsyncQdrantClient(path=path), control_collection=control)
+        twin.sync.traffic.interval = 60
+        twin.sync.traffic.note("docs", [2], bound=10)
+        await twin.close()
+
+    asyncio.run(run())
+    reopened = QdrantClient(path=path)
+    try:
+        assert traffic.queued_ids(open_store(reopened, control_collection=control), "docs", 10) == [2]
+    finally:
+        reopened.close()
+
+
+def test_a_failed_write_at_close_is_logged_not_raised(
+    lattice: lq.LatticeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    from lattice_qdrant.testing import Fail, FaultyStore
+
+    store = FaultyStore(lattice.store)
+    store.inject("put_records", Fail(lq.StoreError("connection refused")))
+    recorder = TrafficRecorder(store, interval=60)
+    recorder.note("docs", [1], bound=10)
+    with caplog.at_level("WARNING", logger="lattice_qdrant.traffic"):
+        assert recorder.close() == 0
+    assert "before closing" in caplog.text and "connection refused" in caplog.text
