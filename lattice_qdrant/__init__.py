@@ -15,11 +15,13 @@ safe way back::
 """
 
 from .aclient import AsyncLatticeClient, AsyncMigration, wrap
+from .calibration import ScoreCalibration, ScoreThresholdWarning
 from .client import LatticeClient
 from .coordinator import Migration, Routing, Snapshot, plan_migration
 from .embedders import Embedder, EmbedderSettings, HashEmbedder, SentenceTransformerEmbedder, embedder_for
 from .errors import (
     AsyncClientError,
+    CalibrationError,
     CollectionNotFoundError,
     ConcurrentTransitionError,
     ConfigError,
@@ -42,6 +44,7 @@ from .errors import (
     ReembedCancelRefusedError,
     ReembedIncompleteError,
     RollbackWindowOpenError,
+    ScoreThresholdError,
     ServerVersionError,
     ShardMethodError,
     StorageFullError,
@@ -68,6 +71,7 @@ __all__ = [
     "AsyncClientError",
     "AsyncLatticeClient",
     "AsyncMigration",
+    "CalibrationError",
     "CollectionNotFoundError",
     "ConcurrentTransitionError",
     "ConfigError",
@@ -106,6 +110,9 @@ __all__ = [
     "RetryPolicy",
     "RollbackWindowOpenError",
     "Routing",
+    "ScoreCalibration",
+    "ScoreThresholdError",
+    "ScoreThresholdWarning",
     "SentenceTransformerEmbedder",
     "ServerVersionError",
     "ShardMethodError",

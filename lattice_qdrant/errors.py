@@ -15,8 +15,10 @@ catch qdrant-client's own exceptions::
     ├── EmbedderError                 an embedder failed, or does not match its spec
     │   └── MissingDependencyError    an optional dependency is missing (names the install command)
     ├── VectorValidationError         a write or query was rejected before anything was sent
-    │   └── UploadRejectedError       an upload's batch was rejected after earlier batches were written
+    │   ├── UploadRejectedError       an upload's batch was rejected after earlier batches were written
+    │   └── ScoreThresholdError       a query's score_threshold is no score its distance gives
     ├── ProbeError                    the probe has nothing to measure (an empty collection or sample)
+    ├── CalibrationError              a score calibration cannot be made (too few scores) or read
     ├── MigrationError                the migration record and its lifecycle
     │   ├── MigrationNotFoundError    the collection has no migration
     │   ├── MigrationExistsError      the collection already has an unfinished migration
@@ -44,11 +46,13 @@ catch qdrant-client's own exceptions::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 __all__ = [
     "AsyncClientError",
+    "CalibrationError",
     "CollectionNotFoundError",
     "ConcurrentTransitionError",
     "ConfigError",
@@ -71,6 +75,7 @@ __all__ = [
     "ReembedCancelRefusedError",
     "ReembedIncompleteError",
     "RollbackWindowOpenError",
+    "ScoreThresholdError",
     "ServerVersionError",
     "ShardMethodError",
     "StorageFullError",
@@ -220,6 +225,32 @@ class UploadRejectedError(VectorValidationError):
             str(self).replace("rejected, nothing was written", "batch rejected, nothing of it was written", 1)
             + f"; the {written} point(s) of the earlier batches were written",
         )
+
+
+class ScoreThresholdError(VectorValidationError, ValueError):
+    """A query's ``score_threshold`` is not a score its distance can give (NaN, or outside the range:
+    cosine scores lie in ``[-1, 1]``, Euclid and Manhattan distances in ``[0, inf)``); nothing was searched.
+
+    Attributes:
+        threshold: the value given.
+        distance: the distance it was checked against (Qdrant's spelling).
+        low: the smallest score the distance gives.
+        high: the largest.
+    """
+
+    def __init__(self, threshold: Any, distance: str, low: float, high: float, problem: str) -> None:
+        self.threshold, self.distance, self.low, self.high = threshold, distance, low, high
+        message = (
+            f"score_threshold {threshold!r} {problem}: {distance} scores lie in "
+            f"{'(' if low == -math.inf else '['}{low:g}, {high:g}{')' if high == math.inf else ']'}"
+        )
+        super().__init__([(None, message)])
+        self.args = (message,)
+
+
+class CalibrationError(LatticeError):
+    """A score calibration cannot be made (fewer scores than it needs: the message says how many and how
+    to get them) or the stored one cannot be read."""
 
 
 class ProbeError(LatticeError):

@@ -127,6 +127,7 @@ LAYERS: list[set[str]] = [
         "metrics",
         "report",
         "surface",
+        "calibration",
     },
     # the embedders, and the store: the only package that calls qdrant-client
     {"embedders", "store", "store.base", "store.protocol", "store.control", "store.translate", "store.server"}
