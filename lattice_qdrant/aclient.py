@@ -81,6 +81,7 @@ def wrap(
     store: Store | None = ...,
     embedder_settings: EmbedderSettings | None = ...,
     inference: Inference | None = ...,
+    translate_thresholds: bool = ...,
 ) -> LatticeClient: ...
 
 
@@ -96,6 +97,7 @@ def wrap(
     store: Store | None = ...,
     embedder_settings: EmbedderSettings | None = ...,
     inference: Inference | None = ...,
+    translate_thresholds: bool = ...,
     sync_client: QdrantClient | None = ...,
 ) -> AsyncLatticeClient: ...
 
@@ -111,6 +113,7 @@ def wrap(
     store: Store | None = None,
     embedder_settings: EmbedderSettings | None = None,
     inference: Inference | None = None,
+    translate_thresholds: bool = True,
     sync_client: QdrantClient | None = None,
 ) -> LatticeClient | AsyncLatticeClient:
     """Wrap a ``QdrantClient`` or an ``AsyncQdrantClient`` so its writes and queries follow each
@@ -133,6 +136,9 @@ def wrap(
         inference: where the ``models.Document`` of routed writes and queries is embedded: ``"local"``, or
             ``"server"`` by Qdrant's inference (see :func:`lattice_qdrant.client.wrap`); a client made with
             ``cloud_inference=True`` needs the choice made here.
+        translate_thresholds: translate the ``score_threshold`` of queries answered in the target space
+            with the migration's score calibration (``False``: send it as given; see
+            :func:`lattice_qdrant.client.wrap`).
         sync_client: an ``AsyncQdrantClient`` only: the ``QdrantClient`` of the same server its routed
             calls run on (default: one built from the async client's ``init_options``).
 
@@ -154,6 +160,7 @@ def wrap(
         "store": store,
         "embedder_settings": embedder_settings,
         "inference": inference,
+        "translate_thresholds": translate_thresholds,
     }
     if isinstance(client, AsyncQdrantClient):
         return AsyncLatticeClient(client, sync_client=sync_client, **common)
@@ -387,6 +394,7 @@ class AsyncLatticeClient:
         store: Store | None = None,
         embedder_settings: EmbedderSettings | None = None,
         inference: Inference | None = None,
+        translate_thresholds: bool = True,
         sync_client: QdrantClient | None = None,
     ) -> None:
         self.client = client
@@ -404,6 +412,7 @@ class AsyncLatticeClient:
             store=store,
             embedder_settings=embedder_settings,
             inference=inference,
+            translate_thresholds=translate_thresholds,
         )
 
     def __getattr__(self, name: str) -> Any:

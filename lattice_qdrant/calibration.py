@@ -48,6 +48,7 @@ from .spec import Distance, ModelSpec
 __all__ = [
     "LEVELS",
     "MIN_SCORES",
+    "RECORD_FIELD",
     "ScoreCalibration",
     "ScoreThresholdWarning",
     "ThresholdChoice",
@@ -63,6 +64,10 @@ LEVELS = 101
 
 MIN_SCORES = 100
 """A calibration needs at least this many scores of each model (e.g. 10 queries x top 10)."""
+
+RECORD_FIELD = "calibration"
+"""The migration record's field holding its calibration (:meth:`ScoreCalibration.to_payload`); a record
+without it (one written before calibrations existed, too) has none."""
 
 #: How to make a calibration, for messages.
 HOW_TO_CALIBRATE = (

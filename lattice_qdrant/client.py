@@ -29,6 +29,7 @@ import os
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
@@ -41,6 +42,7 @@ from qdrant_client.conversions.conversion import GrpcToRest
 from qdrant_client.http import models as rest
 
 from . import backups, surface
+from .calibration import ScoreThresholdWarning, check_threshold, target_threshold
 from .coordinator import DEFAULT_REFRESH_INTERVAL, Migration, find_migration, plan_migration
 from .embedders import Embedder, EmbedderSettings, check_embedder, embed_checked, embedder_for
 from .errors import (
@@ -123,6 +125,7 @@ def wrap(
     store: Store | None = None,
     embedder_settings: EmbedderSettings | None = None,
     inference: Inference | None = None,
+    translate_thresholds: bool = True,
 ) -> LatticeClient:
     """Wrap a ``QdrantClient`` so its writes and queries follow each collection's migration.
 
@@ -145,6 +148,9 @@ def wrap(
             ``"server"`` by Qdrant's inference, the Document's ``model`` set to the routed spec's
             ``model_id`` (needs ``QdrantClient(..., cloud_inference=True)``). A client made with
             ``cloud_inference=True`` needs the choice made here.
+        translate_thresholds: translate the ``score_threshold`` of a query answered in the target space
+            with the migration's score calibration (:mod:`lattice_qdrant.calibration`); ``False`` sends it
+            as given (the application's thresholds are the target's already).
 
     Raises:
         ConfigError: ``inference`` is missing for a cloud-inference client, or does not fit the client; or
@@ -166,6 +172,7 @@ def wrap(
         store=store,
         embedder_settings=embedder_settings,
         inference=inference,
+        translate_thresholds=translate_thresholds,
     )
 
 
@@ -188,8 +195,11 @@ class LatticeClient:
         store: Store | None = None,
         embedder_settings: EmbedderSettings | None = None,
         inference: Inference | None = None,
+        translate_thresholds: bool = True,
     ) -> None:
         self.inference: Inference = inference_mode(bool(getattr(client, "cloud_inference", False)), inference)
+        #: translate the score_threshold of queries answered in the target space (see :func:`wrap`)
+        self.translate_thresholds = translate_thresholds
         self.client = client
         self.store: Store = (
             store
@@ -1329,7 +1339,7 @@ class LatticeClient:
             snap = migration.snapshot()
             decided = self._routed_query(migration, snap, collection_name, query, using, mode, options)
             if decided is None:
-                return self._mixed(snap.plan, query, missing, read_repair, embed_budget, options)
+                return self._mixed(snap.plan, query, missing, read_repair, embed_budget, options, snap)
             collection, call = decided
             return self.store.query(collection, **call)
 
@@ -1384,7 +1394,26 @@ class LatticeClient:
         if has_query:
             call["query"] = self._prepare_query(query, spec, decided.using)
         call["using"] = decided.using
+        if decided.role == "target" and call.get("score_threshold") is not None:
+            call["score_threshold"] = self._target_threshold(snap, call["score_threshold"])
         return decided.collection, call
+
+    def _target_threshold(self, snap: Snapshot, threshold: Any) -> float:
+        """A source-space ``score_threshold`` as the target space needs it (the calibration's decision,
+        :func:`~lattice_qdrant.calibration.target_threshold`), warning once when it cannot be translated."""
+        plan = snap.plan
+        choice = target_threshold(
+            threshold,
+            collection=plan.collection,
+            source=plan.source,
+            target=plan.target,
+            calibration=snap.calibration,
+            translate=self.translate_thresholds,
+        )
+        if choice.warning is not None:
+            key = (plan.collection, plan.source.qualified_id, plan.target.qualified_id, choice.warning)
+            _warn_once(key, choice.message)
+        return choice.value
 
     def query_batch_points(
         self,
@@ -1454,7 +1483,7 @@ class LatticeClient:
                     out[index] = answer
             for index, arguments in mixed:
                 query = arguments.pop("query")
-                out[index] = self._mixed(snap.plan, query, None, None, None, arguments)
+                out[index] = self._mixed(snap.plan, query, None, None, None, arguments, snap)
             return [r if r is not None else rest.QueryResponse(points=[]) for r in out]
 
         return self._with_fresh_routing(migration, run)
@@ -1619,6 +1648,7 @@ class LatticeClient:
         read_repair: bool | None,
         embed_budget: int | None,
         kwargs: dict[str, Any],
+        snap: Snapshot,
     ) -> rest.QueryResponse:
         if self.inference == "server":
             raise ConfigError(
@@ -1631,11 +1661,18 @@ class LatticeClient:
             raise VectorValidationError(
                 [(None, "mixed mode embeds the query with both models: pass a models.Document, not a vector")]
             )
-        unsupported = set(kwargs) - {"limit", "query_filter", "with_payload"}
+        unsupported = set(kwargs) - {"limit", "query_filter", "with_payload", "score_threshold"}
         if unsupported:
             raise VectorValidationError(
                 [(None, f"mixed mode does not take {', '.join(sorted(unsupported))}; use mode='routed'")]
             )
+        threshold = kwargs.get("score_threshold")
+        # a candidate kept at its source rank has its source score; the others are in the target space
+        thresholds = (
+            None
+            if threshold is None
+            else (check_threshold(threshold, plan.source.distance), self._target_threshold(snap, threshold))
+        )
         source, target = self.embedder(plan.source), self.embedder(plan.target)
         result = mixed_query(
             self.store,
@@ -1650,6 +1687,7 @@ class LatticeClient:
             embed_budget=plan.embed_budget if embed_budget is None else embed_budget,
             query_filter=kwargs.get("query_filter"),
             with_payload=kwargs.get("with_payload", True),
+            score_threshold=thresholds,
         )
         self.traffic.note(plan.collection, result.uncovered, plan.traffic_queue)
         return rest.QueryResponse(points=result.points)
@@ -1686,6 +1724,19 @@ class LatticeClient:
         return self.query_points(
             collection_name, models.Document(text=text, model="lattice"), limit=limit, **kwargs
         )
+
+
+_WARNED: set[tuple[str, ...]] = set()
+_WARNED_LOCK = threading.Lock()
+
+
+def _warn_once(key: tuple[str, ...], message: str) -> None:
+    """Warn (``ScoreThresholdWarning``) once per process for ``key`` (a migration and a kind of warning)."""
+    with _WARNED_LOCK:
+        if key in _WARNED:
+            return
+        _WARNED.add(key)
+    warnings.warn(message, ScoreThresholdWarning, stacklevel=2)
 
 
 def _update_filter(kwargs: dict[str, Any]) -> models.Filter | None:

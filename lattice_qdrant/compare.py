@@ -53,9 +53,10 @@ import numpy as np
 from numpy.typing import NDArray
 from qdrant_client import models
 
+from .calibration import ScoreCalibration
 from .coordinator import find_migration
 from .embedders import Embedder, embed_checked
-from .errors import ConfigError, MigrationNotFoundError, StoreError, StrictModeError
+from .errors import CalibrationError, ConfigError, MigrationNotFoundError, StoreError, StrictModeError
 from .gates import RECORD_KIND, quality_gate
 from .mixed import mixed_query
 from .plan import MigrationPlan
@@ -70,6 +71,7 @@ from .state import QueryRoute, WriteRoute
 from .store import Store
 
 __all__ = [
+    "DEFAULT_CALIBRATION_SAMPLE",
     "DEFAULT_KS",
     "RECORD_KIND",
     "SYSTEMS",
@@ -78,6 +80,8 @@ __all__ = [
     "QueryOutcome",
     "QuerySpec",
     "Searcher",
+    "calibrate",
+    "check_relevant_ids",
     "checked_ks",
     "compare",
     "load_queries",
@@ -107,6 +111,9 @@ GATE_K = 10
 """The cut-off the gate judges at, when reported; otherwise the largest one."""
 
 MAX_K = 1000
+
+DEFAULT_CALIBRATION_SAMPLE = 200
+"""Known-item queries :func:`calibrate` samples when given no queries."""
 _QUERY_WORDS = 12
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
@@ -496,6 +503,10 @@ class ComparisonReport:
         notes: what a reader must know to read the numbers (coverage, skipped systems, labels).
         compare_margin: the plan's margin, when it gates cutover.
         created_at: unix time of the comparison.
+        calibration: the score calibration of the source's and the target's top-:attr:`gate_k` scores
+            (:mod:`lattice_qdrant.calibration`); ``None`` when one was not searched or the scores were too
+            few (``calibration_problem`` says why).
+        calibration_problem: why no calibration was made.
     """
 
     collection: str
@@ -514,6 +525,8 @@ class ComparisonReport:
     notes: tuple[str, ...] = ()
     compare_margin: float | None = None
     created_at: float = field(default_factory=time.time)
+    calibration: ScoreCalibration | None = None
+    calibration_problem: str = ""
 
     @property
     def coverage(self) -> float:
@@ -588,6 +601,7 @@ class ComparisonReport:
             "gate": self.gate(),
             "summary": self.summary(),
             "created_at": self.created_at,
+            "calibration": self.calibration.to_payload() if self.calibration is not None else None,
             "per_query": [
                 {
                     "query": o.query.text,
@@ -876,8 +890,10 @@ def compare(
     routing = route(snap, coverage.fraction)
     texts = [q.text for q in specs]
     limit = cutoffs[-1]
+    gate_k = GATE_K if GATE_K in cutoffs else cutoffs[-1]
     notes: list[str] = []
     results: dict[str, list[tuple[PointId, ...]]] = {}
+    top_scores: dict[str, list[float]] = {}
     by_limit: dict[str, list[dict[int, tuple[PointId, ...]]]] = {}
     embedded: dict[str, NDArray[np.float32]] = {}
 
@@ -888,13 +904,17 @@ def compare(
         return embedded[role]
 
     if _searchable(store, sides["source"]):
-        results["source"] = [_search(store, sides["source"], v.tolist(), limit) for v in embed("source")]
+        results["source"], top_scores["source"] = _searched(
+            store, sides["source"], embed("source"), limit, gate_k
+        )
     else:
         notes.append(
             f"the source vector {plan.source_vector!r} no longer exists (finalized): "
             "only the target is searched"
         )
-    results["target"] = [_search(store, sides["target"], v.tolist(), limit) for v in embed("target")]
+    results["target"], top_scores["target"] = _searched(
+        store, sides["target"], embed("target"), limit, gate_k
+    )
     if coverage.covered < coverage.total:
         notes.append(
             f"the target vector covers {coverage.fraction:.1%} of points ({coverage.covered} of "
@@ -922,6 +942,22 @@ def compare(
             "no query has relevance labels: recall and nDCG are not computed, and the cutover gate "
             "cannot judge this comparison"
         )
+    calibration, problem = None, "the source was not searched"
+    if "source" in top_scores:
+        try:
+            calibration = ScoreCalibration.measure(
+                top_scores["source"],
+                top_scores["target"],
+                source=plan.source,
+                target=plan.target,
+                queries=len(specs),
+                k=gate_k,
+                method="compare",
+                coverage=coverage.fraction,
+            )
+            problem = ""
+        except CalibrationError as exc:
+            problem = str(exc)
     return ComparisonReport(
         collection=collection,
         source=plan.source.qualified_id,
@@ -938,6 +974,8 @@ def compare(
         at_k=tuple(_aggregate(outcomes, k, systems) for k in cutoffs),
         notes=tuple(notes),
         compare_margin=plan.compare_margin,
+        calibration=calibration,
+        calibration_problem=problem,
     )
 
 
@@ -947,6 +985,13 @@ def _searchable(store: Store, side: RoutedQuery) -> bool:
 
 
 def _search(store: Store, side: RoutedQuery, vector: list[float], limit: int) -> tuple[PointId, ...]:
+    return _scored_search(store, side, vector, limit)[0]
+
+
+def _scored_search(
+    store: Store, side: RoutedQuery, vector: list[float], limit: int
+) -> tuple[tuple[PointId, ...], list[float]]:
+    """The ids found, best first, and their scores."""
     found = store.query(
         side.collection,
         query=vector,
@@ -955,7 +1000,110 @@ def _search(store: Store, side: RoutedQuery, vector: list[float], limit: int) ->
         with_payload=False,
         query_filter=side.restriction,
     )
-    return tuple(normalize_id(p.id) for p in found.points)
+    return tuple(normalize_id(p.id) for p in found.points), [float(p.score) for p in found.points]
+
+
+def _searched(
+    store: Store, side: RoutedQuery, vectors: NDArray[np.float32], limit: int, k: int
+) -> tuple[list[tuple[PointId, ...]], list[float]]:
+    """Each query's ids (up to ``limit``), and the scores within every query's top ``k``, pooled."""
+    ranked: list[tuple[PointId, ...]] = []
+    pooled: list[float] = []
+    for vector in vectors:
+        ids, scores = _scored_search(store, side, vector.tolist(), limit)
+        ranked.append(ids)
+        pooled += scores[:k]
+    return ranked, pooled
+
+
+def check_relevant_ids(store: Store, collection: str, specs: Sequence[QuerySpec], origin: str | None) -> None:
+    """Refuse queries naming relevant ids the collection does not hold (read-only).
+
+    Raises:
+        ConfigError: some relevant ids are not points of ``collection`` (the first few are named).
+    """
+    wanted = list(dict.fromkeys(pid for q in specs if q.relevant for pid in sorted(q.relevant, key=str)))
+    found: set[PointId] = set()
+    for start in range(0, len(wanted), 256):
+        chunk = wanted[start : start + 256]
+        found |= {normalize_id(r.id) for r in store.retrieve(collection, chunk, with_payload=False)}
+    unknown = [pid for pid in wanted if pid not in found]
+    if unknown:
+        shown = ", ".join(str(pid) for pid in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+        raise ConfigError(
+            f"the queries {origin or 'given'} name {len(unknown)} relevant id(s) that {collection!r} "
+            f"does not hold: {shown}; every relevant id must be a point of the collection",
+            key="queries",
+        )
+
+
+def calibrate(
+    searcher: Searcher,
+    collection: str,
+    queries: Sequence[QuerySpec] = (),
+    *,
+    sample: int | None = None,
+    k: int = GATE_K,
+    seed: int = 0,
+    origin: str | None = None,
+) -> ScoreCalibration:
+    """Measure the score calibration of a migration's two models (read-only; the caller stores it with
+    ``Migration.save_calibration``).
+
+    Each query is embedded by both models and searched on each side, as :func:`compare` searches them
+    (the source among the points holding the source model, the target among those holding the target);
+    the scores of each query's top ``k`` are pooled per model (see :mod:`lattice_qdrant.calibration`).
+    Queries are ``queries`` (real queries, phrased as users phrase them, calibrate best), plus ``sample``
+    known-item queries sampled from the collection (:data:`DEFAULT_CALIBRATION_SAMPLE` when no queries
+    are given). Best run at full coverage (before cutover): while the backfill runs, the target side
+    holds fewer points, and its top scores are lower than they will be.
+
+    Raises:
+        MigrationNotFoundError: the collection has no migration.
+        ConfigError: no queries, a bad ``k``, or queries naming relevant ids the collection does not hold.
+        StoreError: the source or the target vector does not exist (before start, after finalize).
+        CalibrationError: too few scores (an empty collection or sample: the message says how many).
+    """
+    (k,) = checked_ks([k])
+    store = searcher.store
+    migration = find_migration(store, collection)
+    if migration is None:
+        raise MigrationNotFoundError(collection)
+    snap = migration.snapshot(refresh=True)
+    strategy, plan = migration.strategy_of(snap), snap.plan
+    specs = list(queries)
+    check_relevant_ids(store, collection, specs, origin)
+    wanted = sample if sample is not None else (0 if specs else DEFAULT_CALIBRATION_SAMPLE)
+    if wanted:
+        specs += sample_queries(store, collection, wanted, text_field=plan.text_field, seed=seed)
+    if not specs:
+        raise CalibrationError(
+            f"no queries to calibrate with: {collection!r} holds no point with text in "
+            f"{plan.text_field!r} to sample, and no queries file was given (--queries FILE)"
+        )
+    scores: dict[str, list[float]] = {}
+    for role in ("source", "target"):
+        side = strategy.side(role)
+        if not _searchable(store, side):
+            raise StoreError(
+                f"the {role} vector does not exist, so the two models' scores cannot be compared: calibrate "
+                "between start (and a backfill) and finalize",
+                collection=side.collection,
+                vector=side.using,
+            )
+        spec = plan.source if role == "source" else plan.target
+        vectors = embed_checked(searcher.embedder(spec), [q.text for q in specs], spec)
+        scores[role] = _searched(store, side, vectors, k, k)[1]
+    return ScoreCalibration.measure(
+        scores["source"],
+        scores["target"],
+        source=plan.source,
+        target=plan.target,
+        queries=len(specs),
+        k=k,
+        method="calibrate",
+        coverage=migration.coverage().fraction,
+    )
 
 
 def _mixed(searcher: Searcher, plan: MigrationPlan, text: str, limit: int) -> tuple[PointId, ...]:

@@ -34,8 +34,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import backups
+from .calibration import RECORD_FIELD as _CALIBRATION
+from .calibration import ScoreCalibration
 from .embedders import Embedder
 from .errors import (
+    CalibrationError,
     ConcurrentTransitionError,
     InvalidTransitionError,
     MigrationExistsError,
@@ -336,6 +339,43 @@ class Migration:
             coverage = self.recent_coverage().fraction if needs_coverage(snap) else 0.0
         return route(snap, coverage)
 
+    @property
+    def calibration(self) -> ScoreCalibration | None:
+        """The score calibration stored with the migration, if it is one of the plan's two models
+        (read-only; see :mod:`lattice_qdrant.calibration`)."""
+        snap = self.snapshot()
+        found = snap.calibration
+        return found if found is not None and found.fits(snap.plan.source, snap.plan.target) else None
+
+    def save_calibration(self, calibration: ScoreCalibration, *, attempts: int = 5) -> None:
+        """Store ``calibration`` in the migration record (replacing one stored before), by compare-and-set:
+        the state is unchanged, and a transition made meanwhile by another process is kept (the write is
+        tried again on the record as it then is).
+
+        Raises:
+            CalibrationError: it was measured for other models than the plan's.
+            ConcurrentTransitionError: the record kept moving for ``attempts`` tries.
+        """
+        for _ in range(attempts):
+            snap = self.snapshot(refresh=True)
+            plan = snap.plan
+            if not calibration.fits(plan.source, plan.target):
+                raise CalibrationError(
+                    f"the calibration was measured for {calibration.source} -> {calibration.target}, but the "
+                    f"migration of {self.collection!r} is {plan.source.qualified_id} -> "
+                    f"{plan.target.qualified_id}"
+                )
+            kept = {"collection", "plan", "state", "backup_id", _LAST_EVENT}
+            body = {k: v for k, v in snap.record.items() if k in kept}
+            body[_CALIBRATION] = calibration.to_payload()
+            stored = self.store.replace_record(_KIND, self.collection, body, expected=snap.record)
+            if stored is not None:
+                self._remember(Snapshot.from_record(stored))
+                log.info("%s: score calibration stored (%s)", self.collection, calibration.describe())
+                return
+        latest = self.snapshot(refresh=True)
+        raise ConcurrentTransitionError(self.collection, "save calibration", latest.epoch, latest.epoch)
+
     def rollback_window_left(self) -> float | None:
         """Seconds until finalize is allowed without force, or ``None`` outside the window."""
         snap = self.snapshot()
@@ -388,6 +428,8 @@ class Migration:
         }
         if backup_id or snap.backup_id:
             body["backup_id"] = backup_id or snap.backup_id
+        if _CALIBRATION in snap.record:  # measured for this plan: every transition keeps it
+            body[_CALIBRATION] = snap.record[_CALIBRATION]
         entry: dict[str, Any] | None = None
         if not isinstance(event, Progress) or new_state.status != snap.state.status:
             # progress is recorded every few seconds by a backfill; only a change of status is history

@@ -51,6 +51,7 @@ from numpy.typing import NDArray
 from qdrant_client import models
 
 from . import kernels, ranking
+from .calibration import passes
 from .errors import ConfigError, StoreError
 from .plan import MigrationPlan
 from .routing import Role
@@ -106,6 +107,7 @@ def mixed_query(
     query_filter: models.Filter | None = None,
     with_payload: bool | Sequence[str] = True,
     backend: kernels.Backend = "simsimd",
+    score_threshold: tuple[float, float] | None = None,
 ) -> MixedResult:
     """Search ``plan.collection`` with ``text`` in the target space over partial coverage.
 
@@ -128,6 +130,9 @@ def mixed_query(
         query_filter: a filter both searches apply.
         with_payload: as in ``query_points`` (the text field is fetched internally either way).
         backend: rescoring kernels (``"simsimd"``, or ``"numpy"`` the reference).
+        score_threshold: ``(source, target)`` thresholds: a candidate kept at its source rank (whose score
+            is its source score) must be at least as good as the first, every other one (a target score,
+            or an estimate of one) as the second; the best ``limit`` that pass are returned.
 
     Raises:
         ConfigError: ``oversample`` is not between 1 and 100, or ``embed_budget`` is negative.
@@ -198,12 +203,24 @@ def mixed_query(
         candidates,
         q_target,
         plan.target,
-        limit=limit,
+        limit=limit if score_threshold is None else len(candidates.order),
         with_payload=with_payload,
         backend=backend,
         scored=scored,
         estimates=guessed,
     )
+    if score_threshold is not None:
+        kept = {pid for pid in candidates.uncovered if pid not in guessed}
+        source_t, target_t = score_threshold
+        result.points = [
+            p
+            for p in result.points
+            if (
+                passes(p.score, source_t, plan.source.distance)
+                if p.id in kept
+                else passes(p.score, target_t, plan.target.distance)
+            )
+        ][:limit]
     result.estimated = len(guessed)
     result.kept_order = len(candidates.uncovered) - result.estimated
     return result

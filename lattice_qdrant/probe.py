@@ -53,6 +53,7 @@ from numpy.typing import NDArray
 
 from . import kernels
 from .backfill import estimate_tokens, vector_bytes
+from .calibration import ScoreCalibration
 from .compare import (
     DEFAULT_KS,
     GATE_K,
@@ -64,7 +65,7 @@ from .compare import (
     query_from_text,
 )
 from .embedders import Embedder, embed_checked
-from .errors import ConfigError, ProbeError, TextFieldError
+from .errors import CalibrationError, ConfigError, ProbeError, TextFieldError
 from .report import CSS, clip, format_bytes, html_table, num, text_table
 from .spec import Distance, ModelSpec
 from .state import format_duration
@@ -338,6 +339,10 @@ class ProbeReport:
         notes: what a reader must know to read the numbers.
         level: the confidence level of the intervals.
         created_at: unix time of the probe.
+        calibration: the score calibration of the two models' top-:attr:`decision_k` scores (for
+            translating score thresholds, :mod:`lattice_qdrant.calibration`); ``None`` when there were too
+            few scores (``calibration_problem`` says why).
+        calibration_problem: why no calibration was made.
     """
 
     collection: str
@@ -362,6 +367,8 @@ class ProbeReport:
     notes: tuple[str, ...] = ()
     level: float = LEVEL
     created_at: float = field(default_factory=time.time)
+    calibration: ScoreCalibration | None = None
+    calibration_problem: str = ""
 
     @property
     def labelled(self) -> int:
@@ -411,6 +418,7 @@ class ProbeReport:
             "cost": self.cost.to_dict(),
             "notes": list(self.notes),
             "created_at": self.created_at,
+            "calibration": self.calibration.to_payload() if self.calibration is not None else None,
             "per_query": [
                 {
                     "query": o.query.text,
@@ -476,6 +484,11 @@ class ProbeReport:
             ),
         ]
 
+    def _calibration_line(self) -> str:
+        if self.calibration is None:
+            return f"none ({self.calibration_problem})"
+        return "source -> target " + self.calibration.describe()
+
     # ------------------------------------------------------------------- text
 
     def render_text(self) -> str:
@@ -500,6 +513,7 @@ class ProbeReport:
         lines.append("")
         lines.append("Scores (" + " / ".join(f"p{p}" for p in QUANTILES) + ")")
         lines += text_table(["", *(f"p{p}" for p in QUANTILES), "n"], self._score_rows())
+        lines.append(f"  threshold calibration: {self._calibration_line()}")
         lines.append("")
         lines.append(f"Cost of migrating all {self.cost.points} points")
         lines += [f"  {key:8}{value}" for key, value in self._cost_rows()]
@@ -691,6 +705,7 @@ def probe(
     point_ids = [p.id for p in points]
     results: dict[str, list[tuple[PointId, ...]]] = {}
     scores: dict[str, dict[str, dict[str, float | int] | None]] = {}
+    top_scores: dict[str, list[float]] = {}
     for system, spec, embedder, matrix in (
         ("source", source, source_embedder, source_matrix),
         ("target", target, target_embedder, target_matrix),
@@ -701,6 +716,21 @@ def probe(
         )
         results[system] = ranked
         scores[system] = {"top1": quantiles(top1), "topk": quantiles(topk), "relevant": quantiles(rel)}
+        top_scores[system] = topk
+    calibration: ScoreCalibration | None = None
+    calibration_problem = ""
+    try:
+        calibration = ScoreCalibration.measure(
+            top_scores["source"],
+            top_scores["target"],
+            source=source,
+            target=target,
+            queries=len(specs),
+            k=decision_k,
+            method="probe",
+        )
+    except CalibrationError as exc:
+        calibration_problem = str(exc)
 
     outcomes = tuple(QueryOutcome(q, {s: results[s][i] for s in SYSTEMS}) for i, q in enumerate(specs))
     at_k = _aggregate(outcomes, cutoffs, np.random.default_rng(rng.getrandbits(64)), resamples)
@@ -750,6 +780,8 @@ def probe(
         reason=reason,
         margin=margin,
         notes=tuple(report_notes),
+        calibration=calibration,
+        calibration_problem=calibration_problem,
     )
 
 

@@ -27,6 +27,7 @@ a :class:`Coverage` reading, and returns data: no store, no embedder, no request
 
 from __future__ import annotations
 
+import functools
 import itertools
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -37,7 +38,8 @@ import numpy as np
 from numpy.typing import NDArray
 from qdrant_client import models
 
-from .errors import ConfigError, VectorValidationError
+from .calibration import RECORD_FIELD, ScoreCalibration
+from .errors import CalibrationError, ConfigError, VectorValidationError
 from .plan import MigrationPlan
 from .spec import ModelSpec
 from .state import MigrationState, Phase, QueryRoute, WriteRoute, query_route, write_route
@@ -132,6 +134,18 @@ class Snapshot:
         """A re-embed's backup of the source vectors, taken at start (``None`` before, or otherwise)."""
         value = self.record.get("backup_id")
         return str(value) if value else None
+
+    @functools.cached_property
+    def calibration(self) -> ScoreCalibration | None:
+        """The score calibration stored with the migration (``None``: none, as in records written before
+        calibrations existed, or one this version cannot read)."""
+        found = self.record.get(RECORD_FIELD)
+        if not isinstance(found, dict):
+            return None
+        try:
+            return ScoreCalibration.from_payload(found)
+        except CalibrationError:
+            return None
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Snapshot:
