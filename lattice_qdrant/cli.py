@@ -374,6 +374,14 @@ def _show(reports: list[StatusReport], as_json: bool) -> None:
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Override the safety check that refuses this step.")]
 CollectionArg = Annotated[str, typer.Argument(help="The migrated collection.")]
+SaveCalibrationOpt = Annotated[
+    bool,
+    typer.Option(
+        "--save-calibration",
+        help="Store the two models' score calibration with the collection's migration (it must exist), "
+        "so queries' score_threshold is translated in the target space.",
+    ),
+]
 
 
 # --------------------------------------------------------------------------- models
@@ -534,6 +542,12 @@ def cutover(
 ) -> None:
     with _session(ctx) as session:
         _show([commands.cutover(session, collection, force=force)], as_json)
+        if session.migration(collection).calibration is None:
+            typer.echo(
+                f"note: no score calibration is stored, so queries' score_threshold reaches the target model "
+                f"untranslated; measure one with: lattice-qdrant calibrate {collection}",
+                err=True,
+            )
 
 
 @_command(app, commands.rollback)
@@ -831,13 +845,20 @@ def compare(
     no_record: Annotated[
         bool, typer.Option("--no-record", help="Do not record the result for the cutover gate.")
     ] = False,
+    save_calibration: SaveCalibrationOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     from .compare import parse_ks
 
     with _session(ctx) as session:
         report = commands.compare(
-            session, collection, queries_file=queries, sample=sample, ks=parse_ks(k), record=not no_record
+            session,
+            collection,
+            queries_file=queries,
+            sample=sample,
+            ks=parse_ks(k),
+            record=not no_record,
+            save_calibration=save_calibration,
         )
         if html is not None:
             try:
@@ -850,6 +871,38 @@ def compare(
             _echo_json(report.to_dict())
         else:
             typer.echo(report.render_text())
+
+
+@_command(app, commands.calibrate)
+def calibrate(
+    ctx: typer.Context,
+    collection: CollectionArg,
+    queries: Annotated[
+        str | None,
+        typer.Option(help='Queries file: JSON lines {"query": ..., "relevant": [ids]} or one text a line.'),
+    ] = None,
+    sample: Annotated[
+        int | None,
+        typer.Option(help="Known-item queries sampled from the collection (default: 200 without --queries)."),
+    ] = None,
+    k: Annotated[int, typer.Option("--k", help="Each query's top K scores are sampled.")] = 10,
+    seed: Annotated[int, typer.Option(help="Seed of the sample.")] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    with _session(ctx) as session:
+        found = commands.calibrate(session, collection, queries_file=queries, sample=sample, k=k, seed=seed)
+        if as_json:
+            _echo_json(found.to_payload())
+            return
+        typer.echo(
+            f"{collection}: score calibration stored with the migration ({found.source} -> {found.target})"
+        )
+        typer.echo(f"  measured  {found.describe()}")
+        n = len(found.source_quantiles) - 1
+        levels = (5, 25, 50, 75, 90, 95, 99)
+        typer.echo("  quantile" + "".join(f"{f'p{p}':>9}" for p in levels))
+        for name, values in (("source", found.source_quantiles), ("target", found.target_quantiles)):
+            typer.echo(f"  {name:8}" + "".join(f"{values[round(p / 100 * n)]:>9.3f}" for p in levels))
 
 
 def _write_html(path: str, page: str) -> None:
@@ -903,6 +956,7 @@ def probe(
     html: Annotated[
         str | None, typer.Option("--html", help="Also write a self-contained HTML report.")
     ] = None,
+    save_calibration: SaveCalibrationOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     from .compare import parse_ks
@@ -921,6 +975,7 @@ def probe(
             seed=seed,
             margin=margin,
             text_field=text_field,
+            save_calibration=save_calibration,
         )
         if html is not None:
             _write_html(html, report.render_html())

@@ -24,11 +24,13 @@ from . import backups, traffic
 from . import compare as comparison
 from . import probe as probing
 from . import verify as verification
+from .calibration import ScoreCalibration
 from .client import LatticeClient, wrap
 from .config import Settings, load_settings
 from .coordinator import Migration
 from .embedders import Embedder, EmbedderSettings, check_embedder, embedder_for
 from .errors import (
+    CalibrationError,
     ConfigError,
     EmbedderError,
     LatticeError,
@@ -1017,13 +1019,16 @@ def compare(
     ks: Sequence[int] = comparison.DEFAULT_KS,
     record: bool = True,
     seed: int = 0,
+    save_calibration: bool = False,
 ) -> comparison.ComparisonReport:
     """Run queries through both models and report overlap@k, rank correlation, recall@k and nDCG@k.
 
     Queries come from ``queries_file`` (JSON lines ``{"query": ..., "relevant": [ids]}`` or plain text
     lines), from ``sample`` points' own text (known-item queries), or both. The source, the target and
     mixed mode are searched (see :mod:`lattice_qdrant.compare`). Read-only, except that the summary is
-    recorded for the cutover gate (the plan's ``compare_margin``) unless ``record`` is false.
+    recorded for the cutover gate (the plan's ``compare_margin``) unless ``record`` is false, and that
+    ``save_calibration`` stores the score calibration of the source's and target's top-10 scores with
+    the migration (see :func:`calibrate`).
     """
     queries = comparison.load_queries(queries_file) if queries_file else []
     if sample is not None and sample < 1:
@@ -1033,7 +1038,63 @@ def compare(
     )
     if record:
         comparison.record_comparison(session.store, report)
+    if save_calibration:
+        _save_calibration(session, collection, report.calibration, report.calibration_problem)
     return report
+
+
+def _save_calibration(
+    session: Session, collection: str, calibration: ScoreCalibration | None, problem: str
+) -> None:
+    """Store a probe's or comparison's calibration with the collection's migration.
+
+    Raises:
+        CalibrationError: none was made (``problem`` says why), or it is of other models than the plan's.
+        ConfigError: the collection has no migration to store it with.
+    """
+    if calibration is None:
+        raise CalibrationError(f"no score calibration to save: {problem}")
+    try:
+        migration = session.migration(collection)
+    except MigrationNotFoundError:
+        raise ConfigError(
+            f"--save-calibration stores the score calibration with the migration of {collection!r}, which "
+            "has none: plan it first (lattice-qdrant plan), then run this again",
+            key="save_calibration",
+        ) from None
+    migration.save_calibration(calibration)
+
+
+# --------------------------------------------------------------------------- score thresholds
+
+
+def calibrate(
+    session: Session,
+    collection: str,
+    *,
+    queries_file: str | None = None,
+    sample: int | None = None,
+    k: int = comparison.GATE_K,
+    seed: int = 0,
+) -> ScoreCalibration:
+    """Measure where the target model's scores lie against the source's, and store it with the migration,
+    so that a query's score_threshold answered in the target space is translated.
+
+    Each query is embedded by both models and searched on both sides (the points holding each model); the
+    scores of every query's top ``k`` make each model's distribution, and a threshold is translated by
+    matching their quantiles (see :mod:`lattice_qdrant.calibration`). Queries come from ``queries_file``
+    (compare's format; real queries calibrate best) or are ``sample`` known-item queries drawn from the
+    collection (200 by default without a file). Run it between the backfill's end and cutover; it writes
+    only the migration record (its state unchanged), replacing a calibration stored before.
+    """
+    queries = comparison.load_queries(queries_file) if queries_file else []
+    if sample is not None and sample < 1:
+        raise ConfigError(f"--sample must be at least 1, got {sample}", key="sample")
+    calibration = comparison.calibrate(
+        session.client, collection, queries, sample=sample, k=k, seed=seed, origin=queries_file
+    )
+    session.migration(collection).save_calibration(calibration)
+    return calibration
 
 
 # --------------------------------------------------------------------------- probe
@@ -1053,6 +1114,7 @@ def probe(
     seed: int = 0,
     margin: float = probing.DEFAULT_MARGIN,
     text_field: str | None = None,
+    save_calibration: bool = False,
 ) -> probing.ProbeReport:
     """Tell on a sample, before anything is written, whether migrating to a model pays: recall, nDCG and
     overlap with confidence intervals, score distributions, time and storage, and a verdict. Read-only.
@@ -1064,7 +1126,9 @@ def probe(
     (``MODEL_ID[:vN]``) or sentence-transformers model names (``org/name``), which need no registration.
     ``source`` and ``source_vector`` default to the collection's migration plan, when it has one whose
     source vector still exists; the vector also defaults to the collection's only vector. Nothing is
-    written to the collection or the control collection.
+    written to the collection or the control collection, unless ``save_calibration`` asks to store the
+    score calibration of the two models' top-10 scores with the collection's migration (which must exist
+    and have these two models).
     """
     queries = comparison.load_queries(queries_file) if queries_file else []
     notes: list[str] = []
@@ -1098,7 +1162,7 @@ def probe(
     target_spec, target_embedder = (
         (source_spec, source_embedder) if target == source else _probe_model(session, target, "target")
     )
-    return probing.probe(
+    report = probing.probe(
         session.store,
         collection,
         source=source_spec,
@@ -1117,6 +1181,9 @@ def probe(
         max_text_chars=session.settings.max_text_chars,
         notes=notes,
     )
+    if save_calibration:
+        _save_calibration(session, collection, report.calibration, report.calibration_problem)
+    return report
 
 
 def _probe_model(session: Session, ref: str, role: str) -> tuple[ModelSpec, Embedder]:
