@@ -29,6 +29,10 @@ plain text lines) or are sampled from the collection (:func:`sample_queries`: a 
 whose first sentence, at most 12 words, is the query and whose own id the one relevant result: a
 known-item search).
 
+Score thresholds: the report holds the calibration of the source's and target's top-``k`` scores
+(:mod:`lattice_qdrant.calibration`), and :func:`calibrate` measures one on its own, for the wrapper to
+translate a query's ``score_threshold`` in the target space.
+
 Gating cutover: :func:`record_comparison` stores the report's :meth:`~ComparisonReport.summary` in the
 control collection. When the plan sets ``compare_margin``, ``Migration.cutover`` asks
 :func:`~lattice_qdrant.gates.quality_gate` (pure, in :mod:`lattice_qdrant.gates`; also importable from here)

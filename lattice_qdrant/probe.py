@@ -34,9 +34,13 @@ default, the smallest gain worth a migration):
 Both models search the sample, not the whole collection, so their absolute recall is higher than it would
 be on every point; the comparison between them is what the probe measures.
 
+The report also holds the score calibration of the two models' top-``k`` scores
+(:class:`~lattice_qdrant.calibration.ScoreCalibration`, for translating score thresholds after cutover).
+
 Read-only: the probe reads the collection (one scroll of ids, then the sampled points) and, through its
 caller, the control collection (the model registry, the migration record); it writes to neither and creates
-nothing.
+nothing. ``lattice-qdrant probe --save-calibration`` (``commands.probe(..., save_calibration=True)``) stores
+the calibration with the collection's migration afterwards, when asked.
 """
 
 from __future__ import annotations
