@@ -1,0 +1,519 @@
+"""Benchmark what the wrapper adds: the raw client and ``lattice_qdrant.wrap`` of it, side by side in one run.
+
+Run it as ``scripts/bench overhead`` (or ``python -m benchmarks.overhead``); it is a measurement, not a test.
+Each migration state gets a collection of its own in one local-mode client (``QdrantClient(":memory:")``, and
+``AsyncQdrantClient(":memory:")`` for the async twin), of ``--points`` points with their vectors given (the
+hash embedders only size the models: nothing is embedded while measuring). For each state it times
+
+* a vector query: ``query_points(collection, query=<vector>, limit=10)`` through the wrapper, against the
+  raw client's ``query_points`` with the ``using`` (and vector) the routing picks, given by hand;
+* an upsert of ``--batches`` points (1 and 64 by default) whose vectors are all given (a dict of the named
+  vectors the routing writes), against the raw client's upsert of **the points the wrapper writes**: the same
+  named vectors and payload, with the ``embedding_model_id`` / ``embedding_version`` stamp the wrapper adds.
+
+So the overhead is what the wrapper costs over doing the same work by hand. A dual-write writes both models'
+vectors, which Qdrant has to store whoever sends them: the raw baseline writes both as well, and the
+difference is the wrapper's routing, validation and stamping alone. The states are: no migration on the
+collection (the wrapper passes the call through), migrating with dual-write and queries routed to the source,
+migrating with queries routed to the target (a ``query_threshold`` the coverage has met: the routing reads
+the coverage, cached for ``refresh_interval``), after cutover (rollback window: dual-write, queries on the
+target) and finalized (writes and queries on the target only). The wrapper runs with its defaults: the
+migration record is read again every ``refresh_interval`` (2 s), as in production.
+
+Repetitions of raw and wrapped are interleaved (alternating which goes first) so that drift in the machine's
+load hits both alike; each sample loops enough calls to last ``--sample-ms``. The raw and wrapped columns are
+the medians of each side's samples; the overhead is the median of the differences of the two samples of each
+repetition (taken back to back, so a burst of load elsewhere falls mostly into one repetition), per query, and
+per point for the upserts. It is checked against the targets: at most 50 µs per query and 15 µs per point
+written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from qdrant_client import AsyncQdrantClient, QdrantClient, models
+
+import lattice_qdrant as lq
+from lattice_qdrant.embedders import HashEmbedder
+from lattice_qdrant.store import MODEL_FIELD, VERSION_FIELD
+
+__all__ = ["POINT_TARGET_US", "QUERY_TARGET_US", "STATES", "Row", "main", "run"]
+
+#: the targets: what the wrapper may add to a query, and to each point of an upsert
+QUERY_TARGET_US = 50.0
+POINT_TARGET_US = 15.0
+
+#: migration states measured, in order, with how the table names them
+STATES: dict[str, str] = {
+    "none": "no migration",
+    "source": "migrating, queries on source",
+    "target": "migrating, queries on target",
+    "cutover": "after cutover",
+    "finalized": "finalized",
+}
+
+SOURCE, TARGET = "source", "target"  # the vector names in every benchmark collection
+
+
+@dataclass(frozen=True)
+class Row:
+    """One measured call; times are microseconds per call (medians), ``overhead_us`` per ``unit``."""
+
+    api: str
+    state: str
+    call: str
+    batch: int
+    raw_us: float
+    wrapped_us: float
+    overhead_us: float
+    unit: str
+    target_us: float
+    ok: bool
+
+
+@dataclass(frozen=True)
+class _Case:
+    """One state's collection, what the routing makes of it, and the calls that measure it."""
+
+    state: str
+    collection: str
+    query_vector: str  # the vector the routing queries (given to the raw client as ``using``)
+    write_roles: tuple[str, ...]  # the vector names a write carries
+    stamp: dict[str, Any]  # the stamp the wrapper writes ({} without a migration)
+    using: str | None = None  # the ``using`` the wrapper is given (without a migration, the caller's)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Time the raw client and the wrapper side by side, and print the overhead per query and per point.
+
+    Args:
+        argv: command-line arguments (``sys.argv[1:]`` when ``None``).
+
+    Returns:
+        The exit code (0; the table says which targets were missed).
+    """
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench overhead", description=(main.__doc__ or "").split("\n\n")[0]
+    )
+    parser.add_argument("--points", type=int, default=1000, help="points per collection (default 1000)")
+    parser.add_argument(
+        "--dims", type=int, nargs=2, default=(384, 768), metavar=("SOURCE", "TARGET"), help="dimensions"
+    )
+    parser.add_argument(
+        "--batches", type=int, nargs="*", default=[1, 64], help="points per upsert (default 1 64)"
+    )
+    parser.add_argument(
+        "--states", nargs="*", choices=list(STATES), default=list(STATES), help="states to measure (all)"
+    )
+    parser.add_argument("--reps", type=int, default=41, help="samples of each side (default 41)")
+    parser.add_argument("--sample-ms", type=float, default=5.0, help="length of a sample (default 5 ms)")
+    parser.add_argument("--no-sync", action="store_true", help="skip the sync client")
+    parser.add_argument("--no-async", action="store_true", help="skip the async twin")
+    parser.add_argument("--seed", type=int, default=0, help="random seed for the vectors")
+    parser.add_argument(
+        "--blas-threads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="numpy's BLAS threads (default 1: local mode's searches then cost the same on a busy machine)",
+    )
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results here")
+    args = parser.parse_args(argv)
+
+    apis = [api for api, skip in (("sync", args.no_sync), ("async", args.no_async)) if not skip]
+    _write(
+        f"wrapper overhead on local mode, qdrant-client {metadata.version('qdrant-client')}, "
+        f"python {platform.python_version()}: {args.points} points per collection, "
+        f"vectors of {args.dims[0]} (source) and {args.dims[1]} (target) dimensions"
+    )
+    with _blas_limit(args.blas_threads) as blas:
+        _write(
+            f"medians of {args.reps} interleaved samples of {args.sample_ms:g} ms each; BLAS threads: {blas}"
+        )
+        _write(_format_row(None))
+        rows = run(
+            apis=apis,
+            states=args.states,
+            points=args.points,
+            dims=(args.dims[0], args.dims[1]),
+            batches=args.batches,
+            reps=args.reps,
+            sample_seconds=args.sample_ms / 1e3,
+            seed=args.seed,
+            on_row=lambda row: _write(_format_row(row)),
+        )
+    _write("overhead = median over the repetitions of wrapped - raw, per query or per point written.")
+    _write(
+        "raw does the same work by hand: the same using, the same vectors and stamp (a dual-write's raw "
+        "upsert writes both vectors too)."
+    )
+    missed = [row for row in rows if not row.ok]
+    _write(
+        f"targets: {QUERY_TARGET_US:g} µs per query, {POINT_TARGET_US:g} µs per point: "
+        + ("all met" if not missed else f"{len(missed)} of {len(rows)} missed")
+    )
+    if args.json is not None:
+        payload = {
+            "points": args.points,
+            "dims": list(args.dims),
+            "reps": args.reps,
+            "rows": [asdict(row) for row in rows],
+        }
+        args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+        _write(f"wrote {args.json}")
+    return 0
+
+
+def run(
+    *,
+    apis: Sequence[str] = ("sync", "async"),
+    states: Sequence[str] = tuple(STATES),
+    points: int = 1000,
+    dims: tuple[int, int] = (384, 768),
+    batches: Sequence[int] = (1, 64),
+    reps: int = 41,
+    sample_seconds: float = 0.005,
+    seed: int = 0,
+    on_row: Callable[[Row], None] | None = None,
+) -> list[Row]:
+    """Measure every (api, state, call) and return the rows (``on_row`` sees each as soon as it is measured).
+
+    Args:
+        apis: ``"sync"`` (``QdrantClient``) and/or ``"async"`` (``AsyncQdrantClient``).
+        states: keys of :data:`STATES`.
+        points: points per collection.
+        dims: the source and target models' dimensions.
+        batches: points per measured upsert.
+        reps: samples of each side; the median is reported.
+        sample_seconds: a sample loops calls until it lasts about this long.
+        seed: random seed.
+        on_row: called with each row as it is measured.
+    """
+    rows: list[Row] = []
+
+    def keep(row: Row) -> None:
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
+
+    for api in apis:
+        rng = np.random.default_rng(seed)
+        if api == "sync":
+            _run_sync(states, points, dims, batches, reps, sample_seconds, rng, keep)
+        else:
+            asyncio.run(_run_async(states, points, dims, batches, reps, sample_seconds, rng, keep))
+    return rows
+
+
+# -- setting up ---------------------------------------------------------------------------------------------
+
+
+def _embedders(dims: tuple[int, int]) -> tuple[dict[str, HashEmbedder], lq.ModelSpec, lq.ModelSpec]:
+    legacy, modern = HashEmbedder(dims[0], salt="legacy"), HashEmbedder(dims[1], salt="modern")
+    return {"legacy": legacy, "modern": modern}, legacy.spec("legacy", 1), modern.spec("modern", 1)
+
+
+def _setup(
+    client: Any, lattice: lq.LatticeClient, state: str, points: int, dims: tuple[int, int], rng: Any
+) -> _Case:
+    """A collection of ``points`` points brought to ``state`` through ``lattice`` (sync calls; ``client`` is
+    the raw client, or the sync face of the async one)."""
+    _, source_spec, target_spec = _embedders(dims)
+    collection = f"bench_{state}"
+    client.create_collection(
+        collection,
+        vectors_config={SOURCE: models.VectorParams(size=dims[0], distance=models.Distance.COSINE)},
+    )
+    vectors = rng.standard_normal((points, dims[0])).astype(np.float32)
+    for at in range(0, points, 256):
+        client.upsert(
+            collection,
+            [
+                models.PointStruct(id=i, vector={SOURCE: vectors[i].tolist()}, payload={"text": f"note {i}"})
+                for i in range(at, min(points, at + 256))
+            ],
+        )
+    if state == "none":
+        return _Case(state, collection, SOURCE, (SOURCE,), {}, using=SOURCE)
+    options: dict[str, Any] = {"query_threshold": 0.5} if state == "target" else {}
+    migration = lattice.plan(
+        collection,
+        source=source_spec,
+        target=target_spec,
+        source_vector=SOURCE,
+        target_vector=TARGET,
+        query_mode="routed",
+        **options,
+    )
+    migration.start()
+    stamp = {MODEL_FIELD: target_spec.model_id, VERSION_FIELD: target_spec.version}
+    targets = rng.standard_normal((points, dims[1])).astype(np.float32)
+    for at in range(0, points, 256):  # every point holds the target model, as the backfill leaves it
+        page = range(at, min(points, at + 256))
+        client.update_vectors(
+            collection, [models.PointVectors(id=i, vector={TARGET: targets[i].tolist()}) for i in page]
+        )
+        client.set_payload(collection, stamp, points=list(page))
+    migration.progress()
+    if state in ("cutover", "finalized"):
+        migration.cutover(force=True)
+    if state == "finalized":
+        migration.finalize(force=True)
+        return _Case(state, collection, TARGET, (TARGET,), stamp)
+    return _Case(state, collection, TARGET if state != "source" else SOURCE, (SOURCE, TARGET), stamp)
+
+
+def _workload(
+    case: _Case, dims: tuple[int, int], batch: int, rng: Any
+) -> tuple[list[models.PointStruct], list[models.PointStruct]]:
+    """An upsert of ``batch`` existing points: what the caller gives the wrapper, and what the wrapper writes
+    (the raw baseline)."""
+    size = {SOURCE: dims[0], TARGET: dims[1]}
+    given, written = [], []
+    for i in range(batch):
+        vector = {
+            name: rng.standard_normal(size[name]).astype(np.float32).tolist() for name in case.write_roles
+        }
+        payload = {"text": f"note {i}"}
+        given.append(models.PointStruct(id=i, vector=vector, payload=payload))
+        written.append(models.PointStruct(id=i, vector=vector, payload={**payload, **case.stamp}))
+    return given, written
+
+
+def _query(case: _Case, dims: tuple[int, int], rng: Any) -> list[float]:
+    size = dims[1] if case.query_vector == TARGET else dims[0]
+    return [float(x) for x in rng.standard_normal(size)]
+
+
+def _run_sync(
+    states: Sequence[str],
+    points: int,
+    dims: tuple[int, int],
+    batches: Sequence[int],
+    reps: int,
+    sample_seconds: float,
+    rng: Any,
+    keep: Callable[[Row], None],
+) -> None:
+    client = QdrantClient(":memory:")
+    embedders, _, _ = _embedders(dims)
+    lattice = lq.wrap(client, embedders=embedders, load_embedders=False)
+    for state in states:
+        case = _setup(client, lattice, state, points, dims, rng)
+        query = _query(case, dims, rng)
+
+        def raw_query(case: _Case = case, query: list[float] = query) -> Any:
+            return client.query_points(case.collection, query=query, using=case.query_vector, limit=10)
+
+        def wrapped_query(case: _Case = case, query: list[float] = query) -> Any:
+            return lattice.query_points(case.collection, query=query, using=case.using, limit=10)
+
+        times = _race(raw_query, wrapped_query, reps, sample_seconds)
+        keep(_row("sync", state, "query_points", 1, times))
+        for batch in batches:
+            given, written = _workload(case, dims, batch, rng)
+
+            def raw_upsert(case: _Case = case, written: list[models.PointStruct] = written) -> Any:
+                return client.upsert(case.collection, written)
+
+            def wrapped_upsert(case: _Case = case, given: list[models.PointStruct] = given) -> Any:
+                return lattice.upsert(case.collection, given)
+
+            times = _race(raw_upsert, wrapped_upsert, reps, sample_seconds)
+            keep(_row("sync", state, "upsert", batch, times))
+    client.close()
+
+
+async def _run_async(
+    states: Sequence[str],
+    points: int,
+    dims: tuple[int, int],
+    batches: Sequence[int],
+    reps: int,
+    sample_seconds: float,
+    rng: Any,
+    keep: Callable[[Row], None],
+) -> None:
+    client = AsyncQdrantClient(":memory:")
+    embedders, _, _ = _embedders(dims)
+    lattice = lq.wrap(client, embedders=embedders, load_embedders=False)
+    for state in states:
+        # set up through the twin's sync executor (its client is the sync face of the async one)
+        case = _setup(lattice.sync.client, lattice.sync, state, points, dims, rng)
+        query = _query(case, dims, rng)
+
+        async def raw_query(case: _Case = case, query: list[float] = query) -> Any:
+            return await client.query_points(case.collection, query=query, using=case.query_vector, limit=10)
+
+        async def wrapped_query(case: _Case = case, query: list[float] = query) -> Any:
+            return await lattice.query_points(case.collection, query=query, using=case.using, limit=10)
+
+        times = await _race_async(raw_query, wrapped_query, reps, sample_seconds)
+        keep(_row("async", state, "query_points", 1, times))
+        for batch in batches:
+            given, written = _workload(case, dims, batch, rng)
+
+            async def raw_upsert(case: _Case = case, written: list[models.PointStruct] = written) -> Any:
+                return await client.upsert(case.collection, written)
+
+            async def wrapped_upsert(case: _Case = case, given: list[models.PointStruct] = given) -> Any:
+                return await lattice.upsert(case.collection, given)
+
+            times = await _race_async(raw_upsert, wrapped_upsert, reps, sample_seconds)
+            keep(_row("async", state, "upsert", batch, times))
+    await client.close()
+
+
+def _row(api: str, state: str, call: str, batch: int, times: tuple[float, float, float]) -> Row:
+    raw, wrapped, difference = times
+    per = batch if call == "upsert" else 1
+    overhead = difference / per * 1e6
+    target = POINT_TARGET_US if call == "upsert" else QUERY_TARGET_US
+    return Row(
+        api=api,
+        state=state,
+        call=call,
+        batch=batch,
+        raw_us=raw * 1e6,
+        wrapped_us=wrapped * 1e6,
+        overhead_us=overhead,
+        unit="point" if call == "upsert" else "query",
+        target_us=target,
+        ok=overhead <= target,
+    )
+
+
+# -- measuring ----------------------------------------------------------------------------------------------
+
+
+def _calls_per_sample(once: float, sample_seconds: float) -> int:
+    return max(1, min(10_000, round(sample_seconds / max(once, 1e-7))))
+
+
+def _race(
+    raw: Callable[[], object], wrapped: Callable[[], object], reps: int, sample_seconds: float
+) -> tuple[float, float, float]:
+    """Median seconds per call of each side, and the median of their differences, rep by rep (a rep is one
+    sample of each side, back to back, in alternating order)."""
+    calls = (raw, wrapped)
+    number = []
+    for call in calls:
+        call()  # warm up (first-call costs, caches)
+        start = time.perf_counter()
+        call()
+        number.append(_calls_per_sample(time.perf_counter() - start, sample_seconds))
+    n = min(number)  # the same number of calls on both sides
+    samples: tuple[list[float], list[float]] = ([], [])
+    for rep in range(reps):
+        for side in (0, 1) if rep % 2 == 0 else (1, 0):
+            call = calls[side]
+            start = time.perf_counter()
+            for _ in range(n):
+                call()
+            samples[side].append((time.perf_counter() - start) / n)
+    return _medians(samples)
+
+
+async def _race_async(
+    raw: Callable[[], Awaitable[object]],
+    wrapped: Callable[[], Awaitable[object]],
+    reps: int,
+    sample_seconds: float,
+) -> tuple[float, float, float]:
+    """:func:`_race` for coroutines, awaited one after the other on the running loop."""
+    calls = (raw, wrapped)
+    number = []
+    for call in calls:
+        await call()
+        start = time.perf_counter()
+        await call()
+        number.append(_calls_per_sample(time.perf_counter() - start, sample_seconds))
+    n = min(number)
+    samples: tuple[list[float], list[float]] = ([], [])
+    for rep in range(reps):
+        for side in (0, 1) if rep % 2 == 0 else (1, 0):
+            call = calls[side]
+            start = time.perf_counter()
+            for _ in range(n):
+                await call()
+            samples[side].append((time.perf_counter() - start) / n)
+    return _medians(samples)
+
+
+def _medians(samples: tuple[list[float], list[float]]) -> tuple[float, float, float]:
+    raw, wrapped = samples
+    differences = [w - r for r, w in zip(raw, wrapped, strict=True)]
+    return statistics.median(raw), statistics.median(wrapped), statistics.median(differences)
+
+
+@contextlib.contextmanager
+def _blas_limit(threads: int) -> Iterator[str]:
+    """numpy's BLAS limited to ``threads`` (with ``threadpoolctl``; without it, as it is), and what it is."""
+    try:
+        # Optional: not a dependency of the package.
+        threadpoolctl = importlib.import_module("threadpoolctl")
+    except ImportError:
+        yield "as configured (install threadpoolctl to limit them)"
+        return
+    with threadpoolctl.threadpool_limits(limits=threads, user_api="blas"):
+        yield str(threads)
+
+
+# -- output -------------------------------------------------------------------------------------------------
+
+
+def _write(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+_COLUMNS = (
+    ("api", -5),
+    ("state", -28),
+    ("call", -15),
+    ("raw µs", 9),
+    ("wrapped µs", 11),
+    ("overhead µs", 12),
+    ("per", -6),
+    ("target", 8),
+)
+
+
+def _format_row(row: Row | None) -> str:
+    if row is None:
+        cells: tuple[str, ...] = tuple(name for name, _ in _COLUMNS)
+    else:
+        call = row.call if row.call != "upsert" else f"upsert ×{row.batch}"
+        cells = (
+            row.api,
+            STATES[row.state],
+            call,
+            f"{row.raw_us:.1f}",
+            f"{row.wrapped_us:.1f}",
+            f"{row.overhead_us:.1f}",
+            row.unit,
+            f"{'≤' if row.ok else '>'}{row.target_us:g} {'ok' if row.ok else 'MISS'}",
+        )
+    out = []
+    for cell, (_, width) in zip(cells, _COLUMNS, strict=True):
+        out.append(f"{cell:<{-width}}" if width < 0 else f"{cell:>{width}}")
+    return " ".join(out).rstrip()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
