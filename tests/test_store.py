@@ -14,6 +14,7 @@ import logging
 import sqlite3
 import sys
 import threading
+import time
 import uuid
 import warnings
 from collections.abc import Callable
@@ -1240,6 +1241,40 @@ def test_a_transient_failure_on_every_attempt_gives_up_after_attempts(
     assert caught.value.collection == coll
     assert "503" in str(caught.value)
     assert isinstance(caught.value.__cause__, UnexpectedResponse)
+
+
+def test_retries_wait_and_log_as_the_policy_says_from_the_first_failure(
+    proxy: RecordingClient,
+    names: Any,
+    coll: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the first attempt runs outside the retry machinery (a success costs nothing): a failure of it must
+    # still be attempt 1, waited for and logged as the policy says, before attempts 2 and 3
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    proxy.always_fail["count"] = http_error(503)
+    retry = RetryPolicy(attempts=3, initial=1.0, maximum=10.0, jitter=0.0)
+    store = Store(proxy, control_collection=names("control"), retry=retry)  # type: ignore[arg-type]
+
+    with caplog.at_level(logging.WARNING, logger="lattice_qdrant.store"), pytest.raises(TransientStoreError):
+        store.count(coll)
+
+    assert proxy.count_calls("count") == 3
+    assert slept == [1.0, 2.0]
+    logged = [r.getMessage() for r in caplog.records if "transient failure" in r.getMessage()]
+    assert [m.split("(")[1].split(")")[0] for m in logged] == ["attempt 1", "attempt 2"]
+
+
+def test_a_success_after_failures_returns_the_last_attempts_result(
+    proxy: RecordingClient, names: Any, coll: str
+) -> None:
+    proxy.failures["count"] = [http_error(503), http_error(502)]
+    store = Store(proxy, control_collection=names("control"), retry=NO_WAIT)  # type: ignore[arg-type]
+
+    assert store.count(coll) == 10
+    assert proxy.count_calls("count") == 3
 
 
 def test_a_retried_write_is_applied_once(proxy: RecordingClient, names: Any, coll: str) -> None:

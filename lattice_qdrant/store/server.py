@@ -167,6 +167,22 @@ class ServerStore(ControlRecords):
 
         if not retry or self.retry.attempts <= 1:
             return once()
+        # The first attempt runs here, outside tenacity: building and entering its machinery costs more
+        # than a local-mode request, and most requests succeed at once. A transient failure of it becomes
+        # tenacity's attempt 1 (replayed, not sent again), so the waits, the logs and the number of
+        # attempts are the policy's, as if tenacity had run it.
+        try:
+            return once()
+        except TransientStoreError as exc:
+            first: TransientStoreError | None = exc
+
+        def attempt() -> Any:
+            nonlocal first
+            if first is not None:
+                failed, first = first, None
+                raise failed
+            return once()
+
         retrying = Retrying(
             stop=stop_after_attempt(self.retry.attempts),
             wait=wait_exponential(multiplier=self.retry.initial, max=self.retry.maximum)
@@ -180,7 +196,7 @@ class ServerStore(ControlRecords):
                 state.outcome.exception() if state.outcome else "",
             ),
         )
-        return retrying(once)
+        return retrying(attempt)
 
     @property
     def is_local(self) -> bool:
