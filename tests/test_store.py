@@ -1267,6 +1267,19 @@ def test_retries_wait_and_log_as_the_policy_says_from_the_first_failure(
     assert [m.split("(")[1].split(")")[0] for m in logged] == ["attempt 1", "attempt 2"]
 
 
+def test_a_request_that_succeeds_at_once_does_not_enter_the_retry_machinery(
+    proxy: RecordingClient, names: Any, coll: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lattice_qdrant.store import server
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("tenacity was entered for a request that succeeded")
+
+    store = Store(proxy, control_collection=names("control"), retry=NO_WAIT)  # type: ignore[arg-type]
+    monkeypatch.setattr(server, "Retrying", refuse)
+    assert store.count(coll) == 10
+
+
 def test_a_success_after_failures_returns_the_last_attempts_result(
     proxy: RecordingClient, names: Any, coll: str
 ) -> None:
