@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -213,19 +214,43 @@ def blank(text: Any) -> bool:
     return not isinstance(text, str) or not text.strip()
 
 
+#: what :func:`is_dense` counts as a number of a vector
+_NUMBERS = (int, float, np.floating, np.integer)
+
+
+def _total(values: list[Any] | tuple[Any, ...]) -> Any:
+    """``sum(values)``, or ``None`` when they do not add up (an element is not a number).
+
+    The validation's one pass over a vector's elements, in C: a Python loop over them costs more than a
+    local-mode request. Anything a vector element cannot be (a list: a multivector; a string; ``None``; a
+    model) raises ``TypeError`` in it, a NaN or an infinity makes the total non-finite.
+    """
+    try:
+        return sum(values)
+    except TypeError:
+        return None
+
+
 def is_dense(value: Any) -> bool:
     """Whether ``value`` is one dense vector (a flat list of numbers, or a 1-d array)."""
     if isinstance(value, np.ndarray):
         return value.ndim == 1
-    return (
-        isinstance(value, list | tuple)
-        and len(value) > 0
-        and all(isinstance(x, int | float | np.floating | np.integer) for x in value)
-    )
+    if not isinstance(value, list | tuple) or not value or not isinstance(value[0], _NUMBERS):
+        return False
+    return isinstance(_total(value), _NUMBERS)
 
 
 def check_vector(value: Any, spec: ModelSpec, name: str) -> list[float] | str:
-    """The vector as a list of floats, or a problem naming the vector and what is wrong."""
+    """The vector as a list of floats, or a problem naming the vector and what is wrong.
+
+    A list (or tuple) of the model's dimension whose elements add up to a finite float holds finite
+    numbers only, and is returned as it is (a tuple as a list); anything else is read by numpy, which
+    names the problem.
+    """
+    if type(value) in (list, tuple) and len(value) == spec.dimension:
+        total = _total(value)
+        if type(total) is float and math.isfinite(total):
+            return value if type(value) is list else list(value)
     try:
         array: NDArray[np.float64] = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
@@ -239,7 +264,8 @@ def check_vector(value: Any, spec: ModelSpec, name: str) -> list[float] | str:
     if not np.all(np.isfinite(array)):
         bad = int(np.flatnonzero(~np.isfinite(array))[0])
         return f"vector {name!r} has a non-finite value at index {bad}"
-    return [float(x) for x in array]
+    found: list[float] = array.tolist()
+    return found
 
 
 def query_text(query: Any) -> str | None:

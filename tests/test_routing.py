@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 from qdrant_client import models
 
@@ -71,6 +72,75 @@ def test_a_writes_vectors_are_split_by_role_and_checked() -> None:
     assert routing.check_vector([1.0, float("nan"), 0, 0, 0, 0], WIDE, "wide") == (
         "vector 'wide' has a non-finite value at index 1"
     )
+
+
+def test_a_valid_list_of_floats_is_passed_on_as_given_not_copied() -> None:
+    vector = [0.5, -1.0, 2.0, 0.0, 1e-30, 3.0]
+    assert routing.check_vector(vector, WIDE, "wide") is vector  # checked in one pass, not rebuilt
+    assert routing.check_vector(tuple(vector), WIDE, "wide") == vector
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        np.array([0.5, -1.0, 2.0, 0.0, 1.0, 3.0]),
+        np.array([0.5, -1.0, 2.0, 0.0, 1.0, 3.0], dtype=np.float32),
+        np.array([1, -1, 2, 0, 1, 3]),
+        [1, -1, 2, 0, 1, 3],
+        [np.float32(0.5), np.float64(-1.0), 2, 0, 1, 3],
+        (1, -1, 2, 0, 1, 3),
+    ],
+    ids=["float64-array", "float32-array", "int-array", "ints", "numpy-scalars", "int-tuple"],
+)
+def test_arrays_ints_and_numpy_scalars_become_a_list_of_floats(value: Any) -> None:
+    checked = routing.check_vector(value, WIDE, "wide")
+    assert isinstance(checked, list) and all(type(x) is float for x in checked)
+    assert checked == pytest.approx(
+        [0.5 if isinstance(value[0], float | np.floating) else 1.0, -1, 2, 0, 1, 3]
+    )
+    assert routing.is_dense(value)
+
+
+def test_finite_values_whose_sum_overflows_are_a_valid_vector() -> None:
+    assert routing.check_vector([1e308] * 6, WIDE, "wide") == [1e308] * 6
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ([1.0, 2.0, float("inf"), 0.0, 0.0, 0.0], "non-finite value at index 2"),
+        ([1.0, 2.0, float("-inf"), float("inf"), 0.0, 0.0], "non-finite value at index 2"),
+        (np.array([1.0, 2.0, 3.0, np.nan, 0.0, 0.0]), "non-finite value at index 3"),
+        ([0.1] * 5, "has 5 dimensions, but wide:v1"),
+        (np.zeros(7, dtype=np.float32), "has 7 dimensions, but wide:v1"),
+        ([[0.1] * 6], "not a flat list of numbers (shape (1, 6))"),
+        ([0.1, 0.2, "x", 0.0, 0.0, 0.0], "not a list of numbers"),
+        ([0.1, 0.2, None, 0.0, 0.0, 0.0], "non-finite value at index 2"),  # numpy reads None as NaN
+        ("not numbers", "not a list of numbers"),
+    ],
+)
+def test_a_bad_vector_is_named_with_its_problem(value: Any, problem: str) -> None:
+    found = routing.check_vector(value, WIDE, "wide")
+    assert isinstance(found, str) and found.startswith("vector 'wide' ") and problem in found
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        [],
+        [[0.1, 0.2], [0.3, 0.4]],  # a multivector
+        [0.1, [0.2]],
+        [0.1, "x"],
+        [0.1, None],
+        [models.Document(text="a", model="m")],
+        np.zeros((2, 3)),
+        models.SparseVector(indices=[1], values=[0.5]),
+        "text",
+    ],
+    ids=["empty", "multivector", "nested", "str", "none", "document", "2-d", "sparse", "text"],
+)
+def test_what_is_not_a_dense_vector(value: Any) -> None:
+    assert not routing.is_dense(value)
 
 
 def test_resolve_lists_what_to_embed_and_refuses_a_bad_batch_whole() -> None:
