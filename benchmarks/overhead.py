@@ -126,6 +126,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-async", action="store_true", help="skip the async twin")
     parser.add_argument("--seed", type=int, default=0, help="random seed for the vectors")
     parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall time (default), or the process's CPU time: steadier on a machine others load, but blind "
+        "to waiting (the async twin's hand-over to its worker thread)",
+    )
+    parser.add_argument(
         "--blas-threads",
         type=int,
         default=1,
@@ -155,6 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             reps=args.reps,
             sample_seconds=args.sample_ms / 1e3,
             seed=args.seed,
+            clock=time.process_time if args.clock == "cpu" else time.perf_counter,
             on_row=lambda row: _write(_format_row(row)),
         )
     _write("overhead = median over the repetitions of wrapped - raw, per query or per point written.")
@@ -189,6 +197,7 @@ def run(
     reps: int = 41,
     sample_seconds: float = 0.005,
     seed: int = 0,
+    clock: Callable[[], float] = time.perf_counter,
     on_row: Callable[[Row], None] | None = None,
 ) -> list[Row]:
     """Measure every (api, state, call) and return the rows (``on_row`` sees each as soon as it is measured).
@@ -202,6 +211,7 @@ def run(
         reps: samples of each side; the median is reported.
         sample_seconds: a sample loops calls until it lasts about this long.
         seed: random seed.
+        clock: what a sample is timed with.
         on_row: called with each row as it is measured.
     """
     rows: list[Row] = []
@@ -214,9 +224,9 @@ def run(
     for api in apis:
         rng = np.random.default_rng(seed)
         if api == "sync":
-            _run_sync(states, points, dims, batches, reps, sample_seconds, rng, keep)
+            _run_sync(states, points, dims, batches, reps, sample_seconds, clock, rng, keep)
         else:
-            asyncio.run(_run_async(states, points, dims, batches, reps, sample_seconds, rng, keep))
+            asyncio.run(_run_async(states, points, dims, batches, reps, sample_seconds, clock, rng, keep))
     return rows
 
 
@@ -307,6 +317,7 @@ def _run_sync(
     batches: Sequence[int],
     reps: int,
     sample_seconds: float,
+    clock: Callable[[], float],
     rng: Any,
     keep: Callable[[Row], None],
 ) -> None:
@@ -323,7 +334,7 @@ def _run_sync(
         def wrapped_query(case: _Case = case, query: list[float] = query) -> Any:
             return lattice.query_points(case.collection, query=query, using=case.using, limit=10)
 
-        times = _race(raw_query, wrapped_query, reps, sample_seconds)
+        times = _race(raw_query, wrapped_query, reps, sample_seconds, clock)
         keep(_row("sync", state, "query_points", 1, times))
         for batch in batches:
             given, written = _workload(case, dims, batch, rng)
@@ -334,7 +345,7 @@ def _run_sync(
             def wrapped_upsert(case: _Case = case, given: list[models.PointStruct] = given) -> Any:
                 return lattice.upsert(case.collection, given)
 
-            times = _race(raw_upsert, wrapped_upsert, reps, sample_seconds)
+            times = _race(raw_upsert, wrapped_upsert, reps, sample_seconds, clock)
             keep(_row("sync", state, "upsert", batch, times))
     client.close()
 
@@ -346,6 +357,7 @@ async def _run_async(
     batches: Sequence[int],
     reps: int,
     sample_seconds: float,
+    clock: Callable[[], float],
     rng: Any,
     keep: Callable[[Row], None],
 ) -> None:
@@ -363,7 +375,7 @@ async def _run_async(
         async def wrapped_query(case: _Case = case, query: list[float] = query) -> Any:
             return await lattice.query_points(case.collection, query=query, using=case.using, limit=10)
 
-        times = await _race_async(raw_query, wrapped_query, reps, sample_seconds)
+        times = await _race_async(raw_query, wrapped_query, reps, sample_seconds, clock)
         keep(_row("async", state, "query_points", 1, times))
         for batch in batches:
             given, written = _workload(case, dims, batch, rng)
@@ -374,7 +386,7 @@ async def _run_async(
             async def wrapped_upsert(case: _Case = case, given: list[models.PointStruct] = given) -> Any:
                 return await lattice.upsert(case.collection, given)
 
-            times = await _race_async(raw_upsert, wrapped_upsert, reps, sample_seconds)
+            times = await _race_async(raw_upsert, wrapped_upsert, reps, sample_seconds, clock)
             keep(_row("async", state, "upsert", batch, times))
     await client.close()
 
@@ -406,7 +418,11 @@ def _calls_per_sample(once: float, sample_seconds: float) -> int:
 
 
 def _race(
-    raw: Callable[[], object], wrapped: Callable[[], object], reps: int, sample_seconds: float
+    raw: Callable[[], object],
+    wrapped: Callable[[], object],
+    reps: int,
+    sample_seconds: float,
+    clock: Callable[[], float],
 ) -> tuple[float, float, float]:
     """Median seconds per call of each side, and the median of their differences, rep by rep (a rep is one
     sample of each side, back to back, in alternating order)."""
@@ -414,18 +430,18 @@ def _race(
     number = []
     for call in calls:
         call()  # warm up (first-call costs, caches)
-        start = time.perf_counter()
+        start = clock()
         call()
-        number.append(_calls_per_sample(time.perf_counter() - start, sample_seconds))
+        number.append(_calls_per_sample(clock() - start, sample_seconds))
     n = min(number)  # the same number of calls on both sides
     samples: tuple[list[float], list[float]] = ([], [])
     for rep in range(reps):
         for side in (0, 1) if rep % 2 == 0 else (1, 0):
             call = calls[side]
-            start = time.perf_counter()
+            start = clock()
             for _ in range(n):
                 call()
-            samples[side].append((time.perf_counter() - start) / n)
+            samples[side].append((clock() - start) / n)
     return _medians(samples)
 
 
@@ -434,24 +450,25 @@ async def _race_async(
     wrapped: Callable[[], Awaitable[object]],
     reps: int,
     sample_seconds: float,
+    clock: Callable[[], float],
 ) -> tuple[float, float, float]:
     """:func:`_race` for coroutines, awaited one after the other on the running loop."""
     calls = (raw, wrapped)
     number = []
     for call in calls:
         await call()
-        start = time.perf_counter()
+        start = clock()
         await call()
-        number.append(_calls_per_sample(time.perf_counter() - start, sample_seconds))
+        number.append(_calls_per_sample(clock() - start, sample_seconds))
     n = min(number)
     samples: tuple[list[float], list[float]] = ([], [])
     for rep in range(reps):
         for side in (0, 1) if rep % 2 == 0 else (1, 0):
             call = calls[side]
-            start = time.perf_counter()
+            start = clock()
             for _ in range(n):
                 await call()
-            samples[side].append((time.perf_counter() - start) / n)
+            samples[side].append((clock() - start) / n)
     return _medians(samples)
 
 
