@@ -452,8 +452,10 @@ class LatticeClient:
             result: models.UpdateResult | None = None
             for destination in strategy.destinations(collection_name, required):
                 stamp = destination.stamp
+                # built without validating again: the caller's points were, and the routed vectors were
+                # checked (validating a 768-dimension vector costs more than routing the point)
                 batch = [
-                    models.PointStruct(
+                    models.PointStruct.model_construct(
                         id=p.id,
                         vector=destination.vectors_of(resolved.roles[i], resolved.extras[i]),
                         payload={
@@ -824,7 +826,7 @@ class LatticeClient:
             writes = []
             for destination in strategy.destinations(collection_name, required):
                 batch = [
-                    models.PointVectors(
+                    models.PointVectors.model_construct(
                         id=p.id, vector=destination.vectors_of(resolved.roles[i], resolved.extras[i])
                     )
                     for i, p in enumerate(points)

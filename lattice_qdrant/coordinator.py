@@ -255,6 +255,7 @@ class Migration:
         self._unsettled: _Unsettled | None = None
         self._appended: str | None = None  # the token of the last history entry this object appended
         self._strategy: MigrationStrategy | None = None
+        self._strategy_seen: MigrationPlan | None = None  # a plan object known to equal the strategy's
 
     # ----------------------------------------------------------------- reading
 
@@ -305,8 +306,13 @@ class Migration:
     def strategy_of(self, snap: Snapshot) -> MigrationStrategy:
         """The strategy of ``snap``'s plan (read-only)."""
         with self._lock:
-            if self._strategy is None or self._strategy.plan != snap.plan:
+            # the plan object last found to be the strategy's is the common case (one snapshot serves the
+            # calls of a refresh interval): no comparison of the plans, field by field
+            if self._strategy is None or (
+                snap.plan is not self._strategy_seen and self._strategy.plan != snap.plan
+            ):
                 self._strategy = strategy_for(snap.plan)
+            self._strategy_seen = snap.plan
             return self._strategy
 
     def coverage(self) -> Coverage:

@@ -129,6 +129,8 @@ class Snapshot:
     state: MigrationState
     epoch: int
     record: dict[str, Any]
+    #: :func:`route`'s answers by coverage (a snapshot never changes, and every routed call asks)
+    _routes: dict[float, Routing] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     @property
     def backup_id(self) -> str | None:
@@ -184,6 +186,9 @@ def needs_coverage(snap: Snapshot) -> bool:
 
 def route(snap: Snapshot, coverage: float) -> Routing:
     """The routes of ``snap`` at ``coverage`` (0-1), with the vector names they use."""
+    known = snap._routes.get(coverage)
+    if known is not None:
+        return known
     plan, state = snap.plan, snap.state
     query = query_route(state, coverage, plan.policy)
     write = write_route(state)
@@ -193,17 +198,22 @@ def route(snap: Snapshot, coverage: float) -> Routing:
         WriteRoute.TARGET: (plan.target_vector,),
     }[write]
     query_vector = plan.target_vector if query == QueryRoute.TARGET else plan.source_vector
-    return Routing(write=write, query=query, query_vector=query_vector, write_vectors=vectors)
+    found = Routing(write=write, query=query, query_vector=query_vector, write_vectors=vectors)
+    if len(snap._routes) < 64:  # coverage readings of one snapshot's life: a few
+        snap._routes[coverage] = found
+    return found
+
+
+_ROLES: dict[WriteRoute, tuple[Role, ...]] = {
+    WriteRoute.LEGACY: ("source",),
+    WriteRoute.DUAL_WRITE: ("source", "target"),
+    WriteRoute.TARGET: ("target",),
+}
 
 
 def roles(write: WriteRoute) -> tuple[Role, ...]:
     """The roles a write route writes: the source model's vector, the target's, or both."""
-    found: dict[WriteRoute, tuple[Role, ...]] = {
-        WriteRoute.LEGACY: ("source",),
-        WriteRoute.DUAL_WRITE: ("source", "target"),
-        WriteRoute.TARGET: ("target",),
-    }
-    return found[write]
+    return _ROLES[write]
 
 
 # --------------------------------------------------------------------------- values

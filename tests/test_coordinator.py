@@ -580,3 +580,22 @@ def test_two_processes_racing_on_a_server_exactly_one_wins(
     assert sorted(o.split()[0] for o in outputs) == ["lost", "won"], outputs
     final = planned.snapshot(refresh=True).state
     assert final.status == lq.Status.CANCELLED or final.phase == lq.Phase.ROLLBACK_WINDOW
+
+
+def test_the_strategy_is_kept_across_rereads_of_an_unchanged_plan_and_compared_once(
+    planned: lq.Migration, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = planned.strategy_of(planned.snapshot())
+    again = planned.snapshot(refresh=True)  # a new plan object, equal to the first
+    plan_class = type(again.plan)
+    compared: list[Any] = []
+    original = plan_class.__eq__
+
+    def counting(self: Any, other: Any) -> bool:
+        compared.append(other)
+        return bool(original(self, other))
+
+    monkeypatch.setattr(plan_class, "__eq__", counting)
+    assert planned.strategy_of(again) is first
+    assert planned.strategy_of(again) is first  # a routed call of the refresh interval: no comparison
+    assert len(compared) == 1

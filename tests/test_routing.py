@@ -74,6 +74,13 @@ def test_a_writes_vectors_are_split_by_role_and_checked() -> None:
     )
 
 
+def test_a_snapshot_routes_once_per_coverage() -> None:
+    migrating = snap(Strategy.IN_PLACE)
+    assert routing.route(migrating, 0.0) is routing.route(migrating, 0.0)
+    assert routing.route(migrating, 0.5) == routing.route(migrating, 0.0)
+    assert routing.route(snap(Strategy.IN_PLACE, WINDOW), 0.0).query == QueryRoute.TARGET
+
+
 def test_a_valid_list_of_floats_is_passed_on_as_given_not_copied() -> None:
     vector = [0.5, -1.0, 2.0, 0.0, 1e-30, 3.0]
     assert routing.check_vector(vector, WIDE, "wide") is vector  # checked in one pass, not rebuilt
