@@ -451,18 +451,15 @@ class LatticeClient:
             options = kwargs if narrowed is None else {**kwargs, "update_filter": narrowed}
             result: models.UpdateResult | None = None
             for destination in strategy.destinations(collection_name, required):
-                stamp = destination.stamp
+                stamp = {MODEL_FIELD: destination.stamp.model_id, VERSION_FIELD: destination.stamp.version}
+                vectors_of, by_role, extras = destination.vectors_of, resolved.roles, resolved.extras
                 # built without validating again: the caller's points were, and the routed vectors were
                 # checked (validating a 768-dimension vector costs more than routing the point)
                 batch = [
                     models.PointStruct.model_construct(
                         id=p.id,
-                        vector=destination.vectors_of(resolved.roles[i], resolved.extras[i]),
-                        payload={
-                            **(p.payload or {}),
-                            MODEL_FIELD: stamp.model_id,
-                            VERSION_FIELD: stamp.version,
-                        },
+                        vector=vectors_of(by_role[i], extras[i]),
+                        payload={**p.payload, **stamp} if p.payload else stamp.copy(),
                     )
                     for i, p in enumerate(structs)
                 ]

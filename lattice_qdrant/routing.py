@@ -334,7 +334,24 @@ def split(
     ``ambiguous`` is the problem to report when a plain vector could be either model's (the strategy's
     wording; by default it names the vectors).
     """
-    names = {"source": plan.source_vector, "target": plan.target_vector}
+    source_name, target_name = plan.source_vector, plan.target_vector
+    if type(value) is dict and source_name != target_name:
+        # the common case, first and without the general machinery: a dict of named vectors, each name
+        # belonging to at most one role (a name no longer written, e.g. the source after finalize, is left
+        # out; a name outside the migration passes through)
+        by_role: dict[str, Any] = {}
+        others: dict[str, Any] = {}
+        for name, item in value.items():
+            if name == source_name:
+                if "source" in required:
+                    by_role["source"] = item
+            elif name == target_name:
+                if "target" in required:
+                    by_role["target"] = item
+            else:
+                others[name] = item
+        return by_role, others
+    names = {"source": source_name, "target": target_name}
     specs = {"source": plan.source, "target": plan.target}
 
     def by_dimension(vector: Any, among: Sequence[Role]) -> Role | None:
@@ -427,6 +444,7 @@ def resolve(
     """
     specs = {"source": plan.source, "target": plan.target}
     names = {"source": plan.source_vector, "target": plan.target_vector}
+    routed = [(role, specs[role], names[role]) for role in required]
     problems: list[tuple[Any, str]] = []
     out = Resolution(roles=[], extras=[], pending={role: [] for role in required})
     for index, (pid, part) in enumerate(zip(ids, splits, strict=True)):
@@ -439,8 +457,7 @@ def resolve(
         vectors: dict[str, list[float]] = {}
         empty: list[str] = []
         must = fill[index] if fill is not None else True
-        for role in required:
-            spec, name = specs[role], names[role]
+        for role, spec, name in routed:
             found = given.get(role)
             if found is None:
                 if not must:

@@ -74,6 +74,17 @@ def test_a_writes_vectors_are_split_by_role_and_checked() -> None:
     )
 
 
+def test_a_dict_of_named_vectors_splits_by_name() -> None:
+    plan = snap(Strategy.IN_PLACE).plan
+    value = {"src": [1.0] * 4, "wide": [2.0] * 6, "other": [3.0]}
+    assert routing.split(value, plan, ("source", "target")) == (
+        {"source": [1.0] * 4, "target": [2.0] * 6},
+        {"other": [3.0]},
+    )
+    # a name no longer written (the source vector after finalize) is left out, not passed through
+    assert routing.split(value, plan, ("target",)) == ({"target": [2.0] * 6}, {"other": [3.0]})
+
+
 def test_a_snapshot_routes_once_per_coverage() -> None:
     migrating = snap(Strategy.IN_PLACE)
     assert routing.route(migrating, 0.0) is routing.route(migrating, 0.0)

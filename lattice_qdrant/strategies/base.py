@@ -255,7 +255,10 @@ class MigrationStrategy(ABC):
         names = {"source": plan.source_vector, "target": plan.target_vector}
 
         def both(roles: dict[str, list[float]], extra: dict[str, Any]) -> dict[str, Any]:
-            return {**extra, **{names[r]: v for r, v in roles.items()}}
+            out = dict(extra) if extra else {}
+            for role, vector in roles.items():
+                out[names[role]] = vector
+            return out
 
         return [Destination(collection_name, both, plan.target if "target" in required else plan.source)]
 
