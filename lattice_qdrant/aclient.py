@@ -10,7 +10,9 @@ its lifecycle is awaitable too (:class:`AsyncMigration`).
 and executed by the sync :class:`~lattice_qdrant.client.LatticeClient`. The twin holds one and runs each
 routed call, and each lifecycle step, in a worker thread (``asyncio.to_thread``, the loop's default
 executor), so nothing of the routing is written twice and the event loop is never blocked by embedding
-(CPU-bound) or by the several requests a routed call may make. Pass-through methods are the user's
+(CPU-bound) or by the several requests a routed call may make. One exception: in local mode, whose own
+requests run on the loop, a ``query_points`` whose query is not text (a vector) embeds nothing and runs on
+the loop too (the hand-over to a thread costs more than its routing). Pass-through methods are the user's
 ``AsyncQdrantClient``'s, awaited natively. The sync executor reaches Qdrant through:
 
 * for a server, a ``QdrantClient`` built from the async client's ``init_options`` (the same URL, key,
@@ -56,7 +58,7 @@ from .coordinator import DEFAULT_REFRESH_INTERVAL, Migration
 from .embedders import Embedder, EmbedderSettings
 from .errors import AsyncClientError, ConfigError, MigrationError
 from .plan import MigrationPlan
-from .routing import Coverage, Inference, Routing, Snapshot
+from .routing import Coverage, Inference, Routing, Snapshot, query_text
 from .spec import ModelSpec
 from .state import MigrationState
 from .store import CONTROL_COLLECTION, LocalStore, RetryPolicy, Store, backend_for
@@ -249,6 +251,9 @@ class _LocalFace:
                 result = found(*args, **kwargs)
                 return _drive(result, name) if inspect.iscoroutine(result) else result
 
+        # kept: the store asks for a method on every request, and wrapping it anew cost more than routing
+        # (the async client's methods are bound once; a value that is not callable is read each time)
+        self.__dict__[name] = call
         return call
 
     def __repr__(self) -> str:
@@ -567,7 +572,12 @@ class AsyncLatticeClient:
     async def query_points(self, *args: Any, **kwargs: Any) -> models.QueryResponse:
         """``query_points`` with ``using`` and the query embedding chosen by the migration, as the sync
         wrapper's :meth:`~lattice_qdrant.client.LatticeClient.query_points` (``mode``, ``missing`` and
-        ``read_repair`` too)."""
+        ``read_repair`` too).
+
+        In local mode a query that is not text (a vector) embeds nothing, and runs on the loop as local
+        mode's own requests do: handing it to a worker thread would cost more than routing it."""
+        if self._local is not None and query_text(args[1] if len(args) > 1 else kwargs.get("query")) is None:
+            return self.sync.query_points(*args, **kwargs)
         return cast(models.QueryResponse, await self._routed("query_points", args, kwargs))
 
     async def query_batch_points(self, *args: Any, **kwargs: Any) -> list[models.QueryResponse]:

@@ -551,3 +551,44 @@ async def test_embedding_never_blocks_the_event_loop(
         await twin.close()
     else:
         await setup.close()
+
+
+@run
+async def test_in_local_mode_a_vector_query_runs_on_the_loop_and_a_text_query_in_a_thread(
+    twin: lq.AsyncLatticeClient,
+    names: Any,
+    legacy: HashEmbedder,
+    modern: HashEmbedder,
+    source_spec: lq.ModelSpec,
+    target_spec: lq.ModelSpec,
+) -> None:
+    # a vector query embeds nothing: handing it to a thread would cost more than its routing
+    twin.add_embedder("legacy", legacy)
+    twin.add_embedder("modern", modern)
+    docs = names("docs")
+    await migrating(twin, docs, legacy, source_spec, target_spec)
+    seen: list[threading.Thread] = []
+    routed = twin.sync.query_points
+
+    def watched(*args: Any, **kwargs: Any) -> Any:
+        seen.append(threading.current_thread())
+        return routed(*args, **kwargs)
+
+    twin.sync.query_points = watched  # type: ignore[method-assign]
+    vector = legacy.embed(["a cat"])[0].tolist()
+    by_vector = await twin.query_points(docs, vector, limit=3)
+    by_keyword = await twin.query_points(docs, query=vector, limit=3)
+    by_text = await twin.query_points(docs, models.Document(text="a cat", model="m"), limit=3, mode="routed")
+    assert seen[0] is seen[1] is threading.current_thread()
+    assert seen[2] is not threading.current_thread()
+    assert (
+        [p.id for p in by_vector.points]
+        == [p.id for p in by_keyword.points]
+        == [p.id for p in by_text.points]
+    )
+
+
+def test_the_local_face_wraps_each_method_once(aqdrant: AsyncQdrantClient) -> None:
+    face = aclient._LocalFace(aqdrant)
+    assert face.query_points is face.query_points  # not wrapped anew on every request
+    assert face.init_options == aqdrant.init_options
