@@ -150,7 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     with _blas_limit(args.blas_threads) as blas:
         _write(
-            f"medians of {args.reps} interleaved samples of {args.sample_ms:g} ms each; BLAS threads: {blas}"
+            f"medians of {args.reps} interleaved samples of {args.sample_ms:g} ms each ({args.clock} time); "
+            f"BLAS threads: {blas}"
         )
         _write(_format_row(None))
         rows = run(

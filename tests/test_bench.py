@@ -10,6 +10,7 @@ import pytest
 
 from benchmarks import backends as bench_backends
 from benchmarks import backfill as bench_backfill
+from benchmarks import overhead as bench_overhead
 from benchmarks import quality as bench_quality
 
 
@@ -53,6 +54,44 @@ def test_backfill_benchmark_without_latencies_prints_no_throughput_table(
     argv = ["--points", "16", "--model", "hash", "--latency-ms", "--rss-sizes", "--scale-sizes"]
     assert bench_backfill.main(argv) == 0
     assert "throughput" not in capsys.readouterr().out
+
+
+def test_overhead_benchmark_compares_raw_and_wrapped_in_every_state(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    out = tmp_path / "overhead.json"
+    argv = ["--points", "12", "--dims", "8", "16", "--batches", "1", "3", "--reps", "2", "--sample-ms", "0.1"]
+    assert bench_overhead.main([*argv, "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "raw µs" in printed and "overhead µs" in printed and "raw does the same work by hand" in printed
+    rows = json.loads(out.read_text())["rows"]
+    expected = [
+        (api, state, call, batch)
+        for api in ("sync", "async")
+        for state in bench_overhead.STATES
+        for call, batch in (("query_points", 1), ("upsert", 1), ("upsert", 3))
+    ]
+    assert [(r["api"], r["state"], r["call"], r["batch"]) for r in rows] == expected
+    for row in rows:
+        assert row["raw_us"] > 0 and row["wrapped_us"] > 0
+        per_query = row["call"] == "query_points"
+        assert row["unit"] == ("query" if per_query else "point")
+        assert row["target_us"] == (
+            bench_overhead.QUERY_TARGET_US if per_query else bench_overhead.POINT_TARGET_US
+        )
+        assert row["ok"] == (row["overhead_us"] <= row["target_us"])
+    assert "targets: 50 µs per query, 15 µs per point" in printed
+
+
+def test_overhead_benchmark_runs_one_api_and_state_on_the_cpu_clock(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["--points", "6", "--dims", "4", "8", "--batches", "2", "--reps", "1", "--sample-ms", "0.1"]
+    assert bench_overhead.main([*argv, "--no-async", "--states", "finalized", "--clock", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "(cpu time)" in printed
+    lines = [line for line in printed.splitlines() if line.startswith("sync ")]
+    assert len(lines) == 2 and all("finalized" in line for line in lines)
 
 
 @pytest.mark.model
