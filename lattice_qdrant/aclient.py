@@ -10,10 +10,12 @@ its lifecycle is awaitable too (:class:`AsyncMigration`).
 and executed by the sync :class:`~lattice_qdrant.client.LatticeClient`. The twin holds one and runs each
 routed call, and each lifecycle step, in a worker thread (``asyncio.to_thread``, the loop's default
 executor), so nothing of the routing is written twice and the event loop is never blocked by embedding
-(CPU-bound) or by the several requests a routed call may make. One exception: in local mode, whose own
-requests run on the loop, a ``query_points`` whose query is not text (a vector) embeds nothing and runs on
-the loop too (the hand-over to a thread costs more than its routing). Pass-through methods are the user's
-``AsyncQdrantClient``'s, awaited natively. The sync executor reaches Qdrant through:
+(CPU-bound) or by the several requests a routed call may make. The exceptions are in local mode, whose own
+requests run on the loop: a ``query_points`` whose query is not text (a vector), and an ``upsert`` whose
+vectors are all given, embed nothing and run on the loop too, since the hand-over to a thread costs more
+than their routing (an upsert that would embed stops before writing anything, and runs in the thread).
+Pass-through methods are the user's ``AsyncQdrantClient``'s, awaited natively. The sync executor reaches
+Qdrant through:
 
 * for a server, a ``QdrantClient`` built from the async client's ``init_options`` (the same URL, key,
   timeouts, gRPC choice; ``check_compatibility`` off, as the async client checks), or the ``sync_client``
@@ -52,7 +54,7 @@ import httpx
 from qdrant_client import AsyncQdrantClient, QdrantClient, models
 
 from . import backups
-from .client import LatticeClient
+from .client import LatticeClient, run_on_loop
 from .client import wrap as wrap_sync
 from .coordinator import DEFAULT_REFRESH_INTERVAL, Migration
 from .embedders import Embedder, EmbedderSettings
@@ -521,7 +523,15 @@ class AsyncLatticeClient:
     # ----------------------------------------------------------------- routed: writes
 
     async def upsert(self, *args: Any, **kwargs: Any) -> models.UpdateResult:
-        """``upsert``, routed as the sync wrapper's :meth:`~lattice_qdrant.client.LatticeClient.upsert`."""
+        """``upsert``, routed as the sync wrapper's :meth:`~lattice_qdrant.client.LatticeClient.upsert`.
+
+        In local mode an upsert whose vectors are all given embeds nothing, and runs on the loop as local
+        mode's own requests do; one that would embed stops before writing anything and runs in a worker
+        thread."""
+        if self._local is not None:
+            done, result = run_on_loop(lambda: self.sync.upsert(*args, **kwargs))
+            if done:
+                return cast(models.UpdateResult, result)
         return cast(models.UpdateResult, await self._routed("upsert", args, kwargs))
 
     def upload_points(self, *args: Any, **kwargs: Any) -> None:

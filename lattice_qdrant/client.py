@@ -33,6 +33,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -48,6 +49,7 @@ from .embedders import Embedder, EmbedderSettings, check_embedder, embed_checked
 from .errors import (
     ConfigError,
     EmbedderError,
+    LatticeError,
     MigrationError,
     MigrationNotFoundError,
     PlanError,
@@ -112,6 +114,26 @@ T = TypeVar("T")
 
 #: Ids a text change re-embeds per request.
 REEMBED_PAGE = 256
+
+#: Set while the async twin runs a routed upsert on its event loop (local mode): an upsert that would embed
+#: stops, before anything is written, with :class:`_Offload`, and the twin runs it again in a worker thread.
+_ON_LOOP: ContextVar[bool] = ContextVar("lattice_qdrant_on_loop", default=False)
+
+
+class _Offload(LatticeError):
+    """The routed call would embed, which must not happen on the event loop (never seen by callers)."""
+
+
+def run_on_loop(call: Callable[[], T]) -> tuple[bool, T | None]:
+    """``(True, call())``, or ``(False, None)`` when ``call`` is an upsert that would embed (it stopped before
+    writing anything, so running it again elsewhere is safe). For the async twin in local mode."""
+    token = _ON_LOOP.set(True)
+    try:
+        return True, call()
+    except _Offload:
+        return False, None
+    finally:
+        _ON_LOOP.reset(token)
 
 
 def wrap(
@@ -647,6 +669,8 @@ class LatticeClient:
         specs = {"source": plan.source, "target": plan.target}
         for role, todo in resolved.pending.items():
             if todo:
+                if _ON_LOOP.get():
+                    raise _Offload(role)
                 spec = specs[role]
                 if self.inference == "server":
                     resolved.defer(role, spec.model_id)
@@ -753,6 +777,12 @@ class LatticeClient:
             raise VectorValidationError(empty)
         if check_only:
             return list(points)
+        if _ON_LOOP.get() and any(
+            isinstance(value, TEXT_TYPES) and value.model in self._embedders
+            for point in points
+            for value in (point.vector.values() if isinstance(point.vector, dict) else [point.vector])
+        ):
+            raise _Offload("unrouted")
         out = []
         for point in points:
             vector = point.vector

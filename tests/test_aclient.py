@@ -592,3 +592,69 @@ def test_the_local_face_wraps_each_method_once(aqdrant: AsyncQdrantClient) -> No
     face = aclient._LocalFace(aqdrant)
     assert face.query_points is face.query_points  # not wrapped anew on every request
     assert face.init_options == aqdrant.init_options
+
+
+@run
+async def test_in_local_mode_an_upsert_with_its_vectors_runs_on_the_loop_and_one_to_embed_in_a_thread(
+    twin: lq.AsyncLatticeClient,
+    names: Any,
+    legacy: HashEmbedder,
+    modern: HashEmbedder,
+    source_spec: lq.ModelSpec,
+    target_spec: lq.ModelSpec,
+) -> None:
+    slow = Slow(modern, 0.0)
+    twin.add_embedder("legacy", legacy)
+    twin.add_embedder("modern", slow)
+    docs = names("docs")
+    migration = await migrating(twin, docs, legacy, source_spec, target_spec)
+    target = migration.plan.target_vector
+    threads: list[threading.Thread] = []
+    embed = slow.embed
+
+    def watched(texts: Sequence[str]) -> Any:
+        threads.append(threading.current_thread())
+        return embed(texts)
+
+    slow.embed = watched  # type: ignore[method-assign]
+    routed, ran_in = twin.sync.upsert, []
+
+    def upsert(*args: Any, **kwargs: Any) -> Any:
+        ran_in.append(threading.current_thread())
+        return routed(*args, **kwargs)
+
+    twin.sync.upsert = upsert  # type: ignore[method-assign]
+    given = {"legacy": legacy.embed(["given"])[0].tolist(), target: modern.embed(["given"])[0].tolist()}
+    await twin.upsert(docs, [models.PointStruct(id=100, vector=given, payload={"text": "given"})])
+    assert threads == [] and ran_in == [threading.current_thread()]  # on the loop, as local mode's own
+    # the target vector left out is embedded from the text, in a worker thread, and written once
+    half = {"legacy": legacy.embed(["half"])[0].tolist()}
+    await twin.upsert(docs, [models.PointStruct(id=101, vector=half, payload={"text": "half"})])
+    assert len(threads) == 1 and threads[0] is not threading.current_thread()
+    assert ran_in[1] is threading.current_thread() and ran_in[2] is threads[0]  # stopped, then run again
+    records = await twin.retrieve(docs, [100, 101], with_vectors=True)
+    stored = {r.id: r.vector for r in records}
+    assert same_direction(stored[100][target], given[target])
+    assert same_direction(stored[101][target], modern.embed(["half"])[0])
+
+
+@run
+async def test_in_local_mode_an_unrouted_document_is_embedded_in_a_thread(
+    twin: lq.AsyncLatticeClient, names: Any, legacy: HashEmbedder
+) -> None:
+    threads: list[threading.Thread] = []
+    embed = legacy.embed
+
+    def watched(texts: Sequence[str]) -> Any:
+        threads.append(threading.current_thread())
+        return embed(texts)
+
+    legacy.embed = watched  # type: ignore[method-assign]
+    twin.add_embedder("legacy", legacy)
+    docs = names("plain")
+    await fill(twin, docs, legacy, n=1)
+    threads.clear()
+    document = models.Document(text="a cat", model="legacy")
+    await twin.upsert(docs, [models.PointStruct(id=5, vector={"legacy": document}, payload={})])
+    assert len(threads) == 1 and threads[0] is not threading.current_thread()
+    assert len(await twin.retrieve(docs, [5])) == 1
