@@ -52,7 +52,7 @@ import lattice_qdrant as lq
 from lattice_qdrant.embedders import HashEmbedder
 from lattice_qdrant.store import MODEL_FIELD, VERSION_FIELD
 
-__all__ = ["POINT_TARGET_US", "QUERY_TARGET_US", "STATES", "Row", "main", "run"]
+__all__ = ["POINT_TARGET_US", "QUERY_TARGET_US", "STATES", "Row", "main", "run", "split_upserts"]
 
 #: the targets: what the wrapper may add to a query, and to each point of an upsert
 QUERY_TARGET_US = 50.0
@@ -176,16 +176,55 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"targets: {QUERY_TARGET_US:g} µs per query, {POINT_TARGET_US:g} µs per point: "
         + ("all met" if not missed else f"{len(missed)} of {len(rows)} missed")
     )
+    splits = split_upserts(rows)
+    if splits:
+        small, large = min(args.batches), max(args.batches)
+        _write(
+            f"an upsert's overhead as a cost per call plus one per point (from the x{small} and x{large} "
+            "rows; an upsert of one point pays both):"
+        )
+        for found in splits:
+            _write(
+                f"  {found['api']:<5} {STATES[found['state']]:<28} {found['per_call_us']:7.1f} µs per call "
+                f"+ {found['per_point_us']:5.1f} µs per point"
+            )
     if args.json is not None:
         payload = {
             "points": args.points,
             "dims": list(args.dims),
             "reps": args.reps,
             "rows": [asdict(row) for row in rows],
+            "upserts": splits,
         }
         args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
         _write(f"wrote {args.json}")
     return 0
+
+
+def split_upserts(rows: Sequence[Row]) -> list[dict[str, Any]]:
+    """Each (api, state)'s upsert overhead as ``per_call_us + per_point_us * points``, fitted through its
+    smallest and largest batch (nothing for a state measured with one batch size)."""
+    found: list[dict[str, Any]] = []
+    keys = dict.fromkeys((row.api, row.state) for row in rows if row.call == "upsert")
+    for api, state in keys:
+        upserts = sorted(
+            (row for row in rows if (row.api, row.state, row.call) == (api, state, "upsert")),
+            key=lambda row: row.batch,
+        )
+        small, large = upserts[0], upserts[-1]
+        if small.batch == large.batch:
+            continue
+        total_small, total_large = small.overhead_us * small.batch, large.overhead_us * large.batch
+        per_point = (total_large - total_small) / (large.batch - small.batch)
+        found.append(
+            {
+                "api": api,
+                "state": state,
+                "per_call_us": total_small - per_point * small.batch,
+                "per_point_us": per_point,
+            }
+        )
+    return found
 
 
 def run(

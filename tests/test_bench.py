@@ -81,6 +81,19 @@ def test_overhead_benchmark_compares_raw_and_wrapped_in_every_state(
         )
         assert row["ok"] == (row["overhead_us"] <= row["target_us"])
     assert "targets: 50 µs per query, 15 µs per point" in printed
+    assert "an upsert's overhead as a cost per call plus one per point (from the x1 and x3 rows" in printed
+    splits = json.loads(out.read_text())["upserts"]
+    assert [(s["api"], s["state"]) for s in splits] == [
+        (api, state) for api in ("sync", "async") for state in bench_overhead.STATES
+    ]
+    for found in splits:
+        one, three = (
+            r["overhead_us"] * r["batch"]
+            for r in rows
+            if (r["api"], r["state"], r["call"]) == (found["api"], found["state"], "upsert")
+        )
+        assert found["per_call_us"] + found["per_point_us"] == pytest.approx(one)
+        assert found["per_call_us"] + 3 * found["per_point_us"] == pytest.approx(three)
 
 
 def test_overhead_benchmark_runs_one_api_and_state_on_the_cpu_clock(
