@@ -75,11 +75,10 @@ from .routing import (
     batched,
     blank,
     check_update_filter,
-    check_vector,
+    dense_vector,
     id_key,
     in_memory,
     inference_mode,
-    is_dense,
     query_text,
     request_options,
     resolve,
@@ -1728,12 +1727,10 @@ class LatticeClient:
             return embed_checked(self.embedder(spec), [query.text], spec)[0].tolist()
         if isinstance(query, models.NearestQuery):
             return query.model_copy(update={"nearest": self._prepare_query(query.nearest, spec, name)})
-        if is_dense(query):
-            checked = check_vector(query, spec, name)
-            if isinstance(checked, str):
-                raise VectorValidationError([(None, f"query vector: {checked}")])
-            return checked
-        return query
+        checked = dense_vector(query, spec, name)
+        if isinstance(checked, str):
+            raise VectorValidationError([(None, f"query vector: {checked}")])
+        return query if checked is None else checked
 
     def _embed_unrouted_query(self, query: Any) -> Any:
         if isinstance(query, TEXT_TYPES) and query.model in self._embedders:

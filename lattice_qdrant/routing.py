@@ -70,6 +70,7 @@ __all__ = [
     "blank",
     "check_update_filter",
     "check_vector",
+    "dense_vector",
     "id_key",
     "in_memory",
     "inference_mode",
@@ -257,10 +258,9 @@ def check_vector(value: Any, spec: ModelSpec, name: str) -> list[float] | str:
     numbers only, and is returned as it is (a tuple as a list); anything else is read by numpy, which
     names the problem.
     """
-    if type(value) in (list, tuple) and len(value) == spec.dimension:
-        total = _total(value)
-        if type(total) is float and math.isfinite(total):
-            return value if type(value) is list else list(value)
+    valid = _valid_at_once(value, spec)
+    if valid is not None:
+        return valid
     try:
         array: NDArray[np.float64] = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
@@ -276,6 +276,24 @@ def check_vector(value: Any, spec: ModelSpec, name: str) -> list[float] | str:
         return f"vector {name!r} has a non-finite value at index {bad}"
     found: list[float] = array.tolist()
     return found
+
+
+def _valid_at_once(value: Any, spec: ModelSpec) -> list[float] | None:
+    """``value`` as a list when one pass shows it a valid vector of ``spec`` (see :func:`check_vector`)."""
+    if type(value) in (list, tuple) and len(value) == spec.dimension:
+        total = _total(value)
+        if type(total) is float and math.isfinite(total):
+            return value if type(value) is list else list(value)
+    return None
+
+
+def dense_vector(value: Any, spec: ModelSpec, name: str) -> list[float] | str | None:
+    """:func:`check_vector` of ``value`` if it is a dense vector (:func:`is_dense`), else ``None``; a valid
+    list is told in one pass."""
+    valid = _valid_at_once(value, spec)
+    if valid is not None:
+        return valid
+    return check_vector(value, spec, name) if is_dense(value) else None
 
 
 def query_text(query: Any) -> str | None:

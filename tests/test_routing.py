@@ -276,3 +276,13 @@ def test_a_schema_change_elsewhere_is_recognised_from_the_refusal() -> None:
     assert routing.schema_moved("Wrong input: Not existing vector name error: legacy")
     assert routing.schema_moved("Vector 'x' does not exist")
     assert not routing.schema_moved("timed out")
+
+
+def test_dense_vector_checks_a_dense_vector_and_leaves_anything_else() -> None:
+    vector = [0.5, -1.0, 2.0, 0.0, 1.0, 3.0]
+    assert routing.dense_vector(vector, WIDE, "wide") is vector
+    assert routing.dense_vector(np.ones(6, dtype=np.float32), WIDE, "wide") == [1.0] * 6
+    assert "has 5 dimensions" in str(routing.dense_vector([0.1] * 5, WIDE, "wide"))
+    assert "non-finite" in str(routing.dense_vector([float("nan")] * 6, WIDE, "wide"))
+    for other in ([[0.1] * 6, [0.2] * 6], models.SparseVector(indices=[1], values=[0.5]), 7):
+        assert routing.dense_vector(other, WIDE, "wide") is None
