@@ -176,6 +176,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"targets: {QUERY_TARGET_US:g} µs per query, {POINT_TARGET_US:g} µs per point: "
         + ("all met" if not missed else f"{len(missed)} of {len(rows)} missed")
     )
+    if missed:
+        _write(
+            "  what a miss is made of: the routing of a call in Python (see the split below) and one pass "
+            "over each vector given (sum(), in C, a few ns a value: a dual-written point has both vectors); "
+            "rows whose raw call takes a millisecond or more vary by tens of µs from run to run on a busy "
+            "machine (compare runs, or --clock cpu)"
+        )
     splits = split_upserts(rows)
     if splits:
         small, large = min(args.batches), max(args.batches)
