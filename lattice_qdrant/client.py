@@ -474,10 +474,11 @@ class LatticeClient:
             for destination in strategy.destinations(collection_name, required):
                 stamp = {MODEL_FIELD: destination.stamp.model_id, VERSION_FIELD: destination.stamp.version}
                 vectors_of, by_role, extras = destination.vectors_of, resolved.roles, resolved.extras
-                # built without validating again: the caller's points were, and the routed vectors were
-                # checked (validating a 768-dimension vector costs more than routing the point)
+                # built without validating the routed vectors again (they were checked, and validating a
+                # 768-dimension vector costs more than routing the point); a point with vectors outside the
+                # migration (sparse ones, say, perhaps given as plain data) is validated as before
                 batch = [
-                    models.PointStruct.model_construct(
+                    (models.PointStruct if extras[i] else models.PointStruct.model_construct)(
                         id=p.id,
                         vector=vectors_of(by_role[i], extras[i]),
                         payload={**p.payload, **stamp} if p.payload else stamp.copy(),
@@ -852,7 +853,7 @@ class LatticeClient:
             writes = []
             for destination in strategy.destinations(collection_name, required):
                 batch = [
-                    models.PointVectors.model_construct(
+                    (models.PointVectors if resolved.extras[i] else models.PointVectors.model_construct)(
                         id=p.id, vector=destination.vectors_of(resolved.roles[i], resolved.extras[i])
                     )
                     for i, p in enumerate(points)

@@ -357,3 +357,34 @@ def test_empty_text_is_refused_on_a_collection_without_a_migration_too(
         lattice.query_points(docs, empty)
     with pytest.raises(lq.VectorValidationError, match="nothing to search for"):
         lattice.query_text(docs, " ")
+
+
+def test_a_vector_outside_the_migration_given_as_plain_data_is_validated_into_its_model(
+    qdrant: QdrantClient, names: Any, legacy: HashEmbedder, modern: HashEmbedder
+) -> None:
+    # the routed vectors are written without validating them again; the others still are (a sparse
+    # vector read from upload_collection's columns is a plain dict until then)
+    lattice = make_lattice(qdrant, names, embedders={"legacy": legacy, "modern": modern})
+    docs = names("docs")
+    qdrant.create_collection(
+        docs,
+        vectors_config={"legacy": models.VectorParams(size=64, distance=models.Distance.COSINE)},
+        sparse_vectors_config={"keywords": models.SparseVectorParams()},
+    )
+    fill = [
+        models.PointStruct(id=1, vector={"legacy": legacy.embed(["a"])[0].tolist()}, payload={"text": "a"})
+    ]
+    qdrant.upsert(docs, fill)
+    migration = lattice.plan(
+        docs, source=legacy.spec("legacy"), target=modern.spec("modern"), source_vector="legacy"
+    )
+    migration.start()
+    keywords = [{"indices": [1, 5], "values": [0.5, 0.25]}]
+    vectors = {
+        "legacy": legacy.embed(["b"]),
+        migration.plan.target_vector: modern.embed(["b"]),
+        "keywords": keywords,
+    }
+    lattice.upload_collection(docs, vectors=vectors, payload=[{"text": "b"}], ids=[2])
+    sparse = qdrant.retrieve(docs, [2], with_vectors=True)[0].vector["keywords"]
+    assert (sparse.indices, sparse.values) == ([1, 5], [0.5, 0.25])
