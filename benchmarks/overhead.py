@@ -25,7 +25,11 @@ load hits both alike; each sample loops enough calls to last ``--sample-ms``. Th
 the medians of each side's samples; the overhead is the median of the differences of the two samples of each
 repetition (taken back to back, so a burst of load elsewhere falls mostly into one repetition), per query, and
 per point for the upserts. It is checked against the targets: at most 50 µs per query and 15 µs per point
-written.
+written. An upsert of one point pays the routing of the call as well as of the point: the upserts' overhead
+is also split into a cost per call and one per point, through the smallest and largest batch. numpy's BLAS
+runs on one thread (``--blas-threads``), since its threads made the raw searches slow and erratic on a busy
+machine; ``--clock cpu`` times the process's CPU time instead of wall time (steadier there, but blind to
+the waiting of a hand-over between threads).
 """
 
 from __future__ import annotations
