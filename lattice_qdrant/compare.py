@@ -861,7 +861,7 @@ def compare(
 
     Raises:
         MigrationNotFoundError: the collection has no migration.
-        ConfigError: no queries, or a bad ``k``.
+        ConfigError: no queries, a bad ``k``, or queries naming relevant ids the collection does not hold.
         StoreError: the target vector does not exist (the migration has not started, or was cancelled).
     """
     cutoffs = checked_ks(ks)
@@ -890,6 +890,9 @@ def compare(
             collection=sides["target"].collection,
             vector=plan.target_vector,
         )
+    # the source collection holds every point until a blue-green finalize drops it for the target's
+    home = sides["source"] if store.collection_exists(sides["source"].collection) else sides["target"]
+    check_relevant_ids(store, home.collection, queries, origin)
     coverage = migration.coverage()
     routing = route(snap, coverage.fraction)
     texts = [q.text for q in specs]

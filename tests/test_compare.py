@@ -366,6 +366,24 @@ def test_compare_needs_queries_and_a_target_vector(
         cmp.compare(lattice, names("other"), labelled_queries())
 
 
+def test_queries_naming_ids_the_collection_does_not_hold_are_refused(
+    started: lq.Migration, lattice: lq.LatticeClient, modern: HashEmbedder
+) -> None:
+    fill_target(started, modern)
+    unknown = [*labelled_queries(), QuerySpec("somewhere else", frozenset({1, 9999, 123456}))]
+    with pytest.raises(
+        lq.ConfigError, match=r"name 2 relevant id\(s\) that .* does not hold: 123456, 9999"
+    ) as err:
+        cmp.compare(lattice, started.collection, unknown, origin="q.jsonl")
+    assert "q.jsonl" in str(err.value) and err.value.key == "queries"
+    # checked after finalize too, against the collection that is left
+    started.cutover()
+    started.finalize(force=True)
+    with pytest.raises(lq.ConfigError, match=r"does not hold: 123456, 9999"):
+        cmp.compare(lattice, started.collection, unknown, sample=2)
+    assert cmp.compare(lattice, started.collection, labelled_queries()).labelled == len(LABELLED)
+
+
 def test_after_cutover_mixed_is_the_target_and_after_finalize_only_the_target_is_searched(
     started: lq.Migration, lattice: lq.LatticeClient, modern: HashEmbedder
 ) -> None:
@@ -604,6 +622,19 @@ def test_compare_cli_errors(cli: Any, tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"query": "cats", "relevant": [1]}\n{"query": "dogs", "relevant": [}\n', encoding="utf-8")
     assert "line 2: not valid JSON" in cli("compare", docs, "--queries", str(bad), code=2).output
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n\n", encoding="utf-8")
+    assert "holds no query" in cli("compare", docs, "--queries", str(empty), "--sample", "3", code=2).output
+    assert (
+        "cannot read the queries file"
+        in cli("compare", docs, "--queries", str(tmp_path / "nope"), code=2).output
+    )
+    unknown = tmp_path / "unknown.jsonl"
+    unknown.write_text(json.dumps({"query": "cats", "relevant": [1, 999]}) + "\n", encoding="utf-8")
+    out = cli("compare", docs, "--queries", str(unknown), code=2).output
+    assert f"the queries {unknown} name 1 relevant id(s) that {docs!r} does not hold: 999" in " ".join(
+        out.split()
+    )
     assert "--k" in cli("compare", docs, "--sample", "3", "--k", "1,x", code=2).output
     assert "no queries" in cli("compare", docs, code=2).output
     assert "at least 1" in cli("compare", docs, "--sample", "0", code=2).output
