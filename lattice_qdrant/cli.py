@@ -351,6 +351,8 @@ def render_status(report: StatusReport) -> str:
                 else ""
             )
         )
+    if report.calibration or report.calibration_hint or report.status != "cancelled":
+        lines.append(f"  scores    {_calibration_line(report)}")
     if report.rollback_window_left is not None:
         lines.append(f"  window    {format_duration(report.rollback_window_left)} left before finalize")
     if report.error:
@@ -359,6 +361,20 @@ def render_status(report: StatusReport) -> str:
         lines.append(f"  paused    {report.reason}")
     lines.append(f"  next      {report.next_step}")
     return "\n".join(lines)
+
+
+def _calibration_line(report: StatusReport) -> str:
+    """What ``status`` says of the score calibration stored with the migration."""
+    found = report.calibration
+    if found is None:
+        line = "not calibrated: a query's score_threshold reaches the target model untranslated"
+        return f"{line}; measure one with: {report.calibration_hint}" if report.calibration_hint else line
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(found["measured_at"]))
+    coverage = "" if found["coverage"] is None else f", at {found['coverage']:.1%} coverage"
+    return (
+        f"calibrated by {found['method']} on {when}: {found['queries']} queries x top {found['k']} "
+        f"({found['source_count']} source, {found['target_count']} target scores){coverage}"
+    )
 
 
 def _show(reports: list[StatusReport], as_json: bool) -> None:

@@ -242,6 +242,11 @@ class StatusReport:
     shard_method: str | None = None
     #: points that mixed queries met without the target vector, queued for the backfill to take first
     traffic_queued: int = 0
+    #: the score calibration stored with the migration (what measured it, when, on how many queries and
+    #: scores, at which coverage; ``None`` when none fits the plan's models), see :func:`calibrate`
+    calibration: dict[str, Any] | None = None
+    #: the command that stores one, when none is and queries are or will be answered by the target model
+    calibration_hint: str | None = None
 
     @property
     def coverage(self) -> float:
@@ -355,12 +360,28 @@ def _status_of(session: Session, collection: str) -> StatusReport:
     report.update(
         strategy.status_extras(session.store, snap), shard_method=_shard_method_of(session, workers)
     )
+    report.update(_calibration_of(migration, state))
     status = StatusReport(**report, next_step="")
     return replace(status, next_step=_next_step(state, strategy, status))
 
 
+def _calibration_of(migration: Migration, state: MigrationState) -> dict[str, Any]:
+    """``status``'s calibration fields: the stored calibration's summary, or how to store one while a
+    query's score_threshold is (or after cutover will be) answered by the target model and both vectors
+    still exist to calibrate with."""
+    found = migration.calibration
+    if found is not None:
+        keys = ("method", "measured_at", "queries", "k", "source_count", "target_count", "coverage")
+        payload = found.to_payload()
+        return {"calibration": {key: payload[key] for key in keys}}
+    if state.finalized or state.status == Status.CANCELLED:
+        return {}
+    return {"calibration_hint": f"lattice-qdrant calibrate {migration.collection}"}
+
+
 def status(session: Session, collections: Sequence[str] | None = None) -> list[StatusReport]:
-    """Show phase, models, coverage, failures, backfill rate and ETA, routing and the next step. Read-only.
+    """Show phase, models, coverage, failures, backfill rate and ETA, routing, score calibration and the
+    next step. Read-only.
 
     One report per collection named, or per migration when none is.
     """

@@ -290,6 +290,71 @@ def test_compare_and_probe_measure_it_and_save_it_when_asked(
     assert migration.calibration == stored and stored.queries == len(CALIBRATION_QUERIES)
 
 
+def test_status_shows_the_stored_calibration_or_how_to_store_one(
+    make_migration: MakeMigration, lattice: lq.LatticeClient, qdrant: Any, names: Any
+) -> None:
+    from lattice_qdrant.cli import render_status
+
+    migration = backfilled(make_migration, lattice)
+    docs = migration.collection
+    session = session_for(qdrant, names)
+    hint = f"lattice-qdrant calibrate {docs}"
+    report = commands.status(session, [docs])[0]
+    assert (report.calibration, report.calibration_hint) == (None, hint)
+    assert report.to_dict()["calibration"] is None and report.to_dict()["calibration_hint"] == hint
+    line = (
+        "  scores    not calibrated: a query's score_threshold reaches the target model untranslated; "
+        f"measure one with: {hint}"
+    )
+    assert line in render_status(report).splitlines()
+
+    found = ScoreCalibration.from_payload({**calibrated(lattice, migration).to_payload(), "measured_at": 0.0})
+    migration.save_calibration(found)
+    report = commands.status(session, [docs])[0]
+    assert report.calibration_hint is None
+    assert report.to_dict()["calibration"] == {
+        "method": "calibrate",
+        "measured_at": 0.0,
+        "queries": len(CALIBRATION_QUERIES),
+        "k": 10,
+        "source_count": found.source_count,
+        "target_count": found.target_count,
+        "coverage": 1.0,
+    }
+    line = (
+        f"  scores    calibrated by calibrate on 1970-01-01 00:00 UTC: {len(CALIBRATION_QUERIES)} queries x "
+        f"top 10 ({found.source_count} source, {found.target_count} target scores), at 100.0% coverage"
+    )
+    assert line in render_status(report).splitlines()
+    probed = ScoreCalibration.from_payload({**found.to_payload(), "method": "probe", "coverage": None})
+    migration.save_calibration(probed)
+    text = render_status(commands.status(session, [docs])[0])
+    assert "calibrated by probe on 1970-01-01 00:00 UTC" in text and "coverage" not in text.split("scores")[1]
+
+
+@pytest.mark.parametrize("end", ["finalize", "cancel"])
+def test_status_gives_no_calibration_hint_once_calibrating_is_past(
+    make_migration: MakeMigration, lattice: lq.LatticeClient, qdrant: Any, names: Any, end: str
+) -> None:
+    from lattice_qdrant.cli import render_status
+
+    migration = backfilled(make_migration, lattice)
+    if end == "finalize":
+        migration.cutover()
+        migration.finalize(force=True)
+    else:
+        migration.cancel()
+    report = commands.status(session_for(qdrant, names), [migration.collection])[0]
+    assert (report.calibration, report.calibration_hint) == (None, None)
+    scores = [line for line in render_status(report).splitlines() if line.startswith("  scores")]
+    # after finalize the target answers, uncalibrated; after a cancel the source does, as it always did
+    assert scores == (
+        ["  scores    not calibrated: a query's score_threshold reaches the target model untranslated"]
+        if end == "finalize"
+        else []
+    )
+
+
 def test_probe_saves_only_with_a_migration(qdrant: Any, names: Any, legacy: HashEmbedder) -> None:
     from conftest import fill_collection
 
@@ -380,6 +445,10 @@ def test_calibrate_through_the_cli(cli: Any, legacy: HashEmbedder, tmp_path: Pat
     assert "calibrate: 100 queries x top 10" in out and "p50" in out and "  target  " in out
     stored = json.loads(cli("calibrate", cli.docs, "--sample", "50", "--json").output)
     assert stored["queries"] == 50 and len(stored["source_quantiles"]) == 101
+    status = json.loads(cli("status", cli.docs, "--json").stdout)[0]
+    assert status["calibration"]["method"] == "calibrate" and status["calibration"]["queries"] == 50
+    assert status["calibration_hint"] is None
+    assert "  scores    calibrated by calibrate on " in cli("status", cli.docs).output
     out = cli("cutover", cli.docs).output
     assert "no score calibration" not in out
 
@@ -395,5 +464,10 @@ def test_a_cutover_without_a_calibration_says_how_to_make_one(cli: Any, legacy: 
     cli("plan", cli.docs, "--source", "legacy", "--target", "modern", "--source-vector", "legacy")
     cli("start", cli.docs)
     cli("backfill", cli.docs)
+    status = json.loads(cli("status", cli.docs, "--json").stdout)[0]
+    assert (
+        status["calibration"] is None and status["calibration_hint"] == f"lattice-qdrant calibrate {cli.docs}"
+    )
+    assert f"measure one with: lattice-qdrant calibrate {cli.docs}" in cli("status", cli.docs).output
     out = cli("cutover", cli.docs).output
     assert "no score calibration is stored" in out and f"lattice-qdrant calibrate {cli.docs}" in out
