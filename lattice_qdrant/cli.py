@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from types import MappingProxyType
-from typing import Annotated, Any, TypeVar, cast
+from typing import Annotated, Any, Protocol, TypeVar, cast
 
 import typer
 from pydantic import BaseModel
@@ -399,6 +399,34 @@ SaveCalibrationOpt = Annotated[
     ),
 ]
 
+#: options several commands share, each with one help text; generic in the value's type where one
+#: command requires the option (``SourceModelOpt[str]``) and another has it optional (``[str | None]``)
+_T = TypeVar("_T")
+SourceModelOpt = Annotated[
+    _T, typer.Option(help="Registered source model (MODEL_ID[:vN]), for a collection not planned yet.")
+]
+TargetModelOpt = Annotated[
+    _T, typer.Option(help="Registered target model (MODEL_ID[:vN]), for a collection not planned yet.")
+]
+SourceVectorOpt = Annotated[
+    _T, typer.Option(help="Named vector holding the source vectors, for a collection not planned yet.")
+]
+TargetVectorOpt = Annotated[
+    str | None,
+    typer.Option(help="Named vector for the target (default: MODEL_ID-vN; reembed: the source vector)."),
+]
+TextFieldOpt = Annotated[
+    str | None, typer.Option(help="Payload field holding the text (default: the plan's, or the setting).")
+]
+QueriesOpt = Annotated[
+    str | None,
+    typer.Option(help='Queries file: JSON lines {"query": ..., "relevant": [ids]} or one text a line.'),
+]
+KsOpt = Annotated[str, typer.Option("--k", help="Cut-offs, comma-separated.")]
+SeedOpt = Annotated[int, typer.Option(help="Seed of the sample.")]
+HtmlOpt = Annotated[str | None, typer.Option("--html", help="Also write a self-contained HTML report.")]
+BackupIdArg = Annotated[str, typer.Argument(help="The backup id (see backups list).")]
+
 
 # --------------------------------------------------------------------------- models
 
@@ -490,13 +518,10 @@ def models_show(
 def plan(
     ctx: typer.Context,
     collection: CollectionArg,
-    source: Annotated[str, typer.Option(help="Registered source model (MODEL_ID[:vN]).")],
-    target: Annotated[str, typer.Option(help="Registered target model (MODEL_ID[:vN]).")],
-    source_vector: Annotated[str, typer.Option(help="Named vector holding the source vectors.")],
-    target_vector: Annotated[
-        str | None,
-        typer.Option(help="Named vector for the target (default: MODEL_ID-vN; reembed: the source vector)."),
-    ] = None,
+    source: SourceModelOpt[str],
+    target: TargetModelOpt[str],
+    source_vector: SourceVectorOpt[str],
+    target_vector: TargetVectorOpt = None,
     options: PlanOpts = _NONE,
     as_json: JsonOpt = False,
 ) -> None:
@@ -769,16 +794,10 @@ def backfill(
 def migrate(
     ctx: typer.Context,
     collection: CollectionArg,
-    source: Annotated[
-        str | None, typer.Option(help="Registered source model (when not planned yet).")
-    ] = None,
-    target: Annotated[
-        str | None, typer.Option(help="Registered target model (when not planned yet).")
-    ] = None,
-    source_vector: Annotated[
-        str | None, typer.Option(help="Named vector holding the source vectors.")
-    ] = None,
-    target_vector: Annotated[str | None, typer.Option(help="Named vector for the target.")] = None,
+    source: SourceModelOpt[str | None] = None,
+    target: TargetModelOpt[str | None] = None,
+    source_vector: SourceVectorOpt[str | None] = None,
+    target_vector: TargetVectorOpt = None,
     plan_options: PlanOpts = _NONE,
     tuning: TuningOpts = _NONE,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before each step.")] = False,
@@ -812,16 +831,10 @@ def migrate(
 def doctor(
     ctx: typer.Context,
     collection: CollectionArg,
-    source: Annotated[
-        str | None, typer.Option(help="Registered source model, when no plan exists yet.")
-    ] = None,
-    target: Annotated[
-        str | None, typer.Option(help="Registered target model, when no plan exists yet.")
-    ] = None,
-    source_vector: Annotated[
-        str | None, typer.Option(help="Source named vector, when no plan exists yet.")
-    ] = None,
-    text_field: Annotated[str | None, typer.Option(help="Payload field holding the text.")] = None,
+    source: SourceModelOpt[str | None] = None,
+    target: TargetModelOpt[str | None] = None,
+    source_vector: SourceVectorOpt[str | None] = None,
+    text_field: TextFieldOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     with _session(ctx) as session:
@@ -843,21 +856,40 @@ def doctor(
             raise typer.Exit(EXIT_ERROR)
 
 
+class _Report(Protocol):
+    """A report ``compare`` and ``probe`` print (:class:`~lattice_qdrant.compare.ComparisonReport`,
+    :class:`~lattice_qdrant.probe.ProbeReport`)."""
+
+    def render_text(self) -> str: ...
+    def render_html(self) -> str: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+def _echo_report(report: _Report, html: str | None, as_json: bool) -> None:
+    """``report`` written to ``html`` when given, then shown as JSON or text."""
+    if html is not None:
+        try:
+            with open(html, "w", encoding="utf-8") as handle:
+                handle.write(report.render_html())
+        except OSError as exc:
+            raise ConfigError(f"cannot write the HTML report to {html}: {exc}", key="html") from exc
+        typer.echo(f"wrote the HTML report to {html}", err=True)
+    if as_json:
+        _echo_json(report.to_dict())
+    else:
+        typer.echo(report.render_text())
+
+
 @_command(app, commands.compare)
 def compare(
     ctx: typer.Context,
     collection: CollectionArg,
-    queries: Annotated[
-        str | None,
-        typer.Option(help='Queries file: JSON lines {"query": ..., "relevant": [ids]} or one text a line.'),
-    ] = None,
+    queries: QueriesOpt = None,
     sample: Annotated[
         int | None, typer.Option(help="Also sample N points; each one's first sentence must find it.")
     ] = None,
-    k: Annotated[str, typer.Option("--k", help="Cut-offs, comma-separated.")] = "1,5,10,20",
-    html: Annotated[
-        str | None, typer.Option("--html", help="Also write a self-contained HTML report with a chart.")
-    ] = None,
+    k: KsOpt = "1,5,10,20",
+    html: HtmlOpt = None,
     no_record: Annotated[
         bool, typer.Option("--no-record", help="Do not record the result for the cutover gate.")
     ] = False,
@@ -876,33 +908,20 @@ def compare(
             record=not no_record,
             save_calibration=save_calibration,
         )
-        if html is not None:
-            try:
-                with open(html, "w", encoding="utf-8") as handle:
-                    handle.write(report.render_html())
-            except OSError as exc:
-                raise ConfigError(f"cannot write the HTML report to {html}: {exc}", key="html") from exc
-            typer.echo(f"wrote the HTML report to {html}", err=True)
-        if as_json:
-            _echo_json(report.to_dict())
-        else:
-            typer.echo(report.render_text())
+        _echo_report(report, html, as_json)
 
 
 @_command(app, commands.calibrate)
 def calibrate(
     ctx: typer.Context,
     collection: CollectionArg,
-    queries: Annotated[
-        str | None,
-        typer.Option(help='Queries file: JSON lines {"query": ..., "relevant": [ids]} or one text a line.'),
-    ] = None,
+    queries: QueriesOpt = None,
     sample: Annotated[
         int | None,
         typer.Option(help="Known-item queries sampled from the collection (default: 200 without --queries)."),
     ] = None,
     k: Annotated[int, typer.Option("--k", help="Each query's top K scores are sampled.")] = 10,
-    seed: Annotated[int, typer.Option(help="Seed of the sample.")] = 0,
+    seed: SeedOpt = 0,
     as_json: JsonOpt = False,
 ) -> None:
     with _session(ctx) as session:
@@ -919,15 +938,6 @@ def calibrate(
         typer.echo("  quantile" + "".join(f"{f'p{p}':>9}" for p in levels))
         for name, values in (("source", found.source_quantiles), ("target", found.target_quantiles)):
             typer.echo(f"  {name:8}" + "".join(f"{values[round(p / 100 * n)]:>9.3f}" for p in levels))
-
-
-def _write_html(path: str, page: str) -> None:
-    try:
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.write(page)
-    except OSError as exc:
-        raise ConfigError(f"cannot write the HTML report to {path}: {exc}", key="html") from exc
-    typer.echo(f"wrote the HTML report to {path}", err=True)
 
 
 @_command(app, commands.probe)
@@ -948,10 +958,7 @@ def probe(
         str | None,
         typer.Option(help="Named vector holding the source vectors (default: the plan's, or the only one)."),
     ] = None,
-    queries: Annotated[
-        str | None,
-        typer.Option(help='Queries file: JSON lines {"query": ..., "relevant": [ids]} or one text a line.'),
-    ] = None,
+    queries: QueriesOpt = None,
     sample: Annotated[int, typer.Option(help="Points sampled (seeded) and embedded with the target.")] = 1000,
     known_items: Annotated[
         int | None,
@@ -959,19 +966,15 @@ def probe(
             help="Known-item queries drawn from the sample (default: 200 without --queries, else 0)."
         ),
     ] = None,
-    k: Annotated[str, typer.Option("--k", help="Cut-offs, comma-separated.")] = "1,5,10,20",
+    k: KsOpt = "1,5,10,20",
     margin: Annotated[
         float, typer.Option(help="Smallest recall@10 gain (0-1) worth migrating for, for the verdict.")
     ] = 0.02,
     seed: Annotated[
         int, typer.Option(help="Seed of the sample, the known-item queries and the bootstrap.")
     ] = 0,
-    text_field: Annotated[
-        str | None, typer.Option(help="Payload field holding the text (default: the plan's, or the setting).")
-    ] = None,
-    html: Annotated[
-        str | None, typer.Option("--html", help="Also write a self-contained HTML report.")
-    ] = None,
+    text_field: TextFieldOpt = None,
+    html: HtmlOpt = None,
     save_calibration: SaveCalibrationOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -993,12 +996,7 @@ def probe(
             text_field=text_field,
             save_calibration=save_calibration,
         )
-        if html is not None:
-            _write_html(html, report.render_html())
-        if as_json:
-            _echo_json(report.to_dict())
-        else:
-            typer.echo(report.render_text())
+        _echo_report(report, html, as_json)
 
 
 def _render_verify(report: VerifyReport) -> str:
@@ -1053,8 +1051,8 @@ def verify(
     fix: Annotated[
         bool, typer.Option("--fix", help="Rewrite mismatched vectors and re-stamp the model fields.")
     ] = False,
-    seed: Annotated[int, typer.Option(help="Seed of the sample.")] = 0,
-    text_field: Annotated[str | None, typer.Option(help="Payload field holding the text.")] = None,
+    seed: SeedOpt = 0,
+    text_field: TextFieldOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     with _session(ctx) as session:
@@ -1111,7 +1109,7 @@ def backups_list(
 @_command(backups_app, commands.show_backup, "show")
 def backups_show(
     ctx: typer.Context,
-    backup_id: Annotated[str, typer.Argument(help="The backup id (see backups list).")],
+    backup_id: BackupIdArg,
     as_json: JsonOpt = False,
 ) -> None:
     with _session(ctx) as session:
@@ -1121,7 +1119,7 @@ def backups_show(
 @_command(backups_app, commands.delete_backup, "delete")
 def backups_delete(
     ctx: typer.Context,
-    backup_id: Annotated[str, typer.Argument(help="The backup id (see backups list).")],
+    backup_id: BackupIdArg,
     force: ForceOpt = False,
 ) -> None:
     with _session(ctx) as session:
