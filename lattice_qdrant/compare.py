@@ -51,7 +51,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -64,8 +64,8 @@ from .errors import CalibrationError, ConfigError, MigrationNotFoundError, Store
 from .gates import RECORD_KIND, quality_gate
 from .mixed import mixed_query
 from .plan import MigrationPlan
-from .report import CSS as _CSS
 from .report import clip as _clip
+from .report import html_page, text_notes, timestamp
 from .report import html_table as _html_table
 from .report import num as _num
 from .report import text_table as _table
@@ -82,12 +82,14 @@ __all__ = [
     "AtK",
     "ComparisonReport",
     "QueryOutcome",
+    "QueryReport",
     "QuerySpec",
     "Searcher",
     "calibrate",
     "check_relevant_ids",
     "checked_ks",
     "compare",
+    "judged_k",
     "load_queries",
     "ndcg_at_k",
     "normalize_id",
@@ -440,6 +442,14 @@ class QueryOutcome:
         """What ``system`` returned for a limit of ``k`` (its top ``k``)."""
         return self.by_limit.get(system, {}).get(k, self.results[system])[:k]
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form of the query, its labels and each system's ids (a report's ``per_query`` item)."""
+        return {
+            "query": self.query.text,
+            "relevant": sorted(self.query.relevant, key=str) if self.query.relevant else None,
+            "results": {s: list(ids) for s, ids in self.results.items()},
+        }
+
     def at(self, k: int) -> dict[str, Any]:
         """This query's metrics at ``k`` (JSON-safe): overlap, rank correlation, recall and nDCG."""
         source, target = self.results.get("source"), self.results.get("target")
@@ -486,8 +496,47 @@ class AtK:
         }
 
 
+def judged_k(ks: Sequence[int]) -> int:
+    """The cut-off of ``ks`` (ascending) that the cutover gate and the probe's verdict judge at:
+    :data:`GATE_K` when reported, otherwise the largest."""
+    return GATE_K if GATE_K in ks else ks[-1]
+
+
+class _AtCutoff(Protocol):
+    @property
+    def k(self) -> int: ...
+
+
+_Row = TypeVar("_Row", bound=_AtCutoff)
+
+
+class QueryReport(Generic[_Row]):
+    """What a comparison's and a probe's report share: the queries with their results (``outcomes``), the
+    cut-offs ``ks`` and one row of metrics a cut-off (``at_k``, in the order of ``ks``)."""
+
+    ks: tuple[int, ...]
+    outcomes: tuple[QueryOutcome, ...]
+    at_k: tuple[_Row, ...]
+
+    @property
+    def labelled(self) -> int:
+        """How many queries carry relevance labels."""
+        return sum(1 for o in self.outcomes if o.query.relevant)
+
+    def row(self, k: int) -> _Row:
+        """The metrics at ``k``.
+
+        Raises:
+            KeyError: ``k`` was not reported.
+        """
+        for row in self.at_k:
+            if row.k == k:
+                return row
+        raise KeyError(k)
+
+
 @dataclass(frozen=True)
-class ComparisonReport:
+class ComparisonReport(QueryReport[AtK]):
     """A shadow comparison of a collection's source and target models, for a person and for the gate.
 
     Attributes:
@@ -538,25 +587,9 @@ class ComparisonReport:
         return 1.0 if self.total == 0 else self.covered / self.total
 
     @property
-    def labelled(self) -> int:
-        """How many queries carry relevance labels."""
-        return sum(1 for o in self.outcomes if o.query.relevant)
-
-    @property
     def gate_k(self) -> int:
         """The cut-off the gate judges at: 10 when reported, otherwise the largest ``k``."""
-        return GATE_K if GATE_K in self.ks else self.ks[-1]
-
-    def row(self, k: int) -> AtK:
-        """The means at ``k``.
-
-        Raises:
-            KeyError: ``k`` was not reported.
-        """
-        for row in self.at_k:
-            if row.k == k:
-                return row
-        raise KeyError(k)
+        return judged_k(self.ks)
 
     def summary(self) -> dict[str, Any]:
         """What the cutover gate reads (stored by :func:`record_comparison`); JSON-safe."""
@@ -608,9 +641,7 @@ class ComparisonReport:
             "calibration": self.calibration.to_payload() if self.calibration is not None else None,
             "per_query": [
                 {
-                    "query": o.query.text,
-                    "relevant": sorted(o.query.relevant, key=str) if o.query.relevant else None,
-                    "results": {s: list(ids) for s, ids in o.results.items()},
+                    **o.to_dict(),
                     "by_limit": {s: {str(k): list(v) for k, v in by.items()} for s, by in o.by_limit.items()},
                     "at_k": [o.at(k) for k in self.ks],
                 }
@@ -656,9 +687,7 @@ class ComparisonReport:
             lines += [f"  {_num(value)}  {_clip(text)}" for value, text in least]
             lines.append("")
         lines.append(f"gate    {self._gate_line()}")
-        if self.notes:
-            lines.append("notes")
-            lines += [f"  - {note}" for note in self.notes]
+        lines += text_notes(self.notes)
         return "\n".join(lines)
 
     def _least_agreement(self, n: int) -> list[tuple[float, str]]:
@@ -690,15 +719,10 @@ class ComparisonReport:
         No scripts, styles or fonts are fetched: the page opens offline and can be attached to a ticket.
         """
         e = html.escape
-        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.created_at))
         parts = [
-            "<!DOCTYPE html>",
-            '<html lang="en"><head><meta charset="utf-8">',
-            f"<title>Shadow comparison of {e(self.collection)}</title>",
-            f"<style>{_CSS}</style></head><body>",
             f"<h1>Shadow comparison of <code>{e(self.collection)}</code></h1>",
             f"<p>{len(self.outcomes)} queries from {e(self.origin)}, {self.labelled} with relevance labels; "
-            f"migration {e(self.state)}; {e(when)}.</p>",
+            f"migration {e(self.state)}; {e(timestamp(self.created_at))}.</p>",
             "<table><tbody>",
             f"<tr><th>source</th><td><code>{e(self.source)}</code> "
             f"(vector <code>{e(self.source_vector)}</code>)</td></tr>",
@@ -734,12 +758,7 @@ class ComparisonReport:
         if least:
             parts.append(f"<h2>Least agreement at k={self.gate_k}</h2>")
             parts.append(_html_table(["overlap", "query"], [[_num(v), t] for v, t in least]))
-        if self.notes:
-            parts.append("<h2>Notes</h2><ul>")
-            parts += [f"<li>{e(note)}</li>" for note in self.notes]
-            parts.append("</ul>")
-        parts.append("</body></html>")
-        return "\n".join(parts) + "\n"
+        return html_page(f"Shadow comparison of {self.collection}", parts, self.notes)
 
 
 # colour, dash pattern, width: wide solid lines under narrow dotted ones, so equal series stay visible.
@@ -897,7 +916,7 @@ def compare(
     routing = route(snap, coverage.fraction)
     texts = [q.text for q in specs]
     limit = cutoffs[-1]
-    gate_k = GATE_K if GATE_K in cutoffs else cutoffs[-1]
+    gate_k = judged_k(cutoffs)
     notes: list[str] = []
     results: dict[str, list[tuple[PointId, ...]]] = {}
     top_scores: dict[str, list[float]] = {}

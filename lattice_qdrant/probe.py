@@ -60,17 +60,18 @@ from .backfill import estimate_tokens, vector_bytes
 from .calibration import ScoreCalibration
 from .compare import (
     DEFAULT_KS,
-    GATE_K,
     PointId,
     QueryOutcome,
+    QueryReport,
     QuerySpec,
     checked_ks,
+    judged_k,
     normalize_id,
     query_from_text,
 )
 from .embedders import Embedder, embed_checked
 from .errors import CalibrationError, ConfigError, ProbeError, TextFieldError
-from .report import CSS, clip, format_bytes, html_table, num, text_table
+from .report import format_bytes, html_page, html_table, num, text_notes, text_table, timestamp
 from .spec import Distance, ModelSpec
 from .state import format_duration
 from .store import Store, vector_value
@@ -315,7 +316,7 @@ class MigrationCost:
 
 
 @dataclass(frozen=True)
-class ProbeReport:
+class ProbeReport(QueryReport[ProbeAtK]):
     """The probe of a migration: quality on a sample, cost, and the verdict.
 
     Attributes:
@@ -375,25 +376,9 @@ class ProbeReport:
     calibration_problem: str = ""
 
     @property
-    def labelled(self) -> int:
-        """How many queries carry relevance labels."""
-        return sum(1 for o in self.outcomes if o.query.relevant)
-
-    @property
     def decision_k(self) -> int:
         """The cut-off the verdict judges: 10 when reported, otherwise the largest ``k``."""
-        return GATE_K if GATE_K in self.ks else self.ks[-1]
-
-    def row(self, k: int) -> ProbeAtK:
-        """The metrics at ``k``.
-
-        Raises:
-            KeyError: ``k`` was not reported.
-        """
-        for row in self.at_k:
-            if row.k == k:
-                return row
-        raise KeyError(k)
+        return judged_k(self.ks)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form (``probe --json``): every number, and each query's results."""
@@ -423,14 +408,7 @@ class ProbeReport:
             "notes": list(self.notes),
             "created_at": self.created_at,
             "calibration": self.calibration.to_payload() if self.calibration is not None else None,
-            "per_query": [
-                {
-                    "query": o.query.text,
-                    "relevant": sorted(o.query.relevant, key=str) if o.query.relevant else None,
-                    "results": {s: list(ids) for s, ids in o.results.items()},
-                }
-                for o in self.outcomes
-            ],
+            "per_query": [o.to_dict() for o in self.outcomes],
         }
 
     # ------------------------------------------------------------------- shared pieces
@@ -521,9 +499,7 @@ class ProbeReport:
         lines.append("")
         lines.append(f"Cost of migrating all {self.cost.points} points")
         lines += [f"  {key:8}{value}" for key, value in self._cost_rows()]
-        if self.notes:
-            lines.append("notes")
-            lines += [f"  - {clip(note, 200)}" for note in self.notes]
+        lines += text_notes(self.notes, 200)
         return "\n".join(lines)
 
     # ------------------------------------------------------------------- html
@@ -531,15 +507,10 @@ class ProbeReport:
     def render_html(self) -> str:
         """A self-contained HTML page with the same tables (nothing fetched: it opens offline)."""
         e = html.escape
-        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.created_at))
         pct = f"{self.level:.0%}"
         parts = [
-            "<!DOCTYPE html>",
-            '<html lang="en"><head><meta charset="utf-8">',
-            f"<title>Probe of {e(self.collection)}</title>",
-            f"<style>{CSS}</style></head><body>",
             f"<h1>Probe of <code>{e(self.collection)}</code>: {e(self.source)} &rarr; {e(self.target)}</h1>",
-            f"<p>{e(when)}.</p>",
+            f"<p>{e(timestamp(self.created_at))}.</p>",
             "<table><tbody>",
             *(f"<tr><th>{e(key)}</th><td>{e(value)}</td></tr>" for key, value in self._header()),
             f"<tr><th>verdict</th><td><strong>{e(self.verdict)}</strong>: {e(self.reason)}</td></tr>",
@@ -555,12 +526,7 @@ class ProbeReport:
         parts.append(html_table(["", *(f"p{p}" for p in QUANTILES), "n"], self._score_rows()))
         parts.append(f"<h2>Cost of migrating all {self.cost.points} points</h2>")
         parts.append(html_table(["", ""], [list(row) for row in self._cost_rows()]))
-        if self.notes:
-            parts.append("<h2>Notes</h2><ul>")
-            parts += [f"<li>{e(note)}</li>" for note in self.notes]
-            parts.append("</ul>")
-        parts.append("</body></html>")
-        return "\n".join(parts) + "\n"
+        return html_page(f"Probe of {self.collection}", parts, self.notes)
 
 
 # --------------------------------------------------------------------------- running it
@@ -705,7 +671,7 @@ def probe(
     report_notes += _source_check(source_embedder, source, points, source_matrix)
     query_texts = [q.text for q in specs]
     limit = cutoffs[-1]
-    decision_k = GATE_K if GATE_K in cutoffs else cutoffs[-1]
+    decision_k = judged_k(cutoffs)
     point_ids = [p.id for p in points]
     results: dict[str, list[tuple[PointId, ...]]] = {}
     scores: dict[str, dict[str, dict[str, float | int] | None]] = {}

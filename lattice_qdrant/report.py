@@ -5,9 +5,20 @@ stylesheet, and how numbers and sizes are written. Pure: no I/O.
 from __future__ import annotations
 
 import html
+import time
 from collections.abc import Sequence
 
-__all__ = ["CSS", "clip", "format_bytes", "html_table", "num", "text_table"]
+__all__ = [
+    "CSS",
+    "clip",
+    "format_bytes",
+    "html_page",
+    "html_table",
+    "num",
+    "text_notes",
+    "text_table",
+    "timestamp",
+]
 
 CSS = (
     "body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:60em}"
@@ -53,3 +64,36 @@ def html_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     head = "".join(f"<th>{e(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def timestamp(at: float) -> str:
+    """A unix time as the reports write it: ``2025-06-02 09:14:05 UTC``."""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
+
+
+def text_notes(notes: Sequence[str], width: int | None = None) -> list[str]:
+    """The lines of a text report's ``notes`` section (none without notes), each note clipped to ``width``
+    characters when given."""
+    if not notes:
+        return []
+    return ["notes", *(f"  - {note if width is None else clip(note, width)}" for note in notes)]
+
+
+def html_page(title: str, body: Sequence[str], notes: Sequence[str] = ()) -> str:
+    """A self-contained HTML page (the stylesheet inline, nothing fetched): ``title``, the ``body`` parts
+    (HTML, one a line), then a ``Notes`` list of ``notes`` when there are any; ``title`` and ``notes`` are
+    escaped, ``body`` is not."""
+    e = html.escape
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{e(title)}</title>",
+        f"<style>{CSS}</style></head><body>",
+        *body,
+    ]
+    if notes:
+        parts.append("<h2>Notes</h2><ul>")
+        parts += [f"<li>{e(note)}</li>" for note in notes]
+        parts.append("</ul>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"

@@ -301,6 +301,61 @@ def test_the_html_report_is_self_contained(
     assert "<table>" in page and "Recall@k" in page
 
 
+def test_a_probe_and_a_comparison_render_what_they_share_alike(
+    started: lq.Migration, lattice: lq.LatticeClient, modern: HashEmbedder
+) -> None:
+    from dataclasses import replace
+
+    from lattice_qdrant import probe as pr
+
+    fill_target(started, modern)
+    docs, plan = started.collection, started.plan
+    notes = ("the <target> covers 50% & more", "another note")
+    at = 1_700_000_000.0
+    compared = replace(cmp.compare(lattice, docs, labelled_queries(), ks=(1, 10)), notes=notes, created_at=at)
+    probed = pr.probe(
+        lattice.store,
+        docs,
+        source=plan.source,
+        target=plan.target,
+        source_embedder=lattice.embedder(plan.source),
+        target_embedder=lattice.embedder(plan.target),
+        source_vector=plan.source_vector,
+        queries=labelled_queries(),
+        ks=(1, 10),
+        sample=N,
+    )
+    # the same queries and results, notes and time: what the two reports share must come out the same
+    probed = replace(probed, outcomes=compared.outcomes, notes=notes, created_at=at)
+
+    assert probed.labelled == compared.labelled == len(LABELLED)
+    assert probed.decision_k == compared.gate_k == 10
+    assert probed.row(10).k == compared.row(10).k == 10
+    shared = ("query", "relevant", "results")
+    assert probed.to_dict()["per_query"] == [
+        {key: item[key] for key in shared} for item in compared.to_dict()["per_query"]
+    ]
+    # text: the notes section
+    tail = ["notes", "  - the <target> covers 50% & more", "  - another note"]
+    assert probed.render_text().splitlines()[-3:] == compared.render_text().splitlines()[-3:] == tail
+    # html: the head (but the title), the time, the notes and the end
+    pages = [r.render_html().splitlines() for r in (probed, compared)]
+    assert [p[:2] + p[3:4] for p in pages] == [pages[1][:2] + pages[1][3:4]] * 2
+    assert [p[2] for p in pages] == [
+        f"<title>Probe of {docs}</title>",
+        f"<title>Shadow comparison of {docs}</title>",
+    ]
+    assert all("2023-11-14 22:13:20 UTC" in "\n".join(p) for p in pages)
+    end = [
+        "<h2>Notes</h2><ul>",
+        "<li>the &lt;target&gt; covers 50% &amp; more</li>",
+        "<li>another note</li>",
+        "</ul>",
+        "</body></html>",
+    ]
+    assert pages[0][-5:] == pages[1][-5:] == end
+
+
 def test_html_escapes_what_it_shows(started: lq.Migration, lattice: lq.LatticeClient) -> None:
     report = cmp.compare(lattice, started.collection, [QuerySpec("<b>bold</b> & cats")])
     page = report.render_html()
