@@ -57,6 +57,7 @@ from .errors import (
     UnnamedVectorError,
     UploadRejectedError,
     VectorConflictError,
+    VectorNotFoundError,
     VectorValidationError,
 )
 from .plan import MigrationPlan, Strategy
@@ -130,6 +131,7 @@ __all__ = [
     "UnnamedVectorError",
     "UploadRejectedError",
     "VectorConflictError",
+    "VectorNotFoundError",
     "VectorValidationError",
     "WriteRoute",
     "__version__",

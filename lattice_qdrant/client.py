@@ -55,6 +55,7 @@ from .errors import (
     PlanError,
     StoreError,
     UploadRejectedError,
+    VectorNotFoundError,
     VectorValidationError,
 )
 from .mixed import MissingPolicy, mixed_query
@@ -395,7 +396,7 @@ class LatticeClient:
         try:
             return call()
         except StoreError as exc:
-            if not schema_moved(str(exc)):
+            if not (isinstance(exc, VectorNotFoundError) or schema_moved(str(exc))):
                 raise
             before = migration.snapshot().epoch
             if migration.snapshot(refresh=True).epoch == before:

@@ -35,6 +35,7 @@ catch qdrant-client's own exceptions::
         ├── TransientStoreError       worth retrying (timeouts, connection errors, HTTP 408/429/5xx)
         ├── CollectionNotFoundError   the collection does not exist
         ├── PointNotFoundError        points named by a write do not exist
+        ├── VectorNotFoundError       the collection has no vector of the name a request used
         ├── VectorConflictError       a named vector exists with another size or distance
         ├── IndexConflictError        a payload index exists with another type
         ├── ServerVersionError        the server is too old (or reports no readable version)
@@ -88,6 +89,7 @@ __all__ = [
     "UnnamedVectorError",
     "UploadRejectedError",
     "VectorConflictError",
+    "VectorNotFoundError",
     "VectorValidationError",
 ]
 
@@ -463,6 +465,10 @@ class PointNotFoundError(StoreError):
 
 class VectorConflictError(StoreError):
     """A named vector already exists with another size or distance."""
+
+
+class VectorNotFoundError(StoreError):
+    """The collection has no vector of the name a write or query used (``vector`` names it)."""
 
 
 class IndexConflictError(StoreError):

@@ -39,6 +39,7 @@ from lattice_qdrant.errors import (
     TransientStoreError,
     UnnamedVectorError,
     VectorConflictError,
+    VectorNotFoundError,
 )
 from lattice_qdrant.spec import Distance, ModelSpec
 from lattice_qdrant.store import (
@@ -49,6 +50,7 @@ from lattice_qdrant.store import (
     RetryPolicy,
     Store,
     VectorInfo,
+    open_store,
     record_id,
     translate,
 )
@@ -930,6 +932,31 @@ def test_translate_a_missing_collection(exc: BaseException) -> None:
     assert isinstance(error, CollectionNotFoundError)
     assert error.collection == "docs"
     assert "'docs'" in str(error)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        http_error(400, server_error_body("Wrong input: Not existing vector name error: minilm")),
+        ValueError("Wrong input: Not existing vector name error: minilm"),
+        ValueError("Dense vector minilm is not found in the collection"),
+    ],
+    ids=["server", "local-write", "local-query"],
+)
+def test_translate_a_missing_vector_names_the_vector_not_the_collection(exc: BaseException) -> None:
+    error = translate(exc, action="query points", collection="docs")
+    assert type(error) is VectorNotFoundError
+    assert error.vector == "minilm" and error.collection == "docs"
+    assert "no vector named 'minilm'" in str(error) and "collection does not exist" not in str(error)
+
+
+def test_a_query_on_a_vector_the_collection_lacks_says_so() -> None:
+    client = QdrantClient(":memory:")
+    client.create_collection(
+        "docs", vectors_config={"legacy": models.VectorParams(size=4, distance=models.Distance.COSINE)}
+    )
+    with pytest.raises(VectorNotFoundError, match="no vector named 'minilm'"):
+        open_store(client).query("docs", query=[0.1, 0.2, 0.3, 0.4], using="minilm", limit=3)
 
 
 def test_translate_a_missing_point_in_local_mode() -> None:

@@ -24,6 +24,7 @@ from ..errors import (
     StoreError,
     StrictModeError,
     TransientStoreError,
+    VectorNotFoundError,
 )
 
 __all__ = ["message_of", "translate"]
@@ -33,6 +34,13 @@ _TRANSIENT_GRPC = {"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "AB
 #: qdrant-client raises ResourceExhaustedResponse for a rate limit that names a Retry-After
 _TRANSIENT_TYPES = (ResponseHandlingException, ResourceExhaustedResponse, TimeoutError, ConnectionError)
 _POINT_ID = re.compile(r"[Pp]oint with id ([0-9a-fA-F-]+)")
+#: a request naming a vector the collection lacks: the server's text (local mode's for writes) and local
+#: mode's for queries ("Dense vector b is not found in the collection", which also says "collection")
+_NO_VECTOR = re.compile(
+    r"not existing vector name(?: error)?:\s*([^\s\"'`,}]+)"
+    r"|(?:dense|sparse|multi) ?vector (\S+) is not found",
+    re.IGNORECASE,
+)
 #: What a server without room for writes says: ``No space left on device`` (a full disk, HTTP 500 or gRPC
 #: INTERNAL), ``Insufficient storage: Disk usage is at 97% ...`` (the quota of 1.19+, HTTP 507 or gRPC
 #: RESOURCE_EXHAUSTED, the rate limit's code, with the metadata key below), strict mode's disk usage limit;
@@ -230,6 +238,13 @@ def translate(
     refusal = _strict_refusal(message, reading=reading) if not isinstance(exc, KeyError) else None
     if refusal is not None:
         return _strict_error(action, message, refusal, context)
+    missing_vector = _NO_VECTOR.search(message)
+    if missing_vector is not None:
+        name = missing_vector.group(1) or missing_vector.group(2)
+        return VectorNotFoundError(
+            f"{action} failed: the collection has no vector named {name!r}",
+            **{**context, "vector": vector if vector is not None else name},
+        )
     if collection is not None and (
         ("collection" in lowered and "not found" in lowered) or "doesn't exist" in lowered
     ):
