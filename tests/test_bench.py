@@ -10,6 +10,7 @@ import pytest
 
 from benchmarks import backends as bench_backends
 from benchmarks import backfill as bench_backfill
+from benchmarks import capacity as bench_capacity
 from benchmarks import overhead as bench_overhead
 from benchmarks import quality as bench_quality
 
@@ -175,3 +176,59 @@ def test_backends_benchmark_prints_throughput_and_agreement_for_each(
         assert fp32["same_checksum"] and fp32["within_tolerance"] == 1.0
         assert fp32["vs_torch"] == pytest.approx(fp32["tps"] / torch["tps"])
         assert not int8["same_checksum"] and 0.9 < int8["min_cosine"] <= int8["mean_cosine"] < 1.0
+
+
+def test_capacity_benchmark_measures_the_rates_and_prints_the_plan(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    out = tmp_path / "capacity.json"
+    argv = ["--backends", "hash", "--texts", "16", "--repeat", "1", "--points", "300", "--batch-size", "32"]
+    argv += ["--sizes", "1e6", "1e8", "--workers", "1", "64", "--json", str(out)]
+    assert bench_capacity.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "qdrant-edge" in printed and "HNSW build" in printed and "no slices" in printed
+    results = json.loads(out.read_text())
+    engine = results["engine"]
+    assert engine["points"] == 300 and engine["indexed_vectors"] >= 300
+    for key in ("write_pps", "index_pps", "read_pps", "slice_read_pps"):
+        assert engine[key] > 0
+    assert 0 < engine["slice_points"] < 300  # one slice of four
+    assert [(row["points"], row["workers"]) for row in results["plan"]] == [
+        (1_000_000, 1),
+        (1_000_000, 64),
+        (100_000_000, 1),
+        (100_000_000, 64),
+    ]
+    for row in results["plan"]:
+        for split in ("slices", "no_slices"):
+            assert row[split]["hours"] == pytest.approx(row["points"] / row[split]["pps"] / 3600)
+
+
+def test_capacity_plan_names_the_binding_constraint() -> None:
+    rows = bench_capacity.plan_rows(
+        [1_000_000],
+        [1, 10, 100],
+        embed_rate=100.0,
+        write_rate=5_000.0,
+        index_rate=2_000.0,
+        read_rate=50_000.0,
+        slice_read_rate=50_000.0,
+        writers=4,
+        queue=100,
+    )
+    one, ten, hundred = rows
+    assert one["slices"] == {"pps": 100.0, "hours": pytest.approx(1e6 / 100 / 3600), "bound": "embedding"}
+    assert ten["slices"]["bound"] == "embedding" and ten["no_slices"]["bound"] == "embedding"
+    assert hundred["slices"]["bound"] == "writes" and hundred["slices"]["pps"] == 5_000.0
+    assert hundred["no_slices"] == {"pps": 500.0, "hours": pytest.approx(1e6 / 500 / 3600), "bound": "reads"}
+    assert hundred["index_hours"] == pytest.approx(1e6 / 2_000 / 3600)
+    assert not ten["queue_full"] and hundred["queue_full"]  # 400 writes in flight, a queue of 100
+
+
+def test_capacity_plan_uses_the_rates_given_without_measuring(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--embed-rate", "150", "--write-rate", "4000", "--index-rate", "1000", "--read-rate", "20000"]
+    argv += ["--slice-read-rate", "20000", "--sizes", "1e7", "--workers", "4"]
+    assert bench_capacity.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "qdrant-edge" not in printed and "embedding:" not in printed  # nothing measured
+    assert "10M" in printed and " 4.6 " in printed  # 10M points at 600 points/s
