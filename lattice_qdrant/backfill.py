@@ -549,7 +549,7 @@ class _Run:
         self.progress = BackfillProgress(collection=self.collection, todo=0)
         #: how this worker's shard is read (``None`` without a shard); chosen when the run starts
         self.shard_method: str | None = None
-        #: set once the reader knows the recorded failures (it loads them before its first page)
+        #: set once the recorded failures are known (loaded while the reader reads its first page)
         self.failures_loaded = threading.Event()
         #: set once the run's work is counted (the progress thread reports nothing before)
         self.counted = threading.Event()
@@ -651,11 +651,6 @@ class _Run:
         """Reader thread: pages of missing points -> embed queue, pass after pass."""
         try:
             self.metrics.active(self.collection, "read", 1)
-            if not self.options.retry_failed:
-                failed = {str(f.point_id) for f in list_failures(self.store, self.collection)}
-                with self.lock:
-                    self.failed_ids |= failed
-            self.failures_loaded.set()
             passes = 0
             while not self.stop.is_set():
                 passes += 1
@@ -673,9 +668,27 @@ class _Run:
         except BaseException as exc:
             self.fail(exc)
         finally:
-            self.failures_loaded.set()
             self.metrics.active(self.collection, "read", -1)
             self._put_done(self.embed_q)
+
+    def load_failures(self) -> None:
+        """Failures thread: the points recorded as failed, which the run skips (unless retried). Loaded
+        while the reader reads its first page and the calling thread counts the coverage, not before."""
+        try:
+            if not self.options.retry_failed:
+                failed = {str(f.point_id) for f in list_failures(self.store, self.collection)}
+                with self.lock:
+                    self.failed_ids |= failed
+        except BaseException as exc:
+            self.fail(exc)
+        finally:
+            self.failures_loaded.set()
+
+    def _wait_failures(self) -> None:
+        """Wait until the recorded failures are known (the reader skips them)."""
+        while not self.failures_loaded.wait(0.1):
+            if self.error is not None:
+                raise _Stop
 
     def _put_done(self, q: queue.Queue[Any]) -> None:
         with contextlib.suppress(_Stop):
@@ -700,6 +713,7 @@ class _Run:
                 if self.stop.is_set():
                     return dispatched
                 started = time.perf_counter()
+                self._wait_failures()
                 ids, texts = self._texts_of(page)
                 for at in range(0, len(ids), options.batch_size):
                     batch_ids, batch_texts = self._apply_budgets(
@@ -976,9 +990,9 @@ class _Run:
         return self.strategy.coverage(self.store)
 
     def _count_todo(self, coverage: Coverage | None) -> None:
-        """Count the run's work: the coverage (unless counted already) and, once the reader has loaded
-        them, the recorded failures. The calling thread does this while the reader loads the failures and
-        reads its first page, before it embeds: no write can happen before the count."""
+        """Count the run's work: the coverage (unless counted already) and, once they are loaded, the
+        recorded failures. The calling thread does this while the failures are loaded and the reader reads
+        its first page, before it embeds: no write can happen before the count."""
         try:
             coverage = coverage or self._coverage()
             self.covered_at_start, self.total = coverage.covered, coverage.total
@@ -1009,7 +1023,10 @@ class _Run:
         # The calling thread embeds: it made the embedder check (and, in most programs, every other use of
         # the model). PyTorch on CPU runs about a quarter slower in a thread other than the first one that
         # used it (each thread gets its own OpenMP team, and the teams compete for the cores).
-        workers = [threading.Thread(target=self.read, name="backfill-read", daemon=True)]
+        workers = [
+            threading.Thread(target=self.read, name="backfill-read", daemon=True),
+            threading.Thread(target=self.load_failures, name="backfill-failures", daemon=True),
+        ]
         workers += [
             threading.Thread(target=self.write, name=f"backfill-write-{i}", daemon=True)
             for i in range(options.writers)
@@ -1040,7 +1057,8 @@ class _Run:
             self.stopped_by = "stop"
         if on_progress is not None and self.error is None:
             on_progress(self.progress)
-        # the heartbeat goes while the stamps are repaired and the coverage counted (one round trip less)
+        # the heartbeat goes, and the stamps are repaired (they are not what the coverage counts), while the
+        # coverage is counted: two round trips less at the end of a run
         farewell = threading.Thread(
             target=self._heartbeat, kwargs={"final": True, "count": False}, name="backfill-farewell"
         )
@@ -1051,8 +1069,11 @@ class _Run:
                     with contextlib.suppress(LatticeError):
                         self.migration.fail(f"backfill: {self.error}")
                 raise self.error
-            self._repair_stamps()
-            final = self._coverage()
+            repaired = _started(self._repair_stamps, "backfill-repair")
+            try:
+                final = self._coverage()
+            finally:
+                repaired()
         finally:
             farewell.join()
         self._record_progress(final)
@@ -1141,6 +1162,28 @@ class _Run:
             stopped_by=self.stopped_by,
             shard_method=self.shard_method,
         )
+
+
+def _started(target: Callable[[], Any], name: str) -> Callable[[], None]:
+    """Run ``target`` in a thread of its own now; the function returned waits for it and raises what it
+    raised."""
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            target()
+        except BaseException as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+
+    def join() -> None:
+        thread.join()
+        if raised:
+            raise raised[0]
+
+    return join
 
 
 def write_target_vectors(

@@ -296,6 +296,72 @@ def test_a_second_run_finds_nothing_to_do(
     assert migration.snapshot(refresh=True).state.status == lq.Status.COMPLETED
 
 
+class Awaits(StoreWrapper):
+    """Calls for which ``waits`` is true wait (at most ``timeout`` seconds) until a call for which ``signal``
+    is true has begun; ``came`` says, for each, whether it had."""
+
+    def __init__(
+        self,
+        store: Store,
+        waits: Callable[[Call], bool],
+        signal: Callable[[Call], bool],
+        timeout: float = 3.0,
+    ) -> None:
+        super().__init__(store)
+        self.waits, self.signal, self.timeout = waits, signal, timeout
+        self.begun = threading.Event()
+        self.came: list[bool] = []
+
+    def handle(self, call: Call, proceed: Callable[[], Any]) -> Any:
+        if self.signal(call):
+            self.begun.set()
+        if self.waits(call):
+            self.came.append(self.begun.wait(self.timeout))
+        return proceed()
+
+
+def test_the_recorded_failures_are_loaded_while_the_reader_reads_its_first_page(
+    make_migration: MakeMigration, modern: HashEmbedder
+) -> None:
+    migration = make_migration(n=20, texts=[f"text {i}" for i in range(19)] + [""])
+    run_backfill(migration, modern, BackfillOptions(batch_size=8))  # records the empty text's failure
+    docs = migration.collection
+    store = Awaits(
+        migration.store,
+        waits=lambda call: call.method == "list_records" and call.arguments["kind"] == "failure",
+        signal=lambda call: call.method == "scroll" and call.collection == docs,
+    )
+    again = run_backfill(lq.Migration(store, docs, refresh_interval=0), modern, BackfillOptions(batch_size=8))
+    assert store.came == [True]  # the first page was asked for before the failures were known
+    assert (again.written, again.failed) == (0, 0)  # and the failed point was still skipped
+
+
+def test_the_final_coverage_is_counted_while_the_stamps_are_repaired(
+    make_migration: MakeMigration, modern: HashEmbedder
+) -> None:
+    migration = make_migration(n=20)
+    docs = migration.collection
+    wrote: list[Call] = []
+
+    def final_count(call: Call) -> bool:  # a coverage count after the first write (not the run's first)
+        if call.method == "update_if_unchanged":
+            wrote.append(call)
+        return call.method == "coverage" and bool(wrote)
+
+    store = Awaits(
+        migration.store,
+        # the repair: a stamp of every point matching a filter (the writers stamp by ids)
+        waits=lambda call: (
+            call.method == "set_payload" and isinstance(call.arguments["points"], models.Filter)
+        ),
+        signal=final_count,
+    )
+    options = BackfillOptions(batch_size=8)
+    report = run_backfill(lq.Migration(store, docs, refresh_interval=0), modern, options)
+    assert store.came[-1:] == [True]
+    assert (report.written, report.covered, report.total) == (20, 20, 20)
+
+
 def test_point_ids_may_be_uuids(
     lattice: lq.LatticeClient,
     names: Any,

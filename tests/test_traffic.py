@@ -19,6 +19,7 @@ from lattice_qdrant.cli import render_status
 from lattice_qdrant.config import Settings
 from lattice_qdrant.embedders import HashEmbedder
 from lattice_qdrant.store import open_store
+from lattice_qdrant.testing import RecordingStore
 from lattice_qdrant.traffic import TrafficRecorder
 
 from conftest import fill_collection, make_lattice
@@ -54,6 +55,19 @@ def test_the_queue_holds_each_point_once_up_to_its_bound(lattice: lq.LatticeClie
     assert traffic.queued(lattice.store, "elsewhere") == 0
     recorder.note("docs", [8], bound=0)  # a bound of 0 records nothing
     assert recorder.flush() == 0
+
+
+def test_reading_the_queue_asks_whether_the_control_collection_exists_only_if_the_store_does_not_know(
+    lattice: lq.LatticeClient,
+) -> None:
+    recorder = TrafficRecorder(lattice.store, interval=60)
+    recorder.note("docs", [3, 1, 2], bound=5)
+    recorder.flush()
+    store = RecordingStore(lattice.store)
+    store.ensure_control()  # what every write of a control record does first
+    store.calls.clear()
+    assert sorted(traffic.queued_ids(store, "docs", 10)) == [1, 2, 3]
+    assert "collection_exists" not in [call.method for call in store.calls]
 
 
 def test_the_buffer_is_bounded_and_a_query_never_waits(lattice: lq.LatticeClient) -> None:
