@@ -635,6 +635,7 @@ class _Run:
         taken, self.traffic_taken = self.traffic_taken, []
         if not taken:
             return
+        self._wait_failures()  # a pass that read no page has not waited for them
         try:
             left, _ = self.store.scroll(
                 self.strategy.data_collection,
