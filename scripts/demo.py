@@ -137,7 +137,8 @@ def main() -> None:
     cli(store, "status", COLLECTION)
     cli(store, "backfill", COLLECTION)
 
-    say("6. Cut over: queries move to the new vector, the rollback window opens")
+    say("6. Calibrate score thresholds, cut over: queries move to the new vector, a rollback window opens")
+    cli(store, "calibrate", COLLECTION)
     cli(store, "cutover", COLLECTION)
     client = lq.wrap(QdrantClient(path=str(store)), embedders={"bow": legacy})
     after = show_queries(client, "all-MiniLM-L6-v2 after cutover")
