@@ -582,8 +582,9 @@ def cutover(
     ctx: typer.Context, collection: CollectionArg, force: ForceOpt = False, as_json: JsonOpt = False
 ) -> None:
     with _session(ctx) as session:
-        _show([commands.cutover(session, collection, force=force)], as_json)
-        if session.migration(collection).calibration is None:
+        report = commands.cutover(session, collection, force=force)
+        _show([report], as_json)
+        if report.calibration is None:  # the report has read the record already
             typer.echo(
                 f"note: no score calibration is stored, so queries' score_threshold reaches the target model "
                 f"untranslated; measure one with: lattice-qdrant calibrate {collection}",
