@@ -58,7 +58,7 @@ from numpy.typing import NDArray
 from qdrant_client import models
 
 from .calibration import ScoreCalibration
-from .coordinator import find_migration
+from .coordinator import Migration, find_migration
 from .embedders import Embedder, embed_checked
 from .errors import CalibrationError, ConfigError, MigrationNotFoundError, StoreError, StrictModeError
 from .gates import RECORD_KIND, quality_gate
@@ -69,7 +69,7 @@ from .report import html_page, text_notes, timestamp
 from .report import html_table as _html_table
 from .report import num as _num
 from .report import text_table as _table
-from .routing import RoutedQuery, route
+from .routing import RoutedQuery, Snapshot, route
 from .spec import ModelSpec
 from .state import QueryRoute, WriteRoute
 from .store import Store
@@ -885,10 +885,7 @@ def compare(
     """
     cutoffs = checked_ks(ks)
     store = searcher.store
-    migration = find_migration(store, collection)
-    if migration is None:
-        raise MigrationNotFoundError(collection)
-    snap = migration.snapshot(refresh=True)
+    migration, snap = _migration_of(store, collection)
     strategy, plan = migration.strategy_of(snap), snap.plan
     specs = list(queries)
     sources = [origin or f"{len(specs)} given queries"] if specs else []
@@ -1063,6 +1060,18 @@ def check_relevant_ids(store: Store, collection: str, specs: Sequence[QuerySpec]
         )
 
 
+def _migration_of(store: Store, collection: str) -> tuple[Migration, Snapshot]:
+    """The collection's migration and its record, read once (``find_migration`` has just read it).
+
+    Raises:
+        MigrationNotFoundError: the collection has no migration.
+    """
+    migration = find_migration(store, collection)
+    if migration is None:
+        raise MigrationNotFoundError(collection)
+    return migration, migration.snapshot()
+
+
 def calibrate(
     searcher: Searcher,
     collection: str,
@@ -1092,10 +1101,7 @@ def calibrate(
     """
     (k,) = checked_ks([k])
     store = searcher.store
-    migration = find_migration(store, collection)
-    if migration is None:
-        raise MigrationNotFoundError(collection)
-    snap = migration.snapshot(refresh=True)
+    migration, snap = _migration_of(store, collection)
     strategy, plan = migration.strategy_of(snap), snap.plan
     specs = list(queries)
     check_relevant_ids(store, collection, specs, origin)
