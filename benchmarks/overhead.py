@@ -36,14 +36,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import importlib
 import json
 import platform
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -53,6 +51,7 @@ import numpy as np
 from qdrant_client import AsyncQdrantClient, QdrantClient, models
 
 import lattice_qdrant as lq
+from benchmarks.threads import blas_limit
 from lattice_qdrant.embedders import HashEmbedder
 from lattice_qdrant.store import MODEL_FIELD, VERSION_FIELD
 
@@ -152,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"python {platform.python_version()}: {args.points} points per collection, "
         f"vectors of {args.dims[0]} (source) and {args.dims[1]} (target) dimensions"
     )
-    with _blas_limit(args.blas_threads) as blas:
+    with blas_limit(args.blas_threads) as blas:
         _write(
             f"medians of {args.reps} interleaved samples of {args.sample_ms:g} ms each ({args.clock} time); "
             f"BLAS threads: {blas}"
@@ -527,19 +526,6 @@ def _medians(samples: tuple[list[float], list[float]]) -> tuple[float, float, fl
     raw, wrapped = samples
     differences = [w - r for r, w in zip(raw, wrapped, strict=True)]
     return statistics.median(raw), statistics.median(wrapped), statistics.median(differences)
-
-
-@contextlib.contextmanager
-def _blas_limit(threads: int) -> Iterator[str]:
-    """numpy's BLAS limited to ``threads`` (with ``threadpoolctl``; without it, as it is), and what it is."""
-    try:
-        # Optional: not a dependency of the package.
-        threadpoolctl = importlib.import_module("threadpoolctl")
-    except ImportError:
-        yield "as configured (install threadpoolctl to limit them)"
-        return
-    with threadpoolctl.threadpool_limits(limits=threads, user_api="blas"):
-        yield str(threads)
 
 
 # -- output -------------------------------------------------------------------------------------------------

@@ -18,7 +18,9 @@ plain target query's run right before or after it (``p50/target``: a ratio that 
 machine moves far less than the milliseconds), and how many
 document texts a query embedded. A second table gives recall and MRR on known-item queries (the first
 sentence of a sampled paragraph finds that paragraph), where the source model is strong: mixed mode must
-not lose what the source finds.
+not lose what the source finds. numpy's BLAS runs on one thread (``--blas-threads``): its threads spin
+after each of local mode's brute-force searches and, on few cores, slow the next forward pass down
+(:mod:`benchmarks.threads`), which a server's searches, in their own process, do not.
 
 Relevance: a document is relevant to a question when its module is one the question names
 (:data:`~benchmarks.corpus.QUERIES`); recall@k is the share of the top k that is relevant, over
@@ -44,6 +46,7 @@ from numpy.typing import NDArray
 from qdrant_client import QdrantClient, models
 
 from benchmarks.corpus import QUERIES, Document, python_docs
+from benchmarks.threads import blas_limit
 from lattice_qdrant.client import LatticeClient, wrap
 from lattice_qdrant.compare import query_from_text
 from lattice_qdrant.embedders import MINILM, Embedder, HashEmbedder, SentenceTransformerEmbedder
@@ -263,8 +266,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--known", type=int, default=60, help="known-item queries (0: none)")
     parser.add_argument("--cache", type=Path, default=Path(".bench"), help="where MiniLM vectors are cached")
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--blas-threads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="numpy's BLAS threads (default 1: spinning after local mode's searches, more of them slow the "
+        "forward passes down; see benchmarks.threads)",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    with blas_limit(args.blas_threads) as blas:
+        return _measure(args, blas)
+
+
+def _measure(args: argparse.Namespace, blas: str) -> int:
     docs = python_docs(args.limit)
     ids = [int(x) for x in np.random.default_rng(args.seed).permutation(len(docs))]
     source = HashEmbedder(256, salt="pydocs")
@@ -275,14 +291,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     _out(f"(x{args.repeat} for latency), {args.known} known-item queries; source hash:bow (256-d),")
     _out(f"target {MINILM}")
-    _out(f"k={k}; load average at start {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    _out(
+        f"k={k}; load average at start {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; "
+        f"numpy's BLAS threads: {blas}"
+    )
     vectors = _target_vectors(docs, target.inner, args.cache)
     systems = _systems(args.budgets)
     questions = _questions(docs, ids)
     known = _known_items(docs, ids, args.known, args.seed) if args.known else []
     full = _build(docs, ids, source, target, vectors, 1.0)
     full.migration("docs").cutover()
-    result: dict[str, Any] = {"k": k, "documents": len(docs), "coverages": []}
+    result: dict[str, Any] = {"k": k, "documents": len(docs), "blas_threads": blas, "coverages": []}
     width = max(len(s.name) for s in systems)
     for coverage in args.coverages:
         client = _build(docs, ids, source, target, vectors, coverage)

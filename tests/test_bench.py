@@ -138,7 +138,10 @@ def test_quality_benchmark_prints_recall_and_cost_per_coverage(
     assert bench_quality.main(argv) == 0
     printed = capsys.readouterr().out
     assert "recall@10" in printed and "MRR@10" in printed and "p50/target" in printed
-    results = json.loads(out.read_text())["coverages"]
+    assert "numpy's BLAS threads: 1" in printed  # the default (threadpoolctl comes with the model extra)
+    saved = json.loads(out.read_text())
+    assert saved["blas_threads"] == "1"
+    results = saved["coverages"]
     assert [row["coverage"] for row in results] == [0.5]
     rows = results[0]["questions"]
     assert "mixed, defaults (budget 0)" in rows and "mixed, budget 1" in rows
