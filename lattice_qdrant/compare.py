@@ -9,8 +9,8 @@ Before cutover, :func:`compare` searches the collection with each query three wa
 * **mixed**: ``query_points(mode="mixed")`` (:mod:`lattice_qdrant.mixed`), candidates of both vectors
   rescored in the target space, without read-repair. Only while writes go to both vectors (between
   start and finalize) and the source vector exists. Its candidates, and so its ranking, depend on the
-  limit (``limit * oversample`` per search), so it is queried once per ``k`` with ``k`` as the limit: what
-  an application asking for ``k`` results gets.
+  limit (``limit * oversample`` from the source search, the rest from the target's), so it is queried
+  once per ``k`` with ``k`` as the limit: what an application asking for ``k`` results gets.
 
 and reports, for each ``k``:
 

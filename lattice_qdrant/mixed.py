@@ -6,8 +6,12 @@ While the backfill runs, the target vector covers only part of the collection. A
    limit, fetching the hits' target vectors (and source vectors);
 2. embeds the query text with the target model, in one pass with the best (by source rank) source hits
    that have no target vector, at most ``embed_budget`` of them (missing policy ``"embed"``); with none to
-   embed (a budget of 0, the default, or ``"source_order"``) it does so in a thread, while step 1 runs;
-3. searches the target vector with it, ``oversample`` times the limit;
+   embed (a budget of 0, the default, or ``"source_order"``) it does so while a server answers step 1's
+   search (in local mode, whose search is CPU work in this process, after it); both models embed in the
+   calling thread;
+3. searches the target vector with it for the rest of ``limit * oversample`` candidates beyond the covered
+   ones step 1 met, and at least ``limit`` (the best ``limit`` covered points are all it can return of
+   them; deeper hits serve as scored neighbours for the estimates of step 5);
 4. rescores every candidate that has a target vector (stored or just embedded) in the target space with
    simsimd (:mod:`lattice_qdrant.kernels`, the collection's distance);
 5. places the candidates still without a target vector by the **missing policy**:
@@ -124,7 +128,8 @@ def mixed_query(
         limit: how many points to return.
         missing: what to do with candidates that have no target vector yet (module docstring).
         read_repair: write the vectors embedded on the fly back (only with ``missing="embed"``).
-        oversample: each search gathers ``limit * oversample`` candidates (1 to 100).
+        oversample: the source search gathers ``limit * oversample`` candidates, the target search the
+            rest of them beyond the covered ones it met, at least ``limit`` (1 to 100).
         embed_budget: under ``"embed"``, how many candidates without a target vector are embedded at most
             (``None``: all of them; the wrapping client passes the plan's ``embed_budget``).
         query_filter: a filter both searches apply.
@@ -145,13 +150,13 @@ def mixed_query(
     vectors: dict[Any, NDArray[np.float32] | list[float]] = {}
     source_vectors: dict[Any, NDArray[np.float32] | list[float]] = {}
 
-    def search(role: Role, query: NDArray[np.float32]) -> list[models.ScoredPoint]:
+    def search(role: Role, query: NDArray[np.float32], depth: int) -> list[models.ScoredPoint]:
         plan_of = searches.source if role == "source" else searches.target
         points = store.query(
             plan_of.collection,
             query=query.tolist(),
             using=plan_of.using,
-            limit=k,
+            limit=depth,
             with_payload=True,
             with_vectors=plan_of.with_vectors,
             query_filter=plan_of.query_filter,
@@ -163,20 +168,33 @@ def mixed_query(
                 _keep(source_vectors, point, source_name)
         return points
 
-    # Without texts to embed along with it, the target's query embedding runs while the source search
-    # does (a model's forward pass and a search, or a round trip to a server, overlap).
+    def source_side(q_source: NDArray[np.float32]) -> list[models.ScoredPoint]:
+        hits = search("source", q_source, k)
+        if searches.fetch_from is not None:
+            _fetch(store, searches.fetch_from, [p.id for p in hits if p.id not in vectors], name, vectors)
+        return hits
+
+    # Both models embed in the calling thread: a CPU forward pass runs slower in a thread other than the
+    # first one that used the model. Without texts to embed along with it, the target's query embedding
+    # runs while a server answers the source search (a round trip waits; local mode's search is CPU work
+    # in this process, which would only slow the forward pass down, so it runs first).
     alone = missing != "embed" or embed_budget == 0
-    early = _pool().submit(embed_target, [text]) if alone else None
     q_source = embed_source([text])[0]
-    by_source = search("source", q_source)
-    if searches.fetch_from is not None:
-        _fetch(store, searches.fetch_from, [p.id for p in by_source if p.id not in vectors], name, vectors)
     todo: list[tuple[Any, str]] = []
-    if missing == "embed":
-        todo = ranking.to_embed(ranking.gather(by_source, [], vectors), plan.text_field, embed_budget)
-    embedded = early.result() if early is not None else embed_target([text, *(t for _, t in todo)])
+    if alone and not store.is_local:
+        pending = _pool().submit(source_side, q_source)
+        embedded = embed_target([text])
+        by_source = pending.result()
+    else:
+        by_source = source_side(q_source)
+        if not alone:
+            todo = ranking.to_embed(ranking.gather(by_source, [], vectors), plan.text_field, embed_budget)
+        embedded = embed_target([text, *(t for _, t in todo)])
     q_target, fresh = embedded[0], embedded[1:]
-    by_target = search("target", q_target)
+    # The best `limit` covered points in the target space are all a mixed query can return of them; the
+    # deeper ones only serve as scored neighbours of the uncovered candidates' estimates, and the source
+    # search already brought the covered ones it met: ask for the rest of k.
+    by_target = search("target", q_target, max(limit, k - len(vectors)))
     if searches.fetch_from is not None:
         lacking = [p.id for p in by_target if p.id not in vectors]
         _fetch(store, searches.fetch_from, lacking, name, vectors)
@@ -231,7 +249,8 @@ _POOL_LOCK = threading.Lock()
 
 
 def _pool() -> ThreadPoolExecutor:
-    """The threads that embed a mixed query's text for the target while its source search runs."""
+    """The threads that wait for a server's answer to a mixed query's source search while the calling
+    thread embeds the query for the target."""
     global _POOL
     with _POOL_LOCK:
         if _POOL is None:
@@ -242,7 +261,7 @@ def _pool() -> ThreadPoolExecutor:
 def _check_knobs(oversample: int, embed_budget: int | None) -> None:
     if isinstance(oversample, bool) or not isinstance(oversample, int) or not 1 <= oversample <= 100:
         raise ConfigError(
-            f"oversample must be an integer from 1 to 100 (each search gathers limit * oversample "
+            f"oversample must be an integer from 1 to 100 (a mixed query gathers limit * oversample "
             f"candidates), got {oversample!r}",
             key="oversample",
         )

@@ -76,9 +76,9 @@ class PlanSettings(BaseModel):
         default=4,
         ge=1,
         le=100,
-        description="Mixed mode: each of its two searches gathers limit * oversample candidates (deeper "
-        "finds more of the points the target does not cover yet; each candidate adds its payload and vectors "
-        "to the reply).",
+        description="Mixed mode: its source search gathers limit * oversample candidates, its target "
+        "search the rest beyond the covered ones met, at least limit (deeper finds more of the points the "
+        "target does not cover yet; each candidate adds its payload and vectors to the reply).",
     )
     embed_budget: int = Field(
         default=EMBED_BUDGET,

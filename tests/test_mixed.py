@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -25,7 +26,7 @@ from lattice_qdrant.errors import VectorValidationError
 from lattice_qdrant.mixed import MixedResult, mixed_query
 from lattice_qdrant.spec import Distance
 from lattice_qdrant.store import MODEL_FIELD, VERSION_FIELD, Store, open_store
-from lattice_qdrant.testing import Call, FaultyStore, Meanwhile
+from lattice_qdrant.testing import Call, FaultyStore, Meanwhile, StoreWrapper
 
 from conftest import MakeMigration, fill_collection, make_lattice, unit
 
@@ -786,3 +787,120 @@ def test_a_plan_names_a_bad_budget_or_oversample(
     fill_collection(lattice.client, docs, legacy, n=4)
     with pytest.raises(lq.PlanError, match=rf"^{option}: Input should be (greater|less) than or equal to"):
         lattice.plan(docs, source=source_spec, target=target_spec, source_vector="legacy", **{option: value})
+
+
+# --------------------------------------------------------------------------- what a query asks, and where
+
+
+@pytest.mark.parametrize("covered_every", [1, 2, 3, 48])
+def test_the_target_search_asks_only_for_the_candidates_the_source_search_left(
+    setup: Make, covered_every: int
+) -> None:
+    s = setup()
+    s.cover(list(range(0, 48, covered_every)))
+    s.query(QUERIES[1], limit=5, oversample=4)
+    (source_call, source_hits), (target_call, _) = s.store.made
+    assert source_call.arguments["using"] == s.plan.source_vector
+    assert source_call.arguments["limit"] == 20
+    covered = sum(1 for p in source_hits if isinstance(p.vector, dict) and TARGET in p.vector)
+    # the best 5 covered points are all the target can add to the answer; the rest of the 20 are neighbours
+    assert target_call.arguments["limit"] == max(5, 20 - covered)
+
+
+class Remote(StoreWrapper):
+    """A store that answers as a server would: not local, each search waits for ``release`` (up to 5 s)
+    before it is served, and every search records the thread it ran in."""
+
+    def __init__(self, store: Store, release: threading.Event) -> None:
+        super().__init__(store)
+        self.release = release
+        self.threads: list[tuple[str | None, int, bool]] = []
+
+    @property
+    def is_local(self) -> bool:
+        return False
+
+    def handle(self, call: Call, proceed: Callable[[], Any]) -> Any:
+        if call.method == "query":
+            released = self.release.wait(5)
+            self.threads.append((call.arguments.get("using"), threading.get_ident(), released))
+        return proceed()
+
+
+class Threads:
+    """An embedder that records the thread of each call, and sets ``embedded`` once it was called."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner = inner
+        self.dimension = inner.dimension
+        self.threads: list[int] = []
+        self.embedded = threading.Event()
+
+    def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        self.threads.append(threading.get_ident())
+        self.embedded.set()
+        return self.inner.embed(texts)
+
+
+def test_a_servers_source_search_runs_while_the_calling_thread_embeds_for_the_target(setup: Make) -> None:
+    s = setup()
+    s.cover(list(range(0, 48, 2)))
+    expected = s.query(QUERIES[2], limit=5, embed_budget=0)
+    source, target = Threads(s.source), Threads(s.target)
+    remote = Remote(s.lattice.store, release=target.embedded)  # the source search waits for the target's
+    found = mixed_query(
+        remote,
+        s.plan,
+        QUERIES[2],
+        embed_source=source.embed,
+        embed_target=target.embed,
+        limit=5,
+        embed_budget=0,
+    )
+    me = threading.get_ident()
+    assert source.threads == [me] and target.threads == [me]  # both models in the calling thread
+    (first, second) = remote.threads
+    assert first[0] == s.plan.source_vector and first[1] != me and first[2]  # overlapped with the embedding
+    assert second[0] == TARGET and second[1] == me
+    assert ids_of(found.points) == ids_of(expected.points)
+
+
+@pytest.mark.parametrize("budget", [0, 2])
+def test_local_mode_and_a_budget_run_the_query_in_order_in_the_calling_thread(
+    setup: Make, budget: int
+) -> None:
+    s = setup()
+    s.cover(list(range(0, 48, 2)))
+    source, target = Threads(s.source), Threads(s.target)
+    order: list[str] = []
+
+    class Local(StoreWrapper):
+        def handle(self, call: Call, proceed: Callable[[], Any]) -> Any:
+            if call.method == "query":
+                order.append(f"search {call.arguments['using']} in {threading.get_ident()}")
+            return proceed()
+
+    def embed_target(texts: Sequence[str]) -> NDArray[np.float32]:
+        order.append(f"embed {len(texts)} for the target")
+        return target.embed(texts)
+
+    store: Store = Local(s.lattice.store)
+    if budget:  # a budget needs the source hits before the target's pass, even on a server
+        store = Remote(store, threading.Event())
+        store.release.set()
+    mixed_query(
+        store,
+        s.plan,
+        QUERIES[3],
+        embed_source=source.embed,
+        embed_target=embed_target,
+        limit=5,
+        embed_budget=budget,
+    )
+    me = threading.get_ident()
+    assert source.threads == [me] and target.threads == [me]
+    assert order == [
+        f"search {s.plan.source_vector} in {me}",
+        f"embed {1 + budget} for the target",
+        f"search {TARGET} in {me}",
+    ]
