@@ -1316,7 +1316,8 @@ class LatticeClient:
             collection_name: the collection.
             query: what to search for.
             using: a vector name, overriding the routing.
-            prefetch: as ``query_points`` (passed as given).
+            prefetch: as ``query_points`` (passed as given, but for the ``score_threshold`` of a prefetch
+                searching the target vector, translated as the query's own).
             query_filter: as ``query_points``.
             search_params: as ``query_points``.
             limit: as ``query_points``.
@@ -1426,7 +1427,36 @@ class LatticeClient:
         call["using"] = decided.using
         if decided.role == "target" and call.get("score_threshold") is not None:
             call["score_threshold"] = self._target_threshold(snap, call["score_threshold"])
+        if call.get("prefetch") is not None:
+            call["prefetch"] = self._prefetch_thresholds(snap, call["prefetch"], decided.role)
         return decided.collection, call
+
+    def _prefetch_thresholds(self, snap: Snapshot, prefetch: Any, role: Role) -> Any:
+        """``prefetch`` (one or a list, nested ones included) with the ``score_threshold`` of each prefetch
+        that searches the target vector translated as the query's own is. A prefetch names its vector
+        itself (the routing does not choose it); with one name for both models (a re-embed) it is in the
+        space the query is routed to. Anything that is not a ``models.Prefetch`` passes as given."""
+        plan = snap.plan
+
+        def in_target(using: str | None) -> bool:
+            if plan.source_vector == plan.target_vector:
+                return role == "target"
+            return (using or "") == plan.target_vector
+
+        def one(item: Any) -> Any:
+            if not isinstance(item, models.Prefetch):
+                return item
+            update: dict[str, Any] = {}
+            if item.score_threshold is not None and in_target(item.using):
+                update["score_threshold"] = self._target_threshold(snap, item.score_threshold)
+            if item.prefetch is not None:
+                update["prefetch"] = every(item.prefetch)
+            return item.model_copy(update=update) if update else item
+
+        def every(found: Any) -> Any:
+            return [one(item) for item in found] if isinstance(found, list) else one(found)
+
+        return every(prefetch)
 
     def _target_threshold(self, snap: Snapshot, threshold: Any) -> float:
         """A source-space ``score_threshold`` as the target space needs it (the calibration's decision,

@@ -117,6 +117,51 @@ def test_the_batch_and_groups_variants_translate_too(
     assert len(groups.groups) == len(target)
 
 
+def test_a_prefetch_searching_the_target_vector_translates_its_threshold(
+    make_migration: MakeMigration, lattice: lq.LatticeClient, qdrant: Any, names: Any
+) -> None:
+    migration = backfilled(make_migration, lattice)
+    docs, plan = migration.collection, migration.plan
+    found = calibrated(lattice, migration)
+    migration.cutover()
+    target = lattice.embedder(plan.target)
+
+    def prefetched(client: Any, nested: bool = False) -> int:
+        total = 0
+        for q in QUERIES:
+            vector = target.embed([q])[0].tolist()
+            inner = models.Prefetch(
+                query=vector, using=plan.target_vector, score_threshold=THRESHOLD, limit=10
+            )
+            # the outer prefetch (no threshold) only passes the inner one's hits on
+            prefetch = models.Prefetch(prefetch=inner, query=vector, using=plan.target_vector, limit=10)
+            total += len(
+                client.query_points(docs, doc(q), prefetch=[prefetch] if nested else inner, limit=10).points
+            )
+        return total
+
+    translated = results(lattice, docs)  # the query's own threshold, translated
+    assert prefetched(lattice) == translated and prefetched(lattice, nested=True) == translated
+    as_given = prefetched(make_lattice(qdrant, names, translate_thresholds=False))
+    assert as_given < 0.4 * translated, (translated, as_given)
+    # a prefetch of the source vector keeps its threshold: it searches the source space
+    legacy = lattice.embedder(plan.source)
+    source_side = models.Prefetch(
+        query=legacy.embed([QUERIES[0]])[0].tolist(), using=plan.source_vector, score_threshold=0.99
+    )
+    sent: list[Any] = []
+    real = lattice.store.query
+
+    def spy(collection: str, **kwargs: Any) -> Any:
+        sent.append(kwargs["prefetch"])
+        return real(collection, **kwargs)
+
+    lattice.store.query = spy  # type: ignore[method-assign]
+    lattice.query_points(docs, doc(QUERIES[0]), prefetch=[source_side], limit=10)
+    assert sent == [[source_side]]
+    assert found.translate(THRESHOLD).target != THRESHOLD
+
+
 def test_mixed_mode_applies_the_translated_threshold_to_target_scores(
     make_migration: MakeMigration, lattice: lq.LatticeClient
 ) -> None:
