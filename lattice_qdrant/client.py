@@ -80,6 +80,8 @@ from .routing import (
     id_key,
     in_memory,
     inference_mode,
+    point_struct,
+    point_vectors,
     query_text,
     request_options,
     resolve,
@@ -479,7 +481,7 @@ class LatticeClient:
                 # 768-dimension vector costs more than routing the point); a point with vectors outside the
                 # migration (sparse ones, say, perhaps given as plain data) is validated as before
                 batch = [
-                    (models.PointStruct if extras[i] else models.PointStruct.model_construct)(
+                    (models.PointStruct if extras[i] else point_struct)(
                         id=p.id,
                         vector=vectors_of(by_role[i], extras[i]),
                         payload={**p.payload, **stamp} if p.payload else stamp.copy(),
@@ -854,7 +856,7 @@ class LatticeClient:
             writes = []
             for destination in strategy.destinations(collection_name, required):
                 batch = [
-                    (models.PointVectors if resolved.extras[i] else models.PointVectors.model_construct)(
+                    (models.PointVectors if resolved.extras[i] else point_vectors)(
                         id=p.id, vector=destination.vectors_of(resolved.roles[i], resolved.extras[i])
                     )
                     for i, p in enumerate(points)

@@ -33,10 +33,11 @@ import math
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
+from pydantic import BaseModel
 from qdrant_client import models
 
 from .calibration import RECORD_FIELD, ScoreCalibration
@@ -44,6 +45,8 @@ from .errors import CalibrationError, ConfigError, VectorValidationError
 from .plan import MigrationPlan
 from .spec import ModelSpec
 from .state import MigrationState, Phase, QueryRoute, WriteRoute, query_route, write_route
+
+_Model = TypeVar("_Model", bound=BaseModel)
 
 __all__ = [
     "EMPTY_DOCUMENT",
@@ -77,6 +80,8 @@ __all__ = [
     "is_dense",
     "needs_coverage",
     "negated_vectors",
+    "point_struct",
+    "point_vectors",
     "query_text",
     "request_options",
     "resolve",
@@ -87,6 +92,7 @@ __all__ = [
     "single_call",
     "split",
     "text_change",
+    "unchecked",
     "upload_problem",
     "upload_rows",
     "upload_structs",
@@ -766,13 +772,53 @@ def upload_problem(vectors: Any, payload: Any, ids: Any) -> str | None:
     return None
 
 
+def unchecked(cls: type[_Model]) -> Callable[..., _Model]:
+    """A constructor of ``cls`` from every one of its fields, unvalidated: what ``model_construct`` makes
+    when every field is given, without its per-field work (about 1 µs against 3.6 for a point, which the
+    wrapper pays for every point it writes). Checked once against ``model_construct``; where this pydantic
+    builds models otherwise, it is ``model_construct`` itself.
+
+    Only for values already validated (the routed vectors of a write, plain data of the caller's).
+    """
+    order = tuple(cls.model_fields)
+    new, assign = object.__new__, object.__setattr__
+
+    def build(**fields: Any) -> _Model:
+        model = new(cls)
+        assign(model, "__dict__", {name: fields[name] for name in order})
+        assign(model, "__pydantic_fields_set__", set(order))
+        assign(model, "__pydantic_extra__", None)
+        assign(model, "__pydantic_private__", None)
+        return model
+
+    sample: dict[str, Any] = {name: [index] for index, name in enumerate(order)}
+    try:
+        made, expected = build(**sample), cls.model_construct(**sample)
+        same = (
+            made.__dict__ == expected.__dict__
+            and list(made.__dict__) == list(expected.__dict__)
+            and made.model_fields_set == expected.model_fields_set
+            and made.__pydantic_extra__ == expected.__pydantic_extra__
+            and made.__pydantic_private__ == expected.__pydantic_private__
+            and made == expected
+        )
+    except Exception:  # any difference in how this pydantic builds models
+        same = False
+    return build if same else cls.model_construct
+
+
+#: points and point vectors of a write, built from validated values (see :func:`unchecked`)
+point_struct = unchecked(models.PointStruct)
+point_vectors = unchecked(models.PointVectors)
+
+
 def upload_rows(vectors: Any, payload: Iterable[Any] | None, ids: Iterable[Any] | None) -> Iterator[Any]:
     """``upload_collection``'s columns as points, one at a time (read lazily, as qdrant-client does).
 
     ``vectors`` is an iterable of vector values (lists, dicts of named vectors, ``models.Document``), a
     2-d array, or a dict of vector name -> 2-d array (or list of vectors); ``ids`` default to random UUIDs
     (qdrant-client's ``uuid4``), payloads to none. The points are built unchecked
-    (``model_construct``): the routing validates them and reports each bad one.
+    (:func:`unchecked`): the routing validates them and reports each bad one.
     """
     rows: Iterable[Any]
     if isinstance(vectors, dict):
@@ -787,9 +833,7 @@ def upload_rows(vectors: Any, payload: Iterable[Any] | None, ids: Iterable[Any] 
     )
     payloads: Iterable[Any] = itertools.repeat(None) if payload is None else payload
     for pid, vector, body in zip(id_column, rows, payloads, strict=False):
-        yield models.PointStruct.model_construct(
-            id=pid, vector=vector if vector is not None else {}, payload=body or {}
-        )
+        yield point_struct(id=pid, vector=vector if vector is not None else {}, payload=body or {})
 
 
 def upload_structs(points: Iterable[Any]) -> Iterator[Any]:
@@ -798,9 +842,7 @@ def upload_structs(points: Iterable[Any]) -> Iterator[Any]:
         if isinstance(point, models.PointStruct):
             yield point
         else:
-            yield models.PointStruct.model_construct(
-                id=point.id, vector=_plain(point.vector) or {}, payload=point.payload or {}
-            )
+            yield point_struct(id=point.id, vector=_plain(point.vector) or {}, payload=point.payload or {})
 
 
 # --------------------------------------------------------------------------- batch_update_points

@@ -7,12 +7,22 @@ from typing import Any
 
 import numpy as np
 import pytest
+from pydantic import BaseModel, PrivateAttr
 from qdrant_client import models
 
 import lattice_qdrant as lq
 from lattice_qdrant import routing
 from lattice_qdrant.plan import MigrationPlan, Strategy
-from lattice_qdrant.routing import Coverage, MixedQuery, PassThrough, RoutedQuery, Snapshot
+from lattice_qdrant.routing import (
+    Coverage,
+    MixedQuery,
+    PassThrough,
+    RoutedQuery,
+    Snapshot,
+    point_struct,
+    point_vectors,
+    unchecked,
+)
 from lattice_qdrant.spec import ModelSpec
 from lattice_qdrant.state import MigrationState, Phase, QueryRoute, Status, WriteRoute
 from lattice_qdrant.store import stamp_filter
@@ -286,3 +296,31 @@ def test_dense_vector_checks_a_dense_vector_and_leaves_anything_else() -> None:
     assert "non-finite" in str(routing.dense_vector([float("nan")] * 6, WIDE, "wide"))
     for other in ([[0.1] * 6, [0.2] * 6], models.SparseVector(indices=[1], values=[0.5]), 7):
         assert routing.dense_vector(other, WIDE, "wide") is None
+
+
+# --------------------------------------------------------------------------- points built from checked values
+
+
+def test_points_built_unchecked_are_the_models_model_construct_makes() -> None:
+    vector = {"legacy": [0.5, 1.0], "modern": [1.0, 0.0, 2.0]}
+    built = point_struct(id=7, vector=vector, payload={"text": "a"})
+    assert built == models.PointStruct(id=7, vector=vector, payload={"text": "a"})
+    assert built == models.PointStruct.model_construct(id=7, vector=vector, payload={"text": "a"})
+    assert built.model_fields_set == {"id", "vector", "payload"}
+    assert built.model_dump() == {"id": 7, "vector": vector, "payload": {"text": "a"}}
+    assert built.vector is vector  # nothing copied
+    moved = point_vectors(id="0b6c3f5e-6a3e-4a7e-9f4b-6a0b8a1e2c3d", vector={"modern": [1.0]})
+    assert moved == models.PointVectors(id="0b6c3f5e-6a3e-4a7e-9f4b-6a0b8a1e2c3d", vector={"modern": [1.0]})
+
+
+def test_a_model_built_otherwise_is_left_to_model_construct() -> None:
+    class Private(BaseModel):
+        a: int
+        _note: int = PrivateAttr(default=3)
+
+    class Extra(BaseModel, extra="allow"):
+        a: int
+
+    for cls in (Private, Extra):
+        assert unchecked(cls) == cls.model_construct  # the check against model_construct failed
+    assert unchecked(models.PointStruct) != models.PointStruct.model_construct
