@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from qdrant_client import AsyncQdrantClient, QdrantClient, models
 
 from benchmarks import backends as bench_backends
 from benchmarks import backfill as bench_backfill
@@ -67,12 +70,13 @@ def test_overhead_benchmark_compares_raw_and_wrapped_in_every_state(
     assert "raw µs" in printed and "overhead µs" in printed and "raw does the same work by hand" in printed
     rows = json.loads(out.read_text())["rows"]
     expected = [
-        (api, state, call, batch)
+        (api, state, against, call, batch)
         for api in ("sync", "async")
         for state in bench_overhead.STATES
+        for against in ("local", "instant")
         for call, batch in (("query_points", 1), ("upsert", 1), ("upsert", 3))
     ]
-    assert [(r["api"], r["state"], r["call"], r["batch"]) for r in rows] == expected
+    assert [(r["api"], r["state"], r["against"], r["call"], r["batch"]) for r in rows] == expected
     for row in rows:
         assert row["raw_us"] > 0 and row["wrapped_us"] > 0
         per_query = row["call"] == "query_points"
@@ -81,17 +85,22 @@ def test_overhead_benchmark_compares_raw_and_wrapped_in_every_state(
             bench_overhead.QUERY_TARGET_US if per_query else bench_overhead.POINT_TARGET_US
         )
         assert row["ok"] == (row["overhead_us"] <= row["target_us"])
-    assert "targets: 50 µs per query, 15 µs per point" in printed
+    assert "targets (local): 50 µs per query, 15 µs per point" in printed
+    assert "targets (instant): 50 µs per query, 15 µs per point" in printed
     assert "an upsert's overhead as a cost per call plus one per point (from the x1 and x3 rows" in printed
     splits = json.loads(out.read_text())["upserts"]
-    assert [(s["api"], s["state"]) for s in splits] == [
-        (api, state) for api in ("sync", "async") for state in bench_overhead.STATES
+    assert [(s["api"], s["state"], s["against"]) for s in splits] == [
+        (api, state, against)
+        for api in ("sync", "async")
+        for state in bench_overhead.STATES
+        for against in ("local", "instant")
     ]
     for found in splits:
+        key = (found["api"], found["state"], found["against"], "upsert")
         one, three = (
             r["overhead_us"] * r["batch"]
             for r in rows
-            if (r["api"], r["state"], r["call"]) == (found["api"], found["state"], "upsert")
+            if (r["api"], r["state"], r["against"], r["call"]) == key
         )
         assert found["per_call_us"] + found["per_point_us"] == pytest.approx(one)
         assert found["per_call_us"] + 3 * found["per_point_us"] == pytest.approx(three)
@@ -105,7 +114,41 @@ def test_overhead_benchmark_runs_one_api_and_state_on_the_cpu_clock(
     printed = capsys.readouterr().out
     assert "(cpu time)" in printed
     lines = [line for line in printed.splitlines() if line.startswith("sync ")]
-    assert len(lines) == 2 and all("finalized" in line for line in lines)
+    assert len(lines) == 4 and all("finalized" in line for line in lines)
+    assert [line.split()[1] for line in lines] == ["local", "local", "instant", "instant"]
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_the_instant_client_answers_the_benchmark_collection_at_once_and_nothing_else(
+    asynchronous: bool,
+) -> None:
+    def point(i: int) -> models.PointStruct:
+        return models.PointStruct(id=i, vector=[1.0, float(i)])
+
+    async def scenario() -> tuple[list[int], int, int, list[int], int]:
+        client: Any = AsyncQdrantClient(":memory:") if asynchronous else QdrantClient(":memory:")
+
+        async def call(value: Any) -> Any:
+            return await value if asynchronous else value
+
+        config = models.VectorParams(size=2, distance=models.Distance.EUCLID)
+        for name in ("bench", "other"):
+            await call(client.create_collection(name, vectors_config=config))
+            await call(client.upsert(name, [point(0)]))
+        with bench_overhead._instant(client, "bench"):
+            await call(client.upsert("bench", [point(1)]))  # answered, not written
+            await call(client.upsert("other", [point(1)]))  # written
+            inside = (await call(client.query_points("bench", [1.0, 0.0]))).points
+            other = len((await call(client.query_points("other", [1.0, 0.0]))).points)
+        written = (await call(client.count("bench"))).count
+        after = (await call(client.query_points("bench", [1.0, 0.0]))).points
+        total_other = (await call(client.count("other"))).count
+        await call(client.close())
+        return [p.id for p in inside], other, written, [p.id for p in after], total_other
+
+    inside, other, written, after, total_other = asyncio.run(scenario())
+    assert inside == [] and other == 2 and total_other == 2
+    assert written == 1 and after == [0]  # the methods are the engine's own again
 
 
 @pytest.mark.model
