@@ -11,9 +11,10 @@ While the backfill runs, the target vector covers only part of the collection. A
    calling thread;
 3. searches the target vector with it for the rest of ``limit * oversample`` candidates beyond the covered
    ones step 1 met, and at least ``limit`` (the best ``limit`` covered points are all it can return of
-   them; deeper hits serve as scored neighbours for the estimates of step 5);
-4. rescores every candidate that has a target vector (stored or just embedded) in the target space with
-   simsimd (:mod:`lattice_qdrant.kernels`, the collection's distance);
+   them; deeper hits serve as scored neighbours for the estimates of step 5), with the hits' source
+   vectors but not their target vectors: Qdrant's score of a hit is its target score;
+4. scores in the target space every other candidate that has a target vector (stored, from step 1, or
+   just embedded) with simsimd (:mod:`lattice_qdrant.kernels`, the collection's distance);
 5. places the candidates still without a target vector by the **missing policy**:
 
    * ``"embed"``: by an estimated target score, from their nearest candidates in the source space
@@ -195,12 +196,12 @@ def mixed_query(
     # deeper ones only serve as scored neighbours of the uncovered candidates' estimates, and the source
     # search already brought the covered ones it met: ask for the rest of k.
     by_target = search("target", q_target, max(limit, k - len(vectors)))
-    if searches.fetch_from is not None:
-        lacking = [p.id for p in by_target if p.id not in vectors]
-        _fetch(store, searches.fetch_from, lacking, name, vectors)
-    candidates = ranking.gather(by_source, by_target, vectors, source_vectors)
-    result = MixedResult(points=[], candidates=len(candidates.order), rescored=len(candidates.vectors))
+    # its hits' target scores are Qdrant's, against this very embedding: their vectors are not fetched
+    known = {p.id: p.score for p in by_target}
+    candidates = ranking.gather(by_source, by_target, vectors, source_vectors, known)
     uncovered = candidates.uncovered
+    covered = len(candidates.order) - len(uncovered)
+    result = MixedResult(points=[], candidates=len(candidates.order), rescored=covered)
     for (pid, _), row in zip(todo, fresh, strict=True):
         candidates.vectors[pid] = row
     result.embedded = len(todo)

@@ -67,6 +67,8 @@ class Candidates:
         source_rank: each source hit's rank.
         vectors: the target vectors known, by id.
         source_vectors: the source vectors known, by id (for :func:`estimate`).
+        scores: target scores known without their vectors, by id: what the target search gave its hits
+            (they hold a target vector; Qdrant scored it against the same query embedding).
     """
 
     order: list[Any]
@@ -74,11 +76,13 @@ class Candidates:
     source_rank: dict[Any, int]
     vectors: dict[Any, Vector] = field(default_factory=dict)
     source_vectors: dict[Any, Vector] = field(default_factory=dict)
+    scores: dict[Any, float] = field(default_factory=dict)
 
     @property
     def uncovered(self) -> list[Any]:
-        """The candidates without a target vector, in :attr:`order`."""
-        return [pid for pid in self.order if pid not in self.vectors]
+        """The candidates without a target vector (neither a vector nor a target score known), in
+        :attr:`order`."""
+        return [pid for pid in self.order if pid not in self.vectors and pid not in self.scores]
 
 
 def gather(
@@ -86,9 +90,10 @@ def gather(
     by_target: Sequence[models.ScoredPoint],
     vectors: dict[Any, Vector],
     source_vectors: dict[Any, Vector] | None = None,
+    scores: Mapping[Any, float] | None = None,
 ) -> Candidates:
-    """The candidates of both searches, with the target vectors they hold (``vectors``) and the source
-    vectors known (``source_vectors``)."""
+    """The candidates of both searches, with the target vectors they hold (``vectors``), the source
+    vectors known (``source_vectors``) and the target scores known without a vector (``scores``)."""
     order: list[Any] = []
     seen: dict[Any, models.ScoredPoint] = {}
     for point in [*by_source, *by_target]:
@@ -101,6 +106,7 @@ def gather(
         source_rank={p.id: r for r, p in enumerate(by_source)},
         vectors=dict(vectors),
         source_vectors=dict(source_vectors or {}),
+        scores=dict(scores or {}),
     )
 
 
@@ -126,11 +132,15 @@ def target_scores(
     *,
     backend: kernels.Backend = "simsimd",
 ) -> dict[Any, float]:
-    """The target score of every candidate holding a target vector, against ``q_target``."""
-    covered = [pid for pid in candidates.order if pid in candidates.vectors]
+    """The target score of every candidate holding a target vector, against ``q_target``: the score known
+    (:attr:`Candidates.scores`), else its vector's, scored with the kernels."""
+    known = candidates.scores
+    covered = [pid for pid in candidates.order if pid in candidates.vectors and pid not in known]
     matrix, _ = kernels.to_matrix([candidates.vectors[pid] for pid in covered], target.dimension)
     values = kernels.scores(q_target, matrix, target.distance.value, backend=backend)
-    return {pid: float(v) for pid, v in zip(covered, values, strict=True)}
+    scored = {pid: float(v) for pid, v in zip(covered, values, strict=True)}
+    scored.update((pid, float(known[pid])) for pid in candidates.order if pid in known)
+    return scored
 
 
 def estimate(

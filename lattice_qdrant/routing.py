@@ -656,7 +656,8 @@ class MixedSearches:
         source: the source-embedding search.
         target: the target-embedding search.
         target_vector: the vector name holding target vectors in the hits (and in ``fetch_from``).
-        vectors_from: which searches' hits hold target vectors under that name.
+        vectors_from: which searches' hits hold target vectors under that name (the target search's hits
+            need none: their scores are their target scores).
         fetch_from: a collection to fetch the other candidates' target vectors from, or ``None``.
         source_vector: the vector name holding source vectors in the hits of ``source_vectors_from``.
         source_vectors_from: which searches' hits hold source vectors under that name (mixed mode places
@@ -666,7 +667,7 @@ class MixedSearches:
     source: Search
     target: Search
     target_vector: str
-    vectors_from: tuple[Role, ...] = ("source", "target")
+    vectors_from: tuple[Role, ...] = ("source",)
     fetch_from: str | None = None
     source_vector: str = ""
     source_vectors_from: tuple[Role, ...] = ()

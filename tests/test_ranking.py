@@ -36,6 +36,19 @@ def test_covered_candidates_are_rescored_and_the_others_keep_their_source_rank()
     assert [p.id for p in fewer] == [3, 2] and fewer[0].payload is None
 
 
+def test_a_target_hits_score_stands_for_its_vector() -> None:
+    # 4 came from the target search without its vector; 1 is in both (its vector from the source search)
+    by_source = [hit(1, 0.9), hit(2, 0.8), hit(3, 0.7)]
+    by_target = [hit(4, 5.0), hit(1, 4.0)]
+    candidates = ranking.gather(by_source, by_target, {1: [1.0, 0.0], 3: [3.0, 0.0]}, scores={4: 2.5, 1: 1.5})
+    assert candidates.uncovered == [2]  # 4 is covered: its score is known
+    scored = ranking.target_scores(candidates, np.array([1.0, 0.0], dtype=np.float32), TARGET)
+    # the known scores are taken as they are (1's vector would score 1.0), the others rescored
+    assert scored == {1: 1.5, 3: 3.0, 4: 2.5}
+    ranked = ranking.rank(candidates, np.array([1.0, 0.0], dtype=np.float32), TARGET, limit=4, scored=scored)
+    assert [(p.id, p.score) for p in ranked] == [(3, 3.0), (2, 0.8), (4, 2.5), (1, 1.5)]
+
+
 def test_an_embedded_candidate_is_ranked_like_the_stored_ones() -> None:
     candidates = ranking.gather([hit(1, 0.9, "one"), hit(2, 0.8)], [], {2: [1.0, 0.0]})
     for pid, _ in ranking.to_embed(candidates, "text"):

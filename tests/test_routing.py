@@ -264,7 +264,9 @@ def test_the_two_searches_of_a_mixed_query() -> None:
         "src",
         ["wide", "src"],  # the target vectors to rescore, the source vectors to place the others
     )
-    assert searches.fetch_from is None and searches.vectors_from == ("source", "target")
+    # the target search's hits are scored by Qdrant against the same embedding: only their source vectors
+    assert (searches.target.using, searches.target.with_vectors) == ("wide", ["src"])
+    assert searches.fetch_from is None and searches.vectors_from == ("source",)
     assert (searches.source_vector, searches.source_vectors_from) == ("src", ("source", "target"))
     blue = strategy_for(snap(Strategy.BLUE_GREEN).plan).mixed_searches(None)
     assert (blue.source.with_vectors, blue.target.collection, blue.fetch_from) == (
@@ -273,9 +275,10 @@ def test_the_two_searches_of_a_mixed_query() -> None:
         "docs__wide",
     )
     # the source collection's vectors are source vectors, whatever their name
-    assert (blue.vectors_from, blue.source_vectors_from) == (("target",), ("source",))
+    assert (blue.vectors_from, blue.source_vectors_from, blue.target.with_vectors) == ((), ("source",), False)
     shared = strategy_for(snap(Strategy.REEMBED).plan).mixed_searches(user)
-    assert shared.vectors_from == ("target",) and shared.source_vectors_from == ("source",)
+    assert shared.vectors_from == () and shared.source_vectors_from == ("source",)
+    assert shared.target.with_vectors is False
     assert shared.target.query_filter == models.Filter(must=[user, stamp_filter("new", 1)])
     assert shared.source.query_filter == models.Filter(
         must=[user, models.Filter(must_not=[stamp_filter("new", 1)])]

@@ -368,14 +368,16 @@ class MigrationStrategy(ABC):
         return RoutedQuery(plan.collection, plan.source_vector, role)
 
     def mixed_searches(self, query_filter: models.Filter | None) -> MixedSearches:
-        """The two searches of a mixed query (pure): here both in the collection, each fetching the
-        candidates' target and source vectors."""
+        """The two searches of a mixed query (pure): here both in the collection, the source search
+        fetching its hits' target and source vectors, the target search their source vectors (its hits'
+        target scores are Qdrant's)."""
         plan = self.plan
         names = [plan.target_vector, plan.source_vector]
         vectors: bool | list[str] = names if all(names) else True
+        sources: bool | list[str] = [plan.source_vector] if all(names) else True
         return MixedSearches(
             source=Search(plan.collection, plan.source_vector or None, query_filter, vectors),
-            target=Search(self.data_collection, plan.target_vector or None, query_filter, vectors),
+            target=Search(self.data_collection, plan.target_vector or None, query_filter, sources),
             target_vector=plan.target_vector,
             source_vector=plan.source_vector,
             source_vectors_from=("source", "target"),

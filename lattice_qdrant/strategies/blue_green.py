@@ -111,12 +111,11 @@ class BlueGreenStrategy(MigrationStrategy):
 
     def mixed_searches(self, query_filter: Any) -> MixedSearches:
         """The source search runs on the source collection (which has no target vector), the target
-        search on the target collection; the source's candidates get their target vectors from there (the
-        source collection's vector of that name, if any, is a source vector), and only they have their
-        source vectors."""
+        search on the target collection (its hits' scores are their target scores: no vectors fetched);
+        the source's candidates get their target vectors from there (the source collection's vector of
+        that name, if any, is a source vector), and only they have their source vectors."""
         found = super().mixed_searches(query_filter)
         plan = self.plan
-        name = plan.target_vector
         return MixedSearches(
             source=Search(
                 plan.collection,
@@ -124,11 +123,9 @@ class BlueGreenStrategy(MigrationStrategy):
                 query_filter,
                 [plan.source_vector] if plan.source_vector else True,
             ),
-            target=Search(
-                found.target.collection, found.target.using, query_filter, [name] if name else True
-            ),
+            target=Search(found.target.collection, found.target.using, query_filter, False),
             target_vector=found.target_vector,
-            vectors_from=("target",),
+            vectors_from=(),
             fetch_from=self.data_collection,
             source_vector=plan.source_vector,
             source_vectors_from=("source",),

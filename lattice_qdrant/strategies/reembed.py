@@ -213,8 +213,8 @@ class ReembedStrategy(MigrationStrategy):
 
     def mixed_searches(self, query_filter: Any) -> MixedSearches:
         """Both searches over the one name, each restricted by the stamp to the points holding its model
-        (and the caller's filter); only the target search's hits hold target vectors, and only the source
-        search's source vectors."""
+        (and the caller's filter); only the target search's hits hold target vectors (their scores are
+        their target scores: no vectors fetched), and only the source search's source vectors."""
         plan = self.plan
         name = plan.source_vector
 
@@ -224,9 +224,9 @@ class ReembedStrategy(MigrationStrategy):
         vectors: bool | list[str] = [name] if name else True
         return MixedSearches(
             source=Search(plan.collection, name, restricted(self.todo()), vectors),
-            target=Search(plan.collection, name, restricted(self.done()), vectors),
+            target=Search(plan.collection, name, restricted(self.done()), False),
             target_vector=name,
-            vectors_from=("target",),
+            vectors_from=(),
             source_vector=name,
             source_vectors_from=("source",),
         )
