@@ -16,7 +16,6 @@ detected and the BLAS numpy uses, with its thread count when ``threadpoolctl`` i
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import json
 import math
@@ -24,7 +23,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ import numpy as np
 from numpy.typing import NDArray
 from qdrant_client import models
 
+from benchmarks.threads import blas_limit
 from lattice_qdrant.kernels import BACKENDS, Backend, capabilities, scores, to_matrix
 from lattice_qdrant.spec import Distance
 
@@ -102,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes: Sequence[tuple[int, int]] = args.sizes or (QUICK_SIZES if args.quick else FULL_SIZES)
     reps: int = args.reps or (3 if args.quick else 9)
     sample_seconds = 0.0005 if args.quick else 0.005
-    with _blas_limit(args.blas_threads):
+    with blas_limit(args.blas_threads, required=True):
         env = environment()
         _write_header(env)
         _write(_format_row(None))
@@ -321,19 +321,6 @@ def _format_row(row: Row | None) -> str:
         _number(row.e2e_ratio, 2),
     )
     return " ".join(f"{cell:>{width}}" for cell, (_, width) in zip(cells, _COLUMNS, strict=True))
-
-
-@contextlib.contextmanager
-def _blas_limit(threads: int | None) -> Iterator[None]:
-    if threads is None:
-        yield
-        return
-    try:
-        threadpoolctl = importlib.import_module("threadpoolctl")
-    except ImportError:
-        raise SystemExit("--blas-threads needs threadpoolctl: pip install threadpoolctl") from None
-    with threadpoolctl.threadpool_limits(limits=threads, user_api="blas"):
-        yield
 
 
 def _number(value: float, digits: int) -> str:

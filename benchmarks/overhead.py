@@ -35,8 +35,9 @@ Every call is measured twice (the ``against`` column): against local mode, as ab
 that answers the benchmark collection's queries and upserts at once (no search, nothing written; the control
 records are served as before), on both sides alike. A local-mode query takes a millisecond or more and moves
 by tens of µs from sample to sample on a shared machine, which hides a difference of a few µs; against the
-instant client the raw side costs about a µs, so the difference is the wrapper's own time (its routing,
-validation and stamping), measured to about a µs. The first tells that the wrapper does not make Qdrant's
+instant client the raw side costs only qdrant-client's own work before it hands a request over (tens of
+µs, which both sides pay), so the difference is the wrapper's own time (its routing, validation and
+stamping), steady to a few µs. The first tells that the wrapper does not make Qdrant's
 work slower (it sends the same request); the second, what it adds.
 """
 

@@ -17,12 +17,21 @@ __all__ = ["blas_limit"]
 
 
 @contextlib.contextmanager
-def blas_limit(threads: int) -> Iterator[str]:
-    """numpy's BLAS limited to ``threads`` (with ``threadpoolctl``; without it, as it is), and what it is."""
+def blas_limit(threads: int | None, *, required: bool = False) -> Iterator[str]:
+    """numpy's BLAS limited to ``threads`` (``None``: as configured), and what it is.
+
+    The limit needs ``threadpoolctl``; without it BLAS stays as it is, or, with ``required`` (the limit was
+    asked for explicitly), the benchmark stops with a message naming the install command.
+    """
+    if threads is None:
+        yield "as configured"
+        return
     try:
         # Optional: not a dependency of the package.
         threadpoolctl = importlib.import_module("threadpoolctl")
     except ImportError:
+        if required:
+            raise SystemExit("--blas-threads needs threadpoolctl: pip install threadpoolctl") from None
         yield "as configured (install threadpoolctl to limit them)"
         return
     with threadpoolctl.threadpool_limits(limits=threads, user_api="blas"):

@@ -16,6 +16,7 @@ from benchmarks import backfill as bench_backfill
 from benchmarks import capacity as bench_capacity
 from benchmarks import overhead as bench_overhead
 from benchmarks import quality as bench_quality
+from benchmarks.threads import blas_limit
 
 
 def test_backfill_benchmark_reports_every_ratio(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -278,3 +279,16 @@ def test_capacity_plan_uses_the_rates_given_without_measuring(capsys: pytest.Cap
     printed = capsys.readouterr().out
     assert "qdrant-edge" not in printed and "embedding:" not in printed  # nothing measured
     assert "10M" in printed and " 4.6 " in printed  # 10M points at 600 points/s
+
+
+def test_blas_limit_names_what_it_did(monkeypatch: pytest.MonkeyPatch) -> None:
+    with blas_limit(None) as found:
+        assert found == "as configured"
+    with blas_limit(1) as found:
+        assert found == "1"  # threadpoolctl comes with scikit-learn, a dependency of sentence-transformers
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)  # not installed
+    with blas_limit(1) as found:
+        assert found == "as configured (install threadpoolctl to limit them)"
+    refused = pytest.raises(SystemExit, match="--blas-threads needs threadpoolctl: pip install threadpoolctl")
+    with refused, blas_limit(1, required=True):
+        pass  # pragma: no cover
