@@ -47,7 +47,7 @@ import asyncio
 import functools
 import inspect
 import threading
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar, cast, overload
 
 import httpx
@@ -256,6 +256,28 @@ class _LocalFace:
         # kept: the store asks for a method on every request, and wrapping it anew cost more than routing
         # (the async client's methods are bound once; a value that is not callable is read each time)
         self.__dict__[name] = call
+        return call
+
+    def transport(self, name: str) -> Callable[..., Any] | None:
+        """The local-mode engine's ``name``, driven as :meth:`__getattr__` drives the client's, which
+        ``AsyncQdrantClient.<name>`` awaits after its scan for objects to embed (see
+        :func:`~lattice_qdrant.store.server.transport_method`); ``None`` when the async client's class or
+        the instance has its own ``name``."""
+        client = self._async
+        if name in vars(client) or getattr(type(client), name, None) is not getattr(
+            AsyncQdrantClient, name, None
+        ):
+            return None
+        found = getattr(self._async._client, name, None)
+        if found is None:
+            return None
+        lock = self.lock
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with lock:
+                result = found(*args, **kwargs)
+                return _drive(result, name) if inspect.iscoroutine(result) else result
+
         return call
 
     def __repr__(self) -> str:

@@ -101,6 +101,7 @@ from .store import (
     CONTROL_COLLECTION,
     MODEL_FIELD,
     VERSION_FIELD,
+    NumericPoints,
     RetryPolicy,
     Store,
     open_store,
@@ -113,6 +114,7 @@ __all__ = ["LatticeClient", "wrap"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+_Point = TypeVar("_Point", models.PointStruct, models.PointVectors)
 
 #: Ids a text change re-embeds per request.
 REEMBED_PAGE = 256
@@ -488,7 +490,7 @@ class LatticeClient:
                     )
                     for i, p in enumerate(structs)
                 ]
-                result = self.store.upsert(destination.collection, batch, **options)
+                result = self.store.upsert(destination.collection, _numeric(batch, extras), **options)
             if result is None:  # pragma: no cover - every route has a destination
                 raise StoreError("no destination for the write", collection=collection_name)
             return result
@@ -880,7 +882,9 @@ class LatticeClient:
                     )
                     continue
                 if batch:
-                    result = self.store.update_vectors(collection, batch, **options)
+                    result = self.store.update_vectors(
+                        collection, _numeric(batch, resolved.extras), **options
+                    )
                 if routed:
                     self.store.set_payload(
                         collection,
@@ -1806,6 +1810,24 @@ def _update_filter(kwargs: dict[str, Any]) -> models.Filter | None:
         return found
     kwargs["update_filter"] = converted = GrpcToRest.convert_filter(found)
     return converted
+
+
+def _numeric(batch: list[_Point], extras: Sequence[dict[str, Any]]) -> list[_Point]:
+    """``batch`` as :class:`~lattice_qdrant.store.NumericPoints` when every vector in it is a list (the
+    routed vectors: validated lists of numbers, or embedded ones) and no point carries a vector outside the
+    migration (passed through as given, it may be anything), so qdrant-client's scan of every value for
+    objects to embed is skipped; else ``batch`` as it is (a routed vector left to server-side inference is a
+    ``models.Document``: the scan must see it)."""
+    if any(extras):
+        return batch
+    for point in batch:
+        vector = point.vector
+        if type(vector) is dict:
+            if not all(type(value) is list for value in vector.values()):
+                return batch
+        elif type(vector) is not list:
+            return batch
+    return NumericPoints(batch)
 
 
 def _vector_names(batch: Sequence[models.PointVectors]) -> set[str]:

@@ -105,6 +105,12 @@ def test_overhead_benchmark_compares_raw_and_wrapped_in_every_state(
         )
         assert found["per_call_us"] + found["per_point_us"] == pytest.approx(one)
         assert found["per_call_us"] + 3 * found["per_point_us"] == pytest.approx(three)
+        # the wrapper's own work adds back qdrant-client's scan, which it skips with a migration only
+        assert found["scan_us"] > 0
+        skipped = found["scan_us"] if found["state"] != "none" else 0.0
+        assert found["own_per_point_us"] == pytest.approx(found["per_point_us"] + skipped)
+    assert "own work: the wrapper's per point, without what it saves" in printed
+    assert all(row["scan_us"] > 0 for row in rows if row["call"] == "upsert")
 
 
 def test_overhead_benchmark_runs_one_api_and_state_on_the_cpu_clock(

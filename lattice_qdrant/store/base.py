@@ -32,6 +32,18 @@ SLICES_MIN_VERSION = (1, 19, 0)
 CONDITIONAL_WRITES_MIN_VERSION = (1, 17, 0)
 
 
+class NumericPoints(list[Any]):
+    """Points (``PointStruct`` or ``PointVectors``) whose every vector is a list of numbers, built by the
+    wrapper from vectors it validated or embedded: nothing in them for qdrant-client to embed.
+
+    A store hands such a batch to qdrant-client's transport directly (see
+    :func:`~lattice_qdrant.store.server.transport_method`): ``QdrantClient.upsert`` and ``update_vectors``
+    otherwise scan every value of every vector for objects to embed (``models.Document`` and the like), which
+    costs more than the wrapper's routing of a point and can find nothing here. Any other sequence of points
+    goes through the client's public method, scan included.
+    """
+
+
 @dataclass(frozen=True)
 class VectorInfo:
     """A dense vector of a collection: its size and distance (``name`` is ``""`` when unnamed)."""

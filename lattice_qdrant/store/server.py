@@ -62,6 +62,7 @@ from .base import (
     PAYLOAD_INDEXES,
     VERSION_FIELD,
     Coverage,
+    NumericPoints,
     RetryPolicy,
     VectorInfo,
     pages,
@@ -74,7 +75,7 @@ from .base import (
 from .control import ControlRecords
 from .translate import message_of, translate
 
-__all__ = ["COUNT_PAGE", "ServerStore"]
+__all__ = ["COUNT_PAGE", "ServerStore", "transport_method"]
 
 log = logging.getLogger("lattice_qdrant.store")
 _R = TypeVar("_R")
@@ -93,6 +94,29 @@ def _ours(record: Any, name: str, todo: Mapping[Any, tuple[Any, list[float]]], d
     stored = vector_value(record, name)
     mine = todo.get(record.id)
     return stored is not None and mine is not None and stored_as_written(stored, mine[1], distance)
+
+
+def transport_method(client: Any, name: str) -> Callable[..., Any] | None:
+    """The method ``name`` of the transport under ``client`` (its engine: the remote one, or local mode),
+    which ``QdrantClient.<name>`` calls after its scan for objects to embed; ``None`` when that hand-over
+    cannot be relied on: ``client`` is not a ``QdrantClient``, its class or the instance itself has its own
+    ``name`` (a subclass, an instrumented client: the caller's method must run), or it has no such transport.
+
+    A client may offer its own (the async twin's synchronous face of a local-mode ``AsyncQdrantClient``
+    does): its ``transport(name)`` is asked instead. Only for :class:`NumericPoints`, in which the scan can
+    find nothing.
+    """
+    own = getattr(type(client), "transport", None)
+    if own is not None:
+        found: Callable[..., Any] | None = own(client, name)
+        return found
+    if (
+        not isinstance(client, QdrantClient)
+        or name in vars(client)
+        or getattr(type(client), name, None) is not getattr(QdrantClient, name, None)
+    ):
+        return None
+    return getattr(getattr(client, "_client", None), name, None)
 
 
 class ServerStore(ControlRecords):
@@ -474,10 +498,12 @@ class ServerStore(ControlRecords):
         if update_filter is not None or update_mode is not None:
             self.check_conditional_writes(collection)
 
+        numeric = isinstance(points, NumericPoints)
+
         def send(batch: list[models.PointStruct]) -> models.UpdateResult:
             result: models.UpdateResult = self._call(
                 "upsert points",
-                self.client.upsert,
+                (numeric and transport_method(self.client, "upsert")) or self.client.upsert,
                 collection,
                 points=batch,
                 collection=collection,
@@ -504,10 +530,12 @@ class ServerStore(ControlRecords):
             extra["update_filter"] = update_filter
             self.check_conditional_writes(collection)
 
+        numeric = isinstance(points, NumericPoints)
+
         def send(batch: list[models.PointVectors]) -> models.UpdateResult:
             result: models.UpdateResult = self._call(
                 "update vectors",
-                self.client.update_vectors,
+                (numeric and transport_method(self.client, "update_vectors")) or self.client.update_vectors,
                 collection,
                 points=batch,
                 collection=collection,
