@@ -380,6 +380,10 @@ class BackfillReport:
             ``"max_tokens"``, ``"paused"`` (paused or cancelled by another process) or ``"passes"``.
         shard_method: how a sharded run split the points (:data:`SHARD_SLICE` or :data:`SHARD_HASH`;
             ``None`` without a shard).
+        embedding: seconds from the start of the run's first forward pass to the end of its last (0 when
+            nothing was embedded): the span in which the pipeline hides reading and writing behind the
+            model. ``elapsed`` minus it is what the run spent before its first pass and after its last
+            (its first reads, then its last batch's writes, the final count and the state record).
     """
 
     collection: str
@@ -393,6 +397,7 @@ class BackfillReport:
     total: int
     stopped_by: str
     shard_method: str | None = None
+    embedding: float = 0.0
 
     @property
     def coverage(self) -> float:
@@ -863,7 +868,11 @@ class _Run:
                 batch = self._embed_batch(batch)
             finally:
                 self.metrics.active(self.collection, "embed", -1)
-            self.metrics.batch_seconds(self.collection, "embed", time.perf_counter() - started)
+            ended = time.perf_counter()
+            if self.first_pass is None:
+                self.first_pass = started
+            self.last_pass = ended
+            self.metrics.batch_seconds(self.collection, "embed", ended - started)
             if batch.vectors is not None:
                 ids += batch.ids
                 texts += batch.texts
@@ -968,6 +977,8 @@ class _Run:
     # ----------------------------------------------------------------- driver
 
     passes = 0
+    first_pass: float | None = None  # perf_counter at the start of the first forward pass
+    last_pass = 0.0  # and at the end of the last
     covered_at_start = 0
     total = 0
     tokens_read = 0  # estimated tokens dispatched by the reader (the token budget counts these)
@@ -1162,6 +1173,7 @@ class _Run:
             total=total,
             stopped_by=self.stopped_by,
             shard_method=self.shard_method,
+            embedding=0.0 if self.first_pass is None else self.last_pass - self.first_pass,
         )
 
 

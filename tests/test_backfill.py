@@ -293,6 +293,7 @@ def test_a_second_run_finds_nothing_to_do(
     again = run_backfill(migration, modern, BackfillOptions(batch_size=8))
     assert (again.written, again.covered, again.total, again.stopped_by) == (0, 20, 20, "done")
     assert writes.calls == []
+    assert again.embedding == 0.0  # no forward pass
     assert migration.snapshot(refresh=True).state.status == lq.Status.COMPLETED
 
 
@@ -1796,3 +1797,15 @@ def test_report_coverage_of_an_empty_collection_is_full() -> None:
     assert dataclasses.replace(report, covered=1, total=4).coverage == 0.25
     fresh = BackfillProgress(collection="c", todo=10)
     assert (fresh.remaining, fresh.eta, fresh.rate) == (10, None, 0.0)
+
+
+def test_the_report_tells_the_span_of_the_forward_passes(
+    make_migration: MakeMigration, modern: HashEmbedder
+) -> None:
+    """From the start of the first pass to the end of the last: at least the embedder's own time, and the
+    run's reads before it and writes after it left out."""
+    migration = make_migration(n=24)
+    slow = SlowEmbedder(modern, seconds=0.05)
+    report = run_backfill(migration, slow, BackfillOptions(batch_size=8, embed_window=8))
+    assert report.written == 24 and len(slow.sizes) == 3
+    assert 3 * 0.05 <= report.embedding < report.elapsed

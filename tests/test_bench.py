@@ -37,6 +37,12 @@ def test_backfill_benchmark_reports_every_ratio(capsys: pytest.CaptureFixture[st
             assert row[f"{name}_pps"] > 0
         assert row["backfill_vs_naive"] == pytest.approx(row["backfill_pps"] / row["naive_pps"])
         assert row["backfill_vs_encode"] == pytest.approx(row["backfill_pps"] / row["encode_pps"])
+        # the span of the forward passes is inside the run: a higher rate, and seconds outside it
+        assert row["backfill_passes_pps"] > row["backfill_pps"] and row["fixed_seconds"] > 0
+        assert row["passes_vs_encode_window"] == pytest.approx(
+            row["backfill_passes_pps"] / row["encode_window_pps"]
+        )
+    assert "passes/encode-window: the backfill's rate over the span of its forward passes" in printed
     assert "passes" not in results  # the hash embedder has no forward passes
     assert [row["points"] for row in results["rss"]] == [300, 600]
     assert all(row["peak_kib"] >= row["before_kib"] > 0 for row in results["rss"])
