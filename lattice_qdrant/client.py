@@ -793,7 +793,10 @@ class LatticeClient:
             vector = point.vector
             if isinstance(vector, TEXT_TYPES) and vector.model in self._embedders:
                 vector = self._embedders[vector.model].embed([vector.text])[0].tolist()
-            elif isinstance(vector, dict):
+            elif isinstance(vector, dict) and any(
+                isinstance(value, TEXT_TYPES) and value.model in self._embedders for value in vector.values()
+            ):
+                # only a point with something to embed is copied: the others go as the caller gave them
                 vector = {
                     name: (
                         self._embedders[value.model].embed([value.text])[0].tolist()

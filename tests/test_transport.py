@@ -268,3 +268,18 @@ def test_the_async_face_refuses_the_hand_over_for_a_client_with_its_own_method()
     assert transport_method(mine, "upsert") is None
     assert transport_method(mine, "update_vectors") is not None
     assert transport_method(stock, "upsert") is not None
+
+
+def test_without_a_migration_a_point_with_nothing_to_embed_goes_as_the_caller_gave_it(
+    qdrant: QdrantClient, names: Any, legacy: HashEmbedder
+) -> None:
+    """Not copied (a copy of every point cost more than the rest of the pass-through); a point with a
+    Document of a registered model is copied with it embedded, the caller's left as it was."""
+    lattice = make_lattice(qdrant, names, embedders={"legacy": legacy})
+    plain = models.PointStruct(id=1, vector={"v": legacy.embed(["x"])[0].tolist()}, payload={"text": "x"})
+    document = models.PointStruct(id=2, vector={"v": models.Document(text="y", model="legacy"), "w": [0.5]})
+    sent = lattice._embed_unrouted([plain, document])
+    assert sent[0] is plain
+    assert sent[1] is not document and isinstance(document.vector["v"], models.Document)  # type: ignore[index]
+    np.testing.assert_allclose(sent[1].vector["v"], legacy.embed(["y"])[0], rtol=1e-6)  # type: ignore[index]
+    assert sent[1].vector["w"] == [0.5]  # type: ignore[index]
