@@ -53,15 +53,18 @@ def given(migration: lq.Migration, legacy: HashEmbedder, modern: HashEmbedder, i
     ]
 
 
+@pytest.fixture
+def watched(
+    lattice: lq.LatticeClient, make_migration: MakeMigration, monkeypatch: pytest.MonkeyPatch
+) -> tuple[lq.Migration, Scans]:
+    """A started migration of 4 points, and the count of the scans of its client from now on."""
+    return make_migration(n=4), Scans(lattice.client, monkeypatch)
+
+
 def test_a_routed_upsert_of_given_vectors_is_handed_over_unscanned_and_written_as_given(
-    lattice: lq.LatticeClient,
-    make_migration: MakeMigration,
-    legacy: HashEmbedder,
-    modern: HashEmbedder,
-    monkeypatch: pytest.MonkeyPatch,
+    lattice: lq.LatticeClient, watched: tuple[lq.Migration, Scans], legacy: HashEmbedder, modern: HashEmbedder
 ) -> None:
-    migration = make_migration(n=4)
-    scans = Scans(lattice.client, monkeypatch)
+    migration, scans = watched
     points = given(migration, legacy, modern, range(100, 103))
     lattice.upsert(migration.collection, points)
     assert scans.count == 0
@@ -74,11 +77,10 @@ def test_a_routed_upsert_of_given_vectors_is_handed_over_unscanned_and_written_a
 
 
 def test_a_routed_upsert_that_embeds_is_handed_over_unscanned_too(
-    lattice: lq.LatticeClient, make_migration: MakeMigration, monkeypatch: pytest.MonkeyPatch
+    lattice: lq.LatticeClient, watched: tuple[lq.Migration, Scans]
 ) -> None:
     """Vectors embedded by the wrapper are lists of floats like the given ones."""
-    migration = make_migration(n=4)
-    scans = Scans(lattice.client, monkeypatch)
+    migration, scans = watched
     lattice.upsert(
         migration.collection,
         [
@@ -93,14 +95,9 @@ def test_a_routed_upsert_that_embeds_is_handed_over_unscanned_too(
 
 
 def test_a_routed_update_vectors_is_handed_over_unscanned(
-    lattice: lq.LatticeClient,
-    make_migration: MakeMigration,
-    legacy: HashEmbedder,
-    modern: HashEmbedder,
-    monkeypatch: pytest.MonkeyPatch,
+    lattice: lq.LatticeClient, watched: tuple[lq.Migration, Scans], legacy: HashEmbedder, modern: HashEmbedder
 ) -> None:
-    migration = make_migration(n=4)
-    scans = Scans(lattice.client, monkeypatch)
+    migration, scans = watched
     vectors = given(migration, legacy, modern, range(0, 2))
     lattice.update_vectors(
         migration.collection, [models.PointVectors(id=p.id, vector=p.vector) for p in vectors]
