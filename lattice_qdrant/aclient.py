@@ -65,6 +65,7 @@ from .spec import ModelSpec
 from .state import MigrationState
 from .store import CONTROL_COLLECTION, LocalStore, RetryPolicy, Store, backend_for
 from .store.local import _local_lock
+from .store.server import has_own
 from .strategies import MigrationStrategy
 from .surface import ATTRIBUTES, PASSED_THROUGH, ROUTED
 
@@ -245,14 +246,7 @@ class _LocalFace:
         found = getattr(self._async, name)
         if not callable(found):
             return found
-        lock = self.lock
-
-        @functools.wraps(found)
-        def call(*args: Any, **kwargs: Any) -> Any:
-            with lock:
-                result = found(*args, **kwargs)
-                return _drive(result, name) if inspect.iscoroutine(result) else result
-
+        call = functools.wraps(found)(self._driven(found, name))
         # kept: the store asks for a method on every request, and wrapping it anew cost more than routing
         # (the async client's methods are bound once; a value that is not callable is read each time)
         self.__dict__[name] = call
@@ -263,19 +257,18 @@ class _LocalFace:
         ``AsyncQdrantClient.<name>`` awaits after its scan for objects to embed (see
         :func:`~lattice_qdrant.store.server.transport_method`); ``None`` when the async client's class or
         the instance has its own ``name``."""
-        client = self._async
-        if name in vars(client) or getattr(type(client), name, None) is not getattr(
-            AsyncQdrantClient, name, None
-        ):
+        if has_own(self._async, AsyncQdrantClient, name):
             return None
         found = getattr(self._async._client, name, None)
-        if found is None:
-            return None
+        return None if found is None else self._driven(found, name)
+
+    def _driven(self, method: Callable[..., Any], name: str) -> Callable[..., Any]:
+        """``method`` called under the local lock, a coroutine it returns driven to its end here."""
         lock = self.lock
 
         def call(*args: Any, **kwargs: Any) -> Any:
             with lock:
-                result = found(*args, **kwargs)
+                result = method(*args, **kwargs)
                 return _drive(result, name) if inspect.iscoroutine(result) else result
 
         return call

@@ -35,7 +35,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeGuard, TypeVar
 
 from pydantic import ValidationError
 from qdrant_client import AsyncQdrantClient, QdrantClient, models
@@ -770,20 +770,21 @@ class LatticeClient:
         Raises:
             VectorValidationError: such a Document has empty text; nothing was written.
         """
+        registered = self._registered
         empty = [
             (point.id, f"{EMPTY_DOCUMENT} (vector {name!r}); give the text to embed, or the vector")
             for point in points
             for name, value in (
                 point.vector.items() if isinstance(point.vector, dict) else [("", point.vector)]
             )
-            if isinstance(value, TEXT_TYPES) and value.model in self._embedders and blank(value.text)
+            if registered(value) and blank(value.text)
         ]
         if empty:
             raise VectorValidationError(empty)
         if check_only:
             return list(points)
         if _ON_LOOP.get() and any(
-            isinstance(value, TEXT_TYPES) and value.model in self._embedders
+            registered(value)
             for point in points
             for value in (point.vector.values() if isinstance(point.vector, dict) else [point.vector])
         ):
@@ -791,20 +792,11 @@ class LatticeClient:
         out = []
         for point in points:
             vector = point.vector
-            if isinstance(vector, TEXT_TYPES) and vector.model in self._embedders:
-                vector = self._embedders[vector.model].embed([vector.text])[0].tolist()
-            elif isinstance(vector, dict) and any(
-                isinstance(value, TEXT_TYPES) and value.model in self._embedders for value in vector.values()
-            ):
+            if registered(vector):
+                vector = self._embed_unrouted_query(vector)
+            elif isinstance(vector, dict) and any(map(registered, vector.values())):
                 # only a point with something to embed is copied: the others go as the caller gave them
-                vector = {
-                    name: (
-                        self._embedders[value.model].embed([value.text])[0].tolist()
-                        if isinstance(value, TEXT_TYPES) and value.model in self._embedders
-                        else value
-                    )
-                    for name, value in vector.items()
-                }
+                vector = {name: self._embed_unrouted_query(value) for name, value in vector.items()}
             out.append(point if vector is point.vector else point.model_copy(update={"vector": vector}))
         return out
 
@@ -1773,8 +1765,15 @@ class LatticeClient:
             raise VectorValidationError([(None, f"query vector: {checked}")])
         return query if checked is None else checked
 
+    def _registered(self, value: Any) -> TypeGuard[models.Document]:
+        """Whether ``value`` is a ``models.Document`` (or text object) of a registered embedder: what a
+        call on a collection without a migration embeds here rather than leave to qdrant-client."""
+        return isinstance(value, TEXT_TYPES) and value.model in self._embedders
+
     def _embed_unrouted_query(self, query: Any) -> Any:
-        if isinstance(query, TEXT_TYPES) and query.model in self._embedders:
+        """``query`` embedded when it is a Document of a registered embedder (:meth:`_registered`), else
+        as it is."""
+        if self._registered(query):
             return self._embedders[query.model].embed([query.text])[0].tolist()
         return query
 

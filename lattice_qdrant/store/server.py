@@ -75,7 +75,7 @@ from .base import (
 from .control import ControlRecords
 from .translate import message_of, translate
 
-__all__ = ["COUNT_PAGE", "ServerStore", "transport_method"]
+__all__ = ["COUNT_PAGE", "ServerStore", "has_own", "transport_method"]
 
 log = logging.getLogger("lattice_qdrant.store")
 _R = TypeVar("_R")
@@ -110,13 +110,15 @@ def transport_method(client: Any, name: str) -> Callable[..., Any] | None:
     if own is not None:
         found: Callable[..., Any] | None = own(client, name)
         return found
-    if (
-        not isinstance(client, QdrantClient)
-        or name in vars(client)
-        or getattr(type(client), name, None) is not getattr(QdrantClient, name, None)
-    ):
+    if not isinstance(client, QdrantClient) or has_own(client, QdrantClient, name):
         return None
     return getattr(getattr(client, "_client", None), name, None)
+
+
+def has_own(client: Any, base: type, name: str) -> bool:
+    """Whether ``client`` (an instance of ``base``) has a ``name`` other than ``base``'s: set on the instance,
+    or defined by its class."""
+    return name in vars(client) or getattr(type(client), name, None) is not getattr(base, name, None)
 
 
 class ServerStore(ControlRecords):
