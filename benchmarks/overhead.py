@@ -546,17 +546,8 @@ def _scan(
     def scan() -> object:
         return inspector.inspect(points)
 
-    scan()
-    start = clock()
-    scan()
-    n = _calls_per_sample(clock() - start, sample_seconds)
-    samples = []
-    for _ in range(max(5, reps // 4)):
-        start = clock()
-        for _ in range(n):
-            scan()
-        samples.append((clock() - start) / n)
-    return statistics.median(samples)
+    n = _calls_for(scan, sample_seconds, clock)
+    return statistics.median(_sample(scan, n, clock) for _ in range(max(5, reps // 4)))
 
 
 @contextlib.contextmanager
@@ -613,22 +604,29 @@ def _race(
     """Median seconds per call of each side, and the median of their differences, rep by rep (a rep is one
     sample of each side, back to back, in alternating order)."""
     calls = (raw, wrapped)
-    number = []
-    for call in calls:
-        call()  # warm up (first-call costs, caches)
-        start = clock()
-        call()
-        number.append(_calls_per_sample(clock() - start, sample_seconds))
-    n = min(number)  # the same number of calls on both sides
+    n = min(_calls_for(call, sample_seconds, clock) for call in calls)  # the same number on both sides
     samples: tuple[list[float], list[float]] = ([], [])
     for rep in range(reps):
         for side in (0, 1) if rep % 2 == 0 else (1, 0):
-            call = calls[side]
-            start = clock()
-            for _ in range(n):
-                call()
-            samples[side].append((clock() - start) / n)
+            samples[side].append(_sample(calls[side], n, clock))
     return _medians(samples)
+
+
+def _calls_for(call: Callable[[], object], sample_seconds: float, clock: Callable[[], float]) -> int:
+    """How many calls of ``call`` make a sample of about ``sample_seconds``, from one call timed after a
+    warm-up (first-call costs, caches)."""
+    call()
+    start = clock()
+    call()
+    return _calls_per_sample(clock() - start, sample_seconds)
+
+
+def _sample(call: Callable[[], object], n: int, clock: Callable[[], float]) -> float:
+    """Seconds per call of ``n`` calls of ``call`` in a row."""
+    start = clock()
+    for _ in range(n):
+        call()
+    return (clock() - start) / n
 
 
 async def _race_async(
