@@ -54,6 +54,7 @@ from lattice_qdrant.store import (
     record_id,
     translate,
 )
+from lattice_qdrant.store import local as local_store
 
 from conftest import fill_collection
 
@@ -807,8 +808,23 @@ def test_coverage_follows_the_data(store: Store, coll: str, target_spec: ModelSp
 # --------------------------------------------------------------------------- conditional writes
 
 
+@pytest.fixture(params=["checked here", "conditional requests"])
+def local_conditions(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """How the local store makes a conditional write: each point checked against its own clause under
+    the lock, or (a local collection not laid out as expected) conditional requests of 16 points. A
+    server's store takes neither."""
+    if request.param == "conditional requests":
+        monkeypatch.setattr(local_store, "_CONDITION_INTERNALS", ("no such attribute",))
+    return str(request.param)
+
+
 def test_update_if_unchanged_writes_only_points_that_still_hold_their_text_and_lack_the_vector(
-    qdrant: QdrantClient, store: Store, names: Any, legacy: HashEmbedder, target_spec: ModelSpec
+    qdrant: QdrantClient,
+    store: Store,
+    names: Any,
+    legacy: HashEmbedder,
+    target_spec: ModelSpec,
+    local_conditions: str,
 ) -> None:
     # more points than one local-mode request takes, with a race in each of several requests
     coll = names("docs")
@@ -832,6 +848,29 @@ def test_update_if_unchanged_writes_only_points_that_still_hold_their_text_and_l
             assert stored == pytest.approx(_unit(vector_of(96, 99)), abs=1e-5)  # the application's stays
         else:
             assert stored == pytest.approx(_unit(vector_of(96, pid)), abs=1e-5)
+
+
+def test_local_update_if_unchanged_checks_each_point_once_and_writes_only_those_that_hold(
+    qdrant: QdrantClient, names: Any, legacy: HashEmbedder, target_spec: ModelSpec
+) -> None:
+    # local mode would check every point of a conditional request against every point's clause
+    proxy = RecordingClient(qdrant)
+    store = Store(proxy, control_collection=names("control"))  # type: ignore[arg-type]
+    if not isinstance(store, local_store.LocalStore):
+        pytest.skip("local mode's store")
+    coll = names("docs")
+    texts = fill_collection(qdrant, coll, legacy, n=40)
+    store.ensure_vector(coll, "modern-v1", target_spec)
+    qdrant.set_payload(coll, {"text": "changed by the application"}, points=[3])
+    qdrant.delete(coll, [7])
+    pending = {i: (texts[i], {"modern-v1": vector_of(96, i)}) for i in range(40)}
+
+    existing = store.update_if_unchanged(coll, "text", pending, lacking="modern-v1")
+
+    assert existing == [i for i in range(40) if i != 7]
+    [request] = proxy.requests("update_vectors")
+    assert request.get("update_filter") is None
+    assert [p.id for p in request["points"]] == [i for i in range(40) if i not in (3, 7)]
 
 
 def test_update_if_unchanged_of_nothing_sends_nothing(proxy: RecordingClient, coll: str) -> None:

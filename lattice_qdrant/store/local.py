@@ -9,7 +9,8 @@ differs there overridden, and nothing else in the package asks which one it has.
 * It has no server version (it follows the client's features), no strict mode and no payload indexes
   (it warns that they do nothing; the store still requests them, muted).
 * A conditional write checks each point against every clause of its condition, so a request costs the
-  square of its size: ``update_if_unchanged`` sends small requests.
+  square of its size: ``update_if_unchanged`` checks each point against its own clause (local mode's own
+  check, under the lock) and writes the points that hold unconditionally.
 * A filter selector scans the whole collection, so ``write_stamped`` stamps by ids after a read-back, and
   ``update_vectors_stamped`` stamps after the write, both under the lock.
 * Its scroll sorts every id and checks the filter on every point for each page, so paging through a
@@ -34,8 +35,8 @@ from qdrant_client.local import payload_filters
 from qdrant_client.local.local_collection import LocalCollection
 from qdrant_client.local.utils import normalize_point_id
 
-from .base import MODEL_FIELD, VERSION_FIELD, stamp_selector
-from .server import ServerStore
+from .base import MODEL_FIELD, VERSION_FIELD, same_text, stamp_selector
+from .server import ServerStore, named_vectors
 
 __all__ = ["LocalStore"]
 
@@ -57,6 +58,10 @@ _INTERNALS = (
     "_universal_id",
     "_validate_with_payload",
 )
+
+
+#: what :meth:`LocalStore.update_if_unchanged` reads of a local collection (else it sends conditional writes)
+_CONDITION_INTERNALS = ("payload", "ids_inv", "_existing_idx", "_calculate_has_vector")
 
 
 class _IdOrder:
@@ -168,14 +173,48 @@ class LocalStore(ServerStore):
         *,
         lacking: str | None = None,
     ) -> list[Any]:
-        """:meth:`ServerStore.update_if_unchanged`, in requests of 16 points: local mode checks each point
-        against every clause of the condition (one per point), so smaller requests cost less in all."""
-        items = list(pending.items())
-        written: list[Any] = []
-        for start in range(0, len(items), _LOCAL_CONDITIONAL_CHUNK):
-            chunk = dict(items[start : start + _LOCAL_CONDITIONAL_CHUNK])
-            written += self._update_if_unchanged(collection, text_field, chunk, lacking)
-        return written
+        """:meth:`ServerStore.update_if_unchanged`, with each point checked against its own condition only.
+
+        Local mode checks each point of a conditional write against every clause of its condition (one per
+        point), so a request costs the square of its size. Here, under the local lock (nothing else of this
+        process runs in between), each point is checked against its own clause, by local mode's own check
+        on its own data, and the points that hold are written by one unconditional ``update_vectors``.
+        When the local collection is not laid out as expected, conditional writes of 16 points are sent.
+        """
+        with self._lock:
+            found = self._local_collection(collection, _CONDITION_INTERNALS)
+            if found is None:
+                items = list(pending.items())
+                existing: list[Any] = []
+                for start in range(0, len(items), _LOCAL_CONDITIONAL_CHUNK):
+                    chunk = dict(items[start : start + _LOCAL_CONDITIONAL_CHUNK])
+                    existing += self._update_if_unchanged(collection, text_field, chunk, lacking)
+                return existing
+            lacks: list[models.Condition] | None = (
+                [models.HasVectorCondition(has_vector=lacking)] if lacking is not None else None
+            )
+            existing, holding = [], []  # the ids still there; those of them whose condition holds
+            for pid, (text, _) in pending.items():
+                idx = found._existing_idx(pid)
+                if idx is None:  # deleted meanwhile (or never there): skipped, as on a server
+                    continue
+                existing.append(pid)
+                condition = models.Filter(must=[same_text(pid, text_field, text)], must_not=lacks)
+                if payload_filters.check_filter(
+                    condition, found.payload[idx], found.ids_inv[idx], found._calculate_has_vector(idx)
+                ):
+                    holding.append(pid)
+            if holding:
+                self.update_vectors(collection, named_vectors(pending, holding))
+            return existing
+
+    def _local_collection(self, collection: str, internals: Sequence[str]) -> LocalCollection | None:
+        """Local mode's own collection, when it has the ``internals`` read directly (else ``None``)."""
+        collection_of = getattr(getattr(self.client, "_client", None), "_get_collection", None)
+        found = collection_of(collection) if callable(collection_of) else None
+        if not isinstance(found, LocalCollection) or not all(hasattr(found, a) for a in internals):
+            return None
+        return found
 
     def _stamps_by_ids(self, collection: str) -> bool:
         """Always: a filter selector scans the whole collection in local mode."""
@@ -223,13 +262,8 @@ class LocalStore(ServerStore):
         with_vectors: bool | list[str],
     ) -> tuple[list[models.Record], Any]:
         # the store was chosen for local mode; its collections are read directly when laid out as expected
-        collection_of = getattr(getattr(self.client, "_client", None), "_get_collection", None)
-        found = collection_of(collection) if callable(collection_of) else None
-        if (
-            not isinstance(found, LocalCollection)
-            or limit < 1
-            or not all(hasattr(found, a) for a in _INTERNALS)
-        ):
+        found = self._local_collection(collection, _INTERNALS)
+        if found is None or limit < 1:
             records, next_offset = self.client.scroll(
                 collection,
                 scroll_filter=flt,

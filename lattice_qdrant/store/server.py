@@ -75,7 +75,7 @@ from .base import (
 from .control import ControlRecords
 from .translate import message_of, translate
 
-__all__ = ["COUNT_PAGE", "ServerStore", "has_own", "transport_method"]
+__all__ = ["COUNT_PAGE", "ServerStore", "has_own", "named_vectors", "transport_method"]
 
 log = logging.getLogger("lattice_qdrant.store")
 _R = TypeVar("_R")
@@ -94,6 +94,27 @@ def _ours(record: Any, name: str, todo: Mapping[Any, tuple[Any, list[float]]], d
     stored = vector_value(record, name)
     mine = todo.get(record.id)
     return stored is not None and mine is not None and stored_as_written(stored, mine[1], distance)
+
+
+def named_vectors(
+    todo: Mapping[Any, tuple[str | None, Mapping[str, Any]]], ids: Sequence[Any]
+) -> list[models.PointVectors]:
+    """The ``PointVectors`` of ``ids`` from ``todo`` (``(text, {vector name: vector})`` by id): arrays as
+    lists of floats, a ``models.Document`` kept as one (the server embeds it: server-side inference).
+    :class:`NumericPoints` when nothing is left to embed, so no scan looks for it."""
+    points = [
+        models.PointVectors(
+            id=pid,
+            vector={
+                name: v if isinstance(v, models.Document) else np.asarray(v, dtype=np.float64).tolist()
+                for name, v in todo[pid][1].items()
+            },
+        )
+        for pid in ids
+    ]
+    if any(isinstance(v, models.Document) for pid in ids for v in todo[pid][1].values()):
+        return points
+    return NumericPoints(points)
 
 
 def transport_method(client: Any, name: str) -> Callable[..., Any] | None:
@@ -683,23 +704,7 @@ class ServerStore(ControlRecords):
                 must_not=[models.HasVectorCondition(has_vector=lacking)] if lacking is not None else None,
                 should=[same_text(pid, text_field, todo[pid][0]) for pid in ids],
             )
-            self.update_vectors(
-                collection,
-                [
-                    models.PointVectors(
-                        id=pid,
-                        vector={
-                            # a models.Document stays one: the server embeds it (server-side inference)
-                            name: v
-                            if isinstance(v, models.Document)
-                            else np.asarray(v, dtype=np.float64).tolist()
-                            for name, v in todo[pid][1].items()
-                        },
-                    )
-                    for pid in ids
-                ],
-                update_filter=condition,
-            )
+            self.update_vectors(collection, named_vectors(todo, ids), update_filter=condition)
             return ids
 
         return self._skipping_deleted(collection, todo, write)
