@@ -661,9 +661,12 @@ class _Run:
             while not self.stop.is_set():
                 passes += 1
                 dispatched = self._read_pass()
+                if passes == 1:
+                    # while the last windows are embedded and written, not after them: off the run's tail
+                    self._repair_stamps()
                 self._wait_drained()
                 self._forget_traffic()
-                if self.stop.is_set() or dispatched == 0:
+                if self.stop.is_set() or dispatched == 0 or self._nothing_left():
                     break
                 if passes >= _MAX_PASSES:
                     self.halt("passes")
@@ -676,6 +679,21 @@ class _Run:
         finally:
             self.metrics.active(self.collection, "read", -1)
             self._put_done(self.embed_q)
+
+    def _nothing_left(self) -> bool:
+        """After a pass is written: whether a count shows nothing left to do, which makes that count the
+        run's final one and saves the next pass (whose reads would find nothing: two requests).
+
+        Only asked where the count can tell: without a shard (the other shards' points are missing too)
+        and without failures known (failed points are missing too); otherwise the next pass looks.
+        """
+        if self.options.shard is not None or self.failed_ids or self.error is not None:
+            return False
+        coverage = self._coverage()
+        if coverage.missing:
+            return False
+        self.final = coverage
+        return True
 
     def load_failures(self) -> None:
         """Failures thread: the points recorded as failed, which the run skips (unless retried). Loaded
@@ -981,6 +999,7 @@ class _Run:
     last_pass = 0.0  # and at the end of the last
     covered_at_start = 0
     total = 0
+    final: Coverage | None = None  # the count after the last pass, when the reader made it
     tokens_read = 0  # estimated tokens dispatched by the reader (the token budget counts these)
 
     def _choose_shard_method(self) -> str | None:
@@ -1069,8 +1088,8 @@ class _Run:
             self.stopped_by = "stop"
         if on_progress is not None and self.error is None:
             on_progress(self.progress)
-        # the heartbeat goes, and the stamps are repaired (they are not what the coverage counts), while the
-        # coverage is counted: two round trips less at the end of a run
+        # the heartbeat goes while the coverage is counted (unless the reader's last look counted it) and
+        # recorded
         farewell = threading.Thread(
             target=self._heartbeat, kwargs={"final": True, "count": False}, name="backfill-farewell"
         )
@@ -1081,14 +1100,10 @@ class _Run:
                     with contextlib.suppress(LatticeError):
                         self.migration.fail(f"backfill: {self.error}")
                 raise self.error
-            repaired = _started(self._repair_stamps, "backfill-repair")
-            try:
-                final = self._coverage()
-            finally:
-                repaired()
+            final = self.final or self._coverage()
+            self._record_progress(final)
         finally:
             farewell.join()
-        self._record_progress(final)
         return self._report(final.covered, final.total)
 
     def watch(self, on_progress: Callable[[BackfillProgress], None] | None, done: threading.Event) -> None:
@@ -1117,10 +1132,12 @@ class _Run:
 
     def _record_progress(self, coverage: Coverage | None = None) -> None:
         """Record the coverage counted from the data; another worker's concurrent record is retried
-        (with a fresh count: the other worker may have written meanwhile)."""
+        (with a fresh count: the other worker may have written meanwhile). The first attempt is against
+        the record as this run last read it (its heartbeats read it): one round trip less when nobody else
+        wrote it since, and a retry when somebody did."""
         for attempt in range(5):
             try:
-                self.migration.progress(coverage if attempt == 0 else None)
+                self.migration.progress(coverage if attempt == 0 else None, optimistic=attempt == 0)
                 return
             except ConcurrentTransitionError:
                 continue
@@ -1175,28 +1192,6 @@ class _Run:
             shard_method=self.shard_method,
             embedding=0.0 if self.first_pass is None else self.last_pass - self.first_pass,
         )
-
-
-def _started(target: Callable[[], Any], name: str) -> Callable[[], None]:
-    """Run ``target`` in a thread of its own now; the function returned waits for it and raises what it
-    raised."""
-    raised: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            target()
-        except BaseException as exc:
-            raised.append(exc)
-
-    thread = threading.Thread(target=run, name=name, daemon=True)
-    thread.start()
-
-    def join() -> None:
-        thread.join()
-        if raised:
-            raise raised[0]
-
-    return join
 
 
 def write_target_vectors(

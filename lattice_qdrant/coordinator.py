@@ -402,10 +402,15 @@ class Migration:
 
     # ----------------------------------------------------------------- writing
 
-    def apply(self, event: Event, *, backup_id: str | None = None) -> MigrationState:
+    def apply(
+        self, event: Event, *, backup_id: str | None = None, optimistic: bool = False
+    ) -> MigrationState:
         """Apply one event with compare-and-set and return the new state.
 
-        ``backup_id`` records a re-embed's backup in the same write (kept by every later event).
+        ``backup_id`` records a re-embed's backup in the same write (kept by every later event). With
+        ``optimistic``, the compare-and-set is against the record as this object last read or wrote it,
+        which saves reading it first: a record moved on meanwhile is a ``ConcurrentTransitionError``, as
+        when another process writes between our read and our write.
 
         A write whose reply was lost (it raised after its retries, yet took effect) is this call's success:
         the record read back holds its token. When even the read-back fails, ``TransientStoreError`` is
@@ -421,7 +426,8 @@ class Migration:
             ConcurrentTransitionError: another process changed the state between our read and write.
             TransientStoreError: Qdrant kept failing; whether the state was written is not known.
         """
-        snap = self.snapshot(refresh=True)
+        cached = self.cached_snapshot() if optimistic else None
+        snap = cached if cached is not None else self.snapshot(refresh=True)
         done = self.settled(event.name, snap)
         if done is not None:
             return done
@@ -531,14 +537,16 @@ class Migration:
         snap = self.snapshot(refresh=True)
         return self.strategy_of(snap).sync_alias(self.store, snap.state)
 
-    def progress(self, coverage: Coverage | None = None) -> MigrationState:
+    def progress(self, coverage: Coverage | None = None, *, optimistic: bool = False) -> MigrationState:
         """Record the coverage counted from the data (completes the migration at 100%).
 
         Args:
             coverage: a count just made (``coverage()``), to save counting again.
+            optimistic: compare-and-set against the record as last read or written here (see
+                :meth:`apply`), for a caller that retries a ``ConcurrentTransitionError``.
         """
         cov = coverage if coverage is not None else self.coverage()
-        return self.apply(Progress(processed=cov.covered, total=cov.total))
+        return self.apply(Progress(processed=cov.covered, total=cov.total), optimistic=optimistic)
 
     def fail(self, message: str) -> MigrationState:
         """Record a failure (a backfill error); ``resume`` clears it."""

@@ -58,7 +58,7 @@ from lattice_qdrant.embedders import HashEmbedder
 from lattice_qdrant.metrics import NO_METRICS, BackfillMetrics, prometheus_metrics
 from lattice_qdrant.state import Progress
 from lattice_qdrant.store import MODEL_FIELD, VERSION_FIELD, Store, open_store
-from lattice_qdrant.testing import Call, Fail, Meanwhile, StoreWrapper
+from lattice_qdrant.testing import Call, Fail, Meanwhile, RecordingStore, StoreWrapper
 
 from conftest import QDRANT_URL, MakeMigration, Watched, fill_collection, make_lattice, same_direction
 
@@ -337,30 +337,49 @@ def test_the_recorded_failures_are_loaded_while_the_reader_reads_its_first_page(
     assert (again.written, again.failed) == (0, 0)  # and the failed point was still skipped
 
 
-def test_the_final_coverage_is_counted_while_the_stamps_are_repaired(
+def test_the_stamps_are_repaired_while_the_last_batches_are_written(
+    make_migration: MakeMigration, modern: HashEmbedder
+) -> None:
+    # the repair (a stamp of every point matching a filter; the writers stamp by ids) is asked once the
+    # reader has read everything, not after the last write: it is off the run's tail
+    migration = make_migration(n=20)
+    store = Awaits(
+        migration.store,
+        waits=lambda call: call.method == "update_if_unchanged",
+        signal=lambda call: (
+            call.method == "set_payload" and isinstance(call.arguments["points"], models.Filter)
+        ),
+    )
+    options = BackfillOptions(batch_size=8)
+    report = run_backfill(lq.Migration(store, migration.collection, refresh_interval=0), modern, options)
+    assert store.came == [True, True, True]  # every write waited for the repair: it came while they were held
+    assert (report.written, report.covered, report.total) == (20, 20, 20)
+
+
+def test_a_pass_that_leaves_nothing_to_do_is_the_last_and_its_count_the_final_one(
     make_migration: MakeMigration, modern: HashEmbedder
 ) -> None:
     migration = make_migration(n=20)
     docs = migration.collection
-    wrote: list[Call] = []
-
-    def final_count(call: Call) -> bool:  # a coverage count after the first write (not the run's first)
-        if call.method == "update_if_unchanged":
-            wrote.append(call)
-        return call.method == "coverage" and bool(wrote)
-
-    store = Awaits(
-        migration.store,
-        # the repair: a stamp of every point matching a filter (the writers stamp by ids)
-        waits=lambda call: (
-            call.method == "set_payload" and isinstance(call.arguments["points"], models.Filter)
-        ),
-        signal=final_count,
+    store = RecordingStore(migration.store)
+    report = run_backfill(
+        lq.Migration(store, docs, refresh_interval=0), modern, BackfillOptions(batch_size=8)
     )
-    options = BackfillOptions(batch_size=8)
-    report = run_backfill(lq.Migration(store, docs, refresh_interval=0), modern, options)
-    assert store.came[-1:] == [True]
-    assert (report.written, report.covered, report.total) == (20, 20, 20)
+    assert (report.written, report.passes, report.covered, report.total) == (20, 1, 20, 20)
+    reads = [call for call in store.of("scroll") if call.collection == docs]
+    assert len(reads) == 1  # no second pass looked for points left
+    last_write = max(i for i, call in enumerate(store.calls) if call.method == "update_if_unchanged")
+    assert [call.method for call in store.calls[last_write:]].count("coverage") == 1
+
+
+def test_a_pass_with_failures_is_followed_by_one_that_looks(
+    make_migration: MakeMigration, modern: HashEmbedder
+) -> None:
+    # a failed point counts as missing, so the count cannot tell whether anything else is left
+    migration = make_migration(n=20, texts=[f"text {i}" for i in range(19)] + [""])
+    report = run_backfill(migration, modern, BackfillOptions(batch_size=8))
+    assert (report.written, report.failed, report.passes) == (19, 1, 2)
+    assert (report.covered, report.total) == (19, 20)
 
 
 def test_point_ids_may_be_uuids(

@@ -465,6 +465,45 @@ def test_two_processes_racing_transitions_exactly_one_wins(
     assert final.epoch == epoch + 1 and final.state == winners[0]
 
 
+def test_an_optimistic_progress_skips_the_read_and_loses_to_a_write_it_has_not_seen(
+    planned: lq.Migration, qdrant: QdrantClient, names: Any
+) -> None:
+    planned.start()
+    a, b = (
+        lq.Migration(
+            open_store(qdrant, control_collection=names("control")), planned.collection, refresh_interval=0
+        )
+        for _ in range(2)
+    )
+    a.snapshot(refresh=True)
+    reads = _count_record_reads(a)
+    state = a.progress(lq.Coverage(covered=3, total=10), optimistic=True)
+    assert (state.processed, state.total) == (3, 10)
+    assert reads() == 1  # only the compare-and-set's read-back: not the read before it
+
+    b.progress(lq.Coverage(covered=5, total=10))  # another worker moves the record on
+    epoch = planned.snapshot(refresh=True).epoch
+    with pytest.raises(lq.ConcurrentTransitionError):
+        a.progress(lq.Coverage(covered=4, total=10), optimistic=True)
+    after = planned.snapshot(refresh=True)
+    assert after.epoch == epoch and after.state.processed == 5  # the stale write changed nothing
+    assert a.progress(lq.Coverage(covered=6, total=10), optimistic=True).processed == 6  # it read it since
+
+
+def _count_record_reads(migration: lq.Migration) -> Callable[[], int]:
+    """How many times ``migration`` reads its record from now on."""
+    store = migration.store
+    real = store.get_record
+    count = [0]
+
+    def counted(kind: str, key: str) -> Any:
+        count[0] += 1
+        return real(kind, key)
+
+    store.get_record = counted  # type: ignore[method-assign]
+    return lambda: count[0]
+
+
 def test_many_threads_racing_one_transition(planned: lq.Migration, qdrant: QdrantClient, names: Any) -> None:
     planned.start()
     fleet = [make_lattice(qdrant, names).migration(planned.collection) for _ in range(6)]
