@@ -771,23 +771,26 @@ class LatticeClient:
             VectorValidationError: such a Document has empty text; nothing was written.
         """
         registered = self._registered
-        empty = [
-            (point.id, f"{EMPTY_DOCUMENT} (vector {name!r}); give the text to embed, or the vector")
+        found = [  # one look at each vector: most writes hold none to embed, and end here
+            (point.id, name, value)
             for point in points
             for name, value in (
                 point.vector.items() if isinstance(point.vector, dict) else [("", point.vector)]
             )
-            if registered(value) and blank(value.text)
+            if registered(value)
+        ]
+        if not found:
+            return list(points)
+        empty = [
+            (pid, f"{EMPTY_DOCUMENT} (vector {name!r}); give the text to embed, or the vector")
+            for pid, name, value in found
+            if blank(value.text)
         ]
         if empty:
             raise VectorValidationError(empty)
         if check_only:
             return list(points)
-        if _ON_LOOP.get() and any(
-            registered(value)
-            for point in points
-            for value in (point.vector.values() if isinstance(point.vector, dict) else [point.vector])
-        ):
+        if _ON_LOOP.get():
             raise _Offload("unrouted")
         out = []
         for point in points:
@@ -1873,12 +1876,12 @@ def _explicit(method: str, **values: Any) -> dict[str, Any]:
     """The arguments of ``QdrantClient.<method>`` given other than as their defaults: what the wrapper
     passes on (the client applies its defaults to the rest, as it would have)."""
     defaults = _defaults(method)
-
-    def default(name: str, value: Any) -> bool:
+    given: dict[str, Any] = {}
+    for name, value in values.items():
         found = defaults.get(name, inspect.Parameter.empty)
-        return value is found or (type(value) is type(found) and value == found)
-
-    return {name: value for name, value in values.items() if not default(name, value)}
+        if not (value is found or (type(value) is type(found) and value == found)):
+            given[name] = value
+    return given
 
 
 def _rest_selector(selector: Any) -> Any:
