@@ -163,6 +163,13 @@ def _throughput(args: argparse.Namespace, embedder: Embedder, label: str) -> dic
                 raise SystemExit(f"{what} wrote {written} of {n} points")
             client.close()
     med = {k: statistics.median(v) for k, v in rows.items()}
+    runs = {**rows, "passes": spans}
+
+    def paired(a: str, b: str) -> float:
+        """The median over the repetitions of each one's ``a / b``: the two runs of a repetition are
+        next to each other in time, so the machine's drift over the benchmark cancels out."""
+        return statistics.median(x / y for x, y in zip(runs[a], runs[b], strict=True))
+
     return {
         "model": label,
         "points": n,
@@ -171,12 +178,13 @@ def _throughput(args: argparse.Namespace, embedder: Embedder, label: str) -> dic
         "encode_window_pps": med["window"],
         "backfill_pps": med["backfill"],
         "naive_pps": med["naive"],
-        "backfill_vs_encode": med["backfill"] / med["encode"],
-        "backfill_vs_encode_window": med["backfill"] / med["window"],
+        "backfill_vs_encode": paired("backfill", "encode"),
+        "backfill_vs_encode_window": paired("backfill", "window"),
         "backfill_passes_pps": statistics.median(spans),
-        "passes_vs_encode_window": statistics.median(spans) / med["window"],
+        "passes_vs_encode_window": paired("passes", "window"),
         "fixed_seconds": statistics.median(fixed),
-        "backfill_vs_naive": med["backfill"] / med["naive"],
+        "backfill_vs_naive": paired("backfill", "naive"),
+        "runs": {**runs, "fixed": fixed},
     }
 
 
@@ -482,7 +490,7 @@ def _throughput_table(args: argparse.Namespace, embedder: Embedder, label: str) 
     _out(
         f"\nthroughput: {args.points} documents of Python's documentation, batch {args.batch_size}, "
         f"embed window {args.embed_window}, {args.writers} writers, {label}, "
-        f"median of {args.repeat} interleaved runs (points/s)"
+        f"median of {args.repeat} interleaved runs (points/s; each ratio the median of the repetitions' own)"
     )
     _out(
         f"{'latency/request':>16} {'encode':>9} {'encode/window':>14} {'backfill':>9} {'naive':>9} "
