@@ -44,6 +44,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -560,6 +561,8 @@ class _Run:
         self.counted = threading.Event()
         #: the traffic queue's points this pass takes first
         self.traffic_taken: list[Any] = []
+        #: the first pass's look at the traffic queue, read while the run starts (see :func:`run_backfill`)
+        self.traffic_ahead: Future[list[Any]] | None = None
 
     # ----------------------------------------------------------------- helpers
 
@@ -628,8 +631,14 @@ class _Run:
         yield self.strategy.todo(also=[*[_not(d) for d in done], *own])
 
     def _traffic_scope(self) -> list[models.Filter]:
-        """The oldest points of the traffic queue (:mod:`lattice_qdrant.traffic`), as a filter."""
-        self.traffic_taken = traffic.queued_ids(self.store, self.collection, _TRAFFIC_TAKE)
+        """The oldest points of the traffic queue (:mod:`lattice_qdrant.traffic`), as a filter (the first
+        pass's, read ahead while the run started)."""
+        ahead, self.traffic_ahead = self.traffic_ahead, None
+        self.traffic_taken = (
+            ahead.result()
+            if ahead is not None
+            else traffic.queued_ids(self.store, self.collection, _TRAFFIC_TAKE)
+        )
         if not self.traffic_taken:
             return []
         return [models.Filter(must=[models.HasIdCondition(has_id=self.traffic_taken)])]
@@ -1248,6 +1257,11 @@ def run_backfill(
         StoreError: Qdrant failed after retries (the state records the failure; ``resume`` clears it).
     """
     options = options or BackfillOptions()
+    # The first pass starts with the traffic queue: read it while the record is read and checked, one
+    # round trip less before the first forward pass (read-only; dropped if the run does not start).
+    ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="backfill-traffic")
+    traffic_ahead = ahead.submit(traffic.queued_ids, migration.store, migration.collection, _TRAFFIC_TAKE)
+    ahead.shutdown(wait=False)
     snap = migration.snapshot(refresh=True)  # the run's one read of the record before it starts
     state, strategy = snap.state, migration.strategy_of(snap)
     if state.status not in (Status.IN_PROGRESS, Status.COMPLETED) or state.finalized:
@@ -1263,4 +1277,5 @@ def run_backfill(
     # the embedder must fit the target spec (fails fast, before any thread starts)
     embed_checked(embedder, ["lattice-qdrant"], snap.plan.target)
     run = _Run(migration, strategy, embedder, options, stop or threading.Event(), metrics)
+    run.traffic_ahead = traffic_ahead
     return run.run(on_progress)

@@ -36,6 +36,7 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.local.siphash import point_id_slice
 
 import lattice_qdrant as lq
+from lattice_qdrant import traffic
 from lattice_qdrant.backfill import (
     SHARD_HASH,
     SHARD_SLICE,
@@ -335,6 +336,21 @@ def test_the_recorded_failures_are_loaded_while_the_reader_reads_its_first_page(
     again = run_backfill(lq.Migration(store, docs, refresh_interval=0), modern, BackfillOptions(batch_size=8))
     assert store.came == [True]  # the first page was asked for before the failures were known
     assert (again.written, again.failed) == (0, 0)  # and the failed point was still skipped
+
+
+def test_the_traffic_queue_is_read_while_the_migration_record_is(
+    make_migration: MakeMigration, modern: HashEmbedder
+) -> None:
+    # the first pass starts with the traffic queue: its read does not wait for the record's
+    migration = make_migration(n=20)
+    store = Awaits(
+        migration.store,
+        waits=lambda call: call.method == "get_record" and call.arguments["kind"] == "migration",
+        signal=lambda call: call.method == "list_records" and call.arguments["kind"] == traffic.KIND,
+    )
+    report = run_backfill(lq.Migration(store, migration.collection, refresh_interval=0), modern)
+    assert store.came[:1] == [True]
+    assert (report.written, report.covered) == (20, 20)
 
 
 def test_the_stamps_are_repaired_while_the_last_batches_are_written(
