@@ -313,9 +313,10 @@ class _SyntheticStore(StoreWrapper):
         pending: Mapping[Any, tuple[str | None, Mapping[str, Any]]],
         *,
         lacking: str | None = None,
+        stamp: tuple[str, int] | None = None,
     ) -> list[Any]:
         if not self._is_data(collection):
-            return super().update_if_unchanged(collection, text_field, pending, lacking=lacking)
+            return super().update_if_unchanged(collection, text_field, pending, lacking=lacking, stamp=stamp)
         for pid, (_, vectors) in pending.items():
             self.covered[int(pid)] = True
             # the last few thousand vectors only, for the writer's read-back (a server keeps them all)

@@ -298,8 +298,11 @@ class StoreWrapper(ControlRecords):
         pending: Mapping[Any, tuple[str | None, Mapping[str, Any]]],
         *,
         lacking: str | None = None,
+        stamp: tuple[str, int] | None = None,
     ) -> list[Any]:
-        return self._send(self.inner.update_if_unchanged, collection, text_field, pending, lacking=lacking)
+        return self._send(
+            self.inner.update_if_unchanged, collection, text_field, pending, lacking=lacking, stamp=stamp
+        )
 
     def write_stamped(
         self,

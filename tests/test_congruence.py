@@ -615,6 +615,37 @@ def test_update_vectors_with_a_missing_point_in_a_large_batch(engines: Pair) -> 
     assert local[3] == edge[3] == {i: [float(i), 1.0] for i in existing}
 
 
+def test_a_target_write_with_its_stamp_stamps_the_same_points_on_both(engines: Pair) -> None:
+    """``Store.update_if_unchanged`` with a stamp: on the engine one ``batch_update_points`` (the
+    conditional write, then a stamp filtered on the ids holding the vector), in local mode the local
+    store's own check and a stamp by ids. The same points end written and stamped: those whose condition
+    held, and a point holding the vector already (the application's); not a point whose text moved on,
+    nor a missing one (the batch is written again without it)."""
+
+    def scenario(e: Engine) -> Any:
+        corpus(e, 8, target=True)
+        e.update_vectors([(3, {"dst": [9.0, 9.0]})])  # the application's
+        e.set_payload({"text": "moved on"}, ids=[5])
+        pending = {i: (f"text {i}", {"dst": [float(i), 1.0]}) for i in (1, 2, 3, 4, 5, 6, 999)}
+        kept = e.store().update_if_unchanged(COLLECTION, "text", pending, lacking="dst", stamp=("m9", 7))
+        points = e.retrieve(list(range(1, 9)))
+        return (
+            sorted(kept),
+            dst_of(e),
+            {pid: (r.payload[MODEL_FIELD], r.payload[VERSION_FIELD]) for pid, r in points.items()},
+        )
+
+    local, edge = both(engines, scenario)
+    assert local[0] == edge[0] == [1, 2, 3, 4, 5, 6]
+    assert local[1] == edge[1]
+    assert local[1] == {1: [1.0, 1.0], 2: [2.0, 1.0], 3: [9.0, 9.0], 4: [4.0, 1.0], 5: None, 6: [6.0, 1.0],
+                        7: None, 8: None}  # fmt: skip
+    assert local[2] == edge[2]
+    assert local[2] == {
+        i: ("m9", 7) if i in (1, 2, 3, 4, 6) else tuple(stamps(i).values()) for i in range(1, 9)
+    }
+
+
 def test_set_payload_by_ids_with_a_missing_point(engines: Pair) -> None:
     """A payload write by ids writes the existing points, then raises for the missing one (as
     ``update_vectors`` does); a filter selector skips nothing and raises nothing."""

@@ -850,6 +850,33 @@ def test_update_if_unchanged_writes_only_points_that_still_hold_their_text_and_l
             assert stored == pytest.approx(_unit(vector_of(96, pid)), abs=1e-5)
 
 
+def test_update_if_unchanged_with_a_stamp_stamps_the_points_holding_the_vector_written(
+    qdrant: QdrantClient,
+    store: Store,
+    names: Any,
+    legacy: HashEmbedder,
+    target_spec: ModelSpec,
+    local_conditions: str,
+) -> None:
+    coll = names("docs")
+    texts = fill_collection(qdrant, coll, legacy, n=30)
+    store.ensure_vector(coll, "modern-v1", target_spec)
+    qdrant.set_payload(coll, {"text": "changed by the application"}, points=[4])
+    qdrant.update_vectors(coll, [models.PointVectors(id=9, vector={"modern-v1": vector_of(96, 99)})])
+    qdrant.delete(coll, [13])
+    pending = {i: (texts[i], {"modern-v1": vector_of(96, i)}) for i in range(20)}
+
+    existing = store.update_if_unchanged(coll, "text", pending, lacking="modern-v1", stamp=("modern", 1))
+
+    assert sorted(existing) == [i for i in range(20) if i != 13]
+    records = {r.id: r for r in qdrant.retrieve(coll, list(range(30)), with_vectors=["modern-v1"])}
+    for pid, record in records.items():
+        stamp = ((record.payload or {}).get(MODEL_FIELD), (record.payload or {}).get(VERSION_FIELD))
+        holds = isinstance(record.vector, dict) and "modern-v1" in record.vector
+        # written, or the application's (point 9): stamped; its text changed (4) or not written: neither
+        assert (holds, stamp) == ((True, ("modern", 1)) if pid < 20 and pid != 4 else (False, (None, None)))
+
+
 def test_local_update_if_unchanged_checks_each_point_once_and_writes_only_those_that_hold(
     qdrant: QdrantClient, names: Any, legacy: HashEmbedder, target_spec: ModelSpec
 ) -> None:

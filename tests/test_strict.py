@@ -241,6 +241,76 @@ def test_the_reembed_stamp_fails_naming_the_setting_when_forced_to_one_request(
     assert stamp_of(records(local, "docs")[0]) == (None, None)  # refused whole: nothing was written
 
 
+# --------------------------------------------------------------------------- the target write and its stamp
+
+
+def _target_scene(qdrant: QdrantClient, legacy: HashEmbedder, modern: HashEmbedder) -> tuple[Any, Any]:
+    """Six points, a target vector to fill: point 2 holds one the application wrote, point 3's text moved
+    on since it was embedded; the write is of points 0-4 and 77 (deleted meanwhile)."""
+    texts = texts_of(6)
+    fill_collection(qdrant, "docs", legacy, texts=texts)
+    Store(qdrant).ensure_vector("docs", "modern-v1", modern.spec("modern", 1))
+    fresh = modern.embed(texts)
+    theirs = modern.embed(["the application's own"])[0]
+    qdrant.update_vectors("docs", [models.PointVectors(id=2, vector={"modern-v1": theirs.tolist()})])
+    qdrant.set_payload("docs", {"text": "changed"}, points=[3])
+    pending = {i: (texts[i], {"modern-v1": fresh[i]}) for i in range(5)}
+    pending[77] = ("never there", {"modern-v1": fresh[5]})
+    return pending, theirs
+
+
+def _write_target(store: Store, pending: Any) -> list[Any]:
+    return store.update_if_unchanged("docs", "text", pending, lacking="modern-v1", stamp=("modern", 1))
+
+
+def _check_target(qdrant: QdrantClient, existing: list[Any], pending: Any, theirs: Any) -> None:
+    assert sorted(existing) == [0, 1, 2, 3, 4]
+    now = records(qdrant, "docs")
+    assert 77 not in now  # never created
+    for pid in (0, 1, 4):  # written and stamped
+        assert same_direction(now[pid].vector["modern-v1"], pending[pid][1]["modern-v1"])  # type: ignore[index]
+        assert stamp_of(now[pid]) == ("modern", 1)
+    # the application's vector stays, and holds the target model: stamped
+    assert same_direction(now[2].vector["modern-v1"], theirs) and stamp_of(now[2]) == ("modern", 1)  # type: ignore[index]
+    for pid in (3, 5):  # not written (its text changed; not in the write): no vector, no stamp
+        assert "modern-v1" not in now[pid].vector and stamp_of(now[pid]) == (None, None)  # type: ignore[operator]
+
+
+def test_the_target_write_and_its_stamp_are_one_request_on_a_server(
+    local: QdrantClient, legacy: HashEmbedder, modern: HashEmbedder
+) -> None:
+    pending, theirs = _target_scene(local, legacy, modern)
+    # has_id and has_vector need no index: a strict mode refusing unindexed filters lets the stamp through
+    server = StrictServer(local, unindexed_filtering_update=False)
+    store = Store(server)  # type: ignore[arg-type]
+
+    existing = _write_target(store, pending)
+
+    _check_target(local, existing, pending, theirs)
+    # no refusal; the second request is the write again without point 77 (deleted meanwhile)
+    assert server.refused == [] and server.calls.count("batch_update_points") == 2
+    assert "set_payload" not in server.calls and "update_vectors" not in server.calls
+
+
+def test_the_target_write_stamps_by_ids_when_strict_mode_refuses_its_filter(
+    local: QdrantClient, legacy: HashEmbedder, modern: HashEmbedder
+) -> None:
+    pending, theirs = _target_scene(local, legacy, modern)
+    server = StrictServer(local, filter_max_conditions=1)  # the stamp's filter has two
+    store = Store(server)  # type: ignore[arg-type]
+
+    existing = _write_target(store, pending)
+
+    _check_target(local, existing, pending, theirs)
+    # the one request was refused whole (nothing of it ran), then the write went by ids
+    assert refused_settings(server) == ["filter_max_conditions"]
+    server.calls.clear()  # the Store remembers: the next write goes by ids at once
+    fresh = modern.embed(["(note 5)"])[0]
+    assert _write_target(store, {5: (texts_of(6)[5], {"modern-v1": fresh})}) == [5]
+    assert "batch_update_points" not in server.calls and len(server.refused) == 1
+    assert stamp_of(records(local, "docs")[5]) == ("modern", 1)
+
+
 def test_writes_are_split_to_the_servers_upsert_max_batchsize(
     local: QdrantClient, legacy: HashEmbedder, newer: HashEmbedder
 ) -> None:

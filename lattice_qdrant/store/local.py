@@ -172,14 +172,16 @@ class LocalStore(ServerStore):
         pending: Mapping[Any, tuple[str | None, Mapping[str, Any]]],
         *,
         lacking: str | None = None,
+        stamp: tuple[str, int] | None = None,
     ) -> list[Any]:
         """:meth:`ServerStore.update_if_unchanged`, with each point checked against its own condition only.
 
         Local mode checks each point of a conditional write against every clause of its condition (one per
         point), so a request costs the square of its size. Here, under the local lock (nothing else of this
         process runs in between), each point is checked against its own clause, by local mode's own check
-        on its own data, and the points that hold are written by one unconditional ``update_vectors``.
-        When the local collection is not laid out as expected, conditional writes of 16 points are sent.
+        on its own data, the points that hold are written by one unconditional ``update_vectors``, and with
+        ``stamp`` those holding the vectors written are stamped by ids. When the local collection is not
+        laid out as expected, conditional writes of 16 points are sent (each stamped after a read-back).
         """
         with self._lock:
             found = self._local_collection(collection, _CONDITION_INTERNALS)
@@ -188,17 +190,18 @@ class LocalStore(ServerStore):
                 existing: list[Any] = []
                 for start in range(0, len(items), _LOCAL_CONDITIONAL_CHUNK):
                     chunk = dict(items[start : start + _LOCAL_CONDITIONAL_CHUNK])
-                    existing += self._update_if_unchanged(collection, text_field, chunk, lacking)
+                    existing += self._update_if_unchanged(collection, text_field, chunk, lacking, stamp)
                 return existing
             lacks: list[models.Condition] | None = (
                 [models.HasVectorCondition(has_vector=lacking)] if lacking is not None else None
             )
-            existing, holding = [], []  # the ids still there; those of them whose condition holds
+            index_of: dict[Any, int] = {}  # the ids still there, and where local mode holds them
+            holding: list[Any] = []  # those of them whose condition holds
             for pid, (text, _) in pending.items():
                 idx = found._existing_idx(pid)
                 if idx is None:  # deleted meanwhile (or never there): skipped, as on a server
                     continue
-                existing.append(pid)
+                index_of[pid] = idx
                 condition = models.Filter(must=[same_text(pid, text_field, text)], must_not=lacks)
                 if payload_filters.check_filter(
                     condition, found.payload[idx], found.ids_inv[idx], found._calculate_has_vector(idx)
@@ -206,7 +209,14 @@ class LocalStore(ServerStore):
                     holding.append(pid)
             if holding:
                 self.update_vectors(collection, named_vectors(pending, holding))
-            return existing
+            if stamp is not None:
+                names = {name for pid in index_of for name in pending[pid][1]}
+                holders = [
+                    pid for pid, idx in index_of.items() if names <= found._calculate_has_vector(idx).keys()
+                ]
+                if holders:
+                    self.set_payload(collection, {MODEL_FIELD: stamp[0], VERSION_FIELD: stamp[1]}, holders)
+            return list(index_of)
 
     def _local_collection(self, collection: str, internals: Sequence[str]) -> LocalCollection | None:
         """Local mode's own collection, when it has the ``internals`` read directly (else ``None``)."""

@@ -167,9 +167,11 @@ class PointStore(Protocol):
         pending: Mapping[Any, tuple[str | None, Mapping[str, Any]]],
         *,
         lacking: str | None = None,
+        stamp: tuple[str, int] | None = None,
     ) -> list[Any]:
-        """Write named vectors to points that still hold the text they were embedded from; return the ids
-        that still exist."""
+        """Write named vectors to points that still hold the text they were embedded from (with ``stamp``,
+        then stamp ``(model_id, version)`` on those holding the vectors written); return the ids that
+        still exist."""
         ...
 
     def write_stamped(

@@ -675,6 +675,7 @@ class ServerStore(ControlRecords):
         pending: Mapping[Any, tuple[str | None, Mapping[str, Any]]],
         *,
         lacking: str | None = None,
+        stamp: tuple[str, int] | None = None,
     ) -> list[Any]:
         """Write named vectors to points that still hold the text they were embedded from.
 
@@ -687,10 +688,29 @@ class ServerStore(ControlRecords):
         again without it, which the conditions make harmless. Used by the backfill, read-repair, verify
         and restore.
 
+        With ``stamp`` (``(model_id, version)``), the points of ``pending`` holding the vectors written,
+        once written (this call's, or the application's written meanwhile), are stamped with that model:
+        in the **same** ``batch_update_points`` request on a server (a payload operation whose filter is
+        those ids holding those vectors: ``has_id`` and ``has_vector`` need no payload index, so a strict
+        mode's ``unindexed_filtering_update`` lets it through), in order, not as one transaction. A strict
+        mode that refuses that filter (``filter_max_conditions``, ``condition_max_size``) refused the whole
+        request, which changed nothing: it is sent again as the write, a read-back of which points hold
+        the vectors and a stamp by ids, and this Store keeps that path for the collection.
+
         Returns:
             the ids that still exist (written, or skipped by the conditions: Qdrant does not say which).
         """
-        return self._update_if_unchanged(collection, text_field, dict(pending), lacking)
+        todo = dict(pending)
+        if stamp is None:
+            return self._update_if_unchanged(collection, text_field, todo, lacking)
+        parts = self._in_batches(
+            collection,
+            list(todo),
+            lambda ids: self._update_if_unchanged(
+                collection, text_field, {pid: todo[pid] for pid in ids}, lacking, stamp
+            ),
+        )
+        return [pid for part in parts for pid in part]
 
     def _update_if_unchanged(
         self,
@@ -698,16 +718,79 @@ class ServerStore(ControlRecords):
         text_field: str,
         todo: dict[Any, tuple[str | None, Mapping[str, Any]]],
         lacking: str | None,
+        stamp: tuple[str, int] | None = None,
     ) -> list[Any]:
         def write(ids: list[Any]) -> list[Any]:
             condition = models.Filter(
                 must_not=[models.HasVectorCondition(has_vector=lacking)] if lacking is not None else None,
                 should=[same_text(pid, text_field, todo[pid][0]) for pid in ids],
             )
-            self.update_vectors(collection, named_vectors(todo, ids), update_filter=condition)
+            points = named_vectors(todo, ids)
+            if stamp is None:
+                self.update_vectors(collection, points, update_filter=condition)
+                return ids
+            names = sorted({name for pid in ids for name in todo[pid][1]})
+            if not self._stamps_by_ids(collection):
+                try:
+                    self._write_stamping_holders(collection, points, condition, stamp, names)
+                    return ids
+                except StrictModeError as exc:
+                    if exc.setting not in _STAMP_FILTER_SETTINGS:
+                        raise
+                    self._adapt(
+                        collection,
+                        "stamp_by_ids",
+                        True,
+                        f"the stamp's filter is refused ({exc.setting}); stamping by ids after a read-back",
+                    )
+            try:
+                self.update_vectors(collection, points, update_filter=condition)
+            finally:
+                # the points before a missing id were written: stamped too before the caller retries
+                self._stamp_holders(collection, ids, stamp, names)
             return ids
 
         return self._skipping_deleted(collection, todo, write)
+
+    def _write_stamping_holders(
+        self,
+        collection: str,
+        points: list[models.PointVectors],
+        condition: models.Filter,
+        stamp: tuple[str, int],
+        names: Sequence[str],
+    ) -> None:
+        """One request: the conditional vector write, then the stamp of its points holding ``names``."""
+        ids = [p.id for p in points]
+        holding = models.Filter(
+            must=[
+                models.HasIdCondition(has_id=ids),
+                *(models.HasVectorCondition(has_vector=n) for n in names),
+            ]
+        )
+        self.check_conditional_writes(collection)
+        self._call(
+            "write vectors and model stamps",
+            self.client.batch_update_points,
+            collection,
+            update_operations=[
+                models.UpdateVectorsOperation(
+                    update_vectors=models.UpdateVectors(points=points, update_filter=condition)
+                ),
+                self._stamp_operation(stamp, holding),
+            ],
+            collection=collection,
+            point_ids=ids,
+        )
+
+    def _stamp_holders(
+        self, collection: str, ids: Sequence[Any], stamp: tuple[str, int], names: Sequence[str]
+    ) -> None:
+        """Stamp, by ids, those of ``ids`` that hold every vector of ``names`` (read back)."""
+        records = self.retrieve(collection, ids, with_payload=False, with_vectors=list(names))
+        holders = [r.id for r in records if isinstance(r.vector, dict) and all(n in r.vector for n in names)]
+        if holders:
+            self.set_payload(collection, {MODEL_FIELD: stamp[0], VERSION_FIELD: stamp[1]}, holders)
 
     def _skipping_deleted(
         self, collection: str, todo: dict[Any, Any], write: Callable[[list[Any]], list[Any]]

@@ -426,36 +426,21 @@ class MigrationStrategy(ABC):
             plan.text_field,
             {pid: (text, {plan.target_vector: vector}) for pid, (text, vector) in pending.items()},
             lacking=plan.target_vector,
+            stamp=(plan.target.model_id, plan.target.version),
         )
         if not ids:
             return []
-        stored = self._stamp_holding_target(store, ids)
         # Ours took effect where the stored vector is the one we wrote (as a server stores it).
-        distance = plan.target.distance
-        return [
-            pid for pid in ids if pid in stored and stored_as_written(stored[pid], pending[pid][1], distance)
-        ]
-
-    def _stamp_holding_target(self, store: Store, ids: Sequence[Any]) -> dict[Any, Any]:
-        """Stamp the target model on those of ``ids`` that hold the target vector (ours, or the
-        application's); return their stored target vectors by id.
-
-        Selecting them by id keeps this O(batch) on every backend; a filter would scan in local mode.
-        """
-        plan, collection = self.plan, self.data_collection
         records = store.retrieve(collection, ids, with_payload=False, with_vectors=[plan.target_vector])
-        stored: dict[Any, Any] = {
+        stored = {
             r.id: r.vector[plan.target_vector]
             for r in records
             if isinstance(r.vector, dict) and plan.target_vector in r.vector
         }
-        if stored:
-            store.set_payload(
-                collection,
-                {MODEL_FIELD: plan.target.model_id, VERSION_FIELD: plan.target.version},
-                list(stored),
-            )
-        return stored
+        distance = plan.target.distance
+        return [
+            pid for pid in ids if pid in stored and stored_as_written(stored[pid], pending[pid][1], distance)
+        ]
 
     def rewrite_target(self, store: Store, text: str, ids: Sequence[Any], vector: Any) -> None:
         """After the application changed the points' text to ``text``: write ``vector`` (its target
@@ -467,17 +452,19 @@ class MigrationStrategy(ABC):
         copy not done yet) are skipped: the copy brings their text and the backfill their vector.
         """
         plan = self.plan
-        written = store.update_if_unchanged(
-            self.data_collection, plan.text_field, {pid: (text, {plan.target_vector: vector}) for pid in ids}
+        store.update_if_unchanged(
+            self.data_collection,
+            plan.text_field,
+            {pid: (text, {plan.target_vector: vector}) for pid in ids},
+            stamp=(plan.target.model_id, plan.target.version),
         )
-        if written:
-            self._stamp_holding_target(store, written)
 
     def repair_stamps(self, store: Store) -> None:
         """Stamp the target model on points holding the target vector but not the stamp.
 
-        The stamp is a second write after the vector; a run killed in between leaves a point with the
-        vector and an old stamp, which no later run would otherwise read again (it has the vector).
+        The stamp is a second write after the vector (on a server the second operation of the same
+        request, which is not a transaction); a run killed in between leaves a point with the vector and an
+        old stamp, which no later run would otherwise read again (it has the vector).
 
         Raises:
             StoreError: the write failed.
