@@ -544,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--embed-window", type=int, default=BackfillOptions().embed_window, help="the backfill's embed window"
     )
-    parser.add_argument("--repeat", type=int, default=3, help="interleaved repetitions (median kept)")
+    parser.add_argument("--repeat", type=int, default=5, help="interleaved repetitions (median kept)")
     parser.add_argument("--latency-ms", type=float, nargs="*", default=[0.0, 20.0, 50.0])
     parser.add_argument("--rss-sizes", type=int, nargs="*", default=[20_000, 200_000])
     parser.add_argument(
