@@ -731,18 +731,13 @@ class ServerStore(ControlRecords):
                 return ids
             names = sorted({name for pid in ids for name in todo[pid][1]})
             if not self._stamps_by_ids(collection):
+                holds: list[models.Condition] = [models.HasVectorCondition(has_vector=n) for n in names]
+                holding = models.Filter(must=[models.HasIdCondition(has_id=ids), *holds])
                 try:
-                    self._write_stamping_holders(collection, points, condition, stamp, names)
+                    self._write_then_stamp(collection, points, condition, stamp, holding)
                     return ids
                 except StrictModeError as exc:
-                    if exc.setting not in _STAMP_FILTER_SETTINGS:
-                        raise
-                    self._adapt(
-                        collection,
-                        "stamp_by_ids",
-                        True,
-                        f"the stamp's filter is refused ({exc.setting}); stamping by ids after a read-back",
-                    )
+                    self._stamp_by_ids_from_now(collection, exc)
             try:
                 self.update_vectors(collection, points, update_filter=condition)
             finally:
@@ -752,22 +747,18 @@ class ServerStore(ControlRecords):
 
         return self._skipping_deleted(collection, todo, write)
 
-    def _write_stamping_holders(
+    def _write_then_stamp(
         self,
         collection: str,
         points: list[models.PointVectors],
         condition: models.Filter,
-        stamp: tuple[str, int],
-        names: Sequence[str],
+        stamp: tuple[str, int] | None,
+        selector: models.Filter,
+        *,
+        vector: str | None = None,
     ) -> None:
-        """One request: the conditional vector write, then the stamp of its points holding ``names``."""
-        ids = [p.id for p in points]
-        holding = models.Filter(
-            must=[
-                models.HasIdCondition(has_id=ids),
-                *(models.HasVectorCondition(has_vector=n) for n in names),
-            ]
-        )
+        """One request: the conditional vector write, then the stamp (``None``: its removal) of the points
+        ``selector`` matches once it ran."""
         self.check_conditional_writes(collection)
         self._call(
             "write vectors and model stamps",
@@ -777,10 +768,11 @@ class ServerStore(ControlRecords):
                 models.UpdateVectorsOperation(
                     update_vectors=models.UpdateVectors(points=points, update_filter=condition)
                 ),
-                self._stamp_operation(stamp, holding),
+                self._stamp_operation(stamp, selector),
             ],
             collection=collection,
-            point_ids=ids,
+            vector=vector,
+            point_ids=[p.id for p in points],
         )
 
     def _stamp_holders(
@@ -879,14 +871,9 @@ class ServerStore(ControlRecords):
                             collection, name, points, condition, stamp, todo, distance
                         )
                 except StrictModeError as exc:
-                    if not auto or exc.setting not in _STAMP_FILTER_SETTINGS:
+                    if not auto:
                         raise
-                    self._adapt(
-                        collection,
-                        "stamp_by_ids",
-                        True,
-                        f"the stamp's filter is refused ({exc.setting}); stamping by ids after a read-back",
-                    )
+                    self._stamp_by_ids_from_now(collection, exc)
             with self._lock:
                 return self._stamped_by_ids(collection, name, points, condition, stamp, todo, distance)
 
@@ -898,6 +885,19 @@ class ServerStore(ControlRecords):
             lambda ids: self._skipping_deleted(collection, {pid: todo[pid] for pid in ids}, write),
         )
         return [pid for part in parts for pid in part]
+
+    def _stamp_by_ids_from_now(self, collection: str, refused: StrictModeError) -> None:
+        """After a strict mode refused a one-request stamp: stamp by ids after a read-back for this
+        collection from now on, or raise the refusal when its setting is not one the stamp's filter meets.
+        The refused request changed nothing (a strict server checks every operation of a batch first)."""
+        if refused.setting not in _STAMP_FILTER_SETTINGS:
+            raise refused
+        self._adapt(
+            collection,
+            "stamp_by_ids",
+            True,
+            f"the stamp's filter is refused ({refused.setting}); stamping by ids after a read-back",
+        )
 
     def _stamps_by_ids(self, collection: str) -> bool:
         """Whether :meth:`write_stamped` takes the by-ids path by default: once strict mode refused the
@@ -929,21 +929,7 @@ class ServerStore(ControlRecords):
     ) -> list[Any]:
         ids = [p.id for p in points]
         selector = models.Filter(must=[models.HasIdCondition(has_id=ids), condition])
-        self.check_conditional_writes(collection)
-        self._call(
-            "write vectors and model stamps",
-            self.client.batch_update_points,
-            collection,
-            update_operations=[
-                models.UpdateVectorsOperation(
-                    update_vectors=models.UpdateVectors(points=points, update_filter=condition)
-                ),
-                self._stamp_operation(stamp, selector),
-            ],
-            collection=collection,
-            vector=name,
-            point_ids=ids,
-        )
+        self._write_then_stamp(collection, points, condition, stamp, selector, vector=name)
         records = self.retrieve(
             collection, ids, with_payload=[MODEL_FIELD, VERSION_FIELD], with_vectors=[name] if name else True
         )
