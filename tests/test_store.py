@@ -818,6 +818,7 @@ def local_conditions(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyP
     return str(request.param)
 
 
+@pytest.mark.parametrize("stamp", [None, ("modern", 1)], ids=["no stamp", "stamp"])
 def test_update_if_unchanged_writes_only_points_that_still_hold_their_text_and_lack_the_vector(
     qdrant: QdrantClient,
     store: Store,
@@ -825,6 +826,7 @@ def test_update_if_unchanged_writes_only_points_that_still_hold_their_text_and_l
     legacy: HashEmbedder,
     target_spec: ModelSpec,
     local_conditions: str,
+    stamp: tuple[str, int] | None,
 ) -> None:
     # more points than one local-mode request takes, with a race in each of several requests
     coll = names("docs")
@@ -833,48 +835,29 @@ def test_update_if_unchanged_writes_only_points_that_still_hold_their_text_and_l
     qdrant.set_payload(coll, {"text": "changed by the application"}, points=[20])
     qdrant.update_vectors(coll, [models.PointVectors(id=35, vector={"modern-v1": vector_of(96, 99)})])
     qdrant.delete(coll, [45, 69])
-    pending = {i: (texts[i], {"modern-v1": vector_of(96, i)}) for i in range(70)}
+    pending = {i: (texts[i], {"modern-v1": vector_of(96, i)}) for i in range(60)}  # 60-69 not in the write
 
-    existing = store.update_if_unchanged(coll, "text", pending, lacking="modern-v1")
+    existing = store.update_if_unchanged(coll, "text", pending, lacking="modern-v1", stamp=stamp)
 
-    assert sorted(existing) == [i for i in range(70) if i not in (45, 69)]
+    assert sorted(existing) == [i for i in range(60) if i != 45]
     records = {r.id: r for r in qdrant.retrieve(coll, list(range(70)), with_vectors=["modern-v1"])}
-    assert sorted(records) == sorted(existing)  # nothing deleted came back
+    assert sorted(records) == [i for i in range(70) if i not in (45, 69)]  # nothing deleted came back
     for pid, record in records.items():
         stored = record.vector.get("modern-v1") if isinstance(record.vector, dict) else None
-        if pid == 20:
-            assert stored is None  # its text changed: the vector embedded from the old text is not written
-        elif pid == 35:
+        payload = record.payload or {}
+        stamped = (payload.get(MODEL_FIELD), payload.get(VERSION_FIELD))
+        if pid == 20 or pid >= 60:
+            assert (
+                stored is None
+            )  # its text changed (the vector of the old text is not written), or not written
+            assert stamped == (None, None)
+            continue
+        if pid == 35:
             assert stored == pytest.approx(_unit(vector_of(96, 99)), abs=1e-5)  # the application's stays
         else:
             assert stored == pytest.approx(_unit(vector_of(96, pid)), abs=1e-5)
-
-
-def test_update_if_unchanged_with_a_stamp_stamps_the_points_holding_the_vector_written(
-    qdrant: QdrantClient,
-    store: Store,
-    names: Any,
-    legacy: HashEmbedder,
-    target_spec: ModelSpec,
-    local_conditions: str,
-) -> None:
-    coll = names("docs")
-    texts = fill_collection(qdrant, coll, legacy, n=30)
-    store.ensure_vector(coll, "modern-v1", target_spec)
-    qdrant.set_payload(coll, {"text": "changed by the application"}, points=[4])
-    qdrant.update_vectors(coll, [models.PointVectors(id=9, vector={"modern-v1": vector_of(96, 99)})])
-    qdrant.delete(coll, [13])
-    pending = {i: (texts[i], {"modern-v1": vector_of(96, i)}) for i in range(20)}
-
-    existing = store.update_if_unchanged(coll, "text", pending, lacking="modern-v1", stamp=("modern", 1))
-
-    assert sorted(existing) == [i for i in range(20) if i != 13]
-    records = {r.id: r for r in qdrant.retrieve(coll, list(range(30)), with_vectors=["modern-v1"])}
-    for pid, record in records.items():
-        stamp = ((record.payload or {}).get(MODEL_FIELD), (record.payload or {}).get(VERSION_FIELD))
-        holds = isinstance(record.vector, dict) and "modern-v1" in record.vector
-        # written, or the application's (point 9): stamped; its text changed (4) or not written: neither
-        assert (holds, stamp) == ((True, ("modern", 1)) if pid < 20 and pid != 4 else (False, (None, None)))
+        # with a stamp, every point holding the vector afterwards has it, the application's (35) included
+        assert stamped == (stamp or (None, None))
 
 
 def test_local_update_if_unchanged_checks_each_point_once_and_writes_only_those_that_hold(
