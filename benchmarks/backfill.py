@@ -11,9 +11,9 @@
    ``--latency-ms`` they talk to a stand-in for a server: local mode's store behind a delay on every
    request (``lattice_qdrant.testing.DelayedStore``), as a remote server's would be, for both contenders
    alike (local mode answers in microseconds, a server over a network does not). The stand-in serves one
-   request at a time; local mode's store sends a conditional write in requests of 16 points, so each
-   point's clause is checked among few, as a server's id index finds it (local mode tries every clause on
-   every point, on the client's CPU).
+   request at a time; local mode's store checks each point of a conditional write against its own clause
+   only, as a server's id index finds it (local mode itself tries every clause on every point, on the
+   client's CPU).
 3. **Forward passes** (a sentence-transformers model only): the embedder's fixed passes of ``batch_size``
    texts against its passes packed by tokens, on the same texts, in calls of a batch and of a window.
 4. **Peak RSS for 20k vs 200k points** with the cheap hash embedder, each size in its own process, reading
