@@ -79,6 +79,12 @@ def same_text(point_id: Any, text_field: str, text: str | None) -> models.Filter
     return models.Filter(must=[models.HasIdCondition(has_id=[point_id]), holds])
 
 
+def stamp_payload(stamp: tuple[str, int]) -> dict[str, Any]:
+    """The payload of a model stamp ``(model_id, version)``: ``embedding_model_id`` and
+    ``embedding_version``."""
+    return {MODEL_FIELD: stamp[0], VERSION_FIELD: stamp[1]}
+
+
 def stamp_filter(model_id: str, version: int) -> models.Filter:
     """The condition "this point is stamped with this model" (``embedding_model_id`` and
     ``embedding_version``); a re-embed tells which model a point's vector holds by it."""

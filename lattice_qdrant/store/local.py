@@ -35,7 +35,7 @@ from qdrant_client.local import payload_filters
 from qdrant_client.local.local_collection import LocalCollection
 from qdrant_client.local.utils import normalize_point_id
 
-from .base import MODEL_FIELD, VERSION_FIELD, same_text, stamp_selector
+from .base import same_text, stamp_payload, stamp_selector
 from .server import ServerStore, named_vectors
 
 __all__ = ["LocalStore"]
@@ -159,7 +159,7 @@ class LocalStore(ServerStore):
         ``update_filter`` when given), one after the other under the local lock."""
         if stamp is None or not stamp_ids:
             return self.update_vectors(collection, points, update_filter=update_filter, **kwargs)
-        payload = {MODEL_FIELD: stamp[0], VERSION_FIELD: stamp[1]}
+        payload = stamp_payload(stamp)
         with self._lock:
             result = self.update_vectors(collection, points, update_filter=update_filter, **kwargs)
             self.set_payload(collection, payload, stamp_selector(stamp_ids, update_filter))
@@ -215,7 +215,7 @@ class LocalStore(ServerStore):
                     pid for pid, idx in index_of.items() if names <= found._calculate_has_vector(idx).keys()
                 ]
                 if holders:
-                    self.set_payload(collection, {MODEL_FIELD: stamp[0], VERSION_FIELD: stamp[1]}, holders)
+                    self.set_payload(collection, stamp_payload(stamp), holders)
             return list(index_of)
 
     def _local_collection(self, collection: str, internals: Sequence[str]) -> LocalCollection | None:

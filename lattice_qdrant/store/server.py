@@ -67,6 +67,7 @@ from .base import (
     VectorInfo,
     pages,
     same_text,
+    stamp_payload,
     stamp_selector,
     stored_as_written,
     vector_value,
@@ -612,7 +613,7 @@ class ServerStore(ControlRecords):
         """
         if stamp is None or not stamp_ids:
             return self.update_vectors(collection, points, update_filter=update_filter, **kwargs)
-        payload = {MODEL_FIELD: stamp[0], VERSION_FIELD: stamp[1]}
+        payload = stamp_payload(stamp)
         if update_filter is not None:
             self.check_conditional_writes(collection)
         written = {p.id for p in points}
@@ -782,7 +783,7 @@ class ServerStore(ControlRecords):
         records = self.retrieve(collection, ids, with_payload=False, with_vectors=list(names))
         holders = [r.id for r in records if isinstance(r.vector, dict) and all(n in r.vector for n in names)]
         if holders:
-            self.set_payload(collection, {MODEL_FIELD: stamp[0], VERSION_FIELD: stamp[1]}, holders)
+            self.set_payload(collection, stamp_payload(stamp), holders)
 
     def _skipping_deleted(
         self, collection: str, todo: dict[Any, Any], write: Callable[[list[Any]], list[Any]]
@@ -912,9 +913,7 @@ class ServerStore(ControlRecords):
                 delete_payload=models.DeletePayload(keys=[MODEL_FIELD, VERSION_FIELD], filter=selector)
             )
         return models.SetPayloadOperation(
-            set_payload=models.SetPayload(
-                payload={MODEL_FIELD: stamp[0], VERSION_FIELD: stamp[1]}, filter=selector
-            )
+            set_payload=models.SetPayload(payload=stamp_payload(stamp), filter=selector)
         )
 
     def _stamped_one_request(
@@ -933,7 +932,7 @@ class ServerStore(ControlRecords):
         records = self.retrieve(
             collection, ids, with_payload=[MODEL_FIELD, VERSION_FIELD], with_vectors=[name] if name else True
         )
-        wanted = {MODEL_FIELD: stamp[0], VERSION_FIELD: stamp[1]} if stamp else {}
+        wanted = stamp_payload(stamp) if stamp else {}
         return [
             r.id
             for r in records
@@ -977,7 +976,7 @@ class ServerStore(ControlRecords):
                         point_ids=ours,
                     )
                 else:
-                    self.set_payload(collection, {MODEL_FIELD: stamp[0], VERSION_FIELD: stamp[1]}, ours)
+                    self.set_payload(collection, stamp_payload(stamp), ours)
         return ours
 
     def retrieve(
