@@ -55,6 +55,7 @@ from lattice_qdrant.store import (
     translate,
 )
 from lattice_qdrant.store import local as local_store
+from lattice_qdrant.store.base import same_text
 
 from conftest import fill_collection
 
@@ -881,6 +882,34 @@ def test_local_update_if_unchanged_checks_each_point_once_and_writes_only_those_
     [request] = proxy.requests("update_vectors")
     assert request.get("update_filter") is None
     assert [p.id for p in request["points"]] == [i for i in range(40) if i not in (3, 7)]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"text": "a"},
+        {"text": ["b", "a"]},
+        {"text": ["b"]},
+        {"text": ""},
+        {"text": []},
+        {"text": None},
+        {"text": 1},
+        {"text": True},
+        {"other": "a"},
+        {},
+    ],
+)
+@pytest.mark.parametrize("text", ["a", "", "1", None])
+def test_local_check_of_a_points_text_is_local_modes_check_of_the_same_clause(
+    payload: dict[str, Any], text: str | None
+) -> None:
+    # the local store checks a point's text itself, with local mode's own checks; whatever the payload
+    # holds there, it decides as local mode would on the clause a server is sent (its id aside)
+    from qdrant_client.local import payload_filters
+
+    [_, clause] = same_text(7, "text", text).must  # type: ignore[misc]
+    expected = payload_filters.check_filter(models.Filter(must=[clause]), payload, 7, {})
+    assert local_store._holds(payload, "text", text) is expected
 
 
 def test_update_if_unchanged_of_nothing_sends_nothing(proxy: RecordingClient, coll: str) -> None:

@@ -33,9 +33,10 @@ from typing import Any
 from qdrant_client import models
 from qdrant_client.local import payload_filters
 from qdrant_client.local.local_collection import LocalCollection
+from qdrant_client.local.payload_value_extractor import value_by_key
 from qdrant_client.local.utils import normalize_point_id
 
-from .base import same_text, stamp_payload, stamp_selector
+from .base import stamp_payload, stamp_selector
 from .server import ServerStore, named_vectors
 
 __all__ = ["LocalStore"]
@@ -61,7 +62,9 @@ _INTERNALS = (
 
 
 #: what :meth:`LocalStore.update_if_unchanged` reads of a local collection (else it sends conditional writes)
-_CONDITION_INTERNALS = ("payload", "ids_inv", "_existing_idx", "_calculate_has_vector")
+_CONDITION_INTERNALS = ("payload", "_existing_idx", "_calculate_has_vector")
+#: and the checks of local mode it makes them with (else it sends conditional writes)
+_HAS_CHECKS = all(hasattr(payload_filters, name) for name in ("check_is_empty", "values_match"))
 
 
 class _IdOrder:
@@ -89,6 +92,15 @@ class _IdOrder:
 
 #: per local collection (weakly: a dropped collection takes its order with it); used under the local lock
 _ORDERS: weakref.WeakKeyDictionary[LocalCollection, _IdOrder] = weakref.WeakKeyDictionary()
+
+
+def _holds(payload: dict[str, Any], text_field: str, text: str | None) -> bool:
+    """Whether ``payload`` holds ``text`` in ``text_field`` (``None``: no text there): the clause of
+    :func:`~lattice_qdrant.store.base.same_text` without its id, by local mode's own checks of it."""
+    if text is None:
+        return bool(payload_filters.check_is_empty(payload, text_field))
+    values = value_by_key(payload, text_field)
+    return values is not None and any(payload_filters.values_match(value, text) for value in values)
 
 
 def _point_id(key: tuple[str, int]) -> Any:
@@ -184,7 +196,7 @@ class LocalStore(ServerStore):
         laid out as expected, conditional writes of 16 points are sent (each stamped after a read-back).
         """
         with self._lock:
-            found = self._local_collection(collection, _CONDITION_INTERNALS)
+            found = self._local_collection(collection, _CONDITION_INTERNALS) if _HAS_CHECKS else None
             if found is None:
                 items = list(pending.items())
                 existing: list[Any] = []
@@ -192,30 +204,24 @@ class LocalStore(ServerStore):
                     chunk = dict(items[start : start + _LOCAL_CONDITIONAL_CHUNK])
                     existing += self._update_if_unchanged(collection, text_field, chunk, lacking, stamp)
                 return existing
-            lacks: list[models.Condition] | None = (
-                [models.HasVectorCondition(has_vector=lacking)] if lacking is not None else None
-            )
             index_of: dict[Any, int] = {}  # the ids still there, and where local mode holds them
             holding: list[Any] = []  # those of them whose condition holds
+            held: list[Any] = []  # those of them not written that hold every vector written already
+            names = {name for _, vectors in pending.values() for name in vectors}
             for pid, (text, _) in pending.items():
-                idx = found._existing_idx(pid)
+                idx = found._existing_idx(pid)  # the clause's id: found, or not there
                 if idx is None:  # deleted meanwhile (or never there): skipped, as on a server
                     continue
                 index_of[pid] = idx
-                condition = models.Filter(must=[same_text(pid, text_field, text)], must_not=lacks)
-                if payload_filters.check_filter(
-                    condition, found.payload[idx], found.ids_inv[idx], found._calculate_has_vector(idx)
-                ):
+                has = found._calculate_has_vector(idx)
+                if (lacking is None or not has.get(lacking)) and _holds(found.payload[idx], text_field, text):
                     holding.append(pid)
+                elif names <= has.keys():
+                    held.append(pid)
             if holding:
                 self.update_vectors(collection, named_vectors(pending, holding))
-            if stamp is not None:
-                names = {name for pid in index_of for name in pending[pid][1]}
-                holders = [
-                    pid for pid, idx in index_of.items() if names <= found._calculate_has_vector(idx).keys()
-                ]
-                if holders:
-                    self.set_payload(collection, stamp_payload(stamp), holders)
+            if stamp is not None and (holding or held):
+                self.set_payload(collection, stamp_payload(stamp), holding + held)
             return list(index_of)
 
     def _local_collection(self, collection: str, internals: Sequence[str]) -> LocalCollection | None:
