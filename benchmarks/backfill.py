@@ -8,12 +8,14 @@
    pipeline hides reading and writing behind embedding; the second ratio tells what the machinery costs.
 2. **Backfill vs a naive loop** (scroll -> encode -> update_vectors, one batch after the other) on the same
    collection. At 0 ms both run on local mode as users run it (the embedded default). With
-   ``--latency-ms`` they talk to a stand-in for a server: local mode's store behind a delay on every
-   request (``lattice_qdrant.testing.DelayedStore``), as a remote server's would be, for both contenders
-   alike (local mode answers in microseconds, a server over a network does not). The stand-in serves one
-   request at a time; local mode's store checks each point of a conditional write against its own clause
-   only, as a server's id index finds it (local mode itself tries every clause on every point, on the
-   client's CPU).
+   ``--latency-ms`` they talk to a stand-in for a remote server, the same for both contenders: a store
+   holding the collection's texts and "has the target vector" flags (``_SyntheticStore`` with
+   ``remote``), whose requests each first spend that long on the network, concurrently, and are served
+   one at a time (``lattice_qdrant.testing.DelayedStore``). The server's own work costs next to nothing
+   there, as it runs on the server's machine; the client's share of each request (its body encoded as
+   JSON from qdrant-client's models, the answer decoded into them, as the REST transport does) runs in the
+   client's threads, as it would. Local mode behind the delay would run the server's work (its Python
+   filters and writes) on the cores the model computes on, which a remote server does not.
 3. **Forward passes** (a sentence-transformers model only): the embedder's fixed passes of ``batch_size``
    texts against its passes packed by tokens, on the same texts, in calls of a batch and of a window.
 4. **Peak RSS for 20k vs 200k points** with the cheap hash embedder, each size in its own process, reading
@@ -41,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
+from pydantic import TypeAdapter
 from qdrant_client import QdrantClient, models
 
 from benchmarks.corpus import python_docs
@@ -51,6 +53,8 @@ from lattice_qdrant.embedders import MINILM, Embedder, HashEmbedder, SentenceTra
 from lattice_qdrant.spec import Distance
 from lattice_qdrant.state import Start
 from lattice_qdrant.store import Coverage, Store, VectorInfo, open_store
+from lattice_qdrant.store.base import same_text, stamp_payload
+from lattice_qdrant.store.server import named_vectors
 from lattice_qdrant.testing import DelayedStore, StoreWrapper
 
 __all__ = ["main"]
@@ -85,13 +89,43 @@ def _collection(texts: Sequence[str], name: str) -> QdrantClient:
 def _migrating(client: QdrantClient, store: Store, name: str, target: Embedder) -> Any:
     lattice = wrap(client, embedders={"target": target}, refresh_interval=0, store=store)
     legacy = HashEmbedder(SOURCE_DIM, salt="bench")
-    if isinstance(target, HashEmbedder | SentenceTransformerEmbedder):
-        spec = target.spec("target")
-    else:
-        raise SystemExit(f"unsupported embedder {target!r}")
-    migration = lattice.plan(name, source=legacy.spec("legacy"), target=spec, source_vector="legacy")
+    migration = lattice.plan(name, source=legacy.spec("legacy"), target=_spec(target), source_vector="legacy")
     migration.start()
     return migration
+
+
+def _contender(
+    texts: Sequence[str], embedder: Embedder, latency_ms: float
+) -> tuple[QdrantClient, Store, Any]:
+    """A fresh collection of ``texts`` for one contender, its store and a started migration.
+
+    At 0 ms, local mode as users run it (the embedded default). With a latency, a stand-in for a remote
+    server (:class:`_SyntheticStore` with ``remote``) behind :class:`~lattice_qdrant.testing.DelayedStore`:
+    every request first spends that long on the network, concurrently, and is served one at a time. Local
+    mode behind the delay would run the server's work (its Python filters over the collection) in the
+    client's own process, on the cores the model computes on, which a remote server does not.
+    """
+    if not latency_ms:
+        client = _collection(texts, "bench")
+        store = open_store(client)
+        return client, store, _migrating(client, store, "bench", embedder)
+    stand_in = _SyntheticStore(len(texts), embedder.dimension, texts=texts, remote=True)
+    delayed = DelayedStore(stand_in, latency_ms / 1000)
+    lattice = wrap(stand_in.control, embedders={"target": embedder}, refresh_interval=0, store=delayed)
+    migration = lattice.plan(
+        "synthetic",
+        source=HashEmbedder(SOURCE_DIM, salt="bench").spec("legacy"),
+        target=_spec(embedder),
+        source_vector="legacy",
+    )
+    migration.apply(Start(processed=0, total=len(texts)))
+    return stand_in.control, delayed, migration
+
+
+def _spec(target: Embedder) -> Any:
+    if isinstance(target, HashEmbedder | SentenceTransformerEmbedder):
+        return target.spec("target")
+    raise SystemExit(f"unsupported embedder {target!r}")
 
 
 def _naive(store: Store, name: str, vector: str, embedder: Embedder, batch: int) -> int:
@@ -137,12 +171,7 @@ def _throughput(args: argparse.Namespace, embedder: Embedder, label: str) -> dic
                 step = args.batch_size if what == "encode" else args.embed_window
                 rows[what].append(_embed_rate(embedder, texts, step))
                 continue
-            client = _collection(texts, "bench")
-            # 0 ms: local mode as users run it (the embedded default); otherwise a stand-in for a server
-            store: Store = open_store(client)
-            if args.latency_ms:
-                store = DelayedStore(store, args.latency_ms / 1000)
-            migration = _migrating(client, store, "bench", embedder)
+            client, store, migration = _contender(texts, embedder, args.latency_ms)
             vector = migration.plan.target_vector
             started = time.perf_counter()
             if what == "backfill":
@@ -157,7 +186,7 @@ def _throughput(args: argparse.Namespace, embedder: Embedder, label: str) -> dic
                 spans.append(written / max(report.embedding, 1e-9))
                 fixed.append(time.perf_counter() - started - report.embedding)
             else:
-                written = _naive(store, "bench", vector, embedder, args.batch_size)
+                written = _naive(store, migration.collection, vector, embedder, args.batch_size)
             rows[what].append(written / (time.perf_counter() - started))
             if written != n:
                 raise SystemExit(f"{what} wrote {written} of {n} points")
@@ -216,19 +245,32 @@ def _passes(args: argparse.Namespace, packed: SentenceTransformerEmbedder) -> li
 
 
 class _SyntheticStore(StoreWrapper):
-    """A store serving one big synthetic collection without holding it.
+    """A store serving one collection held on the "server" side, not in local mode.
 
-    Texts are made from the point id on demand; the only per-point state is one "has the target vector"
-    flag, as a server would keep on its own side. Everything else (the control collection) goes to the
-    wrapped store, local mode's over an empty client.
+    Its points are ids ``0 .. n - 1`` with a text each (``texts``, or made from the id on demand); the only
+    other per-point state is one "has the target vector" flag, as a server would keep on its own side.
+    Everything else (the control collection) goes to the wrapped store, local mode's over an empty
+    client.
+
+    With ``remote``, it stands in for a remote server as the throughput rows with a latency use it: the
+    server's own work (filters, conditions, stamps) costs next to nothing here, as it runs on the server's
+    machine, while the client's share of each request is paid in the calling thread as qdrant-client's
+    REST transport pays it: the request's body encoded as JSON from qdrant-client's own models, the answer
+    decoded from JSON into them. The server keeps each point written as the JSON the client sent, which is
+    also the record a read-back answers with. Without ``remote`` (the memory benchmark), it keeps only the
+    last few thousand vectors, and nothing is encoded.
     """
 
-    def __init__(self, n: int, target_dim: int) -> None:
+    def __init__(
+        self, n: int, target_dim: int, *, texts: Sequence[str] | None = None, remote: bool = False
+    ) -> None:
         self.control = QdrantClient(":memory:")
         super().__init__(open_store(self.control))
         self.n = n
+        self.texts = texts
+        self.remote = remote
         self.covered = np.zeros(n, dtype=bool)
-        self.recent: dict[int, NDArray[np.float32]] = {}
+        self.recent: dict[int, Any] = {}  # arrays, or with ``remote`` the JSON of each vector
         self.target_dim = target_dim
         self.words = [
             "vector",
@@ -247,6 +289,8 @@ class _SyntheticStore(StoreWrapper):
         return name == "synthetic"
 
     def text(self, i: int) -> str:
+        if self.texts is not None:
+            return self.texts[i]
         w = self.words
         return f"point {i}: " + " ".join(w[(i * k) % len(w)] for k in range(1, 24))
 
@@ -292,6 +336,8 @@ class _SyntheticStore(StoreWrapper):
         with_payload: bool | Sequence[str] = True,
         with_vectors: bool | Sequence[str] = False,
     ) -> tuple[list[models.Record], Any]:
+        """The points lacking the target vector from ``offset`` on (the backfill's and the naive loop's
+        only filter)."""
         if not self._is_data(collection):
             return super().scroll(
                 collection,
@@ -303,8 +349,36 @@ class _SyntheticStore(StoreWrapper):
             )
         start = int(offset or 0)
         todo = np.flatnonzero(~self.covered[start:])[: limit + 1] + start
-        page = [models.Record(id=int(i), payload={"text": self.text(int(i))}) for i in todo[:limit]]
-        return page, (int(todo[limit]) if len(todo) > limit else None)
+        following = int(todo[limit]) if len(todo) > limit else None
+        if not self.remote:
+            page = [models.Record(id=int(i), payload={"text": self.text(int(i))}) for i in todo[:limit]]
+            return page, following
+        self._sent(
+            models.ScrollRequest(filter=flt, limit=limit, offset=offset, with_payload=_selector(with_payload))
+        )
+        points = [{"id": int(i), "payload": {"text": self.text(int(i))}} for i in todo[:limit]]
+        answer = json.dumps({"points": points, "next_page_offset": following})
+        result = models.ScrollResult.model_validate_json(answer)  # the client decodes the answer
+        return result.points, result.next_page_offset
+
+    def _sent(self, *body: Any) -> list[str]:
+        """The client's share of sending ``body`` (qdrant-client's models): each encoded as JSON."""
+        return [part.model_dump_json(exclude_unset=True) for part in body]
+
+    def _sent_points(self, points: Sequence[models.PointVectors]) -> dict[int, str]:
+        """The client's share of sending ``points``: each encoded as JSON, which the server keeps as it is
+        (the JSON of a point and its vector is also that of the record a read-back answers with)."""
+        return dict(zip((int(p.id) for p in points), self._sent(*points), strict=True))
+
+    def _hold(self, pid: int, vector: Any, encoded: str | None = None) -> None:
+        self.covered[pid] = True
+        if encoded is not None:
+            self.recent[pid] = encoded
+            return
+        # the last few thousand vectors only, for the writer's read-back (a server keeps them all)
+        self.recent[pid] = np.asarray(vector, dtype=np.float32)
+        if len(self.recent) > 2048:
+            self.recent.pop(next(iter(self.recent)))
 
     def update_if_unchanged(
         self,
@@ -315,15 +389,42 @@ class _SyntheticStore(StoreWrapper):
         lacking: str | None = None,
         stamp: tuple[str, int] | None = None,
     ) -> list[Any]:
+        """The server's conditional write (with the stamp in the same request): a point is written
+        while it holds its text and lacks the vector."""
         if not self._is_data(collection):
             return super().update_if_unchanged(collection, text_field, pending, lacking=lacking, stamp=stamp)
-        for pid, (_, vectors) in pending.items():
-            self.covered[int(pid)] = True
-            # the last few thousand vectors only, for the writer's read-back (a server keeps them all)
-            self.recent[int(pid)] = np.asarray(vectors["target-v1"], dtype=np.float32)
-            if len(self.recent) > 2048:
-                self.recent.pop(next(iter(self.recent)))
+        encoded: dict[int, str] = {}
+        if self.remote:  # the request a server's store sends: one batch of the write and the stamp
+            ids = list(pending)
+            condition = models.Filter(
+                must_not=[models.HasVectorCondition(has_vector=lacking)] if lacking is not None else None,
+                should=[same_text(pid, text_field, pending[pid][0]) for pid in ids],
+            )
+            encoded = self._sent_points(named_vectors(pending, ids))
+            self._sent(condition)
+            if stamp is not None:
+                self._sent(models.SetPayload(payload=stamp_payload(stamp), filter=condition))
+        for pid, (text, vectors) in pending.items():
+            i = int(pid)
+            if (lacking is None or not self.covered[i]) and text == self.text(i):
+                self._hold(i, vectors["target-v1"], encoded.get(i))
         return list(pending)
+
+    def update_vectors(
+        self,
+        collection: str,
+        points: Sequence[models.PointVectors],
+        *,
+        update_filter: models.Filter | None = None,
+        **kwargs: Any,
+    ) -> models.UpdateResult:
+        """An unconditional write (the naive loop's)."""
+        if not self._is_data(collection):
+            return super().update_vectors(collection, points, update_filter=update_filter, **kwargs)
+        encoded = self._sent_points(points) if self.remote else {}
+        for point in points:
+            self._hold(int(point.id), _target_of(point), encoded.get(int(point.id)))
+        return models.UpdateResult(operation_id=0, status=models.UpdateStatus.COMPLETED)
 
     def retrieve(
         self,
@@ -335,7 +436,20 @@ class _SyntheticStore(StoreWrapper):
     ) -> list[models.Record]:
         if not self._is_data(collection):
             return super().retrieve(collection, ids, with_payload=with_payload, with_vectors=with_vectors)
-        return [models.Record(id=i, vector=self._stored(int(i)) if self.covered[int(i)] else {}) for i in ids]
+        if not self.remote:
+            return [
+                models.Record(id=i, vector=self._stored(int(i)) if self.covered[int(i)] else {}) for i in ids
+            ]
+        self._sent(
+            models.PointRequest(
+                ids=list(ids), with_payload=_selector(with_payload), with_vector=_selector(with_vectors)
+            )
+        )
+        parts = [
+            self.recent[int(i)] if self.covered[int(i)] else f'{{"id": {int(i)}, "vector": {{}}}}'
+            for i in ids
+        ]
+        return _RECORDS.validate_json("[" + ", ".join(parts) + "]")  # the client decodes the answer
 
     def _stored(self, i: int) -> dict[str, Any]:
         found = self.recent.get(i)
@@ -347,6 +461,22 @@ class _SyntheticStore(StoreWrapper):
         if not self._is_data(collection):
             return super().set_payload(collection, payload, points)
         return models.UpdateResult(operation_id=0, status=models.UpdateStatus.COMPLETED)
+
+
+def _target_of(point: models.PointVectors) -> Any:
+    """The target vector a write of the benchmark carries."""
+    if not isinstance(point.vector, dict):
+        raise SystemExit(f"a write without the target vector: {point!r}")
+    return point.vector["target-v1"]
+
+
+def _selector(chosen: bool | Sequence[str]) -> bool | list[str]:
+    """A payload or vector selector as qdrant-client's models take it."""
+    return chosen if isinstance(chosen, bool) else list(chosen)
+
+
+#: how qdrant-client decodes a list of records (a read-back's answer)
+_RECORDS: TypeAdapter[list[models.Record]] = TypeAdapter(list[models.Record])
 
 
 def _peak_kib() -> int:
@@ -508,6 +638,12 @@ def _throughput_table(args: argparse.Namespace, embedder: Embedder, label: str) 
             f"{row['backfill_vs_encode']:>15.2f}x {row['backfill_vs_encode_window']:>22.2f}x "
             f"{row['backfill_vs_naive']:>14.2f}x {row['passes_vs_encode_window']:>20.2f}x "
             f"{row['fixed_seconds']:>8.2f}"
+        )
+    if any(args.latency_ms):
+        _out(
+            "with a latency: a stand-in for a remote server (the server's work off this machine's cores, the "
+            "client's JSON encoding of each request and decoding of each answer on them), every request that "
+            "long on the network; at 0 ms: local mode, in this process"
         )
     _out(
         "passes/encode-window: the backfill's rate over the span of its forward passes (first pass start to "

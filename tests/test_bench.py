@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from qdrant_client import AsyncQdrantClient, QdrantClient, models
 
@@ -49,6 +50,7 @@ def test_backfill_benchmark_reports_every_ratio(capsys: pytest.CaptureFixture[st
         # the span of the forward passes is inside the run: a higher rate, and seconds outside it
         assert row["backfill_passes_pps"] > row["backfill_pps"] and row["fixed_seconds"] > 0
     assert "passes/encode-window: the backfill's rate over the span of its forward passes" in printed
+    assert "with a latency: a stand-in for a remote server" in printed
     assert "passes" not in results  # the hash embedder has no forward passes
     assert [row["points"] for row in results["rss"]] == [300, 600]
     assert all(row["peak_kib"] >= row["before_kib"] > 0 for row in results["rss"])
@@ -71,6 +73,51 @@ def test_backfill_benchmark_without_latencies_prints_no_throughput_table(
     argv = ["--points", "16", "--model", "hash", "--latency-ms", "--rss-sizes", "--scale-sizes"]
     assert bench_backfill.main(argv) == 0
     assert "throughput" not in capsys.readouterr().out
+
+
+def test_remote_stand_in_writes_as_a_server_and_pays_the_clients_share_of_each_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the throughput rows with a latency read and write this stand-in for a remote server: a point is
+    # written while it holds its text and lacks the vector; a read-back answers with what was written
+    texts = ["zero", "one", "two", "three"]
+    store = bench_backfill._SyntheticStore(4, 3, texts=texts, remote=True)
+    encoded: list[str] = []
+    sent = store._sent
+
+    def sending(*body: Any) -> list[str]:
+        parts = sent(*body)
+        encoded.extend(parts)
+        return parts
+
+    monkeypatch.setattr(store, "_sent", sending)
+    assert store.update_if_unchanged("synthetic", "text", {2: ("two", {"target-v1": [9.0, 9.0, 9.0]})}) == [2]
+    pending = {
+        0: ("zero", {"target-v1": np.array([1.0, 0.0, 0.0])}),
+        1: ("changed meanwhile", {"target-v1": np.array([0.0, 1.0, 0.0])}),
+        2: ("two", {"target-v1": np.array([0.0, 0.0, 1.0])}),  # holds the vector already
+    }
+    encoded.clear()
+    written = store.update_if_unchanged("synthetic", "text", pending, lacking="target-v1", stamp=("t", 1))
+    assert written == [0, 1, 2]  # the ids still there, as a server's store returns them
+    # the request's body as JSON: each point and its vector, the condition, the stamp filtered on it
+    *points, condition, stamped = (json.loads(part) for part in encoded)
+    assert points == [
+        {"id": i, "vector": {"target-v1": pending[i][1]["target-v1"].tolist()}} for i in pending
+    ]
+    assert stamped == {"payload": {"embedding_model_id": "t", "embedding_version": 1}, "filter": condition}
+    records = store.retrieve("synthetic", [0, 1, 2], with_payload=False, with_vectors=["target-v1"])
+    assert [r.vector for r in records] == [{"target-v1": [1.0, 0.0, 0.0]}, {}, {"target-v1": [9.0, 9.0, 9.0]}]
+    assert json.loads(encoded[-1]) == {"ids": [0, 1, 2], "with_payload": False, "with_vector": ["target-v1"]}
+    assert store.coverage("synthetic", "target-v1").covered == 2 and store.count("synthetic", None) == 4
+    # the pages hold the points lacking the vector, from the offset on, with their text
+    page, following = store.scroll("synthetic", limit=1, with_payload=["text"])
+    assert [(r.id, r.payload) for r in page] == [(1, {"text": "one"})] and following == 3
+    page, following = store.scroll("synthetic", limit=4, offset=following, with_payload=["text"])
+    assert [r.id for r in page] == [3] and following is None
+    # the naive loop's unconditional write
+    store.update_vectors("synthetic", [models.PointVectors(id=1, vector={"target-v1": [0.5, 0.5, 0.5]})])
+    assert store.coverage("synthetic", "target-v1").covered == 3
 
 
 def test_overhead_benchmark_compares_raw_and_wrapped_in_every_state(
