@@ -65,6 +65,7 @@ __all__ = [
     "scores",
     "to_matrix",
     "vectors_match",
+    "vectors_match_rows",
 ]
 
 Backend = Literal["simsimd", "numpy"]
@@ -316,6 +317,41 @@ def vectors_match(
     if distance == Distance.COSINE:
         return similarity >= 1.0 - tolerance, similarity, error
     return error <= tolerance, similarity, error
+
+
+def vectors_match_rows(
+    stored: Sequence[Sequence[float] | NDArray[Any]],
+    fresh: Sequence[Sequence[float] | NDArray[Any]],
+    distance: Distance,
+    tolerance: float,
+) -> list[bool]:
+    """:func:`vectors_match`'s verdict for each pair ``(stored[i], fresh[i])``, computed over all pairs at
+    once (a writer's read-back checks a batch: one conversion of the batch, not one per vector).
+
+    Pairs that do not stack (vectors of different sizes, values that are not numbers) are compared one by
+    one, with the same verdicts.
+    """
+    if len(stored) != len(fresh):
+        raise ValueError(f"{len(stored)} stored vectors against {len(fresh)} fresh ones")
+    if not stored:
+        return []
+    try:
+        a = np.asarray(stored, dtype=np.float64)
+        b = np.asarray(fresh, dtype=np.float64)
+    except (ValueError, TypeError, OverflowError):
+        a = b = np.empty(0)
+    if a.ndim != 2 or a.shape != b.shape:
+        return [vectors_match(s, f, distance, tolerance)[0] for s, f in zip(stored, fresh, strict=True)]
+    norm_a, norm_b = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    zero = (norm_a == 0.0) | (norm_b == 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if distance == Distance.COSINE:
+            similarity = np.einsum("ij,ij->i", a, b) / (norm_a * norm_b)
+            match = similarity >= 1.0 - tolerance
+        else:
+            match = np.linalg.norm(a - b, axis=1) / norm_b <= tolerance
+    match = np.where(zero, norm_a == norm_b, match) & np.isfinite(a).all(axis=1)
+    return [bool(m) for m in match]
 
 
 def capabilities() -> dict[str, Any]:

@@ -483,3 +483,46 @@ def test_benchmark_runs(capsys: pytest.CaptureFixture[str], tmp_path: Any) -> No
     assert len(rows) == 4  # two distances, normalised and not
     assert all(float(row[7]) > 0 and float(row[10]) > 0 for row in rows)
     assert out.exists() and '"ratio"' in out.read_text()
+
+
+# --------------------------------------------------------------------------- a batch's read-back
+
+
+def _pairs() -> list[tuple[Any, Any]]:
+    """Stored and fresh vectors of every kind a read-back meets."""
+    rng = np.random.default_rng(5)
+    v = rng.standard_normal(8)
+    return [
+        (v.tolist(), v),  # as written
+        ((v * 3.0).tolist(), v),  # the same direction (a cosine collection normalises)
+        ((v / np.linalg.norm(v)).astype(np.float32).tolist(), v),  # stored normalised, in float32
+        ((v + 1e-3).tolist(), v),  # close, not the same
+        (rng.standard_normal(8).tolist(), v),  # another vector
+        ((-v).tolist(), v),
+        ([0.0] * 8, np.zeros(8)),  # two zero vectors match
+        ([0.0] * 8, v),  # a zero vector and another do not
+        (v.tolist(), np.zeros(8)),
+        ([float("nan"), *v[1:].tolist()], v),  # a stored value that is not finite never matches
+        ([float("inf"), *v[1:].tolist()], v),
+    ]
+
+
+@pytest.mark.parametrize("distance", list(Distance))
+def test_vectors_match_rows_gives_each_pair_the_verdict_of_vectors_match(distance: Distance) -> None:
+    pairs = _pairs()
+    expected = [kernels.vectors_match(s, f, distance, 1e-5)[0] for s, f in pairs]
+    assert True in expected and False in expected
+    stored, fresh = [s for s, _ in pairs], [f for _, f in pairs]
+    assert kernels.vectors_match_rows(stored, fresh, distance, 1e-5) == expected
+
+
+def test_vectors_match_rows_compares_one_by_one_what_does_not_stack() -> None:
+    v = [1.0, 2.0, 3.0]
+    stored: list[Any] = [v, [1.0, 2.0], v]  # a shorter vector: it never matches
+    fresh = [np.array(v)] * 3
+    assert kernels.vectors_match_rows(stored, fresh, Distance.COSINE, 1e-5) == [True, False, True]
+    with pytest.raises(ValueError, match="could not convert"):  # values that are no numbers: as vectors_match
+        kernels.vectors_match_rows([v, ["a", "b", "c"]], fresh[:2], Distance.COSINE, 1e-5)
+    assert kernels.vectors_match_rows([], [], Distance.DOT, 1e-5) == []
+    with pytest.raises(ValueError, match="2 stored vectors against 1 fresh ones"):
+        kernels.vectors_match_rows([v, v], [v], Distance.DOT, 1e-5)

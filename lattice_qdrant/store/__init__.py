@@ -38,6 +38,7 @@ from .base import (
     stamp_filter,
     stamp_selector,
     stored_as_written,
+    stored_as_written_rows,
     vector_value,
 )
 from .control import _TOKEN_HISTORY as _TOKEN_HISTORY
@@ -74,6 +75,7 @@ __all__ = [
     "stamp_filter",
     "stamp_selector",
     "stored_as_written",
+    "stored_as_written_rows",
     "translate",
     "vector_value",
 ]

@@ -9,7 +9,7 @@ from typing import Any
 
 from qdrant_client import models
 
-from ..kernels import vectors_match
+from ..kernels import vectors_match, vectors_match_rows
 from ..routing import Coverage as Coverage  # re-exported: the store answers coverage in it
 from ..spec import Distance
 
@@ -125,7 +125,17 @@ def stored_as_written(stored: Any, written: Any, distance: Distance) -> bool:
     """Whether a vector read back is the one written, as a server stores it: cosine vectors normalised,
     and a collection storing ``float16`` rounds each value to 11 significant bits (a relative error up to
     5e-4, which local mode, keeping float32 whatever the datatype, never shows)."""
-    return vectors_match(stored, written, distance, 1e-5 if distance == Distance.COSINE else 1e-3)[0]
+    return vectors_match(stored, written, distance, _tolerance(distance))[0]
+
+
+def stored_as_written_rows(stored: Sequence[Any], written: Sequence[Any], distance: Distance) -> list[bool]:
+    """:func:`stored_as_written` for each pair ``(stored[i], written[i])``, checked together."""
+    return vectors_match_rows(stored, written, distance, _tolerance(distance))
+
+
+def _tolerance(distance: Distance) -> float:
+    """How far a vector read back may be from the one written (see :func:`stored_as_written`)."""
+    return 1e-5 if distance == Distance.COSINE else 1e-3
 
 
 def pages(

@@ -69,7 +69,7 @@ from .base import (
     same_text,
     stamp_payload,
     stamp_selector,
-    stored_as_written,
+    stored_as_written_rows,
     vector_value,
     version_text,
 )
@@ -90,11 +90,17 @@ _STAMP_FILTER_SETTINGS = frozenset(
 COUNT_PAGE = 10_000
 
 
-def _ours(record: Any, name: str, todo: Mapping[Any, tuple[Any, list[float]]], distance: Distance) -> bool:
-    """Whether the record's stored vector is the one we wrote."""
-    stored = vector_value(record, name)
-    mine = todo.get(record.id)
-    return stored is not None and mine is not None and stored_as_written(stored, mine[1], distance)
+def _ours(
+    records: Sequence[Any], name: str, todo: Mapping[Any, tuple[Any, list[float]]], distance: Distance
+) -> set[Any]:
+    """The ids of the records whose stored vector is the one we wrote (checked together)."""
+    found = [
+        (r.id, stored, todo[r.id][1])
+        for r in records
+        if r.id in todo and (stored := vector_value(r, name)) is not None
+    ]
+    verdicts = stored_as_written_rows([f[1] for f in found], [f[2] for f in found], distance)
+    return {pid for (pid, _, _), mine in zip(found, verdicts, strict=True) if mine}
 
 
 def named_vectors(
@@ -935,10 +941,11 @@ class ServerStore(ControlRecords):
             collection, ids, with_payload=[MODEL_FIELD, VERSION_FIELD], with_vectors=[name] if name else True
         )
         wanted = stamp_payload(stamp) if stamp else {}
+        ours = _ours(records, name, todo, distance)
         return [
             r.id
             for r in records
-            if _ours(r, name, todo, distance)
+            if r.id in ours
             and {
                 k: v
                 for k, v in (r.payload or {}).items()
@@ -965,7 +972,8 @@ class ServerStore(ControlRecords):
             records = self.retrieve(
                 collection, ids, with_payload=False, with_vectors=[name] if name else True
             )
-            ours = [r.id for r in records if _ours(r, name, todo, distance)]
+            mine = _ours(records, name, todo, distance)
+            ours = [r.id for r in records if r.id in mine]
             if ours:
                 if stamp is None:
                     self._call(

@@ -82,7 +82,7 @@ from ..store import (
     Store,
     VectorInfo,
     stamp_filter,
-    stored_as_written,
+    stored_as_written_rows,
 )
 
 __all__ = [
@@ -437,10 +437,11 @@ class MigrationStrategy(ABC):
             for r in records
             if isinstance(r.vector, dict) and plan.target_vector in r.vector
         }
-        distance = plan.target.distance
-        return [
-            pid for pid in ids if pid in stored and stored_as_written(stored[pid], pending[pid][1], distance)
-        ]
+        found = [pid for pid in ids if pid in stored]
+        ours = stored_as_written_rows(
+            [stored[pid] for pid in found], [pending[pid][1] for pid in found], plan.target.distance
+        )
+        return [pid for pid, mine in zip(found, ours, strict=True) if mine]
 
     def rewrite_target(self, store: Store, text: str, ids: Sequence[Any], vector: Any) -> None:
         """After the application changed the points' text to ``text``: write ``vector`` (its target
