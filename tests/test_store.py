@@ -809,13 +809,15 @@ def test_coverage_follows_the_data(store: Store, coll: str, target_spec: ModelSp
 # --------------------------------------------------------------------------- conditional writes
 
 
-@pytest.fixture(params=["checked here", "conditional requests"])
+@pytest.fixture(params=["checked here", "conditional requests", "no local checks"])
 def local_conditions(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """How the local store makes a conditional write: each point checked against its own clause under
-    the lock, or (a local collection not laid out as expected) conditional requests of 16 points. A
-    server's store takes neither."""
+    the lock, or conditional requests of 16 points (a local collection not laid out as expected, or a
+    qdrant-client without the checks the local store makes them with). A server's store takes neither."""
     if request.param == "conditional requests":
         monkeypatch.setattr(local_store, "_CONDITION_INTERNALS", ("no such attribute",))
+    if request.param == "no local checks":
+        monkeypatch.setattr(local_store, "_HAS_CHECKS", False)
     return str(request.param)
 
 
@@ -882,6 +884,39 @@ def test_local_update_if_unchanged_checks_each_point_once_and_writes_only_those_
     [request] = proxy.requests("update_vectors")
     assert request.get("update_filter") is None
     assert [p.id for p in request["points"]] == [i for i in range(40) if i not in (3, 7)]
+
+
+@pytest.mark.parametrize("missing", ["_CONDITION_INTERNALS", "_HAS_CHECKS"])
+def test_local_update_if_unchanged_without_what_it_checks_with_sends_conditional_requests(
+    qdrant: QdrantClient,
+    names: Any,
+    legacy: HashEmbedder,
+    target_spec: ModelSpec,
+    monkeypatch: pytest.MonkeyPatch,
+    missing: str,
+) -> None:
+    # a local collection laid out otherwise, or a qdrant-client without local mode's checks: the
+    # conditions go to local mode in requests of 16 points, each checked there
+    proxy = RecordingClient(qdrant)
+    store = Store(proxy, control_collection=names("control"))  # type: ignore[arg-type]
+    if not isinstance(store, local_store.LocalStore):
+        pytest.skip("local mode's store")
+    monkeypatch.setattr(
+        local_store, missing, ("no such attribute",) if missing == "_CONDITION_INTERNALS" else False
+    )
+    coll = names("docs")
+    texts = fill_collection(qdrant, coll, legacy, n=40)
+    store.ensure_vector(coll, "modern-v1", target_spec)
+    qdrant.set_payload(coll, {"text": "changed by the application"}, points=[3])
+    pending = {i: (texts[i], {"modern-v1": vector_of(96, i)}) for i in range(40)}
+
+    assert store.update_if_unchanged(coll, "text", pending, lacking="modern-v1") == list(range(40))
+
+    requests = proxy.requests("update_vectors")
+    assert [len(r["points"]) for r in requests] == [16, 16, 8]
+    assert all(r.get("update_filter") is not None for r in requests)
+    written = qdrant.retrieve(coll, list(range(40)), with_vectors=["modern-v1"])
+    assert sorted(r.id for r in written if r.vector) == [i for i in range(40) if i != 3]
 
 
 @pytest.mark.parametrize(
