@@ -34,11 +34,10 @@ from .base import (
     NumericPoints,
     RetryPolicy,
     VectorInfo,
+    holding_written,
     same_text,
     stamp_filter,
     stamp_selector,
-    stored_as_written,
-    stored_as_written_rows,
     vector_value,
 )
 from .control import _TOKEN_HISTORY as _TOKEN_HISTORY
@@ -69,13 +68,12 @@ __all__ = [
     "Store",
     "VectorInfo",
     "backend_for",
+    "holding_written",
     "open_store",
     "record_id",
     "same_text",
     "stamp_filter",
     "stamp_selector",
-    "stored_as_written",
-    "stored_as_written_rows",
     "translate",
     "vector_value",
 ]

@@ -3,13 +3,13 @@ store answers with, and the filters and checks built from them (pure code, no I/
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from qdrant_client import models
 
-from ..kernels import vectors_match, vectors_match_rows
+from ..kernels import vectors_match_rows
 from ..routing import Coverage as Coverage  # re-exported: the store answers coverage in it
 from ..spec import Distance
 
@@ -112,30 +112,31 @@ def stamp_selector(ids: Sequence[Any], update_filter: models.Filter | None) -> m
     return models.Filter(must=[models.HasIdCondition(has_id=list(ids)), update_filter])
 
 
-def vector_value(record: Any, name: str) -> list[float] | None:
-    """A record's (or scored point's) dense vector ``name`` (``""``: the unnamed one), or ``None``."""
+def _dense(record: Any, name: str) -> list[Any] | None:
+    """A record's dense vector ``name`` (``""``: the unnamed one) as it came, or ``None``."""
     vectors = record.vector
     value = vectors.get(name) if isinstance(vectors, dict) else vectors if name == "" else None
-    if isinstance(value, list) and value and not isinstance(value[0], list):
-        return [float(x) for x in value]
-    return None
+    return value if isinstance(value, list) and value and not isinstance(value[0], list) else None
 
 
-def stored_as_written(stored: Any, written: Any, distance: Distance) -> bool:
-    """Whether a vector read back is the one written, as a server stores it: cosine vectors normalised,
-    and a collection storing ``float16`` rounds each value to 11 significant bits (a relative error up to
-    5e-4, which local mode, keeping float32 whatever the datatype, never shows)."""
-    return vectors_match(stored, written, distance, _tolerance(distance))[0]
+def vector_value(record: Any, name: str) -> list[float] | None:
+    """A record's (or scored point's) dense vector ``name`` (``""``: the unnamed one), or ``None``."""
+    value = _dense(record, name)
+    return None if value is None else [float(x) for x in value]
 
 
-def stored_as_written_rows(stored: Sequence[Any], written: Sequence[Any], distance: Distance) -> list[bool]:
-    """:func:`stored_as_written` for each pair ``(stored[i], written[i])``, checked together."""
-    return vectors_match_rows(stored, written, distance, _tolerance(distance))
-
-
-def _tolerance(distance: Distance) -> float:
-    """How far a vector read back may be from the one written (see :func:`stored_as_written`)."""
-    return 1e-5 if distance == Distance.COSINE else 1e-3
+def holding_written(
+    records: Sequence[Any], name: str, written: Mapping[Any, tuple[Any, Any]], distance: Distance
+) -> set[Any]:
+    """The ids of ``records`` (a read-back) whose stored vector ``name`` is the one written (``written``:
+    ``(text, vector)`` by id, as the write had them), checked together: as a server stores it, cosine
+    vectors normalised, and a collection storing ``float16`` rounds each value to 11 significant bits (a
+    relative error up to 5e-4, which local mode, keeping float32 whatever the datatype, never shows)."""
+    found = [(r.id, stored) for r in records if r.id in written and (stored := _dense(r, name)) is not None]
+    tolerance = 1e-5 if distance == Distance.COSINE else 1e-3
+    mine = [written[pid][1] for pid, _ in found]
+    verdicts = vectors_match_rows([stored for _, stored in found], mine, distance, tolerance)
+    return {pid for (pid, _), ours in zip(found, verdicts, strict=True) if ours}
 
 
 def pages(

@@ -65,12 +65,11 @@ from .base import (
     NumericPoints,
     RetryPolicy,
     VectorInfo,
+    holding_written,
     pages,
     same_text,
     stamp_payload,
     stamp_selector,
-    stored_as_written_rows,
-    vector_value,
     version_text,
 )
 from .control import ControlRecords
@@ -88,19 +87,6 @@ _STAMP_FILTER_SETTINGS = frozenset(
 )
 #: Ids per request when counting by scrolling (on a server whose strict mode refuses exact counts).
 COUNT_PAGE = 10_000
-
-
-def _ours(
-    records: Sequence[Any], name: str, todo: Mapping[Any, tuple[Any, list[float]]], distance: Distance
-) -> set[Any]:
-    """The ids of the records whose stored vector is the one we wrote (checked together)."""
-    found = [
-        (r.id, stored, todo[r.id][1])
-        for r in records
-        if r.id in todo and (stored := vector_value(r, name)) is not None
-    ]
-    verdicts = stored_as_written_rows([f[1] for f in found], [f[2] for f in found], distance)
-    return {pid for (pid, _, _), mine in zip(found, verdicts, strict=True) if mine}
 
 
 def named_vectors(
@@ -941,7 +927,7 @@ class ServerStore(ControlRecords):
             collection, ids, with_payload=[MODEL_FIELD, VERSION_FIELD], with_vectors=[name] if name else True
         )
         wanted = stamp_payload(stamp) if stamp else {}
-        ours = _ours(records, name, todo, distance)
+        ours = holding_written(records, name, todo, distance)
         return [
             r.id
             for r in records
@@ -972,7 +958,7 @@ class ServerStore(ControlRecords):
             records = self.retrieve(
                 collection, ids, with_payload=False, with_vectors=[name] if name else True
             )
-            mine = _ours(records, name, todo, distance)
+            mine = holding_written(records, name, todo, distance)
             ours = [r.id for r in records if r.id in mine]
             if ours:
                 if stamp is None:

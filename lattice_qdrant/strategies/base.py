@@ -81,8 +81,8 @@ from ..store import (
     VERSION_FIELD,
     Store,
     VectorInfo,
+    holding_written,
     stamp_filter,
-    stored_as_written_rows,
 )
 
 __all__ = [
@@ -432,16 +432,8 @@ class MigrationStrategy(ABC):
             return []
         # Ours took effect where the stored vector is the one we wrote (as a server stores it).
         records = store.retrieve(collection, ids, with_payload=False, with_vectors=[plan.target_vector])
-        stored = {
-            r.id: r.vector[plan.target_vector]
-            for r in records
-            if isinstance(r.vector, dict) and plan.target_vector in r.vector
-        }
-        found = [pid for pid in ids if pid in stored]
-        ours = stored_as_written_rows(
-            [stored[pid] for pid in found], [pending[pid][1] for pid in found], plan.target.distance
-        )
-        return [pid for pid, mine in zip(found, ours, strict=True) if mine]
+        ours = holding_written(records, plan.target_vector, pending, plan.target.distance)
+        return [pid for pid in ids if pid in ours]
 
     def rewrite_target(self, store: Store, text: str, ids: Sequence[Any], vector: Any) -> None:
         """After the application changed the points' text to ``text``: write ``vector`` (its target
