@@ -53,7 +53,7 @@ from lattice_qdrant.embedders import MINILM, Embedder, HashEmbedder, SentenceTra
 from lattice_qdrant.spec import Distance
 from lattice_qdrant.state import Start
 from lattice_qdrant.store import Coverage, Store, VectorInfo, open_store
-from lattice_qdrant.store.base import same_text, stamp_payload
+from lattice_qdrant.store.base import lacking_vector, stamp_payload, unchanged
 from lattice_qdrant.store.server import named_vectors
 from lattice_qdrant.testing import DelayedStore, StoreWrapper
 
@@ -396,10 +396,7 @@ class _SyntheticStore(StoreWrapper):
         encoded: dict[int, str] = {}
         if self.remote:  # the request a server's store sends: one batch of the write and the stamp
             ids = list(pending)
-            condition = models.Filter(
-                must_not=[models.HasVectorCondition(has_vector=lacking)] if lacking is not None else None,
-                should=[same_text(pid, text_field, pending[pid][0]) for pid in ids],
-            )
+            condition = unchanged(text_field, pending, ids, lacking_vector(lacking))
             encoded = self._sent_points(named_vectors(pending, ids))
             self._sent(condition)
             if stamp is not None:

@@ -79,6 +79,25 @@ def same_text(point_id: Any, text_field: str, text: str | None) -> models.Filter
     return models.Filter(must=[models.HasIdCondition(has_id=[point_id]), holds])
 
 
+def unchanged(
+    text_field: str,
+    todo: Mapping[Any, tuple[str | None, Any]],
+    ids: Sequence[Any],
+    unless: models.Condition | None = None,
+) -> models.Filter:
+    """The condition of a conditional write of ``ids``: each still holds the text its vector was embedded
+    from (``todo``: ``(text, ...)`` by id), and, with ``unless``, the point does not match ``unless``."""
+    return models.Filter(
+        must_not=[unless] if unless is not None else None,
+        should=[same_text(pid, text_field, todo[pid][0]) for pid in ids],
+    )
+
+
+def lacking_vector(name: str | None) -> models.Condition | None:
+    """``has_vector`` of ``name`` (``None``: no condition): what a write that only fills a vector skips."""
+    return models.HasVectorCondition(has_vector=name) if name is not None else None
+
+
 def stamp_payload(stamp: tuple[str, int]) -> dict[str, Any]:
     """The payload of a model stamp ``(model_id, version)``: ``embedding_model_id`` and
     ``embedding_version``."""

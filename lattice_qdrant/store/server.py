@@ -66,10 +66,11 @@ from .base import (
     RetryPolicy,
     VectorInfo,
     holding_written,
+    lacking_vector,
     pages,
-    same_text,
     stamp_payload,
     stamp_selector,
+    unchanged,
     version_text,
 )
 from .control import ControlRecords
@@ -716,10 +717,7 @@ class ServerStore(ControlRecords):
         stamp: tuple[str, int] | None = None,
     ) -> list[Any]:
         def write(ids: list[Any]) -> list[Any]:
-            condition = models.Filter(
-                must_not=[models.HasVectorCondition(has_vector=lacking)] if lacking is not None else None,
-                should=[same_text(pid, text_field, todo[pid][0]) for pid in ids],
-            )
+            condition = unchanged(text_field, todo, ids, lacking_vector(lacking))
             points = named_vectors(todo, ids)
             if stamp is None:
                 self.update_vectors(collection, points, update_filter=condition)
@@ -850,10 +848,7 @@ class ServerStore(ControlRecords):
         todo = {pid: (text, np.asarray(v, dtype=np.float64).tolist()) for pid, (text, v) in pending.items()}
 
         def write(ids: list[Any]) -> list[Any]:
-            condition = models.Filter(
-                must_not=[unless] if unless is not None else None,
-                should=[same_text(pid, text_field, todo[pid][0]) for pid in ids],
-            )
+            condition = unchanged(text_field, todo, ids, unless)
             points = [
                 models.PointVectors(id=pid, vector=todo[pid][1] if name == "" else {name: todo[pid][1]})
                 for pid in ids
