@@ -40,11 +40,12 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
-from pydantic import TypeAdapter
 from qdrant_client import QdrantClient, models
+from qdrant_client.common.response_parsing import parse_response
+from qdrant_client.http.api.points_api import jsonable_encoder
 
 from benchmarks.corpus import python_docs
 from lattice_qdrant.backfill import BackfillOptions, run_backfill
@@ -53,11 +54,13 @@ from lattice_qdrant.embedders import MINILM, Embedder, HashEmbedder, SentenceTra
 from lattice_qdrant.spec import Distance
 from lattice_qdrant.state import Start
 from lattice_qdrant.store import Coverage, Store, VectorInfo, open_store
-from lattice_qdrant.store.base import lacking_vector, stamp_payload, unchanged
-from lattice_qdrant.store.server import named_vectors
+from lattice_qdrant.store.base import holding, lacking_vector, unchanged
+from lattice_qdrant.store.server import named_vectors, write_then_stamp
 from lattice_qdrant.testing import DelayedStore, StoreWrapper
 
 __all__ = ["main"]
+
+_T = TypeVar("_T")
 
 SOURCE_DIM = 64
 ROOT = Path(__file__).resolve().parent.parent
@@ -358,12 +361,13 @@ class _SyntheticStore(StoreWrapper):
         )
         points = [{"id": int(i), "payload": {"text": self.text(int(i))}} for i in todo[:limit]]
         answer = json.dumps({"points": points, "next_page_offset": following})
-        result = models.ScrollResult.model_validate_json(answer)  # the client decodes the answer
+        result = _decoded(answer, models.ScrollResult)  # the client decodes the answer
         return result.points, result.next_page_offset
 
     def _sent(self, *body: Any) -> list[str]:
-        """The client's share of sending ``body`` (qdrant-client's models): each encoded as JSON."""
-        return [part.model_dump_json(exclude_unset=True) for part in body]
+        """The client's share of sending ``body`` (qdrant-client's models): each encoded as JSON, as its
+        REST transport encodes a request's body."""
+        return [str(jsonable_encoder(part)) for part in body]
 
     def _sent_points(self, points: Sequence[models.PointVectors]) -> dict[int, str]:
         """The client's share of sending ``points``: each encoded as JSON, which the server keeps as it is
@@ -397,10 +401,10 @@ class _SyntheticStore(StoreWrapper):
         if self.remote:  # the request a server's store sends: one batch of the write and the stamp
             ids = list(pending)
             condition = unchanged(text_field, pending, ids, lacking_vector(lacking))
-            encoded = self._sent_points(named_vectors(pending, ids))
-            self._sent(condition)
-            if stamp is not None:
-                self._sent(models.SetPayload(payload=stamp_payload(stamp), filter=condition))
+            encoded = self._sent_points(named_vectors(pending, ids))  # the points, each kept as sent
+            names = sorted({name for pid in ids for name in pending[pid][1]})
+            operations = write_then_stamp([], condition, stamp, holding(ids, names))
+            self._sent(models.UpdateOperations(operations=operations))  # the rest of the request
         for pid, (text, vectors) in pending.items():
             i = int(pid)
             if (lacking is None or not self.covered[i]) and text == self.text(i):
@@ -446,7 +450,7 @@ class _SyntheticStore(StoreWrapper):
             self.recent[int(i)] if self.covered[int(i)] else f'{{"id": {int(i)}, "vector": {{}}}}'
             for i in ids
         ]
-        return _RECORDS.validate_json("[" + ", ".join(parts) + "]")  # the client decodes the answer
+        return _decoded("[" + ", ".join(parts) + "]", list[models.Record])  # the client decodes the answer
 
     def _stored(self, i: int) -> dict[str, Any]:
         found = self.recent.get(i)
@@ -472,8 +476,11 @@ def _selector(chosen: bool | Sequence[str]) -> bool | list[str]:
     return chosen if isinstance(chosen, bool) else list(chosen)
 
 
-#: how qdrant-client decodes a list of records (a read-back's answer)
-_RECORDS: TypeAdapter[list[models.Record]] = TypeAdapter(list[models.Record])
+def _decoded(answer: str, kind: type[_T]) -> _T:
+    """``answer`` (JSON) decoded into ``kind`` by qdrant-client's own REST response parser (which trusts
+    a server's answer: vectors and payloads are kept as the JSON decoder built them, not validated value by
+    value)."""
+    return parse_response(answer.encode(), kind)
 
 
 def _peak_kib() -> int:

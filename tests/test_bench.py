@@ -100,12 +100,27 @@ def test_remote_stand_in_writes_as_a_server_and_pays_the_clients_share_of_each_r
     encoded.clear()
     written = store.update_if_unchanged("synthetic", "text", pending, lacking="target-v1", stamp=("t", 1))
     assert written == [0, 1, 2]  # the ids still there, as a server's store returns them
-    # the request's body as JSON: each point and its vector, the condition, the stamp filtered on it
-    *points, condition, stamped = (json.loads(part) for part in encoded)
+    # the request's body as JSON, as a server's store sends it (one batch_update_points): each point and
+    # its vector (kept as sent), then the write's condition (each point's text, lacking the vector) and
+    # the stamp of the points holding the vector once it ran
+    *points, rest = (json.loads(part) for part in encoded)
     assert points == [
         {"id": i, "vector": {"target-v1": pending[i][1]["target-v1"].tolist()}} for i in pending
     ]
-    assert stamped == {"payload": {"embedding_model_id": "t", "embedding_version": 1}, "filter": condition}
+    write, stamped = rest["operations"]
+    condition = write["update_vectors"]["update_filter"]
+    assert condition["must_not"] == [{"has_vector": "target-v1"}]
+    assert [c["must"][1]["match"]["value"] for c in condition["should"]] == [
+        "zero",
+        "changed meanwhile",
+        "two",
+    ]
+    assert stamped == {
+        "set_payload": {
+            "payload": {"embedding_model_id": "t", "embedding_version": 1},
+            "filter": {"must": [{"has_id": [0, 1, 2]}, {"has_vector": "target-v1"}]},
+        }
+    }
     records = store.retrieve("synthetic", [0, 1, 2], with_payload=False, with_vectors=["target-v1"])
     assert [r.vector for r in records] == [{"target-v1": [1.0, 0.0, 0.0]}, {}, {"target-v1": [9.0, 9.0, 9.0]}]
     assert json.loads(encoded[-1]) == {"ids": [0, 1, 2], "with_payload": False, "with_vector": ["target-v1"]}

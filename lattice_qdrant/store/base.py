@@ -98,6 +98,14 @@ def lacking_vector(name: str | None) -> models.Condition | None:
     return models.HasVectorCondition(has_vector=name) if name is not None else None
 
 
+def holding(ids: Sequence[Any], names: Sequence[str]) -> models.Filter:
+    """The condition "one of ``ids`` holding every vector of ``names``": the points a stamp sent in the
+    same request as their vectors' write goes to (``has_id`` and ``has_vector`` need no payload index, so a
+    strict mode's ``unindexed_filtering_update`` lets it through)."""
+    holds: list[models.Condition] = [models.HasVectorCondition(has_vector=name) for name in names]
+    return models.Filter(must=[models.HasIdCondition(has_id=list(ids)), *holds])
+
+
 def stamp_payload(stamp: tuple[str, int]) -> dict[str, Any]:
     """The payload of a model stamp ``(model_id, version)``: ``embedding_model_id`` and
     ``embedding_version``."""

@@ -65,6 +65,7 @@ from .base import (
     NumericPoints,
     RetryPolicy,
     VectorInfo,
+    holding,
     holding_written,
     lacking_vector,
     pages,
@@ -76,7 +77,7 @@ from .base import (
 from .control import ControlRecords
 from .translate import message_of, translate
 
-__all__ = ["COUNT_PAGE", "ServerStore", "has_own", "named_vectors", "transport_method"]
+__all__ = ["COUNT_PAGE", "ServerStore", "has_own", "named_vectors", "transport_method", "write_then_stamp"]
 
 log = logging.getLogger("lattice_qdrant.store")
 _R = TypeVar("_R")
@@ -111,6 +112,32 @@ def named_vectors(
     if any(isinstance(v, models.Document) for pid in ids for v in todo[pid][1].values()):
         return points
     return NumericPoints(points)
+
+
+def write_then_stamp(
+    points: list[models.PointVectors],
+    condition: models.Filter,
+    stamp: tuple[str, int] | None,
+    selector: models.Filter,
+) -> list[models.UpdateOperation]:
+    """The operations of one ``batch_update_points`` request: the vector write conditional on
+    ``condition``, then the model stamp (``None``: its removal) of the points ``selector`` matches once the
+    write ran (in order, not as one transaction)."""
+    stamping: models.UpdateOperation = (
+        models.DeletePayloadOperation(
+            delete_payload=models.DeletePayload(keys=[MODEL_FIELD, VERSION_FIELD], filter=selector)
+        )
+        if stamp is None
+        else models.SetPayloadOperation(
+            set_payload=models.SetPayload(payload=stamp_payload(stamp), filter=selector)
+        )
+    )
+    return [
+        models.UpdateVectorsOperation(
+            update_vectors=models.UpdateVectors(points=points, update_filter=condition)
+        ),
+        stamping,
+    ]
 
 
 def transport_method(client: Any, name: str) -> Callable[..., Any] | None:
@@ -724,10 +751,8 @@ class ServerStore(ControlRecords):
                 return ids
             names = sorted({name for pid in ids for name in todo[pid][1]})
             if not self._stamps_by_ids(collection):
-                holds: list[models.Condition] = [models.HasVectorCondition(has_vector=n) for n in names]
-                holding = models.Filter(must=[models.HasIdCondition(has_id=ids), *holds])
                 try:
-                    self._write_then_stamp(collection, points, condition, stamp, holding)
+                    self._write_then_stamp(collection, points, condition, stamp, holding(ids, names))
                     return ids
                 except StrictModeError as exc:
                     self._stamp_by_ids_from_now(collection, exc)
@@ -757,12 +782,7 @@ class ServerStore(ControlRecords):
             "write vectors and model stamps",
             self.client.batch_update_points,
             collection,
-            update_operations=[
-                models.UpdateVectorsOperation(
-                    update_vectors=models.UpdateVectors(points=points, update_filter=condition)
-                ),
-                self._stamp_operation(stamp, selector),
-            ],
+            update_operations=write_then_stamp(points, condition, stamp, selector),
             collection=collection,
             vector=vector,
             point_ids=[p.id for p in points],
@@ -893,17 +913,6 @@ class ServerStore(ControlRecords):
         """Whether :meth:`write_stamped` takes the by-ids path by default: once strict mode refused the
         one-request stamp for the collection."""
         return (collection, "stamp_by_ids") in self._adapted
-
-    def _stamp_operation(
-        self, stamp: tuple[str, int] | None, selector: models.Filter
-    ) -> models.SetPayloadOperation | models.DeletePayloadOperation:
-        if stamp is None:
-            return models.DeletePayloadOperation(
-                delete_payload=models.DeletePayload(keys=[MODEL_FIELD, VERSION_FIELD], filter=selector)
-            )
-        return models.SetPayloadOperation(
-            set_payload=models.SetPayload(payload=stamp_payload(stamp), filter=selector)
-        )
 
     def _stamped_one_request(
         self,
