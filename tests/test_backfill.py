@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import itertools
 import json
 import os
@@ -48,6 +49,7 @@ from lattice_qdrant.backfill import (
     embed_queue_size,
     estimate,
     estimate_tokens,
+    frozen_heap,
     joined_shard_method,
     list_failures,
     run_backfill,
@@ -283,6 +285,42 @@ def test_backfill_fills_every_point_with_the_target_model_and_leaves_the_rest_al
     assert report.tokens == sum(estimate_tokens(r.payload["text"]) for r in points.values())
     assert migration.snapshot(refresh=True).state.status == lq.Status.COMPLETED
     assert list_failures(lattice.store, docs) == []
+
+
+def test_a_run_leaves_the_heap_it_started_with_out_of_garbage_collections(
+    make_migration: MakeMigration, modern: HashEmbedder
+) -> None:
+    migration = make_migration(n=20)
+    seen: list[int] = []
+    assert gc.get_freeze_count() == 0
+    run_backfill(
+        migration,
+        modern,
+        BackfillOptions(batch_size=4),
+        on_progress=lambda p: seen.append(gc.get_freeze_count()),
+    )
+    assert seen and min(seen) > 0  # frozen while it ran
+    assert gc.get_freeze_count() == 0  # and given back
+
+
+def test_concurrent_runs_share_the_freeze_and_a_process_frozen_by_itself_is_left_alone() -> None:
+    assert gc.get_freeze_count() == 0
+    with frozen_heap():
+        first = gc.get_freeze_count()
+        with frozen_heap():  # a second run of the process, meanwhile
+            assert gc.get_freeze_count() >= first
+        assert gc.get_freeze_count() >= first > 0  # still frozen for the first run
+    assert gc.get_freeze_count() == 0
+    kept = [object() for _ in range(3)]
+    gc.freeze()  # the process froze its heap itself (before forking workers, say)
+    try:
+        frozen = gc.get_freeze_count()
+        with frozen_heap():
+            pass
+        assert gc.get_freeze_count() == frozen  # not unfrozen by the run
+    finally:
+        gc.unfreeze()
+    del kept
 
 
 def test_a_second_run_finds_nothing_to_do(
