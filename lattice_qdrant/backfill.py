@@ -1183,7 +1183,11 @@ class _Run:
         wrote it since, and a retry when somebody did."""
         for attempt in range(5):
             try:
-                self.migration.progress(coverage if attempt == 0 else None, optimistic=attempt == 0)
+                # a completion's history entry stays in the record, which carries it (the history lists
+                # it, the next transition appends it): no request after the run's last write
+                self.migration.progress(
+                    coverage if attempt == 0 else None, optimistic=attempt == 0, append_history=False
+                )
                 return
             except ConcurrentTransitionError:
                 continue
@@ -1298,8 +1302,11 @@ def run_backfill(
     # round trip less before the first forward pass (read-only; dropped if the run does not start).
     ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="backfill-traffic")
     traffic_ahead = ahead.submit(traffic.queued_ids, migration.store, migration.collection, _TRAFFIC_TAKE)
-    ahead.shutdown(wait=False)
     snap = migration.snapshot(refresh=True)  # the run's one read of the record before it starts
+    # the history entry the record carries (the start's, written by another process) is appended now,
+    # not by the run's closing write, which is then the run's last request
+    ahead.submit(migration.keep_history)
+    ahead.shutdown(wait=False)
     state, strategy = snap.state, migration.strategy_of(snap)
     if state.status not in (Status.IN_PROGRESS, Status.COMPLETED) or state.finalized:
         hint = {

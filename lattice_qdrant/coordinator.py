@@ -403,7 +403,12 @@ class Migration:
     # ----------------------------------------------------------------- writing
 
     def apply(
-        self, event: Event, *, backup_id: str | None = None, optimistic: bool = False
+        self,
+        event: Event,
+        *,
+        backup_id: str | None = None,
+        optimistic: bool = False,
+        append_history: bool = True,
     ) -> MigrationState:
         """Apply one event with compare-and-set and return the new state.
 
@@ -419,7 +424,8 @@ class Migration:
 
         Each transition's history entry is recorded once: the record written carries it (so it is not lost
         if this process stops right after the write), it is appended under the write's token (appending it
-        again changes nothing), and the next transition appends it before replacing the record.
+        again changes nothing; with ``append_history`` false, not now), and the next transition appends it
+        before replacing the record.
 
         Raises:
             TransitionError: the event is not allowed (or a guard refused it).
@@ -464,7 +470,7 @@ class Migration:
             latest = self.snapshot(refresh=True)
             raise ConcurrentTransitionError(self.collection, event.name, snap.epoch, latest.epoch)
         self._remember(Snapshot.from_record(stored))
-        if entry is not None:
+        if entry is not None and append_history:
             self._append_history(entry)
         log.info("%s: %s -> %s (%s)", self.collection, snap.state.label, new_state.label, event.name)
         return new_state
@@ -497,6 +503,24 @@ class Migration:
             log.warning("%s: could not record %s in the history: %s", self.collection, entry["event"], exc)
             return
         self._appended = str(entry["token"])
+
+    def keep_history(self) -> None:
+        """Append the history entry the record carries (as this object last read it) unless this object
+        appended it: the next transition then need not, one request less before its write (a backfill does
+        this while its run starts). Idempotent; a failure is logged (the next transition appends it).
+        """
+        snap = self.cached_snapshot()
+        carried = snap.record.get(_LAST_EVENT) if snap is not None else None
+        if not isinstance(carried, dict) or not carried.get("token") or carried["token"] == self._appended:
+            return
+        try:
+            self.store.append_event(self.collection, carried, event_id=str(carried["token"]))
+        except StoreError as exc:
+            log.warning(
+                "%s: could not record %s in the history: %s", self.collection, carried.get("event"), exc
+            )
+            return
+        self._appended = str(carried["token"])
 
     def record_event(
         self, name: str, before: MigrationState | None, after: MigrationState, epoch: int
@@ -537,16 +561,25 @@ class Migration:
         snap = self.snapshot(refresh=True)
         return self.strategy_of(snap).sync_alias(self.store, snap.state)
 
-    def progress(self, coverage: Coverage | None = None, *, optimistic: bool = False) -> MigrationState:
+    def progress(
+        self, coverage: Coverage | None = None, *, optimistic: bool = False, append_history: bool = True
+    ) -> MigrationState:
         """Record the coverage counted from the data (completes the migration at 100%).
 
         Args:
             coverage: a count just made (``coverage()``), to save counting again.
             optimistic: compare-and-set against the record as last read or written here (see
                 :meth:`apply`), for a caller that retries a ``ConcurrentTransitionError``.
+            append_history: append the completion's history entry now (see :meth:`apply`); ``False``
+                leaves it to the record, which carries it: the history lists it, and the next transition
+                appends it (one request less for a caller that finishes with this write).
         """
         cov = coverage if coverage is not None else self.coverage()
-        return self.apply(Progress(processed=cov.covered, total=cov.total), optimistic=optimistic)
+        return self.apply(
+            Progress(processed=cov.covered, total=cov.total),
+            optimistic=optimistic,
+            append_history=append_history,
+        )
 
     def fail(self, message: str) -> MigrationState:
         """Record a failure (a backfill error); ``resume`` clears it."""

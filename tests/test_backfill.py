@@ -426,6 +426,42 @@ def test_a_pass_that_leaves_nothing_to_do_is_the_last_and_its_count_the_final_on
     assert [call.method for call in store.calls[last_write:]].count("coverage") == 1
 
 
+def test_the_completion_is_the_runs_last_request_and_its_history_entry_is_kept_by_the_record(
+    make_migration: MakeMigration, lattice: lq.LatticeClient, modern: HashEmbedder
+) -> None:
+    migration = make_migration(n=12)
+    docs = migration.collection
+    store = RecordingStore(migration.store)
+    run_backfill(lq.Migration(store, docs, refresh_interval=0), modern, BackfillOptions(batch_size=4))
+    # the start's entry, which the record carried, was appended while the run started; nothing after
+    # the closing write
+    assert {call.arguments["payload"]["event"] for call in store.of("append_event")} == {"start"}
+    done = "completed/migrating"
+    assert [e["to"] for e in migration.history()].count(done) == 1  # listed: the record carries it
+    appended = lambda: [e["to"] for e in lattice.store.list_records("event", collection=docs)]  # noqa: E731
+    assert done not in appended()
+    migration.cutover()  # the next transition appends it, once
+    assert appended().count(done) == 1
+    assert [e["to"] for e in migration.history()].count(done) == 1
+
+
+def test_keep_history_appends_the_carried_entry_once_so_the_next_transition_need_not(
+    make_migration: MakeMigration, lattice: lq.LatticeClient
+) -> None:
+    migration = make_migration(n=4)
+    store = RecordingStore(migration.store)
+    other = lq.Migration(store, migration.collection, refresh_interval=0)  # another process's
+    other.snapshot(refresh=True)
+    other.keep_history()
+    other.keep_history()  # once is enough
+    assert [call.arguments["payload"]["event"] for call in store.of("append_event")] == ["start"]
+    store.clear()
+    other.pause()  # appends its own entry only
+    assert [call.arguments["payload"]["event"] for call in store.of("append_event")] == ["pause"]
+    other.keep_history()  # the pause's entry: appended already
+    assert len(store.of("append_event")) == 1
+
+
 def test_a_pass_with_failures_is_followed_by_one_that_looks(
     make_migration: MakeMigration, modern: HashEmbedder
 ) -> None:
