@@ -620,9 +620,19 @@ class DelayedStore(StoreWrapper):
         self.serial = serial
         self._serve = threading.RLock()
         self._checked = False  # whether conditional writes were checked (once, as a server's store does)
+        self._inside = threading.local()  # ``depth``: the exclusive sections this thread is in
+
+    def _depth(self) -> int:
+        depth: int = getattr(self._inside, "depth", 0)
+        return depth
 
     def _served(self) -> contextlib.AbstractContextManager[Any]:
-        return self._serve if self.serial else contextlib.nullcontext()
+        if not self.serial or self._depth() > 0:
+            # a request of an exclusive section is served under the wrapped store's lock, which it holds:
+            # taking the service lock too, after it, could wait in a circle with a request holding the
+            # service lock and waiting for the wrapped store's
+            return contextlib.nullcontext()
+        return self._serve
 
     def handle(self, call: Call, proceed: Callable[[], _R]) -> _R:
         if call.method in CONTROL_METHODS or call.method == "iter_points":
@@ -638,9 +648,15 @@ class DelayedStore(StoreWrapper):
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
-        """The service lock, then the wrapped store's (always in that order, so nobody waits in a circle)."""
-        with self._served(), self.inner.exclusive():
-            yield
+        """The wrapped store's exclusive section only: a server serves other requests while a client runs
+        a compare-and-set's write and read-back, so requests that do not need the wrapped store's lock
+        (a stand-in serving data itself) go on meanwhile; its own requests still pay the latency."""
+        with self.inner.exclusive():
+            self._inside.depth = self._depth() + 1
+            try:
+                yield
+            finally:
+                self._inside.depth -= 1
 
 
 # --------------------------------------------------------------------------- recording

@@ -379,6 +379,38 @@ def test_an_exclusive_section_of_a_delayed_local_store_does_not_deadlock(
     assert delayed.get_record("k", "one")["n"] == 20  # type: ignore[index]
 
 
+def test_an_exclusive_section_does_not_hold_up_requests_that_need_no_lock(store: ServerStore) -> None:
+    # a compare-and-set of a control record (write, read-back) in one thread; meanwhile another thread's
+    # request served without the wrapped store's lock (a stand-in serving data itself), as a server
+    # serves other requests while a client runs its compare-and-set
+    class Served(StoreWrapper):
+        def count(self, collection: str, flt: models.Filter | None = None) -> int:
+            return 7
+
+    delayed = DelayedStore(Served(store), 0.2)
+    delayed.put_record("k", "one", {"n": 0})
+    entered = threading.Event()
+    section: list[float] = []
+
+    def compare_and_set() -> None:
+        with delayed.exclusive():
+            entered.set()
+            started = time.perf_counter()
+            for _ in range(3):
+                delayed.get_record("k", "one")
+            section.append(time.perf_counter() - started)
+
+    writer = threading.Thread(target=compare_and_set)
+    writer.start()
+    entered.wait(5)
+    started = time.perf_counter()
+    assert delayed.count("docs") == 7
+    waited = time.perf_counter() - started
+    writer.join(5)
+    assert section and section[0] >= 0.6  # the section's own requests paid their latency
+    assert waited < 0.45  # its latency only, not the rest of the section
+
+
 # --------------------------------------------------------------------------- where a store is taken
 
 
