@@ -1301,12 +1301,14 @@ def run_backfill(
     # The first pass starts with the traffic queue: read it while the record is read and checked, one
     # round trip less before the first forward pass (read-only; dropped if the run does not start).
     ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="backfill-traffic")
-    traffic_ahead = ahead.submit(traffic.queued_ids, migration.store, migration.collection, _TRAFFIC_TAKE)
-    snap = migration.snapshot(refresh=True)  # the run's one read of the record before it starts
-    # the history entry the record carries (the start's, written by another process) is appended now,
-    # not by the run's closing write, which is then the run's last request
-    ahead.submit(migration.keep_history)
-    ahead.shutdown(wait=False)
+    try:
+        traffic_ahead = ahead.submit(traffic.queued_ids, migration.store, migration.collection, _TRAFFIC_TAKE)
+        snap = migration.snapshot(refresh=True)  # the run's one read of the record before it starts
+        # the history entry the record carries (the start's, written by another process) is appended
+        # now, not by the run's closing write, which is then the run's last request
+        ahead.submit(migration.keep_history)
+    finally:
+        ahead.shutdown(wait=False)
     state, strategy = snap.state, migration.strategy_of(snap)
     if state.status not in (Status.IN_PROGRESS, Status.COMPLETED) or state.finalized:
         hint = {
