@@ -511,16 +511,8 @@ class Migration:
         """
         snap = self.cached_snapshot()
         carried = snap.record.get(_LAST_EVENT) if snap is not None else None
-        if not isinstance(carried, dict) or not carried.get("token") or carried["token"] == self._appended:
-            return
-        try:
-            self.store.append_event(self.collection, carried, event_id=str(carried["token"]))
-        except StoreError as exc:
-            log.warning(
-                "%s: could not record %s in the history: %s", self.collection, carried.get("event"), exc
-            )
-            return
-        self._appended = str(carried["token"])
+        if isinstance(carried, dict) and carried.get("token") and carried["token"] != self._appended:
+            self._append_history(carried)
 
     def record_event(
         self, name: str, before: MigrationState | None, after: MigrationState, epoch: int
