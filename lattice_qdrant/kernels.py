@@ -308,15 +308,23 @@ def vectors_match(
     b = np.asarray(fresh, dtype=np.float64).ravel()
     if a.shape != b.shape or not np.all(np.isfinite(a)):
         return False, float("nan"), float("inf")
-    norm_a, norm_b = float(np.linalg.norm(a)), float(np.linalg.norm(b))
-    if norm_a == 0.0 or norm_b == 0.0:
-        same = norm_a == norm_b
-        return same, 1.0 if same else 0.0, 0.0 if same else 1.0
-    similarity = float(np.dot(a, b) / (norm_a * norm_b))
-    error = float(np.linalg.norm(a - b) / norm_b)
-    if distance == Distance.COSINE:
-        return similarity >= 1.0 - tolerance, similarity, error
-    return error <= tolerance, similarity, error
+    match, similarity, error = _compared(a[None, :], b[None, :], distance, tolerance)
+    return bool(match[0]), float(similarity[0]), float(error[0])
+
+
+def _compared(
+    a: NDArray[np.float64], b: NDArray[np.float64], distance: Distance, tolerance: float
+) -> tuple[NDArray[np.bool_], NDArray[np.float64], NDArray[np.float64]]:
+    """:func:`vectors_match`'s rule, row by row over ``a`` and ``b`` (stacked, the same shape): each
+    row's match, cosine similarity and relative L2 error (finite rows; others are the caller's)."""
+    norm_a, norm_b = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    zero = (norm_a == 0.0) | (norm_b == 0.0)
+    same = norm_a == norm_b  # two zero vectors match; a zero vector and another do not
+    with np.errstate(divide="ignore", invalid="ignore"):
+        similarity = np.where(zero, np.where(same, 1.0, 0.0), np.einsum("ij,ij->i", a, b) / (norm_a * norm_b))
+        error = np.where(zero, np.where(same, 0.0, 1.0), np.linalg.norm(a - b, axis=1) / norm_b)
+    match = similarity >= 1.0 - tolerance if distance == Distance.COSINE else error <= tolerance
+    return np.where(zero, same, match), similarity, error
 
 
 def vectors_match_rows(
@@ -342,15 +350,7 @@ def vectors_match_rows(
         a = b = np.empty(0)
     if a.ndim != 2 or a.shape != b.shape:
         return [vectors_match(s, f, distance, tolerance)[0] for s, f in zip(stored, fresh, strict=True)]
-    norm_a, norm_b = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
-    zero = (norm_a == 0.0) | (norm_b == 0.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if distance == Distance.COSINE:
-            similarity = np.einsum("ij,ij->i", a, b) / (norm_a * norm_b)
-            match = similarity >= 1.0 - tolerance
-        else:
-            match = np.linalg.norm(a - b, axis=1) / norm_b <= tolerance
-    match = np.where(zero, norm_a == norm_b, match) & np.isfinite(a).all(axis=1)
+    match = _compared(a, b, distance, tolerance)[0] & np.isfinite(a).all(axis=1)
     return [bool(m) for m in match]
 
 
