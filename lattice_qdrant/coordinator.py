@@ -113,9 +113,15 @@ def _keep_history(store: Store, collection: str, record: dict[str, Any]) -> None
     Raises:
         StoreError: the append failed; nothing was changed, and the entry is still in the record.
     """
-    entry = record.get(_LAST_EVENT)
-    if isinstance(entry, dict) and entry.get("token"):
+    entry = _carried(record)
+    if entry is not None:
         store.append_event(collection, entry, event_id=str(entry["token"]))
+
+
+def _carried(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The history entry a record carries (its last transition's), or ``None``."""
+    entry = record.get(_LAST_EVENT)
+    return entry if isinstance(entry, dict) and entry.get("token") else None
 
 
 #: Points ``plan`` and ``start`` sample for the text field.
@@ -452,8 +458,7 @@ class Migration:
         if not isinstance(event, Progress) or new_state.status != snap.state.status:
             # progress is recorded every few seconds by a backfill; only a change of status is history
             entry = _history_entry(event.name, snap.state, new_state, snap.epoch + 1, self.clock(), token)
-            carried = snap.record.get(_LAST_EVENT)
-            if not (isinstance(carried, dict) and carried.get("token") == self._appended):
+            if self._unappended(snap.record) is not None:
                 _keep_history(self.store, self.collection, snap.record)
             body[_LAST_EVENT] = entry
         elif _LAST_EVENT in snap.record:
@@ -510,9 +515,14 @@ class Migration:
         this while its run starts). Idempotent; a failure is logged (the next transition appends it).
         """
         snap = self.cached_snapshot()
-        carried = snap.record.get(_LAST_EVENT) if snap is not None else None
-        if isinstance(carried, dict) and carried.get("token") and carried["token"] != self._appended:
-            self._append_history(carried)
+        entry = self._unappended(snap.record) if snap is not None else None
+        if entry is not None:
+            self._append_history(entry)
+
+    def _unappended(self, record: dict[str, Any]) -> dict[str, Any] | None:
+        """The history entry ``record`` carries, unless this object appended it."""
+        entry = _carried(record)
+        return entry if entry is not None and entry["token"] != self._appended else None
 
     def record_event(
         self, name: str, before: MigrationState | None, after: MigrationState, epoch: int
