@@ -89,10 +89,15 @@ def _collection(texts: Sequence[str], name: str) -> QdrantClient:
     return client
 
 
-def _migrating(client: QdrantClient, store: Store, name: str, target: Embedder) -> Any:
+def _planned(client: QdrantClient, store: Store, name: str, target: Embedder) -> Any:
+    """The migration of ``name`` from the hash model's "legacy" vector to ``target``, planned."""
     lattice = wrap(client, embedders={"target": target}, refresh_interval=0, store=store)
     legacy = HashEmbedder(SOURCE_DIM, salt="bench")
-    migration = lattice.plan(name, source=legacy.spec("legacy"), target=_spec(target), source_vector="legacy")
+    return lattice.plan(name, source=legacy.spec("legacy"), target=_spec(target), source_vector="legacy")
+
+
+def _migrating(client: QdrantClient, store: Store, name: str, target: Embedder) -> Any:
+    migration = _planned(client, store, name, target)
     migration.start()
     return migration
 
@@ -114,14 +119,8 @@ def _contender(
         return client, store, _migrating(client, store, "bench", embedder)
     stand_in = _SyntheticStore(len(texts), embedder.dimension, texts=texts, remote=True)
     delayed = DelayedStore(stand_in, latency_ms / 1000)
-    lattice = wrap(stand_in.control, embedders={"target": embedder}, refresh_interval=0, store=delayed)
-    migration = lattice.plan(
-        "synthetic",
-        source=HashEmbedder(SOURCE_DIM, salt="bench").spec("legacy"),
-        target=_spec(embedder),
-        source_vector="legacy",
-    )
-    migration.apply(Start(processed=0, total=len(texts)))
+    migration = _planned(stand_in.control, delayed, "synthetic", embedder)
+    migration.apply(Start(processed=0, total=len(texts)))  # nothing to prepare on the stand-in
     return stand_in.control, delayed, migration
 
 
