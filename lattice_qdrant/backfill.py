@@ -314,7 +314,8 @@ class BackfillOptions(BackfillSettings):
     whole embed window). The embedder sorts together up to ``embed_window`` texts: whole batches already
     waiting are merged up to this many and embedded in the forward passes of one call over them all (longest
     texts first, packed by the model's ``tokens_per_pass``), so each pass holds texts of similar length and
-    pads little. Writers still get ``batch_size`` points at a time, pass by pass. A run killed redoes what is
+    pads little; batches that arrive while a window is embedded join it. Writers still get ``batch_size``
+    points at a time, pass by pass. A run killed redoes what is
     in flight: about two windows and ``queue_depth + writers`` batches.
     """
 
@@ -871,36 +872,19 @@ class _Run:
     def embed(self) -> None:
         """Embedder stage: texts -> vectors, isolating the points that fail.
 
-        Whole batches already waiting (from the same priority scope) are taken together, up to
-        ``embed_window`` texts, and embedded as one window (see :meth:`_embed_window`): a model pads each
-        forward pass to its longest text, and a window sorted by length pads far less than the reader's
-        pages would, while the writers still get work, and progress still moves, pass by pass.
+        Whole batches waiting (from the same priority scope) are embedded together as one window of
+        up to ``embed_window`` texts (see :meth:`_embed_window`): a model pads each forward pass to its
+        longest text, and a window sorted by length pads far less than the reader's pages would, while
+        the writers still get work, and progress still moves, pass by pass.
         """
         done = False
         carry: _Batch | None = None  # the first batch of the next scope, met while filling a window
         try:
             while not done:
                 item = carry if carry is not None else self._get(self.embed_q)
-                carry = None
                 if item is _DONE:
                     break
-                window = [item]
-                # Take what is waiting, without waiting for more: the reader reads faster than a model
-                # embeds, so past the first page the queue holds a whole window whenever the embedder
-                # comes back to it, and waiting at the end of a pass would only idle.
-                while len(window) < self.window_batches and not self.stop.is_set():
-                    try:
-                        more = self.embed_q.get_nowait()
-                    except queue.Empty:
-                        break
-                    if more is _DONE:
-                        done = True
-                        break
-                    if more.scope != item.scope:  # priorities stay in order
-                        carry = more
-                        break
-                    window.append(more)
-                self._embed_window(window)
+                done, carry = self._embed_window(item)
         except _Stop:
             pass
         except BaseException as exc:
@@ -909,23 +893,47 @@ class _Run:
             for _ in range(self.options.writers):
                 self._put_done(self.write_q)
 
-    def _embed_window(self, window: list[_Batch]) -> None:
+    def _waiting(self, scope: int, room: int) -> tuple[list[_Batch], bool, _Batch | None]:
+        """Up to ``room`` batches of ``scope`` already in the embedder's queue, without waiting for more.
+
+        Returns the batches, whether the reader is done, and the first batch of another scope met on the
+        way (priorities stay in order: it starts the next window)."""
+        taken: list[_Batch] = []
+        while len(taken) < room and not self.stop.is_set():
+            try:
+                more = self.embed_q.get_nowait()
+            except queue.Empty:
+                break
+            if more is _DONE:
+                return taken, True, None
+            if more.scope != scope:
+                return taken, False, more
+            taken.append(more)
+        return taken, False, None
+
+    def _embed_window(self, first: _Batch) -> tuple[bool, _Batch | None]:
         """Embed a window's points in forward passes over all of them, and hand the writers batches.
 
-        The points are sorted by length, longest first, and embedded one forward pass per call, with
-        the passes the embedder would make of one call over the whole window (its ``passes`` method,
-        if it has one; otherwise runs of ``batch_size``). Writers get ``batch_size`` points as soon
-        as that many are embedded, so writes and progress move pass by pass.
+        The window is ``first`` and the batches of its scope waiting behind it. Its points are sorted by
+        length, longest first, and embedded one forward pass per call, with the passes the embedder
+        would make of one call over the whole window (its ``passes`` method, if it has one; otherwise
+        runs of ``batch_size``). The window fills while it is embedded: batches that arrive during a
+        pass join it (up to ``embed_window`` texts in all), and the passes not yet run are planned
+        again with them. The reader's first page is a fraction of a window, and a window of it alone
+        would pad more and run more, smaller passes. Writers get ``batch_size`` points as soon as that
+        many are embedded, so writes and progress move pass by pass.
+
+        Returns whether the reader is done, and the first batch of the next scope, if one was met.
         """
-        points = [(pid, text) for batch in window for pid, text in zip(batch.ids, batch.texts, strict=True)]
-        if len(window) > 1:  # one batch alone keeps the reader's order
-            points.sort(key=lambda point: -len(point[1]))
+        waiting, done, carry = self._waiting(first.scope, self.window_batches - 1)
+        taken = 1 + len(waiting)
+        plan = self._plan([first, *waiting], sort=taken > 1)  # one batch alone keeps the reader's order
         size = self.options.batch_size
         ids: list[Any] = []
         texts: list[str] = []
         rows: list[NDArray[np.float32]] = []
-        for group in self._passes([text for _, text in points]):
-            batch = _Batch(ids=[points[i][0] for i in group], texts=[points[i][1] for i in group])
+        while plan:
+            batch = plan.pop(0)
             self.metrics.active(self.collection, "embed", 1)
             started = time.perf_counter()
             try:
@@ -944,9 +952,25 @@ class _Run:
             while len(ids) >= size:
                 self._hand_over(ids[:size], texts[:size], rows[:size])
                 del ids[:size], texts[:size], rows[:size]
+            if not done and carry is None and taken < self.window_batches:
+                joined, done, carry = self._waiting(first.scope, self.window_batches - taken)
+                if joined:
+                    taken += len(joined)
+                    plan = self._plan([*plan, *joined], sort=True)
         if ids:
             self._hand_over(ids, texts, rows)
-        self._batch_done(len(window))  # the window's batches are now the writers' batches
+        self._batch_done(taken)  # the window's batches are now the writers' batches
+        return done, carry
+
+    def _plan(self, batches: Sequence[_Batch], *, sort: bool) -> list[_Batch]:
+        """The points of ``batches`` as the embed calls to make, one forward pass each."""
+        points = [(pid, text) for batch in batches for pid, text in zip(batch.ids, batch.texts, strict=True)]
+        if sort:
+            points.sort(key=lambda point: -len(point[1]))
+        return [
+            _Batch(ids=[points[i][0] for i in group], texts=[points[i][1] for i in group])
+            for group in self._passes([text for _, text in points])
+        ]
 
     def _passes(self, texts: list[str]) -> list[list[int]]:
         """Indexes of ``texts`` (longest first) per embed call: the embedder's forward passes."""

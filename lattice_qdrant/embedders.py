@@ -454,6 +454,9 @@ class SentenceTransformerEmbedder:
         # the passes the last ``passes`` call planned (their inputs): one of them, embedded alone, is one
         # forward pass, and is not tokenized again to find that out
         self._planned: frozenset[tuple[str, ...]] = frozenset()
+        # token counts of the last ``passes`` call's inputs: a caller that re-plans the rest of its
+        # texts with a few new ones (the backfill, when batches join a window) tokenizes only the new
+        self._token_counts: dict[str, int] = {}
 
     def __repr__(self) -> str:
         runs = "" if self.backend == "torch" else f", backend={self.backend!r}"
@@ -619,16 +622,21 @@ class SentenceTransformerEmbedder:
             return None
         limit = getattr(self._model, "max_seq_length", None)
         with self._counter_lock:
-            if self._counter is None:
-                self._counter = copy.deepcopy(tokenizer)
-            ids = self._counter(
-                inputs,
-                truncation=limit is not None,
-                max_length=limit,
-                return_attention_mask=False,
-                return_token_type_ids=False,
-            )["input_ids"]
-        tokens = [max(1, len(row)) for row in ids]
+            known = self._token_counts
+            new = list(dict.fromkeys(text for text in inputs if text not in known))
+            if new:
+                if self._counter is None:
+                    self._counter = copy.deepcopy(tokenizer)
+                ids = self._counter(
+                    new,
+                    truncation=limit is not None,
+                    max_length=limit,
+                    return_attention_mask=False,
+                    return_token_type_ids=False,
+                )["input_ids"]
+                known = {**known, **{text: max(1, len(row)) for text, row in zip(new, ids, strict=True)}}
+            self._token_counts = {text: known[text] for text in inputs}
+        tokens = [known[text] for text in inputs]
         order = sorted(range(len(inputs)), key=lambda i: -tokens[i])
         passes: list[list[int]] = []
         start = 0

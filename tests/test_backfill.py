@@ -873,6 +873,8 @@ class PlanningEmbedder(SlowEmbedder):
         super().__init__(inner, gate=gate)
         self.budget = budget
         self.planned: list[list[str]] = []  # texts per planned pass, in order
+        #: each plan: the embed calls made before it, and its passes' texts
+        self.plans: list[tuple[int, list[list[str]]]] = []
         self.fail_planning = False
 
     def passes(self, texts: Sequence[str]) -> list[list[int]]:
@@ -885,7 +887,19 @@ class PlanningEmbedder(SlowEmbedder):
             passes.append(order[:width])
             order = order[width:]
         self.planned += [[texts[i] for i in group] for group in passes]
+        self.plans.append((len(self.sizes), [[texts[i] for i in group] for group in passes]))
         return passes
+
+    def calls_follow_the_plans(self) -> bool:
+        """Whether every embed call was the next pass of the latest plan made before it (a window
+        joined by more batches plans its passes not yet run again, with theirs)."""
+        calls = list(itertools.accumulate(self.sizes))
+        made = [self.texts[end - size : end] for size, end in zip(self.sizes, calls, strict=True)]
+        for at, call in enumerate(made):
+            start, passes = max((plan for plan in self.plans if plan[0] <= at), key=lambda plan: plan[0])
+            if at - start >= len(passes) or passes[at - start] != call:
+                return False
+        return True
 
 
 def test_each_embed_call_is_one_planned_pass_over_the_whole_window(
@@ -906,10 +920,7 @@ def test_each_embed_call_is_one_planned_pass_over_the_whole_window(
     assert report.written == 60
     assert_backfilled(lattice.client, migration.collection, modern)
     # every call is one pass the embedder planned, in the planned order, and every point is embedded once
-    calls = list(itertools.accumulate(embedder.sizes))
-    assert [
-        embedder.texts[end - size : end] for size, end in zip(embedder.sizes, calls, strict=True)
-    ] == embedder.planned
+    assert embedder.calls_follow_the_plans()
     assert sorted(embedder.texts) == sorted(
         r.payload["text"] for r in all_points(lattice.client, migration.collection).values()
     )
@@ -918,6 +929,63 @@ def test_each_embed_call_is_one_planned_pass_over_the_whole_window(
     # and the writers still get batches of batch_size points, each point once
     assert max(len(call) for call in writes.calls) == options.batch_size
     assert sorted(writes.ids) == list(range(60))
+
+
+def test_batches_that_arrive_while_a_window_is_embedded_join_it(
+    make_migration: MakeMigration,
+    lattice: lq.LatticeClient,
+    modern: HashEmbedder,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The reader's first page (one batch here) is all that waits when the embedder starts; the rest
+    # arrives during its first pass, and joins the window instead of waiting for the next one.
+    monkeypatch.setattr("lattice_qdrant.backfill._READ_PAGE", 5)
+    migration = make_migration(n=40)
+    embedding = threading.Event()
+    all_queued = threading.Event()
+    store = migration.store
+    read = store.iter_points
+    first_read = [True]
+
+    def iter_points(collection: str, **kwargs: Any) -> Iterator[list[models.Record]]:
+        gated = first_read[0] and collection == migration.collection  # the reader's first pass
+        first_read[0] = first_read[0] and not gated
+        for at, page in enumerate(read(collection, **kwargs)):
+            if gated and at == 1:
+                assert embedding.wait(timeout=10)
+            yield page
+        if gated:
+            all_queued.set()  # asked for a page after the last one: the reader queued them all
+
+    monkeypatch.setattr(store, "iter_points", iter_points)
+
+    class Held(PlanningEmbedder):
+        def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
+            if self.calls == 1:  # the first pass of the pipeline (the first call checks the embedder)
+                embedding.set()
+                assert all_queued.wait(timeout=10)
+            return super().embed(texts)
+
+    embedder = Held(modern, budget=130)  # two texts per pass
+    report = run_backfill(
+        migration, embedder, BackfillOptions(batch_size=5, writers=1, queue_depth=3, embed_window=40)
+    )
+    assert report.written == 40
+    assert_backfilled(lattice.client, migration.collection, modern)
+    assert embedder.calls_follow_the_plans()
+    texts = {pid: r.payload["text"] for pid, r in all_points(lattice.client, migration.collection).items()}
+    assert sorted(embedder.texts) == sorted(texts.values())  # each point embedded once
+    assert len(embedder.plans) == 2
+    (start, first), (joined_at, joined) = embedder.plans
+    # the first window: the first page alone, planned in passes of two
+    assert start == 0 and sorted(itertools.chain(*first)) == sorted(texts[i] for i in range(5))
+    assert len(first) == 3
+    # after its first pass: the three points it had not embedded and the seven batches that arrived
+    assert joined_at == 1
+    rest = [*itertools.chain(*first[1:]), *(texts[i] for i in range(5, 40))]
+    assert sorted(itertools.chain(*joined)) == sorted(rest)
+    lengths = [len(text) for text in itertools.chain(*joined)]
+    assert lengths == sorted(lengths, reverse=True)  # planned as one window, longest first
 
 
 def test_a_failing_pass_plan_falls_back_to_batches(

@@ -646,7 +646,7 @@ class FakeTokenizer:
         return FakeTokenizer(self.calls, is_copy=True)
 
     def __call__(self, inputs: list[str], **kwargs: Any) -> dict[str, list[list[int]]]:
-        self.calls.append({**kwargs, "on_copy": self.is_copy})
+        self.calls.append({**kwargs, "on_copy": self.is_copy, "inputs": list(inputs)})
         assert kwargs["return_attention_mask"] is False
         assert kwargs["return_token_type_ids"] is False
         rows = [[0] * (len(text.split()) + 2) for text in inputs]
@@ -712,7 +712,7 @@ class TestTokenBudgetPasses:
         embedder, _ = self._embedder(fake_st, tokens_per_pass=40)
         texts = [_words(n, i) for i, n in enumerate([1, 30, 5])]
         embedder.embed(texts)
-        embedder.passes(texts)
+        embedder.passes([*texts, _words(2, 3)])
         tokenizer = fake_st.instances[-1].tokenizer
         assert len(tokenizer.calls) == 2
         assert all(call["on_copy"] for call in tokenizer.calls)
@@ -778,8 +778,27 @@ class TestTokenBudgetPasses:
             assert list(vectors[:, 0]) == [9.0] * len(group)  # the prompt's tag: the model got the prompt
         assert len(tokenizer.calls) == 1  # the planned passes were not planned again
         assert [(len(inputs), size) for inputs, size in passes] == [(len(g), len(g)) for g in planned]
-        embedder.embed([texts[0], texts[1]])  # not a planned pass: planned as usual
+        embedder.embed([texts[0], _words(3, 7)])  # not a planned pass: planned as usual
         assert len(tokenizer.calls) == 2
+
+    def test_a_plan_again_tokenizes_only_the_texts_the_last_one_did_not_have(
+        self, fake_st: type[FakeSentenceTransformer]
+    ) -> None:
+        # The backfill plans a window's passes again when batches join it: the rest of the window plus
+        # the new texts. Counting tokens is ~35 us a text; the rest's counts are known.
+        embedder, _ = self._embedder(fake_st, tokens_per_pass=40)
+        texts = [_words(n, i) for i, n in enumerate([1, 30, 5, 5, 5, 10, 2])]
+        embedder.passes(texts)
+        tokenizer = fake_st.instances[-1].tokenizer
+        new = [_words(4, 7), _words(12, 8), _words(4, 7)]
+        again = [*texts[2:], *new]
+        planned = embedder.passes(again)
+        assert [call["inputs"] for call in tokenizer.calls] == [texts, new[:2]]  # each new text once
+        cold, _ = self._embedder(fake_st, tokens_per_pass=40)
+        assert planned == cold.passes(again)  # the same passes as counting them all
+        # the counts kept are the last call's: texts it did not have are counted again
+        embedder.passes(texts[:2])
+        assert tokenizer.calls[-1]["inputs"] == texts[:2]
 
     def test_fixed_passes_are_runs_in_the_order_given(self, fake_st: type[FakeSentenceTransformer]) -> None:
         embedder, _ = self._embedder(fake_st, tokens_per_pass=None, batch_size=3)
