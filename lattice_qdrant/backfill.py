@@ -585,6 +585,9 @@ class _Run:
         self.write_q: queue.Queue[Any] = queue.Queue(maxsize=options.queue_depth)
         self.lock = threading.Lock()
         self.in_flight = 0
+        #: batches in flight whose write landed and whose read-back is running
+        self.confirming = 0
+        #: notified when ``in_flight`` comes down to ``confirming`` (every write landed; both 0: drained)
         self.drained = threading.Condition(self.lock)
         self.error: BaseException | None = None
         self.stopped_by = "done"
@@ -633,10 +636,18 @@ class _Run:
                 if self.error is not None:
                     raise _Stop from None
 
-    def _batch_done(self, n: int = 1) -> None:
+    def _batch_done(self, n: int = 1, *, landed: bool = False) -> None:
         with self.lock:
             self.in_flight -= n
-            if self.in_flight == 0:
+            self.confirming -= landed
+            if self.in_flight == self.confirming:
+                self.drained.notify_all()
+
+    def _landed(self) -> None:
+        """A writer's batch was written (its read-back is still to come)."""
+        with self.lock:
+            self.confirming += 1
+            if self.in_flight == self.confirming:
                 self.drained.notify_all()
 
     def record_failures(self, items: Sequence[tuple[Any, str]]) -> None:
@@ -711,9 +722,10 @@ class _Run:
                 if passes == 1:
                     # while the last windows are embedded and written, not after them: off the run's tail
                     self._repair_stamps()
+                count = self._count_once_landed() if dispatched and not self.stop.is_set() else None
                 self._wait_drained()
                 self._forget_traffic()
-                if self.stop.is_set() or dispatched == 0 or self._nothing_left():
+                if self.stop.is_set() or dispatched == 0 or self._nothing_left(count):
                     break
                 if passes >= _MAX_PASSES:
                     self.halt("passes")
@@ -727,19 +739,32 @@ class _Run:
             self.metrics.active(self.collection, "read", -1)
             self._put_done(self.embed_q)
 
-    def _nothing_left(self) -> bool:
-        """After a pass is written: whether a count shows nothing left to do, which makes that count the
-        run's final one and saves the next pass (whose reads would find nothing: two requests).
+    def _count_tells(self) -> bool:
+        """Whether a count can tell that nothing is left to do: without a shard (the other shards' points
+        are missing too), without failures known (failed points are missing too) and without an error."""
+        return self.options.shard is None and not self.failed_ids and self.error is None
 
-        Only asked where the count can tell: without a shard (the other shards' points are missing too)
-        and without failures known (failed points are missing too); otherwise the next pass looks.
+    def _count_once_landed(self) -> Coverage | None:
+        """Once every write of a pass landed: the coverage counted, beside the writes' read-backs (one
+        round trip off the run's tail); ``None`` where a count cannot tell (:meth:`_count_tells`).
+
+        A count made after the writes reflects them whatever their read-backs find: a read-back tells which
+        of the points hold the vector this run wrote, not whether they hold one.
         """
-        if self.options.shard is not None or self.failed_ids or self.error is not None:
+        if not self._count_tells():
+            return None
+        with self.drained:
+            while self.in_flight > self.confirming and self.error is None:
+                self.drained.wait(timeout=0.1)
+        return self._coverage() if self._count_tells() else None
+
+    def _nothing_left(self, count: Coverage | None) -> bool:
+        """After a pass is written: whether ``count`` (:meth:`_count_once_landed`) shows nothing left to do,
+        which makes it the run's final count and saves the next pass (whose reads would find nothing: two
+        requests). Failures or an error met since the count leave it to the next pass to look."""
+        if count is None or count.missing or not self._count_tells():
             return False
-        coverage = self._coverage()
-        if coverage.missing:
-            return False
-        self.final = coverage
+        self.final = count
         return True
 
     def load_failures(self) -> None:
@@ -1036,23 +1061,30 @@ class _Run:
                     break
                 self.metrics.active(self.collection, "write", 1)
                 started = time.perf_counter()
+                landed: list[bool] = []
+
+                def land(landed: list[bool] = landed) -> None:
+                    landed.append(True)
+                    self._landed()
+
                 try:
-                    self._write_batch(item)
+                    self._write_batch(item, land)
                 finally:
                     self.metrics.active(self.collection, "write", -1)
-                    self._batch_done()
+                    self._batch_done(landed=bool(landed))
                 self.metrics.batch_seconds(self.collection, "write", time.perf_counter() - started)
         except _Stop:
             pass
         except BaseException as exc:
             self.fail(exc)
 
-    def _write_batch(self, batch: _Batch) -> None:
+    def _write_batch(self, batch: _Batch, landed: Callable[[], None]) -> None:
         if batch.vectors is None:
             return
         ids = self.strategy.write_target(
             self.store,
             {pid: (text, vec) for pid, text, vec in zip(batch.ids, batch.texts, batch.vectors, strict=True)},
+            landed=landed,
         )
         if not ids:
             return

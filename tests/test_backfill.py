@@ -426,6 +426,64 @@ def test_a_pass_that_leaves_nothing_to_do_is_the_last_and_its_count_the_final_on
     assert [call.method for call in store.calls[last_write:]].count("coverage") == 1
 
 
+def test_the_final_count_is_made_while_the_last_writes_are_read_back(
+    make_migration: MakeMigration, modern: HashEmbedder
+) -> None:
+    # once every write landed, the count that ends the run does not wait for their read-backs
+    migration = make_migration(n=20)
+    docs = migration.collection
+    written: list[Call] = []
+
+    def count_after_writes(call: Call) -> bool:  # the run's first count is made before it writes
+        if call.method == "update_if_unchanged":
+            written.append(call)
+        return call.method == "coverage" and call.collection == docs and bool(written)
+
+    store = Awaits(
+        migration.store,
+        waits=lambda call: call.method == "retrieve" and call.collection == docs,
+        signal=count_after_writes,
+    )
+    options = BackfillOptions(batch_size=8, writers=3)
+    report = run_backfill(lq.Migration(store, docs, refresh_interval=0), modern, options)
+    assert store.came == [True, True, True]  # every read-back waited for the count: it came meanwhile
+    assert (report.written, report.passes, report.covered, report.total) == (20, 1, 20, 20)
+    assert report.stopped_by == "done"
+
+
+def test_a_count_made_before_a_read_back_fails_is_not_the_final_one(
+    make_migration: MakeMigration, modern: HashEmbedder
+) -> None:
+    # the count shows nothing left, then the read-backs fail: the run fails and records no completion
+    migration = make_migration(n=20)
+    docs = migration.collection
+    counted = threading.Event()
+    came: list[bool] = []
+
+    def covered(coverage: Any) -> bool:
+        return bool(coverage.covered) and not coverage.missing
+
+    class ReadBackFails(StoreWrapper):
+        def handle(self, call: Call, proceed: Callable[[], Any]) -> Any:
+            if call.collection != docs:
+                return proceed()
+            if call.method == "retrieve":
+                came.append(counted.wait(3.0))
+                raise lq.StoreError("read-back refused", collection=docs)
+            result = proceed()
+            if call.method == "coverage" and covered(result):  # not the run's first count
+                counted.set()
+            return result
+
+    store = ReadBackFails(migration.store)
+    options = BackfillOptions(batch_size=8, writers=3)
+    with pytest.raises(lq.StoreError, match="read-back refused"):
+        run_backfill(lq.Migration(store, docs, refresh_interval=0), modern, options)
+    assert came and all(came)  # the count was made before the read-backs failed
+    state = migration.snapshot(refresh=True).state
+    assert state.status == lq.Status.FAILED and "read-back refused" in str(state.error)
+
+
 def test_the_completion_is_the_runs_last_request_and_its_history_entry_is_kept_by_the_record(
     make_migration: MakeMigration, lattice: lq.LatticeClient, modern: HashEmbedder
 ) -> None:

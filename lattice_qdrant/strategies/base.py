@@ -412,13 +412,22 @@ class MigrationStrategy(ABC):
         """
         return None
 
-    def write_target(self, store: Store, pending: Mapping[Any, tuple[str, NDArray[np.float32]]]) -> list[Any]:
+    def write_target(
+        self,
+        store: Store,
+        pending: Mapping[Any, tuple[str, NDArray[np.float32]]],
+        *,
+        landed: Callable[[], None] | None = None,
+    ) -> list[Any]:
         """Write target vectors without ever overwriting a fresher one; return the ids written.
 
         Each point is written only if it still lacks the target vector and still holds the text its vector
         was embedded from (:meth:`~lattice_qdrant.store.Store.update_if_unchanged`), so a write the
         application made meanwhile wins. The points holding the target vector afterwards are stamped with
         the target model. Used by the backfill and by mixed mode's read-repair.
+
+        ``landed`` is called once the store holds what this call writes, before the read-back that tells
+        which points hold the vectors written (the backfill counts the coverage meanwhile).
         """
         plan, collection = self.plan, self.data_collection
         ids = store.update_if_unchanged(
@@ -428,6 +437,8 @@ class MigrationStrategy(ABC):
             lacking=plan.target_vector,
             stamp=(plan.target.model_id, plan.target.version),
         )
+        if landed is not None:
+            landed()
         if not ids:
             return []
         # Ours took effect where the stored vector is the one we wrote (as a server stores it).

@@ -12,7 +12,7 @@ start.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -249,16 +249,23 @@ class ReembedStrategy(MigrationStrategy):
         """None: the target overwrites the source in place (its backup was made at start)."""
         return 0
 
-    def write_target(self, store: Store, pending: Mapping[Any, tuple[str, NDArray[np.float32]]]) -> list[Any]:
+    def write_target(
+        self,
+        store: Store,
+        pending: Mapping[Any, tuple[str, NDArray[np.float32]]],
+        *,
+        landed: Callable[[], None] | None = None,
+    ) -> list[Any]:
         """Overwrite vector and stamp together (:meth:`~lattice_qdrant.store.Store.write_stamped`: one
         request on a server), on points still holding their text and not yet the target.
 
         "Lacks the target vector" is "not stamped with the target model". A run killed between the vector
         and the stamp leaves a point with the new vector and the old stamp: it is still selected as to do,
-        and the next run writes it again.
+        and the next run writes it again. ``landed`` is called once the write and its read-back are done
+        (the store makes both).
         """
         plan, target = self.plan, self.plan.target
-        return store.write_stamped(
+        written = store.write_stamped(
             self.data_collection,
             plan.target_vector,
             plan.text_field,
@@ -267,6 +274,9 @@ class ReembedStrategy(MigrationStrategy):
             distance=target.distance,
             unless=self.done(),
         )
+        if landed is not None:
+            landed()
+        return written
 
     def repair_stamps(self, store: Store) -> None:
         """None needed: the stamp is what selects the work, so a point cut off is done again."""
