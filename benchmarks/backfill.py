@@ -689,7 +689,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--scale-sizes", type=int, nargs="*", default=[10_000, 50_000, 100_000], help="points of local mode"
     )
-    parser.add_argument("--scale-repeat", type=int, default=3, help="interleaved runs of each scale size")
+    parser.add_argument("--scale-repeat", type=int, default=5, help="interleaved runs of each scale size")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--rss-child", type=int, help=argparse.SUPPRESS)
